@@ -1,0 +1,41 @@
+# `make demo` and `make test` do all set-up on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := runc mmdebstrap golang-github-containers-common iproute2 procps tar python3-venv
+APT_STAMP := /var/lib/tumbler/.apt-installed
+
+.PHONY: demo test test-all bench system venv image clean
+
+demo: venv image
+	$(PY) -m tumbler.demo
+
+test: venv image
+	$(VENV)/bin/pytest -q
+
+test-all: venv image
+	$(VENV)/bin/pytest -q -m ''
+
+bench: venv image
+	$(PY) bench/bench_sandbox.py
+
+system: $(APT_STAMP)
+$(APT_STAMP):
+	@command -v apt-get >/dev/null || { echo "needs Debian/Ubuntu (apt-get)"; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
+	mkdir -p $(dir $@) && touch $@
+
+venv: system $(STAMP)
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+image: venv
+	$(VENV)/bin/tumbler image build debian
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,19 @@
+"""Tumbler: isolated Linux sandboxes for LLM agents.
+
+    from tumbler import LocalSandbox
+    with LocalSandbox(image="debian") as sb:
+        print(sb.run("echo hi").output)
+"""
+from tumbler.errors import TumblerError
+
+__version__ = "0.1.0"
+
+__all__ = ["LocalSandbox", "TumblerError", "__version__"]
+
+
+def __getattr__(name: str):
+    # Imported lazily so that `import tumbler` stays cheap for the CLI and the SDK.
+    if name == "LocalSandbox":
+        from tumbler.local import LocalSandbox
+        return LocalSandbox
+    raise AttributeError(name)

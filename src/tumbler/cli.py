@@ -1,0 +1,180 @@
+"""The `tumbler` command."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tumbler.errors import TumblerError
+
+app = typer.Typer(no_args_is_help=True, help="Isolated Linux sandboxes for LLM agents.")
+image_app = typer.Typer(no_args_is_help=True, help="Images of the process runtime.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="Sandboxes on this machine (process runtime).")
+app.add_typer(image_app, name="image")
+app.add_typer(sandbox_app, name="sandbox")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: TumblerError) -> None:
+    err.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+def _store():
+    from tumbler.runtime.images import ImageStore
+    return ImageStore()
+
+
+def _runtime():
+    from tumbler.runtime.process import ProcessRuntime
+    return ProcessRuntime()
+
+
+@image_app.command("build")
+def image_build(name: str = typer.Argument("debian"),
+                suite: str = typer.Option("bookworm", help="Debian suite"),
+                packages: str = typer.Option(",".join(("bash", "coreutils", "procps", "python3", "git",
+                                                       "ca-certificates")), help="comma-separated"),
+                force: bool = typer.Option(False, help="rebuild even if the image exists")):
+    """Build a Debian image with mmdebstrap (cached: an existing image is kept)."""
+    store = _store()
+    try:
+        if store.exists(name) and not force:
+            console.print(f"image [bold]{name}[/bold] exists (use --force to rebuild)")
+            return
+        with console.status(f"building {name} from Debian {suite}...") as status:
+            store.build(name, suite=suite, packages=tuple(packages.split(",")), force=force,
+                        on_output=lambda line: status.update(f"building {name}: {line[:100]}"))
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"built image [bold]{name}[/bold]")
+
+
+@image_app.command("import")
+def image_import(name: str, tar: Path, force: bool = typer.Option(False)):
+    """Import a root filesystem tar (`docker export`, `podman export`) as an image."""
+    try:
+        with console.status(f"importing {tar}..."):
+            _store().import_tar(name, tar, force=force)
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"imported image [bold]{name}[/bold]")
+
+
+@image_app.command("ls")
+def image_ls():
+    """List images."""
+    table = Table("name", "parent", "source")
+    for im in _store().list():
+        table.add_row(im.name, im.parent or "", im.source)
+    console.print(table)
+
+
+@image_app.command("rm")
+def image_rm(name: str):
+    """Remove an image (not while a sandbox or a snapshot uses it)."""
+    rt = _runtime()
+    try:
+        rt.images.remove(name, in_use=lambda n: any(s.spec.image == n for s in rt.list()))
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"removed image [bold]{name}[/bold]")
+
+
+@sandbox_app.command("create")
+def sandbox_create(image: str = typer.Option("debian"), memory: str = typer.Option("512m"),
+                   cpus: float = typer.Option(1.0), pids: int = typer.Option(512),
+                   network: str = typer.Option("none", help="none or host")):
+    """Create and start a sandbox; prints its id."""
+    from tumbler.runtime.spec import Limits, SandboxSpec
+    rt = _runtime()
+    try:
+        spec = SandboxSpec(image=image, network=network,
+                           limits=Limits(memory=memory, cpus=cpus, pids=pids))
+        info = rt.create(spec)
+        rt.start(info.id)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(info.id)
+
+
+@sandbox_app.command("ls")
+def sandbox_ls():
+    """List sandboxes."""
+    table = Table("id", "image", "state")
+    for s in _runtime().list():
+        table.add_row(s.id, s.spec.image, s.state.value)
+    console.print(table)
+
+
+@sandbox_app.command("exec")
+def sandbox_exec(sandbox_id: str, command: str, timeout: float = typer.Option(300.0)):
+    """Run a shell command in a sandbox's default session; exits with its exit code."""
+    from tumbler.local import LocalSandbox
+    try:
+        sb = LocalSandbox.attach(sandbox_id, _runtime())
+        sb._reconnect()
+        result = sb.run(command, timeout=timeout,
+                        on_output=lambda chunk: (sys.stdout.buffer.write(chunk), sys.stdout.flush()))
+    except TumblerError as exc:
+        _fail(exc)
+    if result.timed_out:
+        err.print(f"[yellow]timed out after {timeout} s[/yellow]")
+    raise typer.Exit(result.exit_code if result.exit_code is not None else 124)
+
+
+@sandbox_app.command("reset")
+def sandbox_reset(sandbox_id: str):
+    """Reset a sandbox to its pristine image."""
+    try:
+        _runtime().reset(sandbox_id)
+    except TumblerError as exc:
+        _fail(exc)
+
+
+@sandbox_app.command("stop")
+def sandbox_stop(sandbox_id: str):
+    try:
+        _runtime().stop(sandbox_id)
+    except TumblerError as exc:
+        _fail(exc)
+
+
+@sandbox_app.command("rm")
+def sandbox_rm(sandbox_ids: list[str]):
+    """Remove sandboxes: every process, mount, cgroup and file of theirs."""
+    rt = _runtime()
+    for sid in sandbox_ids:
+        try:
+            rt.remove(sid)
+        except TumblerError as exc:
+            _fail(exc)
+
+
+@sandbox_app.command("snapshot")
+def sandbox_snapshot(sandbox_id: str, image: str):
+    """Save a sandbox's files as a new image."""
+    try:
+        _runtime().snapshot(sandbox_id, image)
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"saved image [bold]{image}[/bold]")
+
+
+@app.command()
+def demo(count: int = typer.Option(50, help="sandboxes to start at once")):
+    """Show sandboxes at work, with timings."""
+    from tumbler.demo import main
+    main(count)
+
+
+if __name__ == "__main__":
+    app()

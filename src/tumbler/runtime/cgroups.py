@@ -1,0 +1,79 @@
+"""Reading a sandbox's cgroup (v1 per controller, or the v2 unified tree): its stats and leftovers.
+
+runc creates and removes the cgroups (from the bundle's `cgroupsPath`); we only read them, and
+after a removal make sure nothing is left.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio",
+                  "systemd")
+
+
+def is_v2() -> bool:
+    return (CGROUP_ROOT / "cgroup.controllers").exists()
+
+
+def _own_v1_paths() -> dict[str, str]:
+    """This process's cgroup per v1 controller: runc nests a relative cgroupsPath under it."""
+    out = {}
+    with open("/proc/self/cgroup") as fh:
+        for line in fh:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for c in ctrls.split(","):
+                out[c.removeprefix("name=")] = path
+    return out
+
+
+def _dir(controller: str, rel: str) -> Path:
+    if is_v2():
+        return CGROUP_ROOT / _own_v1_paths().get("", "/").lstrip("/") / rel
+    return CGROUP_ROOT / controller / _own_v1_paths().get(controller, "/").lstrip("/") / rel
+
+
+def _read_int(path: Path, default: int = 0) -> int:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return default
+    return default if text == "max" else int(text)
+
+
+def memory_bytes(rel: str) -> int:
+    name = "memory.current" if is_v2() else "memory.usage_in_bytes"
+    return _read_int(_dir("memory", rel) / name)
+
+
+def cpu_seconds(rel: str) -> float:
+    if is_v2():
+        try:
+            for line in (_dir("cpu", rel) / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+        except OSError:
+            pass
+        return 0.0
+    return _read_int(_dir("cpuacct", rel) / "cpuacct.usage") / 1e9
+
+
+def pids(rel: str) -> int:
+    return _read_int(_dir("pids", rel) / "pids.current")
+
+
+def leftover_dirs(rel: str) -> list[Path]:
+    """Cgroup directories of `rel` that still exist."""
+    controllers = ("",) if is_v2() else V1_CONTROLLERS
+    return [p for p in {_dir(c, rel) for c in controllers} if p.is_dir()]
+
+
+def remove(rel: str) -> None:
+    """Remove empty leftover cgroup dirs of `rel` (runc normally does; this is a safety net)."""
+    for path in leftover_dirs(rel):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass

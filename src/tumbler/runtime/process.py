@@ -1,0 +1,345 @@
+"""The process runtime: each sandbox is a runc container over an overlay of its image. No daemon.
+
+    <home>/sandboxes/<id>/sandbox.json   spec and state (what survives our own restart)
+    <home>/sandboxes/<id>/config.json    the OCI bundle's config (bundle dir = sandbox dir)
+    <home>/sandboxes/<id>/{upper,work}   the sandbox's writable layer
+    <home>/sandboxes/<id>/rootfs         the overlay mount point, while it runs
+    <run>/sock/<id>.sock                 the agent's socket, made and bound by us, on the host only
+
+We bind the agent's listening socket ourselves and hand it to the container as stdin, so the
+socket never sits in a directory the sandbox can write (no symlink games) and the first request
+can be sent before the agent has even started: it waits in the listen backlog.
+This process makes itself a child subreaper, so the containers' init processes (reparented when
+`runc run -d` exits) become our children and are reaped by us, not left as zombies.
+"""
+from __future__ import annotations
+
+import compileall
+import ctypes
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tumbler.agent import protocol as agent_protocol
+from tumbler.config import Paths
+from tumbler.errors import (Conflict, InvalidRequest, NotFound, RuntimeFailure, SandboxError)
+from tumbler.runtime import cgroups, idmap, overlay
+from tumbler.runtime.bundle import oci_config
+from tumbler.runtime.images import ImageStore
+from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
+                                  transition)
+
+log = logging.getLogger(__name__)
+
+RUNC_TIMEOUT_S = 30
+PR_SET_CHILD_SUBREAPER = 36
+ID_LEN = 12
+
+
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning("could not become a child subreaper; exited sandboxes may stay zombies")
+
+
+class ProcessRuntime:
+    """Sandboxes as runc containers on this host. Thread-safe; needs root."""
+
+    name = "process"
+
+    def __init__(self, paths: Paths | None = None, images: ImageStore | None = None):
+        if os.geteuid() != 0:
+            raise RuntimeFailure("the process runtime needs root (it mounts overlays and runs runc)")
+        self.runc = shutil.which("runc")
+        if self.runc is None:
+            raise RuntimeFailure("runc is not installed: `apt-get install runc`")
+        self.paths = paths or Paths.from_env()
+        self.images = images or ImageStore(self.paths)
+        for d in (self.paths.sandboxes, self.paths.runc_root, self.paths.sockets):
+            d.mkdir(parents=True, exist_ok=True)
+        self.agent_dir = Path(agent_protocol.__file__).parent
+        # The image's python3 (3.11) reads these .pyc files from the read-only mount, which
+        # saves it compiling the agent at every sandbox start.
+        compileall.compile_dir(self.agent_dir, quiet=1)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        _become_subreaper()
+        for leftover in self.paths.sandboxes.glob(".trash-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def create(self, spec: SandboxSpec, sandbox_id: str | None = None) -> SandboxInfo:
+        self._check_image(spec.image)
+        sandbox_id = sandbox_id or secrets.token_hex(ID_LEN // 2)
+        if not sandbox_id.isalnum() or len(sandbox_id) > 32:
+            raise InvalidRequest(f"bad sandbox id {sandbox_id!r}: up to 32 letters and digits")
+        sdir = self._dir(sandbox_id)
+        try:
+            sdir.mkdir()
+        except FileExistsError:
+            raise Conflict(f"sandbox {sandbox_id} exists") from None
+        self._fresh_layer(sdir)
+        (sdir / "rootfs").mkdir()
+        info = SandboxInfo(id=sandbox_id, state=SandboxState.CREATED, spec=spec,
+                           created=time.time(), runtime=self.name)
+        self._save(info)
+        return info
+
+    def start(self, sandbox_id: str) -> SandboxInfo:
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "start")
+            self._start(info)
+            return self._set_state(info, SandboxState.RUNNING)
+
+    def stop(self, sandbox_id: str) -> SandboxInfo:
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "stop")
+            self._stop(sandbox_id)
+            return self._set_state(info, SandboxState.STOPPED)
+
+    def remove(self, sandbox_id: str) -> None:
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "remove")
+            self._stop(sandbox_id)
+            shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
+            cgroups.remove(self._cgroup(sandbox_id))
+        with self._locks_guard:
+            self._locks.pop(sandbox_id, None)
+
+    def reset(self, sandbox_id: str) -> SandboxInfo:
+        """Back to the pristine image: every process ends, every written file is gone."""
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "reset")
+            self._stop(sandbox_id)
+            self._fresh_layer(self._dir(sandbox_id))
+            self._start(info)
+            return self._set_state(info, SandboxState.RUNNING)
+
+    def snapshot(self, sandbox_id: str, image: str) -> str:
+        """Save the sandbox's files as image `image`, stacked on its own image."""
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            running = info.state == SandboxState.RUNNING
+            cid = self._cid(sandbox_id)
+            if running:
+                self._runc("pause", cid)
+            try:
+                self.images.add_layer(image, info.spec.image, self._dir(sandbox_id) / "upper",
+                                      source=f"snapshot:{sandbox_id}", copy=_copy_layer)
+            finally:
+                if running:
+                    self._runc("resume", cid)
+        return image
+
+    def stats(self, sandbox_id: str) -> SandboxStats:
+        info = self.get(sandbox_id)
+        rel = self._cgroup(sandbox_id)
+        return SandboxStats(memory_bytes=cgroups.memory_bytes(rel),
+                            memory_limit_bytes=info.spec.limits.memory,
+                            cpu_seconds=cgroups.cpu_seconds(rel), pids=cgroups.pids(rel),
+                            pids_limit=info.spec.limits.pids)
+
+    def get(self, sandbox_id: str) -> SandboxInfo:
+        try:
+            text = (self._dir(sandbox_id) / "sandbox.json").read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"no sandbox {sandbox_id}") from None
+        return SandboxInfo.model_validate_json(text)
+
+    def list(self) -> list[SandboxInfo]:
+        out = []
+        for p in sorted(self.paths.sandboxes.iterdir()):
+            try:
+                out.append(self.get(p.name))
+            except (NotFound, ValueError):
+                continue
+        return out
+
+    def agent_socket(self, sandbox_id: str) -> str:
+        return str(self.paths.sockets / f"{sandbox_id}.sock")
+
+    def init_pid(self, sandbox_id: str) -> int | None:
+        """Host pid of the sandbox's init (the agent), if it runs."""
+        try:
+            return int((self._dir(sandbox_id) / "init.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start(self, info: SandboxInfo) -> None:
+        sid = info.id
+        sdir = self._dir(sid)
+        rootfs = sdir / "rootfs"
+        if not overlay.is_mounted(rootfs):
+            overlay.mount_overlay(self.images.layers(info.spec.image), sdir / "upper",
+                                  sdir / "work", rootfs)
+        config = oci_config(info.spec, rootfs=rootfs, agent_dir=self.agent_dir,
+                            cgroup_path=self._cgroup(sid))
+        (sdir / "config.json").write_text(json.dumps(config))
+        listener = self._listen(sid)
+        try:
+            with open(sdir / "agent.log", "wb") as logf:
+                self._runc("run", "-d", "--pid-file", str(sdir / "init.pid"), "-b", str(sdir),
+                           self._cid(sid), stdin=listener.fileno(), stderr=logf)
+        except RuntimeFailure:
+            self._stop(sid)
+            raise
+        finally:
+            # Only the agent holds the socket now: if it dies, clients are refused, not queued.
+            listener.close()
+
+    def _listen(self, sandbox_id: str) -> socket.socket:
+        path = self.agent_socket(sandbox_id)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        return sock
+
+    def _stop(self, sandbox_id: str) -> None:
+        """Kill every process of the sandbox, reap its init, unmount its root. Idempotent."""
+        sdir = self._dir(sandbox_id)
+        pid = self.init_pid(sandbox_id)
+        if pid is not None:
+            # Killing the pid namespace's init kills every process in it, at once. That is
+            # ~1 ms; `runc delete --force` takes ~100 ms (it polls for the processes to go).
+            if _in_cgroup(pid, self._cgroup(sandbox_id)):
+                _kill(pid)
+                _reap(pid)
+            (sdir / "init.pid").unlink(missing_ok=True)
+        cid = self._cid(sandbox_id)
+        if (self.paths.runc_root / cid).exists():
+            try:
+                self._runc("delete", cid)
+            except RuntimeFailure:
+                self._runc("delete", "--force", cid)
+        overlay.unmount(sdir / "rootfs")
+        try:
+            os.unlink(self.agent_socket(sandbox_id))
+        except FileNotFoundError:
+            pass
+
+    def _runc(self, *args: str, stdin=subprocess.DEVNULL, stderr=None) -> None:
+        cmd = [self.runc, "--root", str(self.paths.runc_root), *args]
+        try:
+            proc = subprocess.run(cmd, stdin=stdin, stdout=subprocess.DEVNULL,
+                                  stderr=stderr if stderr is not None else subprocess.PIPE,
+                                  timeout=RUNC_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeFailure(f"runc {args[0]} ran past {RUNC_TIMEOUT_S} s") from None
+        if proc.returncode != 0:
+            detail = (proc.stderr or b"").decode(errors="replace").strip()
+            if stderr is not None and hasattr(stderr, "name"):
+                detail = Path(stderr.name).read_text(errors="replace").strip()[-2000:]
+            raise RuntimeFailure(f"runc {args[0]} failed (exit {proc.returncode}): {detail}")
+
+    def _check_image(self, image: str) -> None:
+        layers = self.images.layers(image)  # NotFound names the fix
+        if not any(os.path.lexists(layer / "usr/bin/python3") for layer in layers):
+            raise InvalidRequest(f"image {image!r} has no /usr/bin/python3, which the in-sandbox "
+                                 "agent runs on; add python3 to the image")
+
+    def _fresh_layer(self, sdir: Path) -> None:
+        for name in ("upper", "work"):
+            path = sdir / name
+            if path.exists():
+                _discard(path, sdir)
+            path.mkdir()
+            os.chown(path, idmap.HOST_BASE, idmap.HOST_BASE)
+        (sdir / "upper").chmod(0o755)
+
+    def _save(self, info: SandboxInfo) -> None:
+        path = self._dir(info.id) / "sandbox.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(info.model_dump_json())
+        os.replace(tmp, path)
+
+    def _set_state(self, info: SandboxInfo, state: SandboxState) -> SandboxInfo:
+        info = info.model_copy(update={"state": state})
+        self._save(info)
+        return info
+
+    def _lock(self, sandbox_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(sandbox_id, threading.Lock())
+
+    def _dir(self, sandbox_id: str) -> Path:
+        if not sandbox_id or "/" in sandbox_id or sandbox_id.startswith("."):
+            raise NotFound(f"no sandbox {sandbox_id!r}")
+        return self.paths.sandboxes / sandbox_id
+
+    @staticmethod
+    def _cid(sandbox_id: str) -> str:
+        return f"tmb-{sandbox_id}"
+
+    @staticmethod
+    def _cgroup(sandbox_id: str) -> str:
+        return f"tumbler/{sandbox_id}"
+
+
+def _in_cgroup(pid: int, rel: str) -> bool:
+    """Whether `pid` is (still) a process of the sandbox whose cgroup is `rel` (pids get reused)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            return f"/{rel}\n" in fh.read()
+    except OSError:
+        return False
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int, timeout_s: float = 5.0) -> None:
+    """Collect the exit of our (subreaped) child `pid`; nothing to do if it is not ours."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
+def _discard(path: Path, parent: Path) -> None:
+    """Remove a directory tree fast: rename it aside, then delete it in the background
+    (a leftover `.trash-*` of a process that exited first is swept at the next start)."""
+    trash = parent / f".trash-{path.name}-{secrets.token_hex(4)}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
+                     daemon=True).start()
+
+
+def _copy_layer(upper: Path, dest: Path) -> None:
+    """Copy an overlay upper dir with its whiteouts, opaque markers and ownership."""
+    proc = subprocess.run(["cp", "-a", "--preserve=all", str(upper), str(dest)],
+                          capture_output=True, timeout=600)
+    if proc.returncode != 0:
+        raise SandboxError(f"snapshot copy failed: {proc.stderr.decode(errors='replace')}")
+    shutil.rmtree(dest / ".tumbler", ignore_errors=True)

@@ -1,0 +1,148 @@
+"""What a sandbox is asked to be (`SandboxSpec`), what it is (`SandboxInfo`), and its life cycle."""
+from __future__ import annotations
+
+import enum
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tumbler.errors import Conflict
+
+_MEM_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+_MEM_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def parse_bytes(value: int | str) -> int:
+    """512, "512m", "2GiB" -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = _MEM_RE.match(value.strip())
+    if not m:
+        raise ValueError(f"cannot read {value!r} as a size; write e.g. 536870912, '512m' or '2g'")
+    return int(float(m.group(1)) * _MEM_UNITS[m.group(2).lower()])
+
+
+class Limits(BaseModel):
+    """Resource limits of one sandbox, enforced by its cgroup."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory: int = Field(default=512 << 20, description="memory limit in bytes (no swap on top)")
+    cpus: float = Field(default=1.0, description="CPU time, in cores (0.5 = half a core)")
+    pids: int = Field(default=512, description="most processes and threads at once")
+    nofile: int = Field(default=1024, description="open file descriptors per process")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v):
+        v = parse_bytes(v)
+        if v < 16 << 20:
+            raise ValueError(f"memory limit {v} bytes is below the 16 MiB a shell needs")
+        return v
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, v):
+        if not 0.01 <= v <= 1024:
+            raise ValueError(f"cpus must be between 0.01 and 1024 cores, not {v}")
+        return v
+
+    @field_validator("pids")
+    @classmethod
+    def _pids(cls, v):
+        if not 8 <= v <= 1 << 20:
+            raise ValueError(f"pids must be between 8 and 1048576, not {v}")
+        return v
+
+    @field_validator("nofile")
+    @classmethod
+    def _nofile(cls, v):
+        if not 64 <= v <= 1 << 20:
+            raise ValueError(f"nofile must be between 64 and 1048576, not {v}")
+        return v
+
+
+class SandboxSpec(BaseModel):
+    """Everything a runtime needs to create a sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(default="debian", description="image name in the runtime's store")
+    hostname: str = Field(default="sandbox", description="the sandbox's own hostname")
+    env: dict[str, str] = Field(default_factory=dict, description="environment of every process")
+    cwd: str = Field(default="/root", description="working directory of sessions and exec")
+    network: str = Field(default="none", description="'none' (own namespace, loopback only) or 'host'")
+    limits: Limits = Field(default_factory=Limits)
+    labels: dict[str, str] = Field(default_factory=dict, description="free-form, for the caller")
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v):
+        if not _HOST_RE.match(v):
+            raise ValueError(f"bad hostname {v!r}: 1-63 letters, digits and '-'")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v):
+        for k, val in v.items():
+            if not _ENV_NAME_RE.match(k):
+                raise ValueError(f"bad environment variable name {k!r}")
+            if "\0" in val:
+                raise ValueError(f"environment variable {k} contains a NUL byte")
+        return v
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, v):
+        if not v.startswith("/") or "\0" in v:
+            raise ValueError(f"cwd must be an absolute path, not {v!r}")
+        return v
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, v):
+        if v not in ("none", "host"):
+            raise ValueError(f"network must be 'none' or 'host', not {v!r}")
+        return v
+
+
+class SandboxState(str, enum.Enum):
+    CREATED = "created"    # files prepared, nothing running
+    RUNNING = "running"    # jail and agent up
+    STOPPED = "stopped"    # nothing running, files kept
+    REMOVED = "removed"    # gone
+
+
+# Which operation may move a sandbox from which state to which.
+TRANSITIONS: dict[str, tuple[set[SandboxState], SandboxState]] = {
+    "start": ({SandboxState.CREATED, SandboxState.STOPPED}, SandboxState.RUNNING),
+    "stop": ({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.STOPPED}, SandboxState.STOPPED),
+    "reset": ({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.STOPPED}, SandboxState.RUNNING),
+    "remove": (set(SandboxState) - {SandboxState.REMOVED}, SandboxState.REMOVED),
+}
+
+
+def transition(sandbox_id: str, state: SandboxState, op: str) -> SandboxState:
+    allowed, target = TRANSITIONS[op]
+    if state not in allowed:
+        raise Conflict(f"cannot {op} sandbox {sandbox_id}: it is {state.value}")
+    return target
+
+
+class SandboxInfo(BaseModel):
+    id: str
+    state: SandboxState
+    spec: SandboxSpec
+    created: float = Field(description="unix time, seconds")
+    runtime: str
+
+
+class SandboxStats(BaseModel):
+    memory_bytes: int = Field(description="memory in use now, bytes")
+    memory_limit_bytes: int
+    cpu_seconds: float = Field(description="CPU time used since start, seconds")
+    pids: int = Field(description="processes and threads now")
+    pids_limit: int
