@@ -1,0 +1,39 @@
+"""The in-sandbox agent and its host-side client. Standard library only, relative imports only:
+this folder is bind-mounted into sandboxes at /.tumbler/agent and run by the image's python3.
+
+Wire: `protocol.py` (frames). Modules: `server.py` (accept, dispatch), `sessions.py` (bash on a
+pty), `execs.py` (one program to completion), `files.py`, `processes.py`, `children.py` (owned
+children and the zombie reaper), `args.py` (argument checks), `client.py` (host side).
+
+Ops (args -> result; "body" is the frame's raw bytes; every error reply has a kind of
+protocol.py: invalid, not_found, exists, conflict, internal):
+
+  health             {} -> {version, agent_version, pid, uptime_s, sessions: [name]}
+  shutdown           {} -> {}                   closes all sessions, then the agent exits
+  session.create     {name, env: {str: str} = {}, cwd: str | null} -> {name}
+  session.run        {name, command, timeout: s = 300, max_output: bytes = 64 MiB (<= 256 MiB),
+                      stream: bool = false}
+                     -> {exit_code: int | null, output_size, truncated, timed_out, session_alive,
+                         duration_s}; body = output (empty when streamed: `output` events carry it)
+  session.input      {name} body = bytes typed on the terminal -> {}
+  session.interrupt  {name} -> {interrupted: bool}      returns once the running command ended
+  session.close      {name} -> {}
+  session.list       {} -> {sessions: [{name, pid, busy, alive}]}
+  exec               {argv: [str] | command: str, env = {}, cwd = null, timeout: s = 300,
+                      max_output: bytes per stream = 64 MiB} body = stdin
+                     -> {exit_code: int | null, timed_out, stdout_size, stderr_size, stdout_len,
+                         stdout_truncated, stderr_truncated, duration_s}; body = stdout + stderr
+  file.read          {path, offset = 0, length = null} -> {size}; body = bytes
+  file.write         {path, append = false, mode: int | null, parents = true} body = data -> {size}
+  file.stat          {path} -> {path, type: file|dir|symlink|other, size, mode, uid, gid, mtime}
+  file.list          {path} -> {entries: [stat shape + name]} sorted by name
+  file.remove        {path, recursive = false} -> {}
+  file.chmod         {path, mode: int} -> {}
+  file.mkdir         {path, parents = true} -> {}
+  file.upload_tar    {path} body = tar -> {members}
+  file.download_tar  {path} -> {size}; body = tar
+  proc.list          {} -> {processes: [{pid, ppid, pgid, state, uid, rss_bytes, cmd}]}
+  proc.signal        {pid, signal: int | name = "TERM"} -> {}
+
+Exit codes follow the shell: 128 + N for a process killed by signal N; null when timed out.
+"""
