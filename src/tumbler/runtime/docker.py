@@ -1,0 +1,343 @@
+"""The docker runtime: each sandbox is a container of a Docker Engine API (Docker, or Podman).
+
+    <home>/docker/<id>/sandbox.json   spec and state (what survives our own restart)
+    <run>/docker/<id>/                bind-mounted at /.tumbler/run; the agent binds agent.sock here
+    <run>/docker-sock/<id>.sock       the same socket, pinned where the sandbox cannot reach
+                                      (agent_socket.py says why); what `agent_socket` returns
+
+A container is created with the sandbox (so a stopped sandbox keeps its files) and named
+`tumbler-<id>`, labelled `tumbler.sandbox=<id>` and `tumbler.owner=<owner>` (host and home of the
+runtime that made it); on construction, containers of ours whose record is gone are removed.
+The agent is mounted read-only at /.tumbler/agent and runs on the image's own python3 as pid 1.
+Security: Docker's default capabilities only, no-new-privileges, the engine's default seccomp
+profile, cgroup limits, no network unless asked; on Podman root inside maps to an unprivileged
+host uid (`--userns=auto`); Docker does that only with the daemon's `userns-remap`.
+"""
+from __future__ import annotations
+
+import compileall
+import logging
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+from tumbler.agent import protocol as agent_protocol
+from tumbler.config import Paths
+from tumbler.errors import Conflict, InvalidRequest, NotFound, SandboxError
+from tumbler.runtime import agent_socket, engine
+from tumbler.runtime.bundle import AGENT_BOOT, AGENT_MOUNT, CAPABILITIES
+from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
+                                  transition)
+
+log = logging.getLogger(__name__)
+
+RUN_MOUNT = "/.tumbler/run"
+SOCKET_NAME = "agent.sock"
+LABEL_SANDBOX = "tumbler.sandbox"
+LABEL_OWNER = "tumbler.owner"
+AGENT_START_TIMEOUT_S = 15.0
+KILL_TIMEOUT_S = 10
+ID_LEN = 12
+NPROC = 4096  # per-uid process limit; the pids cgroup is the sandbox's real bound
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class DockerRuntime:
+    """Sandboxes as containers of a Docker-API engine. Thread-safe; needs root (bind mounts)."""
+
+    name = "docker"
+
+    def __init__(self, base_url: str | None = None, *, paths: Paths | None = None,
+                 owner: str | None = None, userns: bool = True):
+        self.paths = paths or Paths.from_env()
+        self.url = engine.engine_url(base_url, self.paths)
+        self.client = engine.connect(self.url, paths=self.paths)
+        self.api = self.client.api
+        self.records = self.paths.home / "docker"
+        self.shared = self.paths.run / "docker"
+        self.pinned = self.paths.run / "docker-sock"
+        for d in (self.records, self.shared, self.pinned):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o700)
+        self.owner = owner or f"{socket.gethostname()}:{self.paths.home}"
+        self.userns = "auto" if userns and self._is_podman() else None
+        self.agent_dir = Path(agent_protocol.__file__).parent
+        compileall.compile_dir(self.agent_dir, quiet=1)
+        self._has_python: set[str] = set()  # ids of images found to have python3
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.reclaim_orphans()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def create(self, spec: SandboxSpec, sandbox_id: str | None = None) -> SandboxInfo:
+        sandbox_id = sandbox_id or secrets.token_hex(ID_LEN // 2)
+        if not sandbox_id.isalnum() or len(sandbox_id) > 32:
+            raise InvalidRequest(f"bad sandbox id {sandbox_id!r}: up to 32 letters and digits")
+        try:
+            self._dir(sandbox_id).mkdir()
+        except FileExistsError:
+            raise Conflict(f"sandbox {sandbox_id} exists") from None
+        info = SandboxInfo(id=sandbox_id, state=SandboxState.CREATED, spec=spec,
+                           created=time.time(), runtime=self.name)
+        try:
+            self._save(info)
+            self._create_container(info)
+        except BaseException:
+            self._forget(sandbox_id)
+            raise
+        return info
+
+    def start(self, sandbox_id: str) -> SandboxInfo:
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "start")
+            if not self._container_exists(sandbox_id):
+                log.warning("container of sandbox %s is gone; making it anew from %s",
+                            sandbox_id, info.spec.image)
+                self._create_container(info)
+            self._start(sandbox_id)
+            return self._set_state(info, SandboxState.RUNNING)
+
+    def stop(self, sandbox_id: str) -> SandboxInfo:
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "stop")
+            self._kill(sandbox_id)
+            return self._set_state(info, SandboxState.STOPPED)
+
+    def remove(self, sandbox_id: str) -> None:
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "remove")
+            self._remove_container(sandbox_id)
+            self._forget(sandbox_id)
+        with self._locks_guard:
+            self._locks.pop(sandbox_id, None)
+
+    def reset(self, sandbox_id: str) -> SandboxInfo:
+        """Back to the image: a new container replaces the old one (files, processes gone)."""
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "reset")
+            self._remove_container(sandbox_id)
+            self._create_container(info)
+            self._start(sandbox_id)
+            return self._set_state(info, SandboxState.RUNNING)
+
+    def snapshot(self, sandbox_id: str, image: str) -> str:
+        """Commit the sandbox's files to the engine's local image `image` (tag `latest` unless
+        given); the engine pauses the container meanwhile."""
+        repo, _, tag = image.partition(":")
+        with self._lock(sandbox_id):
+            self.get(sandbox_id)
+            with engine.engine_errors(f"snapshot of sandbox {sandbox_id}", self.url):
+                self.api.commit(self._name(sandbox_id), repository=repo, tag=tag or "latest",
+                                message=f"tumbler snapshot of {sandbox_id}")
+        return image
+
+    def stats(self, sandbox_id: str) -> SandboxStats:
+        """One sample from the engine's stats API (no streaming, no second sample)."""
+        info = self.get(sandbox_id)
+        with engine.engine_errors(f"stats of sandbox {sandbox_id}", self.url):
+            raw = self.api.stats(self._name(sandbox_id), stream=False, one_shot=True)
+        memory = raw.get("memory_stats") or {}
+        cpu = (raw.get("cpu_stats") or {}).get("cpu_usage") or {}
+        return SandboxStats(memory_bytes=memory.get("usage", 0),
+                            memory_limit_bytes=memory.get("limit") or info.spec.limits.memory,
+                            cpu_seconds=cpu.get("total_usage", 0) / 1e9,
+                            pids=(raw.get("pids_stats") or {}).get("current", 0),
+                            pids_limit=info.spec.limits.pids)
+
+    def get(self, sandbox_id: str) -> SandboxInfo:
+        try:
+            text = (self._dir(sandbox_id) / "sandbox.json").read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"no sandbox {sandbox_id}") from None
+        return SandboxInfo.model_validate_json(text)
+
+    def list(self) -> list[SandboxInfo]:
+        out = []
+        for p in sorted(self.records.iterdir()):
+            try:
+                out.append(self.get(p.name))
+            except (NotFound, ValueError):
+                continue
+        return out
+
+    def agent_socket(self, sandbox_id: str) -> str:
+        """The host-only, pinned name of the agent's socket: safe to connect to."""
+        return str(self.pinned / f"{sandbox_id}.sock")
+
+    def reclaim_orphans(self) -> list[str]:
+        """Remove containers labelled as ours whose sandbox record is gone; returns their ids."""
+        with engine.engine_errors("listing containers", self.url):
+            found = self.api.containers(all=True, filters={"label": f"{LABEL_OWNER}={self.owner}"})
+        orphans = [c["Labels"].get(LABEL_SANDBOX, "") for c in found]
+        orphans = [sid for sid in orphans if sid and not (self._dir(sid) / "sandbox.json").exists()]
+        for sid in orphans:
+            log.warning("removing orphaned container of sandbox %s", sid)
+            self._remove_container(sid)
+            self._forget(sid)
+        return orphans
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _create_container(self, info: SandboxInfo) -> None:
+        spec, sid = info.spec, info.id
+        with engine.engine_errors(f"sandbox {sid}: image {spec.image!r}", self.url):
+            image = self.api.inspect_image(spec.image)
+        shared = self.shared / sid
+        shared.mkdir(exist_ok=True)
+        # Root inside may map to any host uid (userns=auto): the dir must let it bind there.
+        # Only this sandbox sees the dir; its parent is root's alone.
+        shared.chmod(0o777)
+        command = ["python3", "-I", "-S", "-c", AGENT_BOOT, "--socket", f"{RUN_MOUNT}/{SOCKET_NAME}"]
+        with engine.engine_errors(f"creating the container of sandbox {sid}", self.url):
+            cid = self.api.create_container(
+                spec.image, command=command, entrypoint=[], name=self._name(sid),
+                hostname=spec.hostname if spec.network == "none" else None,
+                environment=spec.env, working_dir=spec.cwd,
+                labels={**spec.labels, LABEL_SANDBOX: sid, LABEL_OWNER: self.owner},
+                host_config=self._host_config(spec, shared))["Id"]
+        self._check_python(sid, cid, image)
+
+    def _host_config(self, spec: SandboxSpec, shared: Path) -> dict:
+        import docker.types
+        lim = spec.limits
+        config = self.api.create_host_config(
+            network_mode=spec.network, mem_limit=lim.memory, memswap_limit=lim.memory,
+            nano_cpus=int(lim.cpus * 1e9), pids_limit=lim.pids,
+            ulimits=[docker.types.Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile),
+                     # Podman fills in a missing nproc with a value a userns cannot set.
+                     docker.types.Ulimit(name="nproc", soft=NPROC, hard=NPROC)],
+            cap_drop=["ALL"], cap_add=sorted(c.removeprefix("CAP_") for c in CAPABILITIES),
+            security_opt=["no-new-privileges"],
+            mounts=[docker.types.Mount(AGENT_MOUNT, str(self.agent_dir), type="bind", read_only=True),
+                    docker.types.Mount(RUN_MOUNT, str(shared), type="bind")])
+        if self.userns:
+            # docker's client refuses any mode but "host"; Podman's API takes "auto".
+            config["UsernsMode"] = self.userns
+        return config
+
+    def _check_python(self, sid: str, cid: str, image: dict) -> None:
+        """Refuse an image without python3 on its PATH now, not at start (cached per image)."""
+        if image["Id"] in self._has_python:
+            return
+        env = dict(e.partition("=")[::2] for e in (image.get("Config") or {}).get("Env") or [])
+        for d in (env.get("PATH") or DEFAULT_PATH).split(":"):
+            with engine.engine_errors(f"looking for python3 in sandbox {sid}", self.url):
+                found = self.api.head(self.api._url("/containers/{0}/archive", cid),
+                                      params={"path": f"{d}/python3"}).status_code == 200
+            if found:
+                self._has_python.add(image["Id"])
+                return
+        self._remove_container(sid)
+        raise InvalidRequest(f"image {image.get('RepoTags') or image['Id'][:12]} has no python3 on "
+                             "its PATH, which the in-sandbox agent runs on; use an image with "
+                             "python3 (e.g. python:3.11-slim) or add it to this one")
+
+    def _start(self, sid: str) -> None:
+        pinned = Path(self.agent_socket(sid))
+        pinned.unlink(missing_ok=True)
+        (self.shared / sid / SOCKET_NAME).unlink(missing_ok=True)
+        with engine.engine_errors(f"starting sandbox {sid}", self.url):
+            self.api.start(self._name(sid))
+        self._wait_for_agent(sid, pinned)
+
+    def _wait_for_agent(self, sid: str, pinned: Path) -> None:
+        """Until the agent listens; a container that exits first fails with its log."""
+        deadline = time.monotonic() + AGENT_START_TIMEOUT_S
+        delay = 0.002
+        while time.monotonic() < deadline:
+            if agent_socket.pin(self.shared / sid, SOCKET_NAME, pinned) and agent_socket.answers(pinned):
+                return
+            if delay >= 0.05 and not self._running(sid):
+                raise SandboxError(f"the agent of sandbox {sid} exited at start: {self._logs(sid)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        raise SandboxError(f"the agent of sandbox {sid} did not listen within "
+                           f"{AGENT_START_TIMEOUT_S} s: {self._logs(sid)}")
+
+    def _kill(self, sid: str) -> None:
+        """End every process of the sandbox; its container (and files) stay."""
+        Path(self.agent_socket(sid)).unlink(missing_ok=True)
+        if not self._running(sid):
+            return
+        with engine.engine_errors(f"stopping sandbox {sid}", self.url):
+            try:
+                self.api.kill(self._name(sid))
+            except Exception as exc:  # it may have exited between the two calls
+                if self._running(sid):
+                    raise exc
+            self.api.wait(self._name(sid), timeout=KILL_TIMEOUT_S)
+
+    def _remove_container(self, sid: str) -> None:
+        """Remove the container with its anonymous volumes; nothing if it is gone."""
+        import docker.errors
+        with engine.engine_errors(f"removing the container of sandbox {sid}", self.url):
+            try:
+                self.api.remove_container(self._name(sid), force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+
+    def _forget(self, sid: str) -> None:
+        """Remove the sandbox's record, shared dir and pinned socket."""
+        Path(self.agent_socket(sid)).unlink(missing_ok=True)
+        shutil.rmtree(self.shared / sid, ignore_errors=True)
+        shutil.rmtree(self._dir(sid), ignore_errors=True)
+
+    def _container_exists(self, sid: str) -> bool:
+        return self._inspect(sid) is not None
+
+    def _running(self, sid: str) -> bool:
+        state = self._inspect(sid)
+        return bool(state and state["State"].get("Running"))
+
+    def _inspect(self, sid: str) -> dict | None:
+        import docker.errors
+        with engine.engine_errors(f"inspecting sandbox {sid}", self.url):
+            try:
+                return self.api.inspect_container(self._name(sid))
+            except docker.errors.NotFound:
+                return None
+
+    def _logs(self, sid: str, limit: int = 2000) -> str:
+        try:
+            text = self.api.logs(self._name(sid), tail=20).decode(errors="replace").strip()
+        except Exception as exc:  # a diagnostic only: never hide the error being reported
+            text = f"(no log: {exc})"
+        return text[-limit:] or "(empty log)"
+
+    def _is_podman(self) -> bool:
+        with engine.engine_errors("reading the engine's version", self.url):
+            version = self.api.version()
+        return any("podman" in c.get("Name", "").lower() for c in version.get("Components") or [])
+
+    def _save(self, info: SandboxInfo) -> None:
+        path = self._dir(info.id) / "sandbox.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(info.model_dump_json())
+        os.replace(tmp, path)
+
+    def _set_state(self, info: SandboxInfo, state: SandboxState) -> SandboxInfo:
+        info = info.model_copy(update={"state": state})
+        self._save(info)
+        return info
+
+    def _lock(self, sandbox_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(sandbox_id, threading.Lock())
+
+    def _dir(self, sandbox_id: str) -> Path:
+        if not sandbox_id or "/" in sandbox_id or sandbox_id.startswith("."):
+            raise NotFound(f"no sandbox {sandbox_id!r}")
+        return self.records / sandbox_id
+
+    @staticmethod
+    def _name(sandbox_id: str) -> str:
+        return f"tumbler-{sandbox_id}"
