@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import IMAGE, leftovers
+from checks import IMAGE, leftovers
 from tumbler.errors import (AgentDied, AlreadyExists, Conflict, InvalidRequest, NotFound)
 from tumbler.runtime import idmap
 
@@ -32,8 +32,11 @@ def test_sessions_are_independent(sandbox):
     with pytest.raises(AlreadyExists):
         sandbox.session("a")
     a.close()
-    with pytest.raises(Conflict):
+    with pytest.raises(NotFound, match="'a'"):
         a.run("true")
+    b.run("exit 3")
+    with pytest.raises(Conflict, match="ended"):
+        b.run("true")
 
 
 def test_timeout_interrupts_and_session_survives(sandbox):

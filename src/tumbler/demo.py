@@ -48,7 +48,8 @@ def main(count: int = 50) -> None:
     _step("isolation")
     uid_map = sb.read_file("/proc/self/uid_map").split()
     console.print(f"inside: {sb.run('id').output.strip()}; uid 0 is host uid {uid_map[1]}")
-    console.print(f"processes it sees: {sb.run('ps -eo comm= | tr \"\\n\" \" \"').output}")
+    procs = sb.run("ps -eo comm=").output.split()
+    console.print(f"processes it sees: {procs}")
     console.print(f"network interfaces: {sb.run('ls /sys/class/net').output.split()}")
     console.print(f"host's /work visible: {sb.run('test -e /work && echo yes || echo no').output.strip()}")
 

@@ -109,7 +109,7 @@ def test_client_is_safe_from_many_threads(agent):
 
 
 def test_shutdown_closes_sessions_and_exits(tmp_path):
-    from conftest import start_agent
+    from agentproc import start_agent
 
     other = start_agent(tmp_path)
     try:
