@@ -34,6 +34,8 @@ protocol.py: invalid, not_found, exists, conflict, internal):
   file.download_tar  {path} -> {size}; body = tar
   proc.list          {} -> {processes: [{pid, ppid, pgid, state, uid, rss_bytes, cmd}]}
   proc.signal        {pid, signal: int | name = "TERM"} -> {}
+  env.make, env.reset, env.step, env.sample, env.close, env.list
+                     envs hosted in the sandbox: see `envhost.py` (games in `envgames/`)
 
 Exit codes follow the shell: 128 + N for a process killed by signal N; null when timed out.
 """

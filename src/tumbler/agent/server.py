@@ -60,6 +60,12 @@ class Agent:
             "file.download_tar": _lazy("files", "download_tar"),
             "proc.list": _lazy("processes", "list_processes"),
             "proc.signal": _lazy("processes", "send_signal"),
+            "env.make": _lazy("envhost", "make"),
+            "env.reset": _lazy("envhost", "reset"),
+            "env.step": _lazy("envhost", "step"),
+            "env.sample": _lazy("envhost", "sample"),
+            "env.close": _lazy("envhost", "close"),
+            "env.list": _lazy("envhost", "list_envs"),
         }
 
     # -- ops ----------------------------------------------------------------------------------

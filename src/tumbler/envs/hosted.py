@@ -1,0 +1,155 @@
+"""Envs that run inside a sandbox, driven from the host through the agent's env ops.
+
+    with LocalSandbox() as sb:
+        env = HostedEnv(sb, "Sokoban-v0", size=7)
+        obs, info = env.reset(seed=1)
+        obs, reward, terminated, truncated, info = env.step("\\boxed{up}")
+
+    with HostedVectorEnv("Sokoban-v0", n=64) as vec:      # 64 sandboxes, stepped concurrently
+        obs, infos = vec.reset(seed=0)
+
+The env's code and everything its actions do stay in the sandbox. Faults end the episode
+instead of hanging it: a step that runs past `step_timeout` seconds, or a sandbox that dies,
+comes back as a truncated step whose observation says what happened (info["error"]).
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from tumbler.envs.core import Env, Step
+from tumbler.envs.vector import AsyncVectorEnv
+from tumbler.errors import CommandTimeout, Conflict, SandboxError
+
+log = logging.getLogger("tumbler.envs.hosted")
+
+DEFAULT_STEP_TIMEOUT = 30.0    # seconds one env.reset or env.step may take
+CONTROL_TIMEOUT = 30.0         # seconds for env.make and env.close
+
+
+class HostedEnv(Env):
+    """One env inside `sandbox` (a LocalSandbox, or anything with its `call`).
+
+    Args:
+        env_id: what the agent hosts: "Sokoban-v0", "gem:game:GuessTheNumber-v0-easy" (image
+            with gem-llm), or "package.module:Class" importable in the image.
+        step_timeout: seconds a reset or step may take before the episode is truncated.
+        kwargs: the env's own arguments.
+    """
+
+    def __init__(self, sandbox, env_id: str, *, step_timeout: float = DEFAULT_STEP_TIMEOUT,
+                 **kwargs):
+        self.sandbox, self.env_id, self.kwargs = sandbox, env_id, kwargs
+        self.step_timeout = step_timeout
+        self.handle: str | None = None
+        self._stuck = False      # a step timed out: the handle may still be busy in the sandbox
+        self._dead: str | None = None
+        self.handle = self._call("env.make", {"env_id": env_id, "kwargs": kwargs},
+                                 CONTROL_TIMEOUT)["handle"]
+
+    def reset(self, seed: int | None = None):
+        if self._dead:
+            raise SandboxError(f"{self.env_id}: cannot reset, {self._dead}")
+        if self._stuck:
+            self._replace_handle()
+        result = self._call("env.reset", {"handle": self.handle, "seed": seed}, self.step_timeout)
+        return result["obs"], result["info"]
+
+    def step(self, action) -> Step:
+        if self._dead:
+            raise Conflict(f"{self.env_id}: the episode ended when {self._dead}; nothing to step")
+        try:
+            r = self._call("env.step", {"handle": self.handle, "action": str(action)},
+                           self.step_timeout)
+        except CommandTimeout:
+            self._stuck = True
+            return self._cut(f"the step took longer than {self.step_timeout} s and was abandoned")
+        except SandboxError as exc:
+            self._dead = f"the sandbox failed ({exc.message})"
+            return self._cut(self._dead)
+        return r["obs"], r["reward"], r["terminated"], r["truncated"], r["info"]
+
+    def sample_random_action(self) -> str:
+        return self._call("env.sample", {"handle": self.handle, "kind": "random"}, self.step_timeout)["action"]
+
+    def reference_action(self) -> str:
+        """A built-in game's solver move from the current state."""
+        return self._call("env.sample", {"handle": self.handle, "kind": "reference"},
+                          self.step_timeout)["action"]
+
+    def spawn(self, same_state: bool = False, **kwargs) -> "HostedEnv":
+        if same_state:
+            raise NotImplementedError("a hosted env cannot spawn with the same state")
+        return HostedEnv(self.sandbox, self.env_id, step_timeout=self.step_timeout,
+                         **{**self.kwargs, **kwargs})
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is None or self._dead:
+            return
+        try:
+            self._call("env.close", {"handle": handle}, CONTROL_TIMEOUT)
+        except SandboxError as exc:   # the sandbox went first; nothing left to close
+            log.info("env %s in a gone sandbox: %s", handle, exc)
+
+    def _cut(self, why: str) -> Step:
+        return f"[episode truncated: {why}]", 0.0, False, True, {"error": why}
+
+    def _replace_handle(self) -> None:
+        """A new env in place of one whose step hung (the old one is closed, not waited for)."""
+        old = self.handle
+        self.handle = self._call("env.make", {"env_id": self.env_id, "kwargs": self.kwargs},
+                                 CONTROL_TIMEOUT)["handle"]
+        self._stuck = False
+        self._call("env.close", {"handle": old}, CONTROL_TIMEOUT)
+
+    def _call(self, op: str, args: dict, timeout: float) -> dict:
+        return self.sandbox.call(op, args, timeout=timeout)[0]
+
+
+class HostedVectorEnv(AsyncVectorEnv):
+    """`n` hosted envs, each in a sandbox of its own made here (and removed on close).
+
+    Args:
+        env_id, kwargs: the env each sandbox hosts.
+        n: how many sandboxes (and envs).
+        image: the sandboxes' image. sandbox_options: more LocalSandbox arguments (runtime=...).
+        step_timeout: seconds per step and env, as for HostedEnv.
+    """
+
+    def __init__(self, env_id: str, n: int, *, image: str = "debian",
+                 step_timeout: float = DEFAULT_STEP_TIMEOUT, autoreset: bool = True,
+                 sandbox_options: dict | None = None, **kwargs):
+        from tumbler.local import LocalSandbox
+        self.sandboxes: list = []
+        options = {"image": image, **(sandbox_options or {})}
+        with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
+            futures = [pool.submit(LocalSandbox, **options) for _ in range(n)]
+            for f in futures:
+                try:
+                    self.sandboxes.append(f.result(timeout=120))
+                except Exception:
+                    self._remove_sandboxes(futures)
+                    raise
+        try:
+            envs = [HostedEnv(sb, env_id, step_timeout=step_timeout, **kwargs) for sb in self.sandboxes]
+        except Exception:
+            self._remove_sandboxes()
+            raise
+        super().__init__(envs, autoreset=autoreset)
+
+    def close(self) -> None:
+        super().close()
+        self._remove_sandboxes()
+
+    def _remove_sandboxes(self, futures=()) -> None:
+        made = {id(sb): sb for sb in self.sandboxes}
+        for f in futures:
+            if f.done() and f.exception() is None:
+                made.setdefault(id(f.result()), f.result())
+        for sb in made.values():
+            try:
+                sb.remove()
+            except Exception as exc:  # keep removing the others
+                log.warning("removing sandbox %s failed: %s", sb.id, exc)
+        self.sandboxes = []
