@@ -8,7 +8,7 @@ from tumbler.errors import TumblerError
 
 __version__ = "0.1.0"
 
-__all__ = ["LocalSandbox", "TumblerError", "__version__"]
+__all__ = ["AsyncSandbox", "LocalSandbox", "Sandbox", "TumblerError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,7 @@ def __getattr__(name: str):
     if name == "LocalSandbox":
         from tumbler.local import LocalSandbox
         return LocalSandbox
+    if name in ("Sandbox", "AsyncSandbox", "SandboxGroup", "AsyncSandboxGroup"):
+        from tumbler import sdk
+        return getattr(sdk, name)
     raise AttributeError(name)

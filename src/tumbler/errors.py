@@ -7,6 +7,9 @@
     ├── Conflict                      the operation does not fit the current state
     │                                 (a command on a closed session, start of a removed sandbox)
     ├── CapacityExceeded              the node has no room for another sandbox
+    ├── Unauthorized                  missing or wrong bearer token (server, SDK)
+    ├── TooLarge (InvalidRequest)     a request body over the server's size limit
+    ├── ServerUnreachable (ConnectionError)  the SDK could not reach the server
     ├── CommandTimeout (TimeoutError) a wait ran past its deadline
     ├── SandboxError                  the sandbox or its agent failed (died, did not start)
     │   └── AgentDied                 the in-sandbox agent is gone
@@ -56,6 +59,21 @@ class CapacityExceeded(TumblerError):
     kind = "capacity"
 
 
+class Unauthorized(TumblerError):
+    status = 401
+    kind = "unauthorized"
+
+
+class TooLarge(InvalidRequest):
+    status = 413
+    kind = "too_large"
+
+
+class ServerUnreachable(TumblerError, ConnectionError):
+    status = 503
+    kind = "unreachable"
+
+
 class CommandTimeout(TumblerError, TimeoutError):
     status = 504
     kind = "timeout"
@@ -77,7 +95,8 @@ class RuntimeFailure(TumblerError):
 
 _BY_KIND = {cls.kind: cls for cls in (
     TumblerError, InvalidRequest, NotFound, AlreadyExists, Conflict, CapacityExceeded,
-    CommandTimeout, SandboxError, AgentDied, RuntimeFailure,
+    Unauthorized, TooLarge, ServerUnreachable, CommandTimeout, SandboxError, AgentDied,
+    RuntimeFailure,
 )}
 
 

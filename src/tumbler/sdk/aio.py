@@ -1,0 +1,343 @@
+"""The asyncio SDK: `AsyncClient`, `AsyncSandbox`, `AsyncSession`, `AsyncSandboxGroup`.
+
+    async with AsyncSandbox(image="debian") as sb:      # created on enter, removed on exit
+        print((await sb.run("echo hi")).output)
+    sb = await AsyncSandbox.create(image="debian")       # or explicitly
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from tumbler import wire
+from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
+from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
+from tumbler.sdk import core
+from tumbler.sdk.sync import tar_of, untar
+
+DEFAULT_TIMEOUT_S = wire.DEFAULT_TIMEOUT_S
+
+
+class AsyncClient:
+    """A connection pool to one server, for one event loop; share it between sandboxes."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *,
+                 retries: int = core.RETRIES, max_connections: int = 100):
+        self.url = (url or core.default_url()).rstrip("/")
+        token = token or core.default_token()
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.retries = retries
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers,
+                                       limits=httpx.Limits(max_connections=max_connections,
+                                                           max_keepalive_connections=max_connections))
+
+    async def send(self, call: core.Call):
+        """Make the request (retrying connection failures only) and read its reply."""
+        body, headers = call.body_and_headers()
+        for attempt in range(self.retries + 1):
+            try:
+                resp = await self._http.request(call.method, call.path, params=call.params,
+                                                content=body, headers=headers, timeout=call.timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == self.retries:
+                    raise ServerUnreachable(f"cannot reach the server at {self.url}: {exc}") from None
+                await asyncio.sleep(core.backoff_s(attempt))
+                continue
+            except httpx.TimeoutException:
+                raise CommandTimeout(f"no reply to {call.method} {call.path} within {call.timeout} s") from None
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(f"connection to {self.url} failed mid-request: {exc}") from None
+            return core.finish(call, core.Reply(resp.status_code, resp.content))
+
+    async def stream_run(self, call: core.Call, on_output: Callable[[bytes], None]) -> CommandResult:
+        body, headers = call.body_and_headers()
+        parser, output = core.SSEParser(), []
+        try:
+            async with self._http.stream(call.method, call.path, content=body, headers=headers,
+                                         timeout=call.timeout) as resp:
+                if resp.status_code >= 400:
+                    raise core.error_for(core.Reply(resp.status_code, await resp.aread()))
+                async for chunk in resp.aiter_raw():
+                    for event, data in parser.feed(chunk):
+                        result = core.stream_event(event, data, on_output, output)
+                        if result is not None:
+                            return result
+        except httpx.TimeoutException:
+            raise CommandTimeout(f"no reply to {call.path} within {call.timeout} s") from None
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"connection to {self.url} failed mid-stream: {exc}") from None
+        raise ServerUnreachable("the server ended the stream without a result")
+
+    async def create(self, image: str = "debian", **kwargs) -> "AsyncSandbox":
+        return await AsyncSandbox.create(image, client=self, **kwargs)
+
+    async def get(self, sandbox_id: str) -> "AsyncSandbox":
+        return await AsyncSandbox.attach(sandbox_id, client=self)
+
+    async def list(self, state: str | None = None,
+                   labels: dict[str, str] | None = None) -> list[wire.SandboxOut]:
+        return await self.send(core.list_sandboxes(state, labels))
+
+    async def health(self) -> wire.Health:
+        return await self.send(core.health())
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+class AsyncSandbox:
+    """A sandbox on a Tumbler server, async. The same methods as Sandbox, awaited."""
+
+    def __init__(self, image: str = "debian", *, url: str | None = None, token: str | None = None,
+                 client: AsyncClient | None = None, **kwargs):
+        self._request = core.create_request(image, **kwargs)
+        self._owns_client = client is None
+        self.client = client or AsyncClient(url, token)
+        self.id: str | None = None
+        self.info: wire.SandboxOut | None = None
+        self._removed = False
+
+    @classmethod
+    async def create(cls, image: str = "debian", **kwargs) -> "AsyncSandbox":
+        """Create and start a sandbox (arguments as Sandbox)."""
+        self = cls(image, **kwargs)
+        await self._create()
+        return self
+
+    @classmethod
+    async def attach(cls, sandbox_id: str, *, url: str | None = None, token: str | None = None,
+                     client: AsyncClient | None = None) -> "AsyncSandbox":
+        self = cls.__new__(cls)
+        self._request = None
+        self._owns_client = client is None
+        self.client = client or AsyncClient(url, token)
+        self.info = await self.client.send(core.get(sandbox_id))
+        self.id = sandbox_id
+        self._removed = False
+        return self
+
+    async def _create(self) -> None:
+        try:
+            self.info = await self.client.send(core.create(self._request))
+        except BaseException:
+            if self._owns_client:
+                await self.client.close()
+            raise
+        self.id = self.info.id
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def refresh(self) -> wire.SandboxOut:
+        self.info = await self.client.send(core.get(self.id))
+        return self.info
+
+    @property
+    def state(self) -> str:
+        return self.info.state
+
+    async def start(self) -> None:
+        self.info = await self.client.send(core.lifecycle(self.id, "start"))
+
+    async def stop(self) -> None:
+        self.info = await self.client.send(core.lifecycle(self.id, "stop"))
+
+    async def reset(self) -> None:
+        self.info = await self.client.send(core.lifecycle(self.id, "reset"))
+
+    async def snapshot(self, image: str) -> str:
+        return await self.client.send(core.snapshot(self.id, image))
+
+    async def stats(self) -> wire.StatsOut:
+        return await self.client.send(core.stats(self.id))
+
+    async def remove(self) -> None:
+        if not self._removed and self.id is not None:
+            await self.client.send(core.remove(self.id))
+            self._removed = True
+        if self._owns_client:
+            await self.client.close()
+
+    close = remove
+
+    async def __aenter__(self) -> "AsyncSandbox":
+        if self.id is None:
+            await self._create()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.remove()
+
+    def __repr__(self) -> str:
+        return f"AsyncSandbox(id={self.id!r})"
+
+    # -- shell -----------------------------------------------------------------------------
+
+    async def run(self, command: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                  max_output: int | None = None,
+                  on_output: Callable[[bytes], None] | None = None) -> CommandResult:
+        return await self._run(None, command, timeout, max_output, on_output)
+
+    async def session(self, name: str, *, env: dict[str, str] | None = None,
+                      cwd: str | None = None, create: bool = True) -> "AsyncSession":
+        if create:
+            await self.client.send(core.create_session(self.id, name, env, cwd))
+        return AsyncSession(self, name)
+
+    async def sessions(self) -> list[dict]:
+        return await self.client.send(core.list_sessions(self.id))
+
+    async def _run(self, session, command, timeout, max_output, on_output) -> CommandResult:
+        call = core.run(self.id, session, command, timeout, max_output, stream=on_output is not None)
+        if on_output is None:
+            return await self.client.send(call)
+        return await self.client.stream_run(call, on_output)
+
+    async def exec(self, command: str | list[str], *, env: dict[str, str] | None = None,
+                   cwd: str | None = None, stdin: bytes | str = b"",
+                   timeout: float = DEFAULT_TIMEOUT_S, max_output: int | None = None) -> ExecResult:
+        return await self.client.send(core.exec_(self.id, command, env, cwd, stdin, timeout, max_output))
+
+    # -- files -----------------------------------------------------------------------------
+
+    async def read_bytes(self, path: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        return await self.client.send(core.read_bytes(self.id, path, offset, length))
+
+    async def read_file(self, path: str) -> str:
+        return (await self.read_bytes(path)).decode("utf-8", errors="replace")
+
+    async def write_file(self, path: str, data: str | bytes, *, mode: int | None = None,
+                         append: bool = False) -> None:
+        body = data.encode() if isinstance(data, str) else data
+        await self.client.send(core.write_bytes(self.id, path, body, mode, append))
+
+    async def stat(self, path: str) -> FileInfo:
+        return await self.client.send(core.stat(self.id, path))
+
+    async def list_dir(self, path: str) -> list[FileInfo]:
+        return await self.client.send(core.list_dir(self.id, path))
+
+    async def remove_file(self, path: str, *, recursive: bool = False) -> None:
+        await self.client.send(core.remove_file(self.id, path, recursive))
+
+    async def chmod(self, path: str, mode: int) -> None:
+        await self.client.send(core.chmod(self.id, path, mode))
+
+    async def mkdir(self, path: str) -> None:
+        await self.client.send(core.mkdir(self.id, path))
+
+    async def upload(self, local: str | Path, remote: str) -> None:
+        local = Path(local)
+        if not local.exists():
+            raise InvalidRequest(f"no such local file or directory: {local}")
+        if local.is_file():
+            await self.write_file(remote, local.read_bytes(), mode=local.stat().st_mode & 0o777)
+            return
+        data = await asyncio.to_thread(tar_of, local)
+        await self.client.send(core.upload_tar(self.id, remote, data))
+
+    async def download(self, remote: str, local: str | Path) -> None:
+        local = Path(local)
+        if (await self.stat(remote)).type != "dir":
+            data = await self.read_bytes(remote)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(local.write_bytes, data)
+            return
+        data = await self.client.send(core.download_tar(self.id, remote))
+        await asyncio.to_thread(untar, data, local)
+
+    # -- processes -------------------------------------------------------------------------
+
+    async def processes(self) -> list[ProcessInfo]:
+        return await self.client.send(core.processes(self.id))
+
+    async def kill(self, pid: int, signal: int | str = "TERM") -> None:
+        await self.client.send(core.kill(self.id, pid, signal))
+
+
+class AsyncSession:
+    """A persistent bash session in a remote sandbox, async."""
+
+    def __init__(self, sandbox: AsyncSandbox, name: str):
+        self.sandbox = sandbox
+        self.name = name
+
+    async def run(self, command: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                  max_output: int | None = None,
+                  on_output: Callable[[bytes], None] | None = None) -> CommandResult:
+        return await self.sandbox._run(self.name, command, timeout, max_output, on_output)
+
+    async def input(self, data: str | bytes) -> None:
+        await self.sandbox.client.send(core.session_input(self.sandbox.id, self.name, data))
+
+    async def interrupt(self) -> bool:
+        return await self.sandbox.client.send(core.interrupt(self.sandbox.id, self.name))
+
+    async def close(self) -> None:
+        await self.sandbox.client.send(core.close_session(self.sandbox.id, self.name))
+
+    async def __aenter__(self) -> "AsyncSession":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+class AsyncSandboxGroup:
+    """N sandboxes created and removed concurrently.
+
+        async with AsyncSandboxGroup(8, image="debian") as group:
+            results = await asyncio.gather(*(sb.run("hostname") for sb in group))
+    """
+
+    def __init__(self, count: int, image: str = "debian", *, url: str | None = None,
+                 token: str | None = None, client: AsyncClient | None = None, **kwargs):
+        self.count = count
+        self._owns_client = client is None
+        self.client = client or AsyncClient(url, token)
+        self._args = (image, kwargs)
+        self.sandboxes: list[AsyncSandbox] = []
+
+    async def start(self) -> "AsyncSandboxGroup":
+        """Create all `count` sandboxes at once; on any failure, remove those made and raise."""
+        image, kwargs = self._args
+        results = await asyncio.gather(
+            *(AsyncSandbox.create(image, client=self.client, **kwargs) for _ in range(self.count)),
+            return_exceptions=True)
+        self.sandboxes = [r for r in results if isinstance(r, AsyncSandbox)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.remove()
+            raise failures[0]
+        return self
+
+    async def remove(self) -> None:
+        await asyncio.gather(*(sb.remove() for sb in self.sandboxes), return_exceptions=True)
+        if self._owns_client:
+            await self.client.close()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(sb.stop() for sb in self.sandboxes))
+
+    def __iter__(self):
+        return iter(self.sandboxes)
+
+    def __len__(self) -> int:
+        return len(self.sandboxes)
+
+    def __getitem__(self, i: int) -> AsyncSandbox:
+        return self.sandboxes[i]
+
+    async def __aenter__(self) -> "AsyncSandboxGroup":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.remove()

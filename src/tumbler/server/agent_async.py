@@ -1,0 +1,145 @@
+"""An asyncio client of the in-sandbox agent: one unix-socket connection, many requests on it.
+
+Speaks `tumbler.agent.protocol` frames. Requests carry ids; one reader task routes each reply
+(and the output events before it) to the waiting call. Multiplexing lets one connection serve
+every concurrent request to a sandbox without a thread per call.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Callable
+
+from tumbler.agent.protocol import HEADER, MAX_BODY, MAX_HEADER
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+STREAM_LIMIT = 1 << 20   # bytes of read buffer in the StreamReader
+
+OnEvent = Callable[[dict, bytes], None]
+
+
+class AgentUnreachable(ConnectionError):
+    """The agent refused the connection or hung up mid-call: it died or was never started."""
+
+
+class AgentReplyError(Exception):
+    """An error reply from the agent, with its kind (tumbler.errors kinds)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class _Pending:
+    __slots__ = ("future", "on_event")
+
+    def __init__(self, future: asyncio.Future, on_event: OnEvent | None):
+        self.future = future
+        self.on_event = on_event
+
+
+class AsyncAgentClient:
+    """Calls ops on one agent over one multiplexed connection, reconnecting when it drops."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 0
+        self._connect_lock = asyncio.Lock()
+        self._closed = False
+
+    async def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
+                   timeout: float = 60.0, on_event: OnEvent | None = None) -> tuple[dict, bytes]:
+        """Send one request and wait up to `timeout` seconds for its reply -> (result, body).
+
+        Raises AgentReplyError for an error reply, AgentUnreachable when the agent is gone,
+        TimeoutError when no reply came in time (the connection stays usable).
+        """
+        writer = await self._connection()
+        self._next_id += 1
+        rid = self._next_id
+        future = asyncio.get_running_loop().create_future()
+        self._pending[rid] = _Pending(future, on_event)
+        head = json.dumps({"id": rid, "op": op, "args": args or {}}, separators=(",", ":")).encode()
+        try:
+            writer.write(HEADER.pack(len(head), len(body)) + head)
+            if body:
+                writer.write(body)
+            if writer.transport.get_write_buffer_size() > 1 << 16:
+                await writer.drain()
+            header, reply_body = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"agent did not answer {op} within {timeout} s") from None
+        except (ConnectionError, OSError) as exc:
+            raise AgentUnreachable(f"agent at {self.path} hung up during {op}: {exc}") from None
+        finally:
+            self._pending.pop(rid, None)
+        if not header.get("ok"):
+            error = header.get("error") or {}
+            raise AgentReplyError(error.get("kind", "internal"), error.get("message", "unknown error"))
+        return header.get("result") or {}, reply_body
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop(AgentUnreachable("client closed"))
+
+    async def _connection(self) -> asyncio.StreamWriter:
+        if self._writer is not None and not self._writer.is_closing():
+            return self._writer
+        async with self._connect_lock:
+            if self._closed:
+                raise AgentUnreachable(f"client for {self.path} is closed")
+            if self._writer is None or self._writer.is_closing():
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_unix_connection(self.path, limit=STREAM_LIMIT),
+                        CONNECT_TIMEOUT_S)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    raise AgentUnreachable(f"cannot connect to the agent at {self.path}: {exc}") from None
+                self._writer = writer
+                self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
+        return self._writer
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head_len, body_len = HEADER.unpack(await reader.readexactly(HEADER.size))
+                if head_len > MAX_HEADER or body_len > MAX_BODY:
+                    raise ConnectionError(f"agent sent a frame too large: {head_len}+{body_len} bytes")
+                header = json.loads(await reader.readexactly(head_len))
+                body = await reader.readexactly(body_len) if body_len else b""
+                pending = self._pending.get(header.get("id"))
+                if pending is None:
+                    continue  # a reply to a call that timed out or was cancelled
+                if "event" in header:
+                    if pending.on_event is not None:
+                        pending.on_event(header, body)
+                elif not pending.future.done():
+                    pending.future.set_result((header, body))
+        except asyncio.CancelledError:
+            raise
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+            self._fail_pending(ConnectionError(f"connection lost: {exc or 'closed'}"))
+
+    async def _drop(self, exc: Exception) -> None:
+        writer, self._writer = self._writer, None
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            task.cancel()
+        if writer is not None:
+            writer.close()
+        self._fail_pending(exc)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                pending.future.set_exception(exc)

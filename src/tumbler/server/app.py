@@ -1,0 +1,87 @@
+"""`create_app(config)`: the FastAPI application, its middleware and its lifespan."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+import tumbler
+from tumbler.runtime.base import Runtime
+from tumbler.server import errors, metrics
+from tumbler.server.auth import BearerAuth
+from tumbler.server.config import ServerConfig
+from tumbler.server.limits import BodyLimit
+from tumbler.server.reaper import Reaper
+from tumbler.server.registry import Registry
+from tumbler.server.routes import files, processes, sandboxes, sessions, system
+from tumbler.server.service import SandboxService, SandboxSource
+
+log = logging.getLogger(__name__)
+
+
+class RequestTimer:
+    """Observes each request's latency (seconds) under its route template, not its raw path."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            metrics.REQUEST_SECONDS.labels(scope["method"], getattr(route, "path", "unmatched")) \
+                .observe(time.perf_counter() - start)
+
+
+def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
+               source: SandboxSource | None = None) -> FastAPI:
+    """The server app. `runtime` defaults to ProcessRuntime; `source` is an optional warm pool."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rt = runtime or await asyncio.to_thread(_process_runtime)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        registry = await asyncio.to_thread(Registry, config.database_url)
+        service = SandboxService(config, rt, registry, source)
+        await service.open()
+        app.state.service = service
+        app.state.metrics_registry.register(metrics.SandboxCollector(service))
+        reaper = Reaper(service, config.reap_interval_s)
+        app.state.reaper = reaper
+        reaper.start()
+        log.info("tumbler server ready on %s:%d (auth %s)", config.host, config.port,
+                 "on" if config.tokens else "off")
+        try:
+            yield
+        finally:
+            await reaper.stop()
+            await service.close(keep_sandboxes=config.keep_sandboxes)
+
+    app = FastAPI(title="Tumbler", version=tumbler.__version__, lifespan=lifespan,
+                  description="Isolated Linux sandboxes for LLM agents: life cycle, bash sessions, "
+                              "exec, files and processes over HTTP. Errors are "
+                              '{"error": {"kind", "message"}}.')
+    app.state.config = config
+    app.state.metrics_registry = CollectorRegistry(auto_describe=True)
+    errors.install(app)
+    for router in (system.router, sandboxes.router, sessions.router, files.router, processes.router):
+        app.include_router(router)
+    # Added last = outermost: auth first, so an unauthenticated request reaches nothing.
+    app.add_middleware(BodyLimit, max_json=config.max_json_bytes, max_upload=config.max_upload_bytes)
+    app.add_middleware(RequestTimer)
+    if config.tokens:
+        app.add_middleware(BearerAuth, tokens=config.tokens)
+    return app
+
+
+def _process_runtime() -> Runtime:
+    from tumbler.runtime.process import ProcessRuntime
+    return ProcessRuntime()

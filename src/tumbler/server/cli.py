@@ -1,0 +1,66 @@
+"""`tumbler serve`: run the server under uvicorn."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tumbler.server.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopback needs a token)"),
+          port: int = typer.Option(8040, help="TCP port"),
+          token: Optional[list[str]] = typer.Option(None, help="bearer token (repeatable); "
+                                                    "default: TUMBLER_TOKEN, comma-separated"),
+          db_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default SQLite in "
+                                               "the state dir); env TUMBLER_DB_URL"),
+          state_dir: Optional[Path] = typer.Option(None, help="where server.db lives "
+                                                   "(default TUMBLER_HOME, /var/lib/tumbler)"),
+          node_memory: Optional[str] = typer.Option(None, help="memory budget for all sandboxes, "
+                                                    "e.g. 16g"),
+          node_pids: Optional[int] = typer.Option(None, help="pids budget for all sandboxes"),
+          node_cpus: Optional[float] = typer.Option(None, help="cpu budget for all sandboxes, cores"),
+          ttl: Optional[float] = typer.Option(None, help="default idle TTL, seconds"),
+          max_lifetime: Optional[float] = typer.Option(None, help="default max lifetime, seconds"),
+          reap_interval: Optional[float] = typer.Option(None, help="seconds between reaper passes"),
+          max_json: Optional[int] = typer.Option(None, help="largest JSON body, bytes"),
+          max_upload: Optional[int] = typer.Option(None, help="largest upload body, bytes"),
+          keep_sandboxes: bool = typer.Option(False, "--keep-sandboxes",
+                                              help="leave sandboxes running at shutdown (for a restart)"),
+          log_level: str = typer.Option("info")):
+    """Serve the REST API (docs at /docs)."""
+    from tumbler.runtime.spec import parse_bytes
+    try:
+        config = ServerConfig.from_env(
+            host=host, port=port, tokens=token or None, db_url=db_url, state_dir=state_dir,
+            node_memory_bytes=parse_bytes(node_memory) if node_memory else None,
+            node_pids=node_pids, node_cpus=node_cpus, default_ttl_s=ttl,
+            default_max_lifetime_s=max_lifetime, reap_interval_s=reap_interval,
+            max_json_bytes=max_json, max_upload_bytes=max_upload,
+            keep_sandboxes=keep_sandboxes or None, log_level=log_level)
+    except ValueError as exc:
+        typer.echo(f"error: {_first_message(exc)}", err=True)
+        raise typer.Exit(2)
+    run(config)
+
+
+def run(config: ServerConfig) -> None:
+    """Serve `config` in this process until SIGINT/SIGTERM (then shut down gracefully)."""
+    import uvicorn
+    from tumbler.server.app import create_app
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(config), host=config.host, port=config.port,
+                log_level=config.log_level, access_log=False, loop="auto", http="auto",
+                timeout_graceful_shutdown=30)
+
+
+def _first_message(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and errors():
+        return str(errors()[0].get("msg", exc)).removeprefix("Value error, ")
+    return str(exc)

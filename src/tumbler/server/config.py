@@ -1,0 +1,71 @@
+"""The server's configuration: one validated model, defaults that work on a laptop."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tumbler.config import Paths
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerConfig(BaseModel):
+    """Everything `tumbler serve` can be told. Env: TUMBLER_TOKEN, TUMBLER_DB_URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="address to bind")
+    port: int = Field(default=8040, ge=0, le=65535, description="TCP port (0: any free port)")
+    tokens: list[str] = Field(default_factory=list,
+                              description="bearer tokens accepted; empty: auth off (loopback only)")
+    db_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite file "
+                                                         "server.db in the state dir")
+    state_dir: Path = Field(default_factory=lambda: Paths.from_env().home,
+                            description="where server.db lives")
+    max_json_bytes: int = Field(default=1 << 20, description="largest JSON request body, bytes")
+    max_upload_bytes: int = Field(default=1 << 30, description="largest file/tar body, bytes")
+    node_memory_bytes: int = Field(default=16 << 30, description="sum of sandbox memory limits "
+                                                                "the node admits, bytes")
+    node_pids: int = Field(default=1 << 20, description="sum of sandbox pids limits admitted")
+    node_cpus: float = Field(default=1024.0, description="sum of sandbox cpu limits admitted, cores")
+    default_ttl_s: float | None = Field(default=None, description="idle seconds before a "
+                                                                 "sandbox is removed; null: never")
+    default_max_lifetime_s: float | None = Field(default=None, description="seconds after "
+                                                 "creation before removal; null: never")
+    reap_interval_s: float = Field(default=5.0, gt=0, description="seconds between reaper passes")
+    keep_sandboxes: bool = Field(default=False, description="leave sandboxes running at shutdown")
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _auth_or_loopback(self):
+        if not self.tokens and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve on {self.host} without auth: set TUMBLER_TOKEN (or --token) "
+                "or bind to 127.0.0.1")
+        return self
+
+    @classmethod
+    def from_env(cls, **overrides) -> "ServerConfig":
+        """Defaults, then TUMBLER_* environment variables, then `overrides` (None = unset)."""
+        values: dict = {}
+        if token := os.environ.get("TUMBLER_TOKEN"):
+            values["tokens"] = [t for t in token.split(",") if t]
+        if url := os.environ.get("TUMBLER_DB_URL"):
+            values["db_url"] = url
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.state_dir / 'server.db'}"

@@ -1,0 +1,35 @@
+"""Prometheus metrics: request latency and errors here; sandboxes by state read at scrape time."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUEST_SECONDS = Histogram(
+    "tumbler_request_seconds", "HTTP request latency, seconds", ["method", "route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+    registry=REGISTRY)
+ERRORS = Counter("tumbler_errors", "error replies by kind", ["kind"], registry=REGISTRY)
+
+
+class SandboxCollector:
+    """Counts sandboxes by state from the service at each scrape (no bookkeeping on the hot path)."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        family = GaugeMetricFamily("tumbler_sandboxes", "sandboxes by state", labels=["state"])
+        counts: dict[str, int] = {s: 0 for s in ("created", "running", "stopped", "error")}
+        for record in self.service.list():
+            counts[record.state] = counts.get(record.state, 0) + 1
+        for state, n in counts.items():
+            family.add_metric([state], n)
+        yield family
+        usage = self.service.admission.usage()
+        held = GaugeMetricFamily("tumbler_admitted", "limits held by admitted sandboxes "
+                                 "(memory bytes, pids, cpu cores)", labels=["resource"])
+        for name, value in usage.items():
+            held.add_metric([name], value)
+        yield held

@@ -1,0 +1,116 @@
+"""Sandbox records in SQL: what the server created, so that a restarted server knows it again.
+
+SQLite (WAL mode) by default, any SQLAlchemy URL otherwise (Postgres works). Every method is
+blocking and short; the service calls them from a worker thread. `last_active` changes on every
+request, so the service keeps it in memory and writes it back in batches (`touch_many`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Float, String, Text, create_engine, event, select, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SandboxRow(Base):
+    __tablename__ = "sandboxes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    spec_json: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created: Mapped[float] = mapped_column(Float)
+    last_active: Mapped[float] = mapped_column(Float)
+    ttl_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    labels_json: Mapped[str] = mapped_column(Text, default="{}")
+    runtime: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+@dataclass
+class SandboxRecord:
+    """One sandbox as the registry knows it (times: unix seconds)."""
+
+    id: str
+    spec: dict
+    state: str
+    created: float
+    last_active: float
+    ttl_s: float | None
+    expires_at: float | None
+    runtime: str
+    labels: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: SandboxRow) -> "SandboxRecord":
+        return cls(id=row.id, spec=json.loads(row.spec_json), state=row.state, created=row.created,
+                   last_active=row.last_active, ttl_s=row.ttl_s, expires_at=row.expires_at,
+                   runtime=row.runtime, labels=json.loads(row.labels_json), error=row.error)
+
+
+class Registry:
+    """The table of sandboxes. Thread-safe (one SQLAlchemy session per call)."""
+
+    def __init__(self, url: str):
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} \
+            if url.startswith("sqlite") else {"pool_pre_ping": True}
+        self.engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def add(self, record: SandboxRecord) -> None:
+        with self._session.begin() as s:
+            s.add(SandboxRow(id=record.id, spec_json=json.dumps(record.spec), state=record.state,
+                             created=record.created, last_active=record.last_active,
+                             ttl_s=record.ttl_s, expires_at=record.expires_at,
+                             labels_json=json.dumps(record.labels), runtime=record.runtime,
+                             error=record.error))
+
+    def get(self, sandbox_id: str) -> SandboxRecord | None:
+        with self._session() as s:
+            row = s.get(SandboxRow, sandbox_id)
+            return SandboxRecord.from_row(row) if row else None
+
+    def list(self) -> list[SandboxRecord]:
+        with self._session() as s:
+            return [SandboxRecord.from_row(r) for r in s.scalars(select(SandboxRow).order_by(SandboxRow.created))]
+
+    def set_state(self, sandbox_id: str, state: str, error: str | None = None) -> None:
+        with self._session.begin() as s:
+            s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
+                      .values(state=state, error=error, last_active=time.time()))
+
+    def touch_many(self, last_active: dict[str, float]) -> None:
+        """Write back last-active times (unix seconds) gathered in memory."""
+        if not last_active:
+            return
+        with self._session.begin() as s:
+            for sid, t in last_active.items():
+                s.execute(update(SandboxRow).where(SandboxRow.id == sid).values(last_active=t))
+
+    def delete(self, sandbox_id: str) -> None:
+        with self._session.begin() as s:
+            row = s.get(SandboxRow, sandbox_id)
+            if row is not None:
+                s.delete(row)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers never block the writer; synchronous=NORMAL is durable across a process kill
+    # (only a power loss can drop the last transactions).
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

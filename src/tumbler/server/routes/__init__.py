@@ -1,0 +1,16 @@
+"""One router per resource, all under /v1; each calls only `SandboxService` (request.app.state.service)."""
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.responses import Response
+
+from tumbler.server.service import SandboxService
+
+
+def service(request: Request) -> SandboxService:
+    return request.app.state.service
+
+
+def json_response(model, status_code: int = 200) -> Response:
+    """Serialize a wire model straight to bytes: skips FastAPI's re-validation of the return value."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")

@@ -1,0 +1,147 @@
+"""/v1/sandboxes/{id}/sessions and /run: bash sessions, plain and streamed.
+
+A client that disconnects while its command runs: the server interrupts the command (as
+Ctrl-C would) and the session lives on, free for the next command. Streamed runs likewise.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Awaitable, TypeVar
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from tumbler import wire
+from tumbler.errors import TumblerError
+from tumbler.server.routes import json_response, service
+from tumbler.server.service import DEFAULT_SESSION, SandboxService
+
+router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}", tags=["sessions"])
+T = TypeVar("T")
+INTERRUPT_TIMEOUT_S = 30.0
+
+
+@router.post("/sessions", status_code=201, response_model=wire.SessionOut)
+async def create_session(sandbox_id: str, body: wire.SessionCreateRequest, request: Request):
+    await service(request).create_session(sandbox_id, body.name, body.env, body.cwd)
+    return json_response(wire.SessionOut(name=body.name), 201)
+
+
+@router.get("/sessions", response_model=wire.SessionList)
+async def list_sessions(sandbox_id: str, request: Request):
+    sessions = await service(request).list_sessions(sandbox_id)
+    return wire.SessionList(sessions=[wire.SessionOut(**s) for s in sessions])
+
+
+@router.post("/run", response_model=wire.CommandResponse)
+async def run_default(sandbox_id: str, body: wire.RunRequest, request: Request):
+    """Run a command in the sandbox's default session (made on first use)."""
+    return await _run(request, sandbox_id, None, body)
+
+
+@router.post("/sessions/{name}/run", response_model=wire.CommandResponse)
+async def run_in_session(sandbox_id: str, name: str, body: wire.RunRequest, request: Request):
+    return await _run(request, sandbox_id, name, body)
+
+
+@router.post("/run/stream", responses={200: {"content": {"text/event-stream": {}}}})
+async def run_default_streamed(sandbox_id: str, body: wire.RunRequest, request: Request):
+    """Like /sessions/{name}/run/stream, in the default session."""
+    return await run_streamed(sandbox_id, None, body, request)
+
+
+@router.post("/sessions/{name}/run/stream",
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "`output` events (StreamChunk), then `result` "
+                                             "(CommandResponse) or `error` (ErrorResponse)"}})
+async def run_streamed(sandbox_id: str, name: str | None, body: wire.RunRequest, request: Request):
+    """Run a command and stream its output as server-sent events while it runs."""
+    svc = service(request)
+    svc.get(sandbox_id)  # an unknown id is a plain 404, not a stream
+    return StreamingResponse(_stream(svc, request, sandbox_id, name, body),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.post("/sessions/{name}/input", response_model=wire.Ok)
+async def session_input(sandbox_id: str, name: str, body: wire.InputRequest, request: Request):
+    """Type bytes on the session's terminal (e.g. the answer to `read x`, with its newline)."""
+    await service(request).input(sandbox_id, name, body.payload())
+    return wire.Ok()
+
+
+@router.post("/sessions/{name}/interrupt", response_model=wire.InterruptResponse)
+async def session_interrupt(sandbox_id: str, name: str, request: Request):
+    return wire.InterruptResponse(interrupted=await service(request).interrupt(sandbox_id, name))
+
+
+@router.delete("/sessions/{name}", status_code=204)
+async def close_session(sandbox_id: str, name: str, request: Request):
+    await service(request).close_session(sandbox_id, name)
+    return Response(status_code=204)
+
+
+async def _run(request: Request, sandbox_id: str, name: str | None, body: wire.RunRequest):
+    svc = service(request)
+    result = await _unless_disconnected(
+        request, svc.run(sandbox_id, name, body.command, timeout=body.timeout,
+                         max_output=body.max_output),
+        svc, sandbox_id, name or DEFAULT_SESSION)
+    return json_response(wire.CommandResponse.from_result(result))
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T], svc: SandboxService,
+                               sandbox_id: str, name: str) -> T:
+    """Await `work`; if the client hangs up first, interrupt the session's command and let
+    `work` finish (its reply goes nowhere)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            await _interrupt_quietly(svc, sandbox_id, name)
+        return await task
+    finally:
+        watcher.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client has closed the connection (the body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _interrupt_quietly(svc: SandboxService, sandbox_id: str, name: str) -> None:
+    try:
+        await asyncio.wait_for(svc.interrupt(sandbox_id, name), INTERRUPT_TIMEOUT_S)
+    except (TumblerError, asyncio.TimeoutError):
+        pass  # the command may have ended meanwhile; nothing is waiting for this reply
+
+
+def _event(kind: str, data: str) -> bytes:
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+async def _stream(svc: SandboxService, request: Request, sandbox_id: str, name: str | None,
+                  body: wire.RunRequest):
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+    task = asyncio.ensure_future(svc.run(sandbox_id, name, body.command, timeout=body.timeout,
+                                         max_output=body.max_output, on_output=chunks.put_nowait))
+    task.add_done_callback(lambda _t: chunks.put_nowait(None))
+    finished = False
+    try:
+        while (chunk := await chunks.get()) is not None:
+            yield _event("output", wire.StreamChunk(data_b64=wire.b64(chunk)).model_dump_json())
+        try:
+            result = task.result()
+        except TumblerError as exc:
+            yield _event("error", json.dumps({"error": {"kind": exc.kind, "message": exc.message}}))
+        else:
+            yield _event("result", wire.CommandResponse.from_result(result).model_dump_json())
+        finished = True
+    finally:
+        if not finished and not task.done():
+            # The client went away mid-stream and this generator is being cancelled: stop the
+            # command from a task of its own so the session is free again.
+            svc.spawn(_interrupt_quietly(svc, sandbox_id, name or DEFAULT_SESSION))

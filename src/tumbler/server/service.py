@@ -1,0 +1,430 @@
+"""SandboxService: the one place routes go through — life cycle, admission, agent calls.
+
+Sandboxes live in the runtime (runc containers whose state is on disk) and are recorded in the
+registry; this class keeps both in step and holds, per running sandbox, an asyncio client of
+its agent. Runtime calls block (they run runc), so they run in a worker thread; agent calls are
+async. A warm pool plugs in as a `SandboxSource`; ROCK routes call these same methods.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Protocol, TypeVar
+
+from tumbler.errors import (AgentDied, CommandTimeout, Conflict, InvalidRequest, NotFound,
+                            TumblerError, from_kind)
+from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
+from tumbler.runtime.base import Runtime
+from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
+from tumbler.server.agent_async import AgentReplyError, AgentUnreachable, AsyncAgentClient
+from tumbler.server.capacity import Admission, Budget
+from tumbler.server.config import ServerConfig
+from tumbler.server.registry import Registry, SandboxRecord
+from tumbler import wire
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_SESSION = "default"
+# Seconds on top of a command's own timeout for the agent to interrupt it and answer.
+REPLY_GRACE_S = 15.0
+OP_TIMEOUT_S = 60.0          # agent ops that carry no timeout of their own
+BULK_TIMEOUT_S = 600.0       # tar up/download
+RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst overlap)
+# States in which a sandbox holds a place in the node budget.
+HOLDING = {"created", "running"}
+OnOutput = Callable[[bytes], None]
+
+
+class SandboxSource(Protocol):
+    """Where `create` may get a ready sandbox from before making one cold (a warm pool)."""
+
+    async def take(self, spec: SandboxSpec) -> SandboxInfo | None:
+        """A running sandbox made to `spec`, now owned by the caller; None if there is none."""
+
+
+class SandboxService:
+    """Everything the REST API does, as async methods that raise tumbler.errors."""
+
+    def __init__(self, config: ServerConfig, runtime: Runtime, registry: Registry,
+                 source: SandboxSource | None = None):
+        self.config = config
+        self.runtime = runtime
+        self.registry = registry
+        self.source = source
+        self.admission = Admission(Budget(config.node_memory_bytes, config.node_pids, config.node_cpus))
+        self._records: dict[str, SandboxRecord] = {}
+        self._agents: dict[str, AsyncAgentClient] = {}
+        self._busy: dict[str, int] = {}          # requests in flight per sandbox
+        self._dirty_active: dict[str, float] = {}
+        self._executor = ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="runtime")
+        self._background: set[asyncio.Task] = set()
+
+    # -- start and stop of the service -------------------------------------------------------
+
+    async def open(self) -> None:
+        """Load the registry and reconcile it with the runtime (after a restart or crash)."""
+        records = await self.blocking(self.registry.list)
+        for record in records:
+            record = await self.blocking(self._reconcile, record)
+            self._records[record.id] = record
+            if record.state in HOLDING:
+                self.admission.reserve(record.id, Limits(**record.spec["limits"]))
+        log.info("registry holds %d sandboxes", len(self._records))
+
+    async def close(self, keep_sandboxes: bool) -> None:
+        """Flush state; remove every sandbox we own unless `keep_sandboxes`."""
+        await self.flush_activity()
+        if not keep_sandboxes:
+            await asyncio.gather(*(self._remove_quietly(sid) for sid in list(self._records)))
+        for client in list(self._agents.values()):
+            await client.close()
+        self._agents.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.registry.close)
+
+    def _reconcile(self, record: SandboxRecord) -> SandboxRecord:
+        try:
+            info = self.runtime.get(record.id)
+        except NotFound:
+            if record.state != "error":
+                record.state, record.error = "error", (
+                    "its container is gone from the runtime (removed outside the server, or the "
+                    "host's state was wiped); remove this record with DELETE")
+                self.registry.set_state(record.id, record.state, record.error)
+            return record
+        if info.state == SandboxState.RUNNING and not self._init_alive(record.id):
+            self.runtime.stop(record.id)
+            record.state, record.error = "stopped", (
+                "found stopped at server start: its processes had exited (host reboot or killed); "
+                "start or reset it")
+            self.registry.set_state(record.id, record.state, record.error)
+        elif info.state.value != record.state and record.state != "error":
+            record.state = info.state.value
+            self.registry.set_state(record.id, record.state)
+        return record
+
+    def _init_alive(self, sandbox_id: str) -> bool:
+        pid_of = getattr(self.runtime, "init_pid", None)
+        if pid_of is None:
+            return True
+        pid = pid_of(sandbox_id)
+        return pid is not None and os.path.exists(f"/proc/{pid}")
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def create(self, req: wire.CreateSandboxRequest) -> SandboxRecord:
+        try:
+            spec = SandboxSpec(image=req.image, hostname=req.hostname, env=req.env, cwd=req.cwd,
+                               network=req.network, labels=req.labels,
+                               limits=Limits(**req.limits.model_dump()))
+        except ValueError as exc:
+            raise InvalidRequest(_validation_message(exc)) from None
+        placeholder = f"pending-{id(req)}-{time.monotonic_ns()}"
+        self.admission.reserve(placeholder, spec.limits)
+        try:
+            info = await self.source.take(spec) if self.source is not None else None
+            if info is None:
+                info = await self.blocking(self._create_cold, spec)
+        finally:
+            self.admission.release(placeholder)
+        self.admission.reserve(info.id, spec.limits)  # cannot fail: the placeholder held its place
+        now = time.time()
+        ttl = req.ttl_s or self.config.default_ttl_s
+        lifetime = req.max_lifetime_s or self.config.default_max_lifetime_s
+        record = SandboxRecord(id=info.id, spec=spec.model_dump(), state=info.state.value,
+                               created=now, last_active=now, ttl_s=ttl,
+                               expires_at=now + lifetime if lifetime else None,
+                               runtime=info.runtime, labels=dict(spec.labels))
+        try:
+            await self.blocking(self.registry.add, record)
+        except Exception:
+            await self.blocking(self.runtime.remove, info.id)
+            self.admission.release(info.id)
+            raise
+        self._records[info.id] = record
+        return record
+
+    def _create_cold(self, spec: SandboxSpec) -> SandboxInfo:
+        info = self.runtime.create(spec)
+        try:
+            return self.runtime.start(info.id)
+        except BaseException:
+            self.runtime.remove(info.id)
+            raise
+
+    def get(self, sandbox_id: str) -> SandboxRecord:
+        record = self._records.get(sandbox_id)
+        if record is None:
+            raise NotFound(f"no sandbox {sandbox_id!r}")
+        if sandbox_id in self._dirty_active:
+            record.last_active = self._dirty_active[sandbox_id]
+        return record
+
+    def list(self, state: str | None = None, labels: dict[str, str] | None = None) -> list[SandboxRecord]:
+        out = []
+        for sid in list(self._records):
+            record = self.get(sid)
+            if state is not None and record.state != state:
+                continue
+            if labels and any(record.labels.get(k) != v for k, v in labels.items()):
+                continue
+            out.append(record)
+        return out
+
+    async def stop(self, sandbox_id: str) -> SandboxRecord:
+        record = self.get(sandbox_id)
+        await self._drop_agent(sandbox_id)
+        await self.blocking(self.runtime.stop, sandbox_id)
+        self.admission.release(sandbox_id)
+        return await self._set_state(record, "stopped")
+
+    async def start(self, sandbox_id: str) -> SandboxRecord:
+        record = self.get(sandbox_id)
+        if record.state == "running":
+            raise Conflict(f"sandbox {sandbox_id} is running already")
+        self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
+        try:
+            await self.blocking(self.runtime.start, sandbox_id)
+        except BaseException:
+            self.admission.release(sandbox_id)
+            raise
+        return await self._set_state(record, "running")
+
+    async def reset(self, sandbox_id: str) -> SandboxRecord:
+        record = self.get(sandbox_id)
+        self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
+        await self._drop_agent(sandbox_id)
+        await self.blocking(self.runtime.reset, sandbox_id)
+        return await self._set_state(record, "running")
+
+    async def snapshot(self, sandbox_id: str, image: str) -> str:
+        self.get(sandbox_id)
+        return await self.blocking(self.runtime.snapshot, sandbox_id, image)
+
+    async def stats(self, sandbox_id: str) -> SandboxStats:
+        self.get(sandbox_id)
+        return await self.blocking(self.runtime.stats, sandbox_id)
+
+    async def remove(self, sandbox_id: str) -> None:
+        record = self.get(sandbox_id)
+        await self._drop_agent(sandbox_id)
+        try:
+            await self.blocking(self.runtime.remove, sandbox_id)
+        except NotFound:
+            pass  # its container was gone already (state error): drop the record all the same
+        except Conflict:
+            if record.state != "error":
+                raise
+        self.admission.release(sandbox_id)
+        self._records.pop(sandbox_id, None)
+        self._dirty_active.pop(sandbox_id, None)
+        await self.blocking(self.registry.delete, sandbox_id)
+
+    async def _remove_quietly(self, sandbox_id: str) -> None:
+        try:
+            await self.remove(sandbox_id)
+        except TumblerError as exc:
+            log.warning("could not remove sandbox %s: %s", sandbox_id, exc.message)
+
+    async def _set_state(self, record: SandboxRecord, state: str) -> SandboxRecord:
+        record.state, record.error = state, None
+        await self.blocking(self.registry.set_state, record.id, state)
+        return record
+
+    # -- activity (for the reaper) --------------------------------------------------------------
+
+    def busy(self, sandbox_id: str) -> bool:
+        return self._busy.get(sandbox_id, 0) > 0
+
+    async def flush_activity(self) -> None:
+        dirty, self._dirty_active = self._dirty_active, {}
+        for sid, t in dirty.items():
+            if sid in self._records:
+                self._records[sid].last_active = t
+        await self.blocking(self.registry.touch_many, dirty)
+
+    # -- agent calls ---------------------------------------------------------------------------
+
+    async def call(self, sandbox_id: str, op: str, args: dict | None = None, body: bytes = b"", *,
+                   timeout: float = OP_TIMEOUT_S, on_event=None) -> tuple[dict, bytes]:
+        """One request to the sandbox's agent, its failures turned into tumbler.errors."""
+        record = self.get(sandbox_id)
+        if record.state != "running":
+            raise Conflict(f"sandbox {sandbox_id} is {record.state}; start it first"
+                           + (f" ({record.error})" if record.error else ""))
+        client = self._agents.get(sandbox_id)
+        if client is None:
+            client = self._agents[sandbox_id] = AsyncAgentClient(self.runtime.agent_socket(sandbox_id))
+        self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
+        self._dirty_active[sandbox_id] = time.time()
+        try:
+            return await client.call(op, args, body, timeout=timeout, on_event=on_event)
+        except AgentReplyError as exc:
+            raise from_kind(exc.kind, exc.message) from None
+        except AgentUnreachable as exc:
+            raise AgentDied(f"the agent of sandbox {sandbox_id} is gone ({exc}); its processes "
+                            f"died or were killed. Fix: reset it (POST /v1/sandboxes/{sandbox_id}"
+                            "/reset) or remove it") from None
+        except TimeoutError:
+            raise CommandTimeout(f"sandbox {sandbox_id} did not answer {op} within {timeout} s") from None
+        finally:
+            self._busy[sandbox_id] -= 1
+            self._dirty_active[sandbox_id] = time.time()
+
+    async def _drop_agent(self, sandbox_id: str) -> None:
+        client = self._agents.pop(sandbox_id, None)
+        if client is not None:
+            await client.close()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def create_session(self, sandbox_id: str, name: str, env: dict[str, str],
+                             cwd: str | None) -> None:
+        cwd = cwd or self.get(sandbox_id).spec["cwd"]
+        await self.call(sandbox_id, "session.create", {"name": name, "env": env, "cwd": cwd},
+                        timeout=30)
+
+    async def list_sessions(self, sandbox_id: str) -> list[dict]:
+        return (await self.call(sandbox_id, "session.list", timeout=10))[0]["sessions"]
+
+    async def run(self, sandbox_id: str, session: str | None, command: str, *,
+                  timeout: float = wire.DEFAULT_TIMEOUT_S, max_output: int | None = None,
+                  on_output: OnOutput | None = None) -> CommandResult:
+        """Run `command` in `session` (None: the default session, made on first use)."""
+        name = session or DEFAULT_SESSION
+        args: dict = {"name": name, "command": command, "timeout": timeout,
+                      "stream": on_output is not None}
+        if max_output is not None:
+            args["max_output"] = max_output
+        on_event = (lambda _h, chunk: on_output(chunk)) if on_output else None
+        try:
+            result, body = await self.call(sandbox_id, "session.run", args,
+                                           timeout=timeout + REPLY_GRACE_S, on_event=on_event)
+        except NotFound:
+            if session is not None:
+                raise
+            await self._ensure_default_session(sandbox_id)
+            result, body = await self.call(sandbox_id, "session.run", args,
+                                           timeout=timeout + REPLY_GRACE_S, on_event=on_event)
+        return CommandResult(output_bytes=body, **_known(CommandResult, result))
+
+    async def _ensure_default_session(self, sandbox_id: str) -> None:
+        try:
+            await self.create_session(sandbox_id, DEFAULT_SESSION, {}, None)
+        except TumblerError as exc:
+            if exc.kind != "exists":  # two first commands raced to make it: fine
+                raise
+
+    async def input(self, sandbox_id: str, session: str, data: bytes) -> None:
+        await self.call(sandbox_id, "session.input", {"name": session}, data)
+
+    async def interrupt(self, sandbox_id: str, session: str) -> bool:
+        result, _ = await self.call(sandbox_id, "session.interrupt", {"name": session}, timeout=30)
+        return bool(result.get("interrupted", True))
+
+    async def close_session(self, sandbox_id: str, session: str) -> None:
+        await self.call(sandbox_id, "session.close", {"name": session}, timeout=30)
+
+    # -- exec, files, processes ----------------------------------------------------------------
+
+    async def exec(self, sandbox_id: str, req: wire.ExecRequest) -> ExecResult:
+        args: dict = {"env": req.env, "cwd": req.cwd or self.get(sandbox_id).spec["cwd"],
+                      "timeout": req.timeout}
+        if req.argv is not None:
+            args["argv"] = req.argv
+        else:
+            args["command"] = req.command
+        if req.max_output is not None:
+            args["max_output"] = req.max_output
+        result, body = await self.call(sandbox_id, "exec", args, wire.unb64(req.stdin_b64),
+                                       timeout=req.timeout + REPLY_GRACE_S)
+        cut = result.pop("stdout_len")
+        return ExecResult(stdout_bytes=body[:cut], stderr_bytes=body[cut:], **_known(ExecResult, result))
+
+    async def read_file(self, sandbox_id: str, path: str, offset: int, length: int | None) -> bytes:
+        return (await self.call(sandbox_id, "file.read",
+                                {"path": sandbox_path(path), "offset": offset, "length": length},
+                                timeout=BULK_TIMEOUT_S))[1]
+
+    async def write_file(self, sandbox_id: str, path: str, data: bytes, mode: int | None,
+                         append: bool) -> int:
+        result, _ = await self.call(sandbox_id, "file.write", {"path": sandbox_path(path), "mode": mode,
+                                                              "append": append, "parents": True},
+                                    data, timeout=BULK_TIMEOUT_S)
+        return int(result.get("size", len(data)))
+
+    async def stat(self, sandbox_id: str, path: str) -> FileInfo:
+        return FileInfo(**(await self.call(sandbox_id, "file.stat", {"path": sandbox_path(path)}))[0])
+
+    async def list_dir(self, sandbox_id: str, path: str) -> list[FileInfo]:
+        entries = (await self.call(sandbox_id, "file.list", {"path": sandbox_path(path)}))[0]["entries"]
+        return [FileInfo(**_known(FileInfo, e)) for e in entries]
+
+    async def remove_file(self, sandbox_id: str, path: str, recursive: bool) -> None:
+        await self.call(sandbox_id, "file.remove", {"path": sandbox_path(path), "recursive": recursive})
+
+    async def chmod(self, sandbox_id: str, path: str, mode: int) -> None:
+        await self.call(sandbox_id, "file.chmod", {"path": sandbox_path(path), "mode": mode})
+
+    async def mkdir(self, sandbox_id: str, path: str, parents: bool) -> None:
+        await self.call(sandbox_id, "file.mkdir", {"path": sandbox_path(path), "parents": parents})
+
+    async def upload_tar(self, sandbox_id: str, path: str, tar: bytes) -> int:
+        result, _ = await self.call(sandbox_id, "file.upload_tar", {"path": sandbox_path(path)}, tar,
+                                    timeout=BULK_TIMEOUT_S)
+        return int(result.get("members", 0))
+
+    async def download_tar(self, sandbox_id: str, path: str) -> bytes:
+        return (await self.call(sandbox_id, "file.download_tar", {"path": sandbox_path(path)},
+                                timeout=BULK_TIMEOUT_S))[1]
+
+    async def processes(self, sandbox_id: str) -> list[ProcessInfo]:
+        procs = (await self.call(sandbox_id, "proc.list"))[0]["processes"]
+        return [ProcessInfo(**_known(ProcessInfo, p)) for p in procs]
+
+    async def signal(self, sandbox_id: str, pid: int, signal: int | str) -> None:
+        await self.call(sandbox_id, "proc.signal", {"pid": pid, "signal": signal})
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run `coro` as a task that outlives the request that started it."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def blocking(self, fn: Callable[..., T], *args) -> T:
+        """Run a blocking call (runc, SQL) in the runtime's worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def record_out(self, record: SandboxRecord) -> wire.SandboxOut:
+        return wire.SandboxOut(id=record.id, state=record.state, image=record.spec["image"],
+                               spec=record.spec, labels=record.labels, created=record.created,
+                               last_active=record.last_active, ttl_s=record.ttl_s,
+                               expires_at=record.expires_at, runtime=record.runtime,
+                               error=record.error)
+
+
+def sandbox_path(path: str) -> str:
+    """`path` if it is absolute; InvalidRequest (400) otherwise. '..' needs no check here: the
+    agent resolves every path inside the sandbox's own root, so it cannot lead out."""
+    try:
+        return wire.check_sandbox_path(path)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _known(model, fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k in model.model_fields}
+
+
+def _validation_message(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+    return str(exc)

@@ -1,0 +1,287 @@
+"""The REST API's messages: one pydantic model per request and response, shared by server and SDK.
+
+Requests forbid unknown fields, so a typo is a 400/422 that names the field, not a silent no-op.
+Bytes cross as base64 in JSON (`*_b64` fields) beside a text form, so output that is not UTF-8
+survives exactly; file contents and tars travel as raw request/response bodies instead.
+Imports only pydantic and tumbler.models: the SDK depends on this module and nothing server-side.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
+
+API_PREFIX = "/v1"
+DEFAULT_TIMEOUT_S = 300.0
+MAX_TIMEOUT_S = 24 * 3600.0
+
+SandboxStateName = Literal["created", "running", "stopped", "error"]
+
+
+class Request(BaseModel):
+    """Base of request bodies: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_sandbox_path(path: str) -> str:
+    """Paths name files inside the sandbox and must be absolute; '..' resolves inside it."""
+    if not path.startswith("/"):
+        raise ValueError(f"path must be absolute (start with '/'), not {path!r}")
+    if "\0" in path:
+        raise ValueError("path contains a NUL byte")
+    return path
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+class ErrorDetail(BaseModel):
+    kind: str = Field(description="machine-readable class: invalid, not_found, exists, conflict, "
+                                  "capacity, timeout, sandbox, agent_died, runtime, unauthorized, "
+                                  "too_large, internal")
+    message: str = Field(description="what went wrong and what to do about it")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# -- sandboxes ----------------------------------------------------------------------------------
+
+class LimitsIn(Request):
+    memory: int | str = Field(default="512m", description="memory limit: bytes, or '512m', '2g'")
+    cpus: float = Field(default=1.0, description="CPU time in cores (0.5 = half a core)")
+    pids: int = Field(default=512, description="most processes and threads at once")
+    nofile: int = Field(default=1024, description="open file descriptors per process")
+
+
+class CreateSandboxRequest(Request):
+    image: str = Field(default="debian", description="image name in the node's image store")
+    limits: LimitsIn = Field(default_factory=LimitsIn)
+    env: dict[str, str] = Field(default_factory=dict, description="environment of every process")
+    cwd: str = Field(default="/root", description="working directory of sessions and exec")
+    hostname: str = Field(default="sandbox", description="the sandbox's hostname")
+    network: Literal["none", "host"] = Field(default="none",
+                                             description="'none': own namespace, loopback only")
+    ttl_s: float | None = Field(default=None, gt=0,
+                                description="idle time in seconds after which the server removes "
+                                            "the sandbox; null: the server's default")
+    max_lifetime_s: float | None = Field(default=None, gt=0,
+                                         description="seconds after creation at which the server "
+                                                     "removes it regardless; null: server default")
+    labels: dict[str, str] = Field(default_factory=dict, description="free-form, for filtering")
+
+
+class SandboxOut(BaseModel):
+    id: str
+    state: SandboxStateName = Field(description="created, running, stopped, or error (its "
+                                                "container is gone; see `error`)")
+    image: str
+    spec: dict = Field(description="the full sandbox spec (limits in bytes, cores, counts)")
+    labels: dict[str, str] = Field(default_factory=dict)
+    created: float = Field(description="unix time, seconds")
+    last_active: float = Field(description="unix time of the last request that used it, seconds")
+    ttl_s: float | None = Field(description="idle seconds before removal; null: never")
+    expires_at: float | None = Field(description="unix time at which it is removed; null: never")
+    runtime: str
+    error: str | None = Field(default=None, description="why the state is error")
+
+
+class SandboxList(BaseModel):
+    sandboxes: list[SandboxOut]
+
+
+class SnapshotRequest(Request):
+    image: str = Field(description="name of the new image")
+
+
+class SnapshotResponse(BaseModel):
+    image: str
+
+
+class StatsOut(BaseModel):
+    memory_bytes: int = Field(description="memory in use now, bytes")
+    memory_limit_bytes: int
+    cpu_seconds: float = Field(description="CPU time used since start, seconds")
+    pids: int = Field(description="processes and threads now")
+    pids_limit: int
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+class SessionCreateRequest(Request):
+    name: str = Field(description="1-64 letters, digits, '-', '_', '.'")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment")
+    cwd: str | None = Field(default=None, description="start directory; null: the sandbox's cwd")
+
+
+class SessionOut(BaseModel):
+    name: str
+    pid: int | None = None
+    busy: bool = False
+    alive: bool = True
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class RunRequest(Request):
+    command: str = Field(description="bash text, run as if typed at the prompt")
+    timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S,
+                           description="seconds; then the command is interrupted, the session lives on")
+    max_output: int | None = Field(default=None, gt=0,
+                                   description="bytes of output kept (the head); null: agent default")
+
+
+class CommandResponse(BaseModel):
+    output: str = Field(description="the output as text (non-UTF-8 bytes become U+FFFD)")
+    output_b64: str = Field(description="the output's exact bytes, base64")
+    exit_code: int | None = Field(description="exit status; null when interrupted")
+    timed_out: bool = False
+    truncated: bool = Field(False, description="output is the head of a longer output")
+    output_size: int = Field(0, description="bytes the command wrote in all")
+    duration_s: float = Field(0.0, description="seconds")
+    session_alive: bool = True
+
+    @classmethod
+    def from_result(cls, result: CommandResult) -> "CommandResponse":
+        return cls(output=result.output, output_b64=b64(result.output_bytes),
+                   **result.model_dump(exclude={"output_bytes"}))
+
+    def to_result(self) -> CommandResult:
+        return CommandResult(output_bytes=unb64(self.output_b64),
+                             **self.model_dump(exclude={"output", "output_b64"}))
+
+
+class InputRequest(Request):
+    data: str | None = Field(default=None, description="text typed on the terminal (add the newline)")
+    data_b64: str | None = Field(default=None, description="or the exact bytes, base64")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.data is None) == (self.data_b64 is None):
+            raise ValueError("give exactly one of data and data_b64")
+        return self
+
+    def payload(self) -> bytes:
+        return self.data.encode() if self.data is not None else unb64(self.data_b64)
+
+
+class InterruptResponse(BaseModel):
+    interrupted: bool = Field(description="a command was running and was interrupted")
+
+
+# Streamed runs (`.../run/stream`, text/event-stream): zero or more `output` events whose data
+# is a StreamChunk, then one `result` event whose data is a CommandResponse with an empty
+# output (the output is the chunks, in order), or one `error` event whose data is ErrorResponse.
+class StreamChunk(BaseModel):
+    data_b64: str = Field(description="a chunk of output, base64")
+
+
+# -- exec ---------------------------------------------------------------------------------------
+
+class ExecRequest(Request):
+    argv: list[str] | None = Field(default=None, description="program and arguments")
+    command: str | None = Field(default=None, description="or a string for /bin/sh -c")
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = Field(default=None, description="null: the sandbox's cwd")
+    stdin_b64: str = Field(default="", description="standard input, base64")
+    timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S, description="seconds")
+    max_output: int | None = Field(default=None, gt=0, description="bytes kept per stream")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.argv is None) == (self.command is None):
+            raise ValueError("give exactly one of argv and command")
+        if self.argv is not None and not self.argv:
+            raise ValueError("argv is empty")
+        return self
+
+
+class ExecResponse(BaseModel):
+    stdout: str
+    stderr: str
+    stdout_b64: str
+    stderr_b64: str
+    exit_code: int | None
+    timed_out: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    stdout_size: int = Field(0, description="bytes")
+    stderr_size: int = Field(0, description="bytes")
+    duration_s: float = Field(0.0, description="seconds")
+
+    @classmethod
+    def from_result(cls, r: ExecResult) -> "ExecResponse":
+        return cls(stdout=r.stdout, stderr=r.stderr, stdout_b64=b64(r.stdout_bytes),
+                   stderr_b64=b64(r.stderr_bytes),
+                   **r.model_dump(exclude={"stdout_bytes", "stderr_bytes"}))
+
+    def to_result(self) -> ExecResult:
+        return ExecResult(stdout_bytes=unb64(self.stdout_b64), stderr_bytes=unb64(self.stderr_b64),
+                          **self.model_dump(exclude={"stdout", "stderr", "stdout_b64", "stderr_b64"}))
+
+
+# -- files --------------------------------------------------------------------------------------
+# Contents travel raw: GET/PUT .../files/content?path=... and .../files/tar?path=...
+
+class PathRequest(Request):
+    path: str = Field(description="absolute path inside the sandbox (checked by the server: 400 "
+                                  "if relative)")
+
+
+class ChmodRequest(PathRequest):
+    mode: int = Field(ge=0, le=0o7777, description="permission bits, e.g. 0o644 = 420")
+
+
+class MkdirRequest(PathRequest):
+    parents: bool = True
+
+
+class RemoveRequest(PathRequest):
+    recursive: bool = False
+
+
+class FileWriteResponse(BaseModel):
+    size: int = Field(description="bytes the file now holds")
+
+
+class FileList(BaseModel):
+    entries: list[FileInfo]
+
+
+class UploadResponse(BaseModel):
+    members: int = Field(description="files, directories and links unpacked")
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+class ProcessList(BaseModel):
+    processes: list[ProcessInfo]
+
+
+class SignalRequest(Request):
+    signal: int | str = Field(default="TERM", description="number or name (TERM, KILL, INT...)")
+
+
+# -- misc ---------------------------------------------------------------------------------------
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+class Health(BaseModel):
+    ok: bool
+    version: str
