@@ -193,7 +193,7 @@ class ProcessRuntime:
         listener = self._listen(sid)
         try:
             with open(sdir / "agent.log", "wb") as logf:
-                self._runc("run", "-d", "--pid-file", str(sdir / "init.pid"), "-b", str(sdir),
+                self._runc("run", "-d", "--no-new-keyring", "--pid-file", str(sdir / "init.pid"), "-b", str(sdir),
                            self._cid(sid), stdin=listener.fileno(), stderr=logf)
         except RuntimeFailure:
             self._stop(sid)

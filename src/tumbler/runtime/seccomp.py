@@ -30,6 +30,11 @@ ADMIN_ONLY = frozenset({
     "mount", "umount", "umount2", "unshare", "setns", "pivot_root", "mount_setattr", "move_mount",
     "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "clone", "clone3",
 })
+# The kernel keyring is not namespaced: Docker's profile denies it to everyone, Podman's allows
+# it. Denied here, which also makes it safe for sandboxes to share the host's session keyring
+# (`runc run --no-new-keyring`): a new keyring per sandbox, all owned by one host uid, runs
+# into the kernel's 200-keys-per-user quota after ~200 sandboxes.
+DENIED = frozenset({"keyctl", "add_key", "request_key"})
 # clone() without any CLONE_NEW* flag is how threads and fork() are made: always allowed.
 CLONE_NS_FLAGS = 0x7E020000
 ENOSYS = 38
@@ -55,6 +60,7 @@ def oci_seccomp(capabilities: frozenset[str], profile_path: Path | None = None) 
     scmp = _SCMP_ARCH.get(machine)
     arches = [scmp] if scmp else []
     rules = [_oci_rule(r) for r in profile["syscalls"] if _applies(r, go_arch, capabilities)]
+    rules = _without(DENIED, rules)
     if "CAP_SYS_ADMIN" not in capabilities:
         rules = _without_admin_calls(rules)
     out = {"defaultAction": profile["defaultAction"], "architectures": arches, "syscalls": rules}
@@ -76,15 +82,21 @@ def _applies(rule: dict, arch: str, caps: frozenset[str]) -> bool:
     return True
 
 
-def _without_admin_calls(rules: list[dict]) -> list[dict]:
+def _without(names: frozenset[str], rules: list[dict]) -> list[dict]:
+    """The rules with `names` taken out of every allow rule (so the default action denies them)."""
     out = []
     for rule in rules:
         if rule["action"] == "SCMP_ACT_ALLOW":
-            names = [n for n in rule["names"] if n not in ADMIN_ONLY]
-            if not names:
+            kept = [n for n in rule["names"] if n not in names]
+            if not kept:
                 continue
-            rule = {**rule, "names": names}
+            rule = {**rule, "names": kept}
         out.append(rule)
+    return out
+
+
+def _without_admin_calls(rules: list[dict]) -> list[dict]:
+    out = _without(ADMIN_ONLY, rules)
     out.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
                 "args": [{"index": 0, "value": CLONE_NS_FLAGS, "valueTwo": 0,
                           "op": "SCMP_CMP_MASKED_EQ"}]})
