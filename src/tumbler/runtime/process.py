@@ -193,8 +193,11 @@ class ProcessRuntime:
         listener = self._listen(sid)
         try:
             with open(sdir / "agent.log", "wb") as logf:
-                self._runc("run", "-d", "--no-new-keyring", "--pid-file", str(sdir / "init.pid"), "-b", str(sdir),
-                           self._cid(sid), stdin=listener.fileno(), stderr=logf)
+                # --no-new-keyring: a session keyring per container counts against the kernel's
+                # key quota of the sandbox's host uid (kernel.keys.maxkeys, 200 by default),
+                # which would cap a node at 200 running sandboxes.
+                self._runc("run", "-d", "--no-new-keyring", "--pid-file", str(sdir / "init.pid"),
+                           "-b", str(sdir), self._cid(sid), stdin=listener.fileno(), stderr=logf)
         except RuntimeFailure:
             self._stop(sid)
             raise
