@@ -26,11 +26,11 @@ class FrozenLake(GameEnv):
         return {**super().config(), "size": self.size, "hole_ratio": self.hole_ratio}
 
     def _new_episode(self) -> str:
+        self.pos = (0, 0)
         while True:
             self._place_holes()
             if self._plan() is not None:
                 break
-        self.pos = (0, 0)
         return ("You are on a frozen lake. Walk from S to G without falling into a hole (H).\n"
                 "Moves: up, down, left, right. Answer with one move in \\boxed{}, e.g. \\boxed{down}.\n"
                 + self.render())
