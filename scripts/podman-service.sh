@@ -44,6 +44,15 @@ CONF
   fi
 }
 
+subids() {
+  # Ids for `--userns=auto` (DockerRuntime(userns=True)): far above the process runtime's
+  # 100000-165535, room for 256 containers of 65536 ids.
+  local f
+  for f in /etc/subuid /etc/subgid; do
+    grep -q '^containers:' "$f" 2>/dev/null || echo "containers:1000000:16777216" >> "$f"
+  done
+}
+
 answers() {
   # The Docker API's ping, over the unix socket; 2 s at most.
   python3 - "$SOCK" <<'PY' 2>/dev/null
@@ -74,4 +83,5 @@ start_service() {
 
 install_podman
 write_config
+subids
 start_service

@@ -73,7 +73,10 @@ def pull(client, ref: str) -> str:
     repo, _, version = ref.partition(":")
     try:
         with engine_errors(f"pull of {ref}", client.api.base_url):
-            client.api.pull(repo, tag=version or "latest")
+            # The engine reports a failed pull inside a 200 reply's progress stream.
+            for event in client.api.pull(repo, tag=version or "latest", stream=True, decode=True):
+                if event.get("error"):
+                    raise RuntimeFailure(f"pull of {ref} failed: {event['error'].strip()}")
     except RuntimeFailure as exc:
         raise RuntimeFailure(f"{exc.message}. If no registry is reachable from here, build the "
                              "image locally: `tumbler image build NAME` then "
