@@ -1,0 +1,196 @@
+"""Warm pools: sandboxes started ahead of demand, so that `create` is a handover.
+
+A pool holds running sandboxes made to one spec (labels aside: they are the caller's), each
+with its agent already answering. `take(spec)` pops one in O(1) if some pool's spec matches;
+a background task per pool refills it to its target size. Pools are named and resizable at
+run time; their sandboxes count against the node budget like any other.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from tumbler.agent.client import AgentClient
+from tumbler.errors import InvalidRequest, NotFound
+from tumbler.runtime.base import Runtime
+from tumbler.runtime.spec import SandboxInfo, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+AGENT_READY_TIMEOUT_S = 30.0
+RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+MAX_POOL_SIZE = 10_000
+
+
+class PoolStatus(BaseModel):
+    name: str
+    size: int = Field(description="target number of ready sandboxes")
+    ready: int = Field(description="sandboxes ready for handover now")
+    starting: int = Field(description="sandboxes being started")
+    handed_out: int = Field(description="sandboxes taken from this pool since it was made")
+    last_error: str | None = None
+    spec: SandboxSpec
+
+
+def pool_key(spec: SandboxSpec) -> str:
+    """What must match for a pooled sandbox to serve a request: all of the spec but labels."""
+    return spec.model_copy(update={"labels": {}}).model_dump_json()
+
+
+@dataclass
+class WarmPool:
+    name: str
+    spec: SandboxSpec
+    size: int
+    ready: collections.deque = field(default_factory=collections.deque)
+    starting: int = 0
+    handed_out: int = 0
+    last_error: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+    def status(self) -> PoolStatus:
+        return PoolStatus(name=self.name, size=self.size, ready=len(self.ready),
+                          starting=self.starting, handed_out=self.handed_out,
+                          last_error=self.last_error, spec=self.spec)
+
+
+class PoolManager:
+    """The server's warm pools; a `SandboxSource` for `SandboxService.create`."""
+
+    def __init__(self, runtime: Runtime, *, concurrency: int = 2):
+        self.runtime = runtime
+        self._pools: dict[str, WarmPool] = {}
+        # Starting sandboxes costs CPU (runc, python); two at once keeps a 2-core node usable.
+        self._starts = asyncio.Semaphore(concurrency)
+
+    async def take(self, spec: SandboxSpec) -> SandboxInfo | None:
+        key = pool_key(spec)
+        for pool in self._pools.values():
+            if pool.ready and pool_key(pool.spec) == key:
+                info = pool.ready.popleft()
+                pool.handed_out += 1
+                pool.wake.set()
+                return info
+        return None
+
+    def set(self, name: str, spec: SandboxSpec, size: int) -> PoolStatus:
+        """Create pool `name`, or change its spec or size; refilling starts at once."""
+        if not 0 <= size <= MAX_POOL_SIZE:
+            raise InvalidRequest(f"pool size must be between 0 and {MAX_POOL_SIZE}, not {size}")
+        pool = self._pools.get(name)
+        if pool is None or pool_key(pool.spec) != pool_key(spec):
+            if pool is not None:
+                self._drop_later(pool)
+            pool = WarmPool(name=name, spec=spec, size=size)
+            self._pools[name] = pool
+            pool.task = asyncio.create_task(self._refill(pool), name=f"pool-{name}")
+        pool.size = size
+        pool.wake.set()
+        return pool.status()
+
+    def resize(self, name: str, size: int) -> PoolStatus:
+        pool = self._get(name)
+        return self.set(name, pool.spec, size)
+
+    def list(self) -> list[PoolStatus]:
+        return [p.status() for p in self._pools.values()]
+
+    def remove(self, name: str) -> None:
+        self._drop_later(self._pools.pop(name, None) or self._get(name))
+
+    async def close(self) -> None:
+        """Stop refilling and remove every sandbox still waiting in a pool."""
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await self._drop(pool)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _get(self, name: str) -> WarmPool:
+        try:
+            return self._pools[name]
+        except KeyError:
+            raise NotFound(f"no pool {name!r}; pools: {', '.join(self._pools) or 'none'}") from None
+
+    async def _refill(self, pool: WarmPool) -> None:
+        failures = 0
+        while True:
+            while len(pool.ready) + pool.starting > pool.size:
+                if not pool.ready:
+                    break
+                await asyncio.to_thread(self.runtime.remove, pool.ready.pop().id)
+            if len(pool.ready) + pool.starting >= pool.size:
+                pool.wake.clear()
+                await pool.wake.wait()
+                continue
+            pool.starting += 1
+            try:
+                async with self._starts:
+                    info = await _uncancellable(asyncio.to_thread(self._start_one, pool.spec),
+                                                on_cancel=lambda i: self.runtime.remove(i.id))
+                pool.ready.append(info)
+                pool.last_error = None
+                failures = 0
+            except Exception as exc:  # keep the pool alive; say why it cannot fill
+                pool.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("pool %s could not start a sandbox: %s", pool.name, pool.last_error)
+                await asyncio.sleep(RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)])
+                failures += 1
+            finally:
+                pool.starting -= 1
+
+    def _start_one(self, spec: SandboxSpec) -> SandboxInfo:
+        info = self.runtime.create(spec)
+        try:
+            info = self.runtime.start(info.id)
+            _wait_for_agent(self.runtime.agent_socket(info.id))
+            return info
+        except BaseException:
+            self.runtime.remove(info.id)
+            raise
+
+    def _drop_later(self, pool: WarmPool) -> None:
+        task = asyncio.create_task(self._drop(pool))
+        task.add_done_callback(lambda t: t.exception())
+
+    async def _drop(self, pool: WarmPool) -> None:
+        if pool.task is not None:
+            pool.task.cancel()
+            try:
+                await pool.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        while pool.ready:
+            await asyncio.to_thread(self.runtime.remove, pool.ready.pop().id)
+
+
+async def _uncancellable(coro, on_cancel):
+    """Await `coro`; if we are cancelled meanwhile, let it finish and undo its result, so a
+    sandbox being started when its pool goes away is removed rather than leaked."""
+    fut = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        try:
+            result = await fut
+        except Exception:
+            raise asyncio.CancelledError from None
+        await asyncio.to_thread(on_cancel, result)
+        raise
+
+
+def _wait_for_agent(socket_path: str) -> None:
+    """Block until the agent answers (the handover must find it ready), at most a timeout."""
+    client = AgentClient(socket_path)
+    try:
+        t = time.monotonic()
+        client.call("health", timeout=AGENT_READY_TIMEOUT_S)
+        log.debug("agent ready after %.1f ms", (time.monotonic() - t) * 1e3)
+    finally:
+        client.close()

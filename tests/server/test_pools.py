@@ -1,0 +1,84 @@
+"""Warm pools over the real process runtime: handover, refill, resize, no leaks."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from checks import IMAGE, leftovers
+from tumbler.errors import InvalidRequest, NotFound
+from tumbler.local import LocalSandbox
+from tumbler.runtime.spec import Limits, SandboxSpec
+from tumbler.server.pools import PoolManager
+
+
+async def wait_ready(pools: PoolManager, name: str, n: int, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while next(p for p in pools.list() if p.name == name).ready < n:
+        assert asyncio.get_running_loop().time() < deadline, pools.list()
+        await asyncio.sleep(0.02)
+
+
+def test_handover_refill_and_cleanup(runtime):
+    async def scenario():
+        pools = PoolManager(runtime)
+        spec = SandboxSpec(image=IMAGE, limits=Limits(memory="256m"))
+        pools.set("small", spec, 2)
+        await wait_ready(pools, "small", 2)
+        taken = await pools.take(spec.model_copy(update={"labels": {"job": "x"}}))
+        assert taken is not None
+        assert await pools.take(SandboxSpec(image=IMAGE)) is None  # other limits: no match
+        await wait_ready(pools, "small", 2)  # refilled
+        waiting = [i.id for p in pools._pools.values() for i in p.ready]
+        await pools.close()
+        return taken, waiting
+
+    taken, waiting = asyncio.run(scenario())
+    try:
+        sb = LocalSandbox.attach(taken.id, runtime)
+        sb._reconnect()
+        assert sb.run("echo handed over").output == "handed over\n"
+    finally:
+        runtime.remove(taken.id)
+    for sid in [taken.id, *waiting]:
+        assert leftovers(runtime, sid) == []
+
+
+def test_resize_and_bad_input(runtime):
+    async def scenario():
+        pools = PoolManager(runtime)
+        spec = SandboxSpec(image=IMAGE)
+        pools.set("p", spec, 2)
+        await wait_ready(pools, "p", 2)
+        ids = [i.id for i in pools._pools["p"].ready]
+        pools.resize("p", 0)
+        for _ in range(200):
+            if not pools._pools["p"].ready:
+                break
+            await asyncio.sleep(0.02)
+        assert pools.list()[0].ready == 0
+        with pytest.raises(NotFound):
+            pools.resize("nope", 1)
+        with pytest.raises(InvalidRequest):
+            pools.set("p", spec, -1)
+        await pools.close()
+        return ids
+
+    for sid in asyncio.run(scenario()):
+        assert leftovers(runtime, sid) == []
+
+
+def test_failing_spec_reports_its_error(runtime):
+    async def scenario():
+        pools = PoolManager(runtime)
+        pools.set("broken", SandboxSpec(image="no-such-image"), 1)
+        for _ in range(100):
+            if pools.list()[0].last_error:
+                break
+            await asyncio.sleep(0.02)
+        status = pools.list()[0]
+        await pools.close()
+        return status
+
+    status = asyncio.run(scenario())
+    assert "no-such-image" in status.last_error and status.ready == 0
