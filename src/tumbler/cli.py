@@ -66,6 +66,40 @@ def image_import(name: str, tar: Path, force: bool = typer.Option(False)):
     console.print(f"imported image [bold]{name}[/bold]")
 
 
+@image_app.command("to-docker")
+def image_to_docker(name: str, tag: Optional[str] = typer.Argument(None, help="default: NAME"),
+                    engine: Optional[str] = typer.Option(None, help="engine URL (default: DOCKER_HOST "
+                                                         "or the first socket found)")):
+    """Import a process-runtime image into the container engine (Docker or Podman) as TAG."""
+    from tumbler.runtime.container_images import to_engine
+    from tumbler.runtime.engine import connect
+    try:
+        with console.status(f"importing {name} into the container engine..."):
+            tag = to_engine(connect(engine), _store(), name, tag)
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"engine image [bold]{tag}[/bold] made from [bold]{name}[/bold]")
+
+
+@image_app.command("from-docker")
+def image_from_docker(tag: str, name: str, force: bool = typer.Option(False),
+                      pull: bool = typer.Option(False, help="pull TAG from its registry first"),
+                      engine: Optional[str] = typer.Option(None, help="engine URL")):
+    """Export a container engine image (flattened) into the process runtime's image store."""
+    from tumbler.runtime import container_images
+    from tumbler.runtime.engine import connect
+    try:
+        client = connect(engine)
+        if pull:
+            with console.status(f"pulling {tag}..."):
+                container_images.pull(client, tag)
+        with console.status(f"exporting {tag} to image {name}..."):
+            container_images.from_engine(client, tag, _store(), name, force=force)
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"image [bold]{name}[/bold] made from engine image [bold]{tag}[/bold]")
+
+
 @image_app.command("ls")
 def image_ls():
     """List images."""
