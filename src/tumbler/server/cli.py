@@ -64,3 +64,7 @@ def _first_message(exc: ValueError) -> str:
     if callable(errors) and errors():
         return str(errors()[0].get("msg", exc)).removeprefix("Value error, ")
     return str(exc)
+
+
+if __name__ == "__main__":
+    typer.run(serve)

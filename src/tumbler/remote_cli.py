@@ -1,0 +1,226 @@
+"""`tumbler sandbox ...` against a Tumbler server, through the SDK (TUMBLER_URL, TUMBLER_TOKEN).
+
+Wired into the `tumbler` command by cli.py (`app.add_typer(sandbox_app, name="sandbox")`).
+"""
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tumbler.errors import TumblerError
+
+sandbox_app = typer.Typer(no_args_is_help=True, help="Sandboxes on a Tumbler server (tumbler serve).")
+console = Console()
+err = Console(stderr=True)
+URL = typer.Option(None, "--url", envvar="TUMBLER_URL", help="server URL (default http://127.0.0.1:8040)")
+TOKEN = typer.Option(None, "--token", envvar="TUMBLER_TOKEN", help="bearer token")
+
+
+def _client(url: str | None, token: str | None):
+    from tumbler.sdk import Client
+    return Client(url, token)
+
+
+def _fail(exc: TumblerError) -> None:
+    err.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+@sandbox_app.command("create")
+def create(image: str = typer.Option("debian"), memory: str = typer.Option("512m"),
+           cpus: float = typer.Option(1.0), pids: int = typer.Option(512),
+           network: str = typer.Option("none", help="none or host"),
+           ttl: Optional[float] = typer.Option(None, help="idle seconds before removal"),
+           label: list[str] = typer.Option([], help="key=value, repeatable"),
+           count: int = typer.Option(1, help="how many"), url: Optional[str] = URL,
+           token: Optional[str] = TOKEN):
+    """Create and start sandboxes; prints their ids."""
+    from tumbler.sdk import SandboxGroup
+    labels = dict(item.split("=", 1) for item in label if "=" in item)
+    try:
+        with _client(url, token) as client, _progress() as progress:
+            progress.add_task(f"creating {count} sandbox(es) from {image}...")
+            group = SandboxGroup(count, image, client=client, memory=memory, cpus=cpus, pids=pids,
+                                 network=network, ttl=ttl, labels=labels)
+            ids = [sb.id for sb in group]
+    except TumblerError as exc:
+        _fail(exc)
+    for sid in ids:
+        console.print(sid)
+
+
+@sandbox_app.command("ls")
+def ls(state: Optional[str] = typer.Option(None), label: list[str] = typer.Option([]),
+       url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """List sandboxes."""
+    labels = dict(item.split("=", 1) for item in label if "=" in item)
+    try:
+        with _client(url, token) as client:
+            rows = client.list(state, labels)
+    except TumblerError as exc:
+        _fail(exc)
+    table = Table("id", "image", "state", "labels", "error")
+    for s in rows:
+        table.add_row(s.id, s.image, s.state, ",".join(f"{k}={v}" for k, v in s.labels.items()),
+                      s.error or "")
+    console.print(table)
+
+
+@sandbox_app.command("exec")
+def exec_(sandbox_id: str, command: str, timeout: float = typer.Option(300.0),
+          url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Run a command in the sandbox's default session, streaming output; exits with its status."""
+    from tumbler.sdk import Sandbox
+    try:
+        with _client(url, token) as client:
+            sb = Sandbox.attach(sandbox_id, client=client)
+            result = sb.run(command, timeout=timeout, on_output=_write)
+    except TumblerError as exc:
+        _fail(exc)
+    if result.timed_out:
+        err.print(f"[yellow]timed out after {timeout} s[/yellow]")
+    raise typer.Exit(result.exit_code if result.exit_code is not None else 124)
+
+
+@sandbox_app.command("shell")
+def shell(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """An interactive shell: a bash session of its own; Ctrl-C interrupts, Ctrl-D leaves."""
+    from tumbler.sdk import Sandbox
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    name = f"shell-{uuid.uuid4().hex[:8]}"
+    try:
+        with _client(url, token) as client:
+            session = Sandbox.attach(sandbox_id, client=client).session(name)
+            try:
+                _repl(session, sandbox_id)
+            finally:
+                session.close()
+    except TumblerError as exc:
+        _fail(exc)
+
+
+def _repl(session, sandbox_id: str) -> None:
+    import threading
+    while True:
+        try:
+            cwd = session.run("pwd", timeout=10).output.strip()
+            line = input(f"{sandbox_id}:{cwd}# ")
+        except EOFError:
+            err.print()
+            return
+        except KeyboardInterrupt:
+            err.print()
+            continue
+        if line.strip() in ("exit", "logout"):
+            return
+        box: dict = {}
+        runner = threading.Thread(target=lambda: box.setdefault(
+            "result", _run_catching(session, line)), daemon=True)
+        runner.start()
+        while runner.is_alive():
+            try:
+                runner.join(0.1)
+            except KeyboardInterrupt:
+                session.interrupt()
+        if isinstance(box.get("result"), TumblerError):
+            err.print(f"[red]error:[/red] {box['result'].message}")
+
+
+def _run_catching(session, line: str):
+    try:
+        return session.run(line, timeout=24 * 3600, on_output=_write)
+    except TumblerError as exc:
+        return exc
+
+
+def _write(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+
+
+@sandbox_app.command("cp")
+def cp(src: str, dst: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Copy files or trees: `cp ./dir ID:/work` uploads, `cp ID:/work ./dir` downloads."""
+    from tumbler.sdk import Sandbox
+    src_remote, dst_remote = _remote(src), _remote(dst)
+    if (src_remote is None) == (dst_remote is None):
+        err.print("[red]error:[/red] exactly one of SRC and DST must be ID:/path")
+        raise typer.Exit(2)
+    try:
+        with _client(url, token) as client, _progress() as progress:
+            sid, path = src_remote or dst_remote
+            sb = Sandbox.attach(sid, client=client)
+            progress.add_task(f"copying {src} to {dst}...")
+            if dst_remote:
+                sb.upload(Path(src), path)
+            else:
+                sb.download(path, Path(dst))
+    except TumblerError as exc:
+        _fail(exc)
+
+
+def _remote(arg: str) -> tuple[str, str] | None:
+    sid, sep, path = arg.partition(":")
+    if sep and sid.isalnum() and path.startswith("/"):
+        return sid, path
+    return None
+
+
+@sandbox_app.command("rm")
+def rm(sandbox_ids: list[str], url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Remove sandboxes."""
+    from tumbler.sdk import core
+    try:
+        with _client(url, token) as client:
+            for sid in sandbox_ids:
+                client.send(core.remove(sid))
+    except TumblerError as exc:
+        _fail(exc)
+
+
+@sandbox_app.command("reset")
+def reset(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Reset a sandbox to its pristine image."""
+    from tumbler.sdk import core
+    try:
+        with _client(url, token) as client:
+            client.send(core.lifecycle(sandbox_id, "reset"))
+    except TumblerError as exc:
+        _fail(exc)
+
+
+@sandbox_app.command("stop")
+def stop(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    from tumbler.sdk import core
+    try:
+        with _client(url, token) as client:
+            client.send(core.lifecycle(sandbox_id, "stop"))
+    except TumblerError as exc:
+        _fail(exc)
+
+
+@sandbox_app.command("snapshot")
+def snapshot(sandbox_id: str, image: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Save a sandbox's files as a new image."""
+    from tumbler.sdk import core
+    try:
+        with _client(url, token) as client:
+            client.send(core.snapshot(sandbox_id, image))
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"saved image [bold]{image}[/bold]")

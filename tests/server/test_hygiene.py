@@ -1,0 +1,113 @@
+"""Admission by node budget, the TTL reaper, restart survival and graceful shutdown."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from checks import IMAGE, leftovers
+from server_process import ServerProcess, reap, sweep
+from tumbler import Sandbox
+from tumbler.errors import CapacityExceeded
+
+
+@pytest.fixture(scope="module")
+def tight_server(runtime, tmp_path_factory):
+    """A server with room for two 256 MiB sandboxes and a reaper pass every 0.2 s."""
+    srv = ServerProcess(tmp_path_factory.mktemp("tight"), node_memory_bytes=600 << 20,
+                        reap_interval_s=0.2).start()
+    yield srv
+    srv.terminate()
+
+
+@pytest.fixture
+def tight(tight_server, runtime):
+    client = tight_server.client()
+    yield client
+    sweep(client, runtime, client.made)
+    client.close()
+
+
+def test_capacity_429_then_room_again(tight):
+    a = Sandbox(IMAGE, client=tight, memory="256m")
+    Sandbox(IMAGE, client=tight, memory="256m")
+    with pytest.raises(CapacityExceeded, match="memory") as caught:
+        Sandbox(IMAGE, client=tight, memory="256m")
+    assert caught.value.status == 429
+    a.stop()                                           # a stopped sandbox holds no place
+    c = Sandbox(IMAGE, client=tight, memory="256m")
+    with pytest.raises(CapacityExceeded):
+        a.start()
+    c.remove()
+    a.start()
+
+
+def test_reaper_removes_idle_sandbox(tight, runtime):
+    idle = Sandbox(IMAGE, client=tight, memory="64m", ttl=1.0)
+    busy = Sandbox(IMAGE, client=tight, memory="64m", ttl=1.0)
+    keep = Sandbox(IMAGE, client=tight, memory="64m")
+    deadline = time.monotonic() + 10
+    while idle.id in [s.id for s in tight.list()]:
+        assert time.monotonic() < deadline, "idle sandbox outlived its ttl by 9 s"
+        busy.run("true")                              # activity keeps it alive
+        time.sleep(0.2)
+    assert leftovers(runtime, idle.id) == []
+    ids = [s.id for s in tight.list()]
+    assert busy.id in ids and keep.id in ids
+
+
+def test_restart_after_sigkill_keeps_everything(runtime, tmp_path):
+    srv = ServerProcess(tmp_path).start()
+    client = srv.client()
+    try:
+        sb = Sandbox(IMAGE, client=client, labels={"survive": "yes"})
+        s = sb.session("work")
+        s.run("cd /tmp && export MARK=before-kill")
+        sb.write_file("/root/data.txt", "written before the crash")
+        orphan = runtime.init_pid(sb.id)
+        srv.kill()
+
+        srv.config["keep_sandboxes"] = True            # (for the graceful stop below)
+        srv.start()                                    # same state dir, same registry
+        listed = client.list(labels={"survive": "yes"})
+        assert [(x.id, x.state) for x in listed] == [(sb.id, "running")]
+        assert s.run("echo $MARK $PWD").output == "before-kill /tmp\n"
+        assert sb.read_file("/root/data.txt") == "written before the crash"
+
+        # A graceful stop with --keep-sandboxes leaves it running for the next start...
+        srv.terminate()
+        assert runtime.get(sb.id).state.value == "running"
+        srv.config["keep_sandboxes"] = False
+        srv.start()
+        assert s.run("echo $MARK").output == "before-kill\n"
+        # ...and one without removes everything the server owns.
+        srv.terminate()
+        reap(orphan)
+        assert leftovers(runtime, sb.id) == []
+        srv.start()
+        assert client.list() == []
+    finally:
+        if srv.proc.poll() is None:
+            sweep(client, runtime, client.made)
+        client.close()
+        srv.terminate()
+
+
+def test_record_of_vanished_container_is_error(runtime, tmp_path):
+    srv = ServerProcess(tmp_path).start()
+    client = srv.client()
+    try:
+        sb = Sandbox(IMAGE, client=client)
+        srv.kill()
+        runtime.remove(sb.id)                          # gone behind the server's back
+        srv.start()
+        info = client.get(sb.id).info
+        assert info.state == "error" and "gone" in info.error
+        sb.remove()                                    # the record can still be removed
+        assert client.list() == []
+    finally:
+        if srv.proc.poll() is None:
+            sweep(client, runtime, client.made)
+        client.close()
+        srv.terminate()
