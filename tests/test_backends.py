@@ -327,7 +327,39 @@ def test_userns_maps_root_to_an_unprivileged_host_uid(docker_runtime):
             sb.snapshot("never-made")
 
 
-@pytest.mark.slow
+def test_engine_restart_gives_clear_errors_then_works_again(docker_runtime, tmp_path):
+    """A second Podman service on its own socket is stopped and started under a live sandbox."""
+    from tumbler.local import LocalSandbox
+    from tumbler.runtime.docker import DockerRuntime
+    sock = tmp_path / "engine.sock"
+
+    def serve():
+        proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not sock.exists():
+            time.sleep(0.05)
+        return proc
+
+    engine = serve()
+    try:
+        rt = DockerRuntime(base_url=f"unix://{sock}")
+        with LocalSandbox(image=IMAGE, runtime=rt) as sb:
+            engine.terminate()
+            engine.wait(timeout=20)
+            t0 = time.monotonic()
+            with pytest.raises(RuntimeFailure, match="podman-service.sh"):
+                sb.stats()
+            assert time.monotonic() - t0 < 5
+            assert sb.run("echo agent lives on").output == "agent lives on\n"
+            engine = serve()
+            time.sleep(0.5)
+            assert sb.stats().pids >= 1
+    finally:
+        engine.terminate()
+        engine.wait(timeout=20)
+
+
 def test_image_round_trip_between_backends(runtime, docker_runtime):
     """Store image -> engine image -> store image, and a sandbox of each runs."""
     from tumbler.local import LocalSandbox
