@@ -55,7 +55,7 @@ def test_exec_one_shot(sandbox):
 def test_root_inside_is_unprivileged_outside(sandbox, runtime):
     assert sandbox.run("id -u").output == "0\n"
     sandbox.run("echo x > /root/owned")
-    st = os.stat(runtime.paths.sandboxes / sandbox.id / "upper" / "root" / "owned")
+    st = os.stat(runtime.upper_dir(sandbox.id) / "root" / "owned")
     assert st.st_uid == idmap.HOST_BASE
     # root inside can still do root things to its own files
     assert sandbox.run("useradd -m alice && chown alice /root/owned && stat -c %U /root/owned").output == "alice\n"

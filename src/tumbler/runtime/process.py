@@ -2,7 +2,8 @@
 
     <home>/sandboxes/<id>/sandbox.json   spec and state (what survives our own restart)
     <home>/sandboxes/<id>/config.json    the OCI bundle's config (bundle dir = sandbox dir)
-    <home>/sandboxes/<id>/{upper,work}   the sandbox's writable layer
+    <home>/sandboxes/<id>/disk.img       the sandbox's own ext4 filesystem (its disk quota)
+    <home>/sandboxes/<id>/layer/{upper,work}  its writable layer, on that filesystem, while mounted
     <home>/sandboxes/<id>/rootfs         the overlay mount point, while it runs
     <run>/sock/<id>.sock                 the agent's socket, made and bound by us, on the host only
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
 from tumbler.errors import (Conflict, InvalidRequest, NotFound, RuntimeFailure, SandboxError)
-from tumbler.runtime import cgroups, idmap, overlay
+from tumbler.runtime import cgroups, disks, overlay
 from tumbler.runtime.bundle import oci_config
 from tumbler.runtime.images import ImageStore
 from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
@@ -87,7 +88,11 @@ class ProcessRuntime:
             sdir.mkdir()
         except FileExistsError:
             raise Conflict(f"sandbox {sandbox_id} exists") from None
-        self._fresh_layer(sdir)
+        try:
+            self._fresh_disk(sdir, spec)
+        except BaseException:
+            shutil.rmtree(sdir, ignore_errors=True)
+            raise
         (sdir / "rootfs").mkdir()
         info = SandboxInfo(id=sandbox_id, state=SandboxState.CREATED, spec=spec,
                            created=time.time(), runtime=self.name)
@@ -124,7 +129,7 @@ class ProcessRuntime:
             info = self.get(sandbox_id)
             transition(sandbox_id, info.state, "reset")
             self._stop(sandbox_id)
-            self._fresh_layer(self._dir(sandbox_id))
+            self._fresh_disk(self._dir(sandbox_id), info.spec)
             self._start(info)
             return self._set_state(info, SandboxState.RUNNING)
 
@@ -134,14 +139,19 @@ class ProcessRuntime:
             info = self.get(sandbox_id)
             running = info.state == SandboxState.RUNNING
             cid = self._cid(sandbox_id)
+            sdir = self._dir(sandbox_id)
             if running:
                 self._runc("pause", cid)
+            else:
+                self._mount_disk(sdir, info.spec)
             try:
-                self.images.add_layer(image, info.spec.image, self._dir(sandbox_id) / "upper",
+                self.images.add_layer(image, info.spec.image, self.upper_dir(sandbox_id),
                                       source=f"snapshot:{sandbox_id}", copy=_copy_layer)
             finally:
                 if running:
                     self._runc("resume", cid)
+                else:
+                    disks.unmount(sdir / "layer")
         return image
 
     def stats(self, sandbox_id: str) -> SandboxStats:
@@ -171,6 +181,10 @@ class ProcessRuntime:
     def agent_socket(self, sandbox_id: str) -> str:
         return str(self.paths.sockets / f"{sandbox_id}.sock")
 
+    def upper_dir(self, sandbox_id: str) -> Path:
+        """The sandbox's writable layer on the host (there while its disk is mounted)."""
+        return self._dir(sandbox_id) / "layer" / "upper"
+
     def init_pid(self, sandbox_id: str) -> int | None:
         """Host pid of the sandbox's init (the agent), if it runs."""
         try:
@@ -185,8 +199,9 @@ class ProcessRuntime:
         sdir = self._dir(sid)
         rootfs = sdir / "rootfs"
         if not overlay.is_mounted(rootfs):
-            overlay.mount_overlay(self.images.layers(info.spec.image), sdir / "upper",
-                                  sdir / "work", rootfs)
+            self._mount_disk(sdir, info.spec)
+            overlay.mount_overlay(self.images.layers(info.spec.image), sdir / "layer" / "upper",
+                                  sdir / "layer" / "work", rootfs)
         config = oci_config(info.spec, rootfs=rootfs, agent_dir=self.agent_dir,
                             cgroup_path=self._cgroup(sid))
         (sdir / "config.json").write_text(json.dumps(config))
@@ -235,6 +250,7 @@ class ProcessRuntime:
             except RuntimeFailure:
                 self._runc("delete", "--force", cid)
         overlay.unmount(sdir / "rootfs")
+        disks.unmount(sdir / "layer")
         try:
             os.unlink(self.agent_socket(sandbox_id))
         except FileNotFoundError:
@@ -260,14 +276,21 @@ class ProcessRuntime:
             raise InvalidRequest(f"image {image!r} has no /usr/bin/python3, which the in-sandbox "
                                  "agent runs on; add python3 to the image")
 
-    def _fresh_layer(self, sdir: Path) -> None:
-        for name in ("upper", "work"):
-            path = sdir / name
-            if path.exists():
-                _discard(path, sdir)
-            path.mkdir()
-            os.chown(path, idmap.HOST_BASE, idmap.HOST_BASE)
-        (sdir / "upper").chmod(0o755)
+    def _fresh_disk(self, sdir: Path, spec: SandboxSpec) -> None:
+        """An empty filesystem of the sandbox's disk size (the old one is deleted aside)."""
+        image = sdir / "disk.img"
+        if image.exists():
+            _discard(image, sdir)
+        lim = spec.limits
+        disks.make_image(disks.template(self.paths.home / "disks", lim.disk, lim.inodes), image)
+
+    def _mount_disk(self, sdir: Path, spec: SandboxSpec) -> None:
+        layer = sdir / "layer"
+        if overlay.is_mounted(layer):
+            return
+        if not (sdir / "disk.img").exists():  # a sandbox made before disks existed
+            self._fresh_disk(sdir, spec)
+        disks.mount(sdir / "disk.img", layer, self.paths.run / "loop")
 
     def _save(self, info: SandboxInfo) -> None:
         path = self._dir(info.id) / "sandbox.json"
@@ -328,15 +351,23 @@ def _reap(pid: int, timeout_s: float = 5.0) -> None:
 
 
 def _discard(path: Path, parent: Path) -> None:
-    """Remove a directory tree fast: rename it aside, then delete it in the background
-    (a leftover `.trash-*` of a process that exited first is swept at the next start)."""
+    """Remove a file or tree fast: rename it aside, then delete it in the background
+    (a leftover `.trash-*` of a process that exited first goes with its sandbox dir)."""
     trash = parent / f".trash-{path.name}-{secrets.token_hex(4)}"
     try:
         os.rename(path, trash)
     except FileNotFoundError:
         return
-    threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
-                     daemon=True).start()
+    target = shutil.rmtree if trash.is_dir() else os.unlink
+    kwargs = {"ignore_errors": True} if trash.is_dir() else {}
+    threading.Thread(target=_quietly, args=(target, trash), kwargs=kwargs, daemon=True).start()
+
+
+def _quietly(fn, *args, **kwargs) -> None:
+    try:
+        fn(*args, **kwargs)
+    except OSError:
+        pass
 
 
 def _copy_layer(upper: Path, dest: Path) -> None:

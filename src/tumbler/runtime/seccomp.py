@@ -5,12 +5,17 @@ Docker's format: rules carry `includes`/`excludes` conditions on architecture an
 OCI's `linux.seccomp` has no conditions, so we keep the rules whose conditions hold for this
 machine's architecture and the capabilities the sandbox is granted.
 
-Two deliberate differences from the file as shipped:
+Deliberate differences from the file as shipped, so the result is at least as strict as
+Docker's default profile (moby/profiles seccomp/default.json) for the same capabilities:
 - Only the native architecture is allowed (no 32-bit x86 or x32 system calls): less kernel
   surface, and libseccomp compiles the filter in half the time (runc does it at every start).
 - Podman's copy allows mount, unshare, setns and namespace-creating clone to everyone and leaves
   the check to the kernel; Docker's allows them only with CAP_SYS_ADMIN. Without CAP_SYS_ADMIN
   we follow Docker: those calls fail, so root inside cannot make a user namespace of its own.
+- Podman's copy also allows reboot, syslog, pidfd_getfd and the NUMA memory-policy calls to
+  everyone; Docker gates each on a capability (`CAP_GATED`), and so do we.
+- Docker refuses sockets of the AF_ALG (kernel crypto) and AF_VSOCK (host <-> VM) families,
+  two kernel surfaces a shell never needs; Podman's copy allows them. We refuse them.
 """
 from __future__ import annotations
 
@@ -35,6 +40,16 @@ ADMIN_ONLY = frozenset({
 # (`runc run --no-new-keyring`): a new keyring per sandbox, all owned by one host uid, runs
 # into the kernel's 200-keys-per-user quota after ~200 sandboxes.
 DENIED = frozenset({"keyctl", "add_key", "request_key"})
+# Calls Podman's profile allows to all, Docker's only to a holder of the capability named.
+CAP_GATED = {
+    "reboot": "CAP_SYS_BOOT",
+    "syslog": "CAP_SYSLOG",             # the kernel log leaks addresses and host events
+    "pidfd_getfd": "CAP_SYS_PTRACE",
+    "get_mempolicy": "CAP_SYS_NICE", "mbind": "CAP_SYS_NICE", "set_mempolicy": "CAP_SYS_NICE",
+    "set_mempolicy_home_node": "CAP_SYS_NICE",
+}
+AF_ALG, AF_VSOCK = 38, 40
+NETLINK_AUDIT = 9
 # clone() without any CLONE_NEW* flag is how threads and fork() are made: always allowed.
 CLONE_NS_FLAGS = 0x7E020000
 ENOSYS = 38
@@ -63,6 +78,8 @@ def oci_seccomp(capabilities: frozenset[str], profile_path: Path | None = None) 
     rules = _without(DENIED, rules)
     if "CAP_SYS_ADMIN" not in capabilities:
         rules = _without_admin_calls(rules)
+    rules = _without(frozenset(n for n, cap in CAP_GATED.items() if cap not in capabilities), rules)
+    rules = _without(frozenset({"socket"}), rules) + _socket_rules(capabilities)
     out = {"defaultAction": profile["defaultAction"], "architectures": arches, "syscalls": rules}
     if "defaultErrnoRet" in profile:
         out["defaultErrnoRet"] = profile["defaultErrnoRet"]
@@ -104,6 +121,19 @@ def _without_admin_calls(rules: list[dict]) -> list[dict]:
     # where seccomp cannot see them, so it cannot be filtered by flag.
     out.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
     return out
+
+
+def _socket_rules(capabilities: frozenset[str]) -> list[dict]:
+    """socket() for every family but AF_ALG and AF_VSOCK (Docker's rule); without
+    CAP_AUDIT_WRITE also not the audit netlink protocol (Podman's rule)."""
+    families = [(AF_ALG, "SCMP_CMP_LT"), (AF_ALG + 1, "SCMP_CMP_EQ"), (AF_VSOCK, "SCMP_CMP_GT")]
+    rules = []
+    for value, op in families:
+        args = [{"index": 0, "value": value, "valueTwo": 0, "op": op}]
+        if "CAP_AUDIT_WRITE" not in capabilities:
+            args.append({"index": 2, "value": NETLINK_AUDIT, "valueTwo": 0, "op": "SCMP_CMP_NE"})
+        rules.append({"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": args})
+    return rules
 
 
 def _oci_rule(rule: dict) -> dict:

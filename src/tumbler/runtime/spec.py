@@ -33,6 +33,9 @@ class Limits(BaseModel):
     cpus: float = Field(default=1.0, description="CPU time, in cores (0.5 = half a core)")
     pids: int = Field(default=512, description="most processes and threads at once")
     nofile: int = Field(default=1024, description="open file descriptors per process")
+    disk: int = Field(default=2 << 30, description="bytes the sandbox may write (its own "
+                      "filesystem: writes past it fail with ENOSPC inside)")
+    inodes: int = Field(default=131072, description="files and directories the sandbox may create")
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -40,6 +43,26 @@ class Limits(BaseModel):
         v = parse_bytes(v)
         if v < 16 << 20:
             raise ValueError(f"memory limit {v} bytes is below the 16 MiB a shell needs")
+        return v
+
+    @field_validator("disk", mode="before")
+    @classmethod
+    def _disk(cls, v):
+        v = parse_bytes(v)
+        if not 64 << 20 <= v <= 16 << 40:
+            raise ValueError(f"disk limit {v} bytes must be between 64 MiB and 16 TiB")
+        return v
+
+    @field_validator("inodes")
+    @classmethod
+    def _inodes(cls, v, info):
+        disk = info.data.get("disk")
+        if not 1024 <= v <= 1 << 28:
+            raise ValueError(f"inodes must be between 1024 and 268435456, not {v}")
+        # ext4 keeps at most one inode per 4 KiB block
+        if disk is not None and v > disk // 4096:
+            raise ValueError(f"{v} inodes do not fit a {disk}-byte disk (one per 4 KiB at most): "
+                             "raise disk or lower inodes")
         return v
 
     @field_validator("cpus")
