@@ -6,19 +6,20 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := runc mmdebstrap golang-github-containers-common iproute2 procps tar python3-venv
 APT_STAMP := /var/lib/tumbler/.apt-installed
 
-.PHONY: demo test test-all bench system venv image clean
+.PHONY: demo test test-all bench system venv image podman clean
 
 demo: venv image
 	$(PY) -m tumbler.demo
 
-test: venv image
+test: venv image podman
 	$(VENV)/bin/pytest -q
 
-test-all: venv image
+test-all: venv image podman
 	$(VENV)/bin/pytest -q -m ''
 
-bench: venv image
+bench: venv image podman
 	$(PY) bench/bench_sandbox.py
+	$(PY) bench/bench_backends.py
 
 system: $(APT_STAMP)
 $(APT_STAMP):
@@ -33,6 +34,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev,gem]'
 	touch $@
+
+# Podman's Docker-compatible service, for the docker backend's tests.
+podman: system
+	bash scripts/podman-service.sh
 
 image: venv
 	$(VENV)/bin/tumbler image build debian

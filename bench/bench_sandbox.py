@@ -104,15 +104,18 @@ def mem_available() -> int:
 def bench_idle(rt, n: int) -> dict:
     before = mem_available()
     t = time.perf_counter()
-    boxes = [LocalSandbox(image="debian", runtime=rt) for _ in range(n)]
-    for sb in boxes:
-        sb.run("true")
-    started = time.perf_counter() - t
-    time.sleep(1)
-    per_box_host = (before - mem_available()) / n
-    cgroup = statistics.median(sb.stats().memory_bytes for sb in boxes)
-    for sb in boxes:
-        sb.remove()
+    boxes: list[LocalSandbox] = []
+    try:
+        for _ in range(n):
+            boxes.append(LocalSandbox(image="debian", runtime=rt))
+            boxes[-1].run("true")
+        started = time.perf_counter() - t
+        time.sleep(1)
+        per_box_host = (before - mem_available()) / n
+        cgroup = statistics.median(sb.stats().memory_bytes for sb in boxes)
+    finally:
+        for sb in boxes:
+            sb.remove()
     return {"sandboxes": n, "start_all_s": started, "host_bytes_per_sandbox": per_box_host,
             "cgroup_bytes_per_sandbox_p50": cgroup,
             "fit_in_24gib": int((24 << 30) / max(per_box_host, 1))}
