@@ -36,6 +36,9 @@ protocol.py: invalid, not_found, exists, conflict, internal):
   proc.signal        {pid, signal: int | name = "TERM"} -> {}
   env.make, env.reset, env.step, env.sample, env.close, env.list
                      envs hosted in the sandbox: see `envhost.py` (games in `envgames/`)
+  model.enable, model.next, model.respond, model.start, model.stop, model.disable
+                     an OpenAI-compatible endpoint in the sandbox answered by the host:
+                     see `modelhost.py`
 
 Exit codes follow the shell: 128 + N for a process killed by signal N; null when timed out.
 """

@@ -28,7 +28,7 @@ log = logs.get("tumbler.agent.server")
 
 AGENT_VERSION = "0.1.0"
 # Ops answered on the connection's reader thread: they never block.
-INLINE_OPS = frozenset({"health", "session.list"})
+INLINE_OPS = frozenset({"health", "session.list", "model.respond"})
 USAGE = "usage: agent (--listen-fd N | --socket PATH) [--subreaper] [--log-level LEVEL]"
 
 
@@ -66,6 +66,12 @@ class Agent:
             "env.sample": _lazy("envhost", "sample"),
             "env.close": _lazy("envhost", "close"),
             "env.list": _lazy("envhost", "list_envs"),
+            "model.enable": _lazy("modelhost", "enable"),
+            "model.disable": _lazy("modelhost", "disable"),
+            "model.next": _lazy("modelhost", "next_calls"),
+            "model.respond": _lazy("modelhost", "respond"),
+            "model.start": _lazy("modelhost", "start"),
+            "model.stop": _lazy("modelhost", "stop"),
         }
 
     # -- ops ----------------------------------------------------------------------------------
