@@ -301,3 +301,26 @@ def test_no_process_outlives_its_sandbox(runtime):
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, timeout=10)
     assert marker not in ps.stdout
     assert leftovers(runtime, sid) == []
+
+
+def test_fd_limit_holds(make_sandbox):
+    sb = make_sandbox(spec=SandboxSpec(image=IMAGE, limits=Limits(nofile=256)))
+    code = ("import os, resource\nfds = []\ntry:\n    while True:\n"
+            "        fds.append(os.open('/dev/null', os.O_RDONLY))\n"
+            "except OSError as e:\n    print(len(fds), e.strerror)\n"
+            "try:\n    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096)); print('raised')\n"
+            "except (OSError, ValueError):\n    print('kept')\n")
+    out = sb.exec(["python3", "-c", code], timeout=30).stdout.splitlines()
+    count, _, error = out[0].partition(" ")
+    assert error == "Too many open files" and int(count) < 256
+    assert out[1] == "kept"  # raising the hard limit needs CAP_SYS_RESOURCE
+
+
+def test_cpu_limit_holds(make_sandbox):
+    sb = make_sandbox(spec=SandboxSpec(image=IMAGE, limits=Limits(cpus=0.5)))
+    before = sb.stats().cpu_seconds
+    # two busy loops for 2 s of wall time would use 4 CPU-seconds unfenced
+    sb.exec("timeout 2 sh -c 'while :; do :; done' & timeout 2 sh -c 'while :; do :; done'; wait",
+            timeout=30)
+    used = sb.stats().cpu_seconds - before
+    assert used < 2 * 0.5 * 1.3, f"{used:.2f} CPU-seconds in 2 s under a 0.5-core limit"
