@@ -17,7 +17,7 @@ from tumbler.server.config import ServerConfig
 from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
 from tumbler.server.registry import Registry
-from tumbler.server.routes import files, processes, sandboxes, sessions, system
+from tumbler.server.routes import envs, files, processes, rock, sandboxes, sessions, system
 from tumbler.server.service import SandboxService, SandboxSource
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     app.state.config = config
     app.state.metrics_registry = CollectorRegistry(auto_describe=True)
     errors.install(app)
-    for router in (system.router, sandboxes.router, sessions.router, files.router, processes.router):
+    for router in (system.router, sandboxes.router, sessions.router, files.router, processes.router,
+                   envs.router, envs.rock_router, rock.router):
         app.include_router(router)
     # Added last = outermost: auth first, so an unauthenticated request reaches nothing.
     app.add_middleware(BodyLimit, max_json=config.max_json_bytes, max_upload=config.max_upload_bytes)

@@ -20,9 +20,11 @@ class BearerAuth:
             return await self.app(scope, receive, send)
         given = b""
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            # ROCK's SDK sends its token as XRL-Authorization (or Authorization via extra_headers)
+            if name in (b"authorization", b"xrl-authorization"):
                 given = value
-                break
+                if name == b"authorization":
+                    break
         scheme, _, token = given.partition(b" ")
         # compare_digest against every token: the time taken says nothing about which is close
         ok = scheme.lower() == b"bearer" and any([hmac.compare_digest(token, t) for t in self.tokens])

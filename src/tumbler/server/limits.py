@@ -4,7 +4,7 @@ from __future__ import annotations
 from tumbler.server.errors import error_response
 
 # Routes whose body is raw file or tar data get the upload limit; every other body is JSON.
-RAW_SUFFIXES = ("/files/content", "/files/tar")
+RAW_SUFFIXES = ("/files/content", "/files/tar", "/apis/envs/sandbox/v1/upload")  # last: ROCK's multipart
 
 
 class BodyLimit:

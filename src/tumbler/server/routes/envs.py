@@ -2,9 +2,8 @@
 
 Both forms call the agent's env ops (`tumbler.agent.envhost`) through SandboxService.call. A step
 that runs past `step_timeout_s` answers 200 with truncated=true and info.error, as HostedEnv does,
-so a rollout never hangs on one env. Mount with `app.include_router(routes_envs.router)` and
-`app.include_router(routes_envs.rock_router)`. The request models below belong in tumbler.wire
-once the wire module takes them.
+so a rollout never hangs on one env. Both routers are mounted by `create_app`. The request
+models below belong in tumbler.wire once the wire module takes them.
 """
 from __future__ import annotations
 
