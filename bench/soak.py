@@ -85,13 +85,14 @@ def _figure(result: soak_loop.SoakResult) -> None:
 
 
 def _doc_line(began, args, result, rss0, rss1, fd0, fd1, left, flat) -> None:
-    line = (f"{SOAK_LINE_TAG} | soak (process runtime, `python bench/soak.py --seconds "
+    line = (f"| soak (process runtime, `python bench/soak.py --seconds "
             f"{args.seconds:.0f} --batch {args.batch}`, {began}) | {args.seconds / 60:.0f} min, "
             f"{result.sandboxes} sandboxes, {len(result.errors)} errors | RSS {rss0 / 1024:.1f} -> "
             f"{rss1 / 1024:.1f} MiB, fds {fd0:.0f} -> {fd1:.0f} (first -> last quarter median), "
-            f"{len(left)} leftovers: {'flat' if not flat else 'NOT flat'} ([curves](soak.png)) |")
+            f"{len(left)} leftovers: {'flat' if not flat else 'NOT flat'} ([curves](soak.png)) "
+            f"{SOAK_LINE_TAG} |")
     text = RELIABILITY.read_text() if RELIABILITY.exists() else ""
-    lines = [l for l in text.splitlines() if not l.startswith(SOAK_LINE_TAG)]
+    lines = [l for l in text.splitlines() if SOAK_LINE_TAG not in l]
     if not any(l.startswith("| what") for l in lines):
         lines += ["", "| what | result | figures |", "| --- | --- | --- |"]
     lines.append(line)
