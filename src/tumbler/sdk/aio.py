@@ -16,6 +16,7 @@ from tumbler import wire
 from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.sdk import core
+from tumbler.sdk.transport import AsyncTumblerTransport
 from tumbler.sdk.sync import tar_of, untar
 
 DEFAULT_TIMEOUT_S = wire.DEFAULT_TIMEOUT_S
@@ -31,8 +32,7 @@ class AsyncClient:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.retries = retries
         self._http = httpx.AsyncClient(base_url=self.url, headers=headers,
-                                       limits=httpx.Limits(max_connections=max_connections,
-                                                           max_keepalive_connections=max_connections))
+                                       transport=AsyncTumblerTransport(max_idle=max_connections))
 
     async def send(self, call: core.Call):
         """Make the request (retrying connection failures only) and read its reply."""

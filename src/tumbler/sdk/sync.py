@@ -20,6 +20,7 @@ from tumbler import wire
 from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.sdk import core
+from tumbler.sdk.transport import TumblerTransport
 
 DEFAULT_TIMEOUT_S = wire.DEFAULT_TIMEOUT_S
 
@@ -34,8 +35,7 @@ class Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.retries = retries
         self._http = httpx.Client(base_url=self.url, headers=headers,
-                                  limits=httpx.Limits(max_connections=max_connections,
-                                                      max_keepalive_connections=max_connections))
+                                  transport=TumblerTransport(max_idle=max_connections))
 
     def send(self, call: core.Call):
         """Make the request (retrying connection failures only) and read its reply."""

@@ -14,6 +14,7 @@ from tumbler.runtime.base import Runtime
 from tumbler.server import errors, metrics
 from tumbler.server.auth import BearerAuth
 from tumbler.server.config import ServerConfig
+from tumbler.server.fastpath import FastRun
 from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
 from tumbler.server.registry import Registry
@@ -36,9 +37,8 @@ class RequestTimer:
         try:
             await self.app(scope, receive, send)
         finally:
-            route = scope.get("route")
-            metrics.REQUEST_SECONDS.labels(scope["method"], getattr(route, "path", "unmatched")) \
-                .observe(time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", None) or scope.get("tumbler.route", "unmatched")
+            metrics.REQUEST_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - start)
 
 
 def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
@@ -76,6 +76,9 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
                    envs.router, envs.rock_router, rock.router):
         app.include_router(router)
     # Added last = outermost: auth first, so an unauthenticated request reaches nothing.
+    # FastRun answers the command routes before FastAPI's routing (see fastpath.py).
+    app.add_middleware(errors.CatchAll)
+    app.add_middleware(FastRun)
     app.add_middleware(BodyLimit, max_json=config.max_json_bytes, max_upload=config.max_upload_bytes)
     app.add_middleware(RequestTimer)
     if config.tokens:

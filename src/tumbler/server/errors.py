@@ -20,6 +20,45 @@ def error_response(status: int, kind: str, message: str, headers: dict | None = 
                         headers=headers)
 
 
+def validation_message(errors) -> str:
+    """One line naming each bad field and what is wrong with it."""
+    parts = []
+    for e in errors:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+class CatchAll:
+    """Innermost middleware: an unexpected exception becomes a 500 reply here.
+
+    Starlette's own catch-all re-raises after answering, and uvicorn then closes the
+    connection, which a keep-alive client finds reset on its next request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            kind = "runtime" if isinstance(exc, OSError) else "internal"
+            response = error_response(500, kind, f"internal error: {type(exc).__name__}: {exc}")
+            await response(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers: TumblerError by its `.status`, validation as 422, the rest as 500."""
 
@@ -29,11 +68,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
-        parts = []
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            parts.append(f"{loc}: {e.get('msg')}")
-        return error_response(422, "invalid", "; ".join(parts) or "invalid request")
+        return error_response(422, "invalid", validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):

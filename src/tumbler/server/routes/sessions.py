@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Awaitable, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
@@ -18,7 +17,6 @@ from tumbler.server.routes import json_response, service
 from tumbler.server.service import DEFAULT_SESSION, SandboxService
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}", tags=["sessions"])
-T = TypeVar("T")
 INTERRUPT_TIMEOUT_S = 30.0
 
 
@@ -83,32 +81,29 @@ async def close_session(sandbox_id: str, name: str, request: Request):
 
 
 async def _run(request: Request, sandbox_id: str, name: str | None, body: wire.RunRequest):
-    svc = service(request)
-    result = await _unless_disconnected(
-        request, svc.run(sandbox_id, name, body.command, timeout=body.timeout,
-                         max_output=body.max_output),
-        svc, sandbox_id, name or DEFAULT_SESSION)
+    result = await run_unless_disconnected(service(request), request.receive, sandbox_id, name, body)
     return json_response(wire.CommandResponse.from_result(result))
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[T], svc: SandboxService,
-                               sandbox_id: str, name: str) -> T:
-    """Await `work`; if the client hangs up first, interrupt the session's command and let
-    `work` finish (its reply goes nowhere)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+async def run_unless_disconnected(svc: SandboxService, receive, sandbox_id: str, name: str | None,
+                                  body: wire.RunRequest):
+    """Run the command; if the client hangs up first (ASGI `receive` says so), interrupt it
+    and let the run finish (its reply goes nowhere). The request body must be read already."""
+    task = asyncio.ensure_future(svc.run(sandbox_id, name, body.command, timeout=body.timeout,
+                                         max_output=body.max_output))
+    watcher = asyncio.ensure_future(_disconnected(receive))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
-            await _interrupt_quietly(svc, sandbox_id, name)
+            await _interrupt_quietly(svc, sandbox_id, name or DEFAULT_SESSION)
         return await task
     finally:
         watcher.cancel()
 
 
-async def _disconnected(request: Request) -> None:
+async def _disconnected(receive) -> None:
     """Return when the client has closed the connection (the body was read already)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 

@@ -1,0 +1,176 @@
+"""End-to-end figures through the server and the SDK: SDK -> HTTP -> server -> agent -> bash.
+
+    .venv/bin/python bench/bench_server.py [--quick]
+
+Starts `tumbler serve` (uvicorn, auth on) in a subprocess on 127.0.0.1 with a free port and its own
+registry, prints a table and writes bench/results/server.json. Needs root and the "debian" image.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from tumbler.sdk import AsyncClient, AsyncSandbox, Client, Sandbox
+
+IMAGE = os.environ.get("TUMBLER_TEST_IMAGE", "debian")
+TOKEN = "bench-token"
+RESULTS = Path(__file__).parent / "results" / "server.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(state_dir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    config = {"port": port, "state_dir": state_dir, "tokens": [TOKEN], "log_level": "warning",
+              "node_memory_bytes": 64 << 30}
+    code = ("import sys; from tumbler.server.cli import run; from tumbler.server.config import "
+            "ServerConfig; run(ServerConfig.model_validate_json(sys.argv[1]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench_sync(client: Client, n: int) -> dict:
+    res = {}
+    with Sandbox(IMAGE, client=client) as sb:
+        s = sb.session("bench")
+        timed(lambda: s.run("echo hi"), 50)                       # warm up
+        rt = timed(lambda: s.run("echo hi"), n)
+        res["session_rtt_p50_ms"] = pct(rt, 0.5) * 1e3
+        res["session_rtt_p99_ms"] = pct(rt, 0.99) * 1e3
+        names = iter(range(10 ** 6))
+
+        def make_session():
+            sb.session(f"s{next(names)}").close()
+        sc = timed(make_session, max(20, n // 20))
+        res["session_create_close_p50_ms"] = pct(sc, 0.5) * 1e3
+        ex = timed(lambda: sb.exec(["true"]), max(50, n // 10))
+        res["exec_p50_ms"] = pct(ex, 0.5) * 1e3
+
+    creates, first = [], []
+    for _ in range(max(10, n // 50)):
+        t = time.perf_counter()
+        sb = Sandbox(IMAGE, client=client)
+        t_created = time.perf_counter()
+        sb.run("echo ready")
+        t_first = time.perf_counter()
+        sb.remove()
+        creates.append(t_created - t)
+        first.append(t_first - t)
+    res["sandbox_create_p50_ms"] = pct(creates, 0.5) * 1e3
+    res["sandbox_create_to_first_result_p50_ms"] = pct(first, 0.5) * 1e3
+    return res
+
+
+async def bench_async(url: str, sessions: int, seconds: float, burst: int) -> dict:
+    res = {}
+    async with AsyncClient(url, TOKEN) as client:
+        boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client) for _ in range(sessions)))
+        try:
+            sess = await asyncio.gather(*(sb.session("agg") for sb in boxes))
+            count = 0
+            stop_at = 0.0
+
+            async def worker(s):
+                nonlocal count
+                while time.perf_counter() < stop_at:
+                    await s.run("echo hi")
+                    count += 1
+            stop_at = time.perf_counter() + 0.5
+            await asyncio.gather(*(worker(s) for s in sess))           # warm up
+            count = 0
+            t = time.perf_counter()
+            stop_at = t + seconds
+            await asyncio.gather(*(worker(s) for s in sess))
+            res[f"aggregate_{sessions}_sessions_cmds_per_s"] = count / (time.perf_counter() - t)
+        finally:
+            await asyncio.gather(*(sb.remove() for sb in boxes))
+
+        if burst:
+            t = time.perf_counter()
+            made = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client, memory="64m")
+                                          for _ in range(burst)), return_exceptions=True)
+            ok = [m for m in made if isinstance(m, AsyncSandbox)]
+            await asyncio.gather(*(sb.run("echo ready") for sb in ok))
+            res[f"create_{burst}_concurrent_all_ready_s"] = time.perf_counter() - t
+            res[f"create_{burst}_concurrent_failed"] = len(made) - len(ok)
+            t = time.perf_counter()
+            await asyncio.gather(*(sb.remove() for sb in ok), return_exceptions=True)
+            res[f"remove_{burst}_concurrent_s"] = time.perf_counter() - t
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer samples, no 200-sandbox burst")
+    ap.add_argument("--n", type=int, default=2000, help="session round trips to time")
+    ap.add_argument("--burst", type=int, default=200, help="sandboxes created at once")
+    args = ap.parse_args()
+    n, burst, seconds = (300, 20, 2.0) if args.quick else (args.n, args.burst, 5.0)
+    with tempfile.TemporaryDirectory(prefix="tumbler-bench-") as state:
+        proc, url = start_server(state)
+        try:
+            with Client(url, TOKEN) as client:
+                results = bench_sync(client, n)
+            results.update(asyncio.run(bench_async(url, 8, seconds, burst)))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+    budgets = {"session_rtt_p50_ms": ("<=", 2.0), "session_create_close_p50_ms": ("<=", 20.0),
+               "sandbox_create_to_first_result_p50_ms": ("<=", 150.0),
+               "aggregate_8_sessions_cmds_per_s": (">=", 2000.0)}
+    print(f"{'measure':48} {'value':>10}  budget")
+    for key, value in results.items():
+        op, limit = budgets.get(key, ("", None))
+        mark = ""
+        if limit is not None:
+            mark = f"{op} {limit:g}  " + ("ok" if (value <= limit if op == "<=" else value >= limit) else "MISSED")
+        print(f"{key:48} {value:>10.2f}  {mark}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"results": results, "machine": {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "command": "python bench/bench_server.py" + (" --quick" if args.quick else ""),
+        "time": time.time()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
