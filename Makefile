@@ -6,18 +6,18 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := runc mmdebstrap golang-github-containers-common iproute2 procps tar python3-venv
 APT_STAMP := /var/lib/tumbler/.apt-installed
 
-.PHONY: demo test test-all bench system venv image podman clean
+.PHONY: demo test test-all bench system venv image podman peers clean
 
 demo: venv image
 	$(PY) -m tumbler.demo
 
-test: venv image podman
+test: venv image podman peers
 	$(VENV)/bin/pytest -q
 
-test-all: venv image podman
+test-all: venv image podman peers
 	$(VENV)/bin/pytest -q -m ''
 
-bench: venv image podman
+bench: venv image podman peers
 	$(PY) bench/bench_sandbox.py
 	$(PY) bench/bench_backends.py
 
@@ -34,6 +34,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev,gem]'
 	touch $@
+
+# ROCK's SDK and server and SWE-ReX's, in a venv of their own: compatibility tests, peer figures.
+peers: system
+	bash scripts/peers-venv.sh
 
 # Podman's Docker-compatible service, for the docker backend's tests.
 podman: system
