@@ -1,7 +1,12 @@
 """A scripted answering side: binary search over GuessTheNumber's hints, read from the messages."""
 from __future__ import annotations
 
+import asyncio
 import re
+
+from tumbler.modelservice import AsyncModelBridge, EpisodeEnded, ModelCall
+
+EVENT_TIMEOUT_S = 30.0
 
 RANGE = re.compile(r"between (-?\d+) and (-?\d+)")
 HINT = re.compile(r"(-?\d+) is too (low|high)")
@@ -21,3 +26,25 @@ def guess(messages: list[dict]) -> int:
 
 def answer(messages: list[dict]) -> str:
     return f"My guess: \\boxed{{{guess(messages)}}}"
+
+
+async def serve_until_ended(bridge: AsyncModelBridge, episodes: int) -> list[EpisodeEnded]:
+    """Answer every call with the scripted guess until `episodes` episodes ended."""
+    ended = []
+    while len(ended) < episodes:
+        event = await bridge.next_event(EVENT_TIMEOUT_S)
+        if isinstance(event, ModelCall):
+            await event.respond(answer(event.messages), token_ids=[7, 8, 9],
+                                logprobs=[-0.5, -0.25, -0.125])
+        elif isinstance(event, EpisodeEnded):
+            ended.append(event)
+    return ended
+
+
+async def next_of(bridge: AsyncModelBridge, kind: type, timeout_s: float = EVENT_TIMEOUT_S):
+    """The next event of this kind (others are dropped)."""
+    async def find():
+        while not isinstance(event := await bridge.next_event(timeout_s), kind):
+            pass
+        return event
+    return await asyncio.wait_for(find(), timeout_s)

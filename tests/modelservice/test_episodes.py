@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from conftest import next_of, serve_until_ended
-from scripted import answer
+from scripted import answer, next_of, serve_until_ended
 from tumbler.modelservice import (AsyncModelBridge, EpisodeEnded, ModelBridge, ModelCall,
                                   SandboxDetached)
 from tumbler.modelservice.recording import read_jsonl

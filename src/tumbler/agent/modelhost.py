@@ -14,11 +14,13 @@ timeout) is reported through `model.next`, so a crashed or hung program is notic
 
 Ops:
   model.enable  {port = 8377 (0: any free port), call_timeout: s = 300, models = ["policy"]}
-                -> {port, base_url}; enabling again changes the timeout and models only
-  model.next    {timeout: s = 30 (<= 600), max_calls = 256}
+                -> {port, base_url, owner}; enabling again keeps the port, changes the timeout
+                and models, and makes a new owner token (the old owner's polls end)
+  model.next    {owner, timeout: s = 30 (<= 600), max_calls = 256}
                 -> {calls: [{call_id, episode, stream, size}], ended: [episode record],
-                    expired: [call_id]}; body = the calls' request JSON, concatenated
-                waits until there is something to report or the timeout passes
+                    expired: [call_id], stale: bool}; body = the calls' request JSON,
+                concatenated. Waits until there is something to report or the timeout
+                passes; a poll whose owner token is not the latest returns stale at once.
   model.respond {call_id, status = 200} body = a chat.completion JSON object (or, with a
                 status >= 400, an error body) -> {delivered: bool}; false when the call
                 expired or its episode ended first
@@ -106,6 +108,7 @@ class ModelHost:
         self._episodes: dict[str, _Episode] = {}
         self._server: ThreadingHTTPServer | None = None
         self._next = 0
+        self._owner = 0          # bumped by enable and disable: polls of older owners end
         self.call_timeout = DEFAULT_CALL_TIMEOUT
         self.models = ["policy"]
 
@@ -122,11 +125,16 @@ class ModelHost:
             if self._server is None:
                 self._server = _start_server(self, port)
             bound = self._server.server_address[1]
-        return {"port": bound, "base_url": f"http://{LOOPBACK}:{bound}/v1"}, b""
+            self._owner += 1
+            self._cond.notify_all()
+            owner = self._owner
+        return {"port": bound, "base_url": f"http://{LOOPBACK}:{bound}/v1", "owner": owner}, b""
 
     def disable(self, req, body):
         with self._cond:
             server, self._server = self._server, None
+            self._owner += 1
+            self._cond.notify_all()
             waiting = list(self._waiting.values())
             self._waiting.clear()
             self._queue.clear()
@@ -139,21 +147,28 @@ class ModelHost:
         return {}, b""
 
     def next(self, req, body):
+        owner = a.get(req, "owner", int)
         timeout = a.seconds(req, "timeout", 30.0, MAX_POLL)
         max_calls = a.get(req, "max_calls", int, 256)
         deadline = time.monotonic() + timeout
         with self._cond:
             while not (self._queue or self._ended or self._expired):
                 left = deadline - time.monotonic()
+                if owner != self._owner:
+                    # An owner that detached (or was replaced): what comes next is the next one's.
+                    return {"calls": [], "ended": [], "expired": [], "stale": True}, b""
                 if left <= 0:
                     break
                 self._cond.wait(left)
+            if owner != self._owner:
+                return {"calls": [], "ended": [], "expired": [], "stale": True}, b""
             calls, self._queue = self._queue[:max_calls], self._queue[max_calls:]
             ended, self._ended = self._ended, []
             expired, self._expired = self._expired, []
         meta = [{"call_id": c.id, "episode": c.episode, "stream": c.stream, "size": len(c.raw)}
                 for c in calls]
-        return {"calls": meta, "ended": ended, "expired": expired}, b"".join(c.raw for c in calls)
+        return ({"calls": meta, "ended": ended, "expired": expired, "stale": False},
+                b"".join(c.raw for c in calls))
 
     def respond(self, req, body):
         call_id = a.get(req, "call_id", str)

@@ -45,8 +45,8 @@ _DEFAULT_EPISODE = "default"  # calls to plain /v1, from programs not started as
 class _Attached:
     """A sandbox the bridge serves: its endpoint, its port and its poll task."""
 
-    def __init__(self, endpoint: Endpoint, port: int):
-        self.endpoint, self.port = endpoint, port
+    def __init__(self, endpoint: Endpoint, port: int, owner: int):
+        self.endpoint, self.port, self.owner = endpoint, port, owner
         self.task: asyncio.Task | None = None
         self.detached = False
 
@@ -87,7 +87,7 @@ class AsyncModelBridge:
         result, _ = await endpoint.call("model.enable", {
             "port": port, "call_timeout": self.call_timeout_s, "models": list(self.models)},
             timeout=CONTROL_TIMEOUT_S)
-        attached = _Attached(endpoint, result["port"])
+        attached = _Attached(endpoint, result["port"], result["owner"])
         self._sandboxes[endpoint.sandbox_id] = attached
         attached.task = asyncio.create_task(self._poll(attached), name=f"poll-{endpoint.sandbox_id}")
         return self.session_env(endpoint.sandbox_id)
@@ -209,7 +209,8 @@ class AsyncModelBridge:
         while not attached.detached:
             try:
                 result, body = await attached.endpoint.call(
-                    "model.next", {"timeout": self.poll_s, "max_calls": MAX_BATCH},
+                    "model.next", {"owner": attached.owner, "timeout": self.poll_s,
+                                   "max_calls": MAX_BATCH},
                     timeout=self.poll_s + POLL_SLACK_S)
             except CommandTimeout:
                 continue
@@ -218,6 +219,9 @@ class AsyncModelBridge:
                     await self._lose(attached, "sandbox_gone", str(e))
                 return
             if attached.detached:
+                return
+            if result.get("stale"):
+                await self._lose(attached, "detached", "another owner enabled its endpoint")
                 return
             self._absorb(attached.endpoint.sandbox_id, result, body)
 

@@ -74,7 +74,10 @@ class _Worker:
                 outcome, value = True, fn()
             except BaseException as e:   # handed to the awaiting coroutine, not lost here
                 outcome, value = False, e
-            loop.call_soon_threadsafe(_settle, future, outcome, value)
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome, value)
+            except RuntimeError:   # the loop closed while the job ran: nobody awaits it
+                pass
 
 
 def _settle(future: asyncio.Future, ok: bool, value) -> None:
