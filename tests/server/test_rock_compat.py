@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -101,7 +102,8 @@ def test_execute(full_run):
 @needs_rock
 def test_sessions(full_run):
     assert full_run["create_session"] == {"output": "", "session_type": "bash"}
-    assert raised(full_run["create_session_dup"]) and "already exists" in full_run["create_session_dup"]["message"]
+    dup = full_run["create_session_dup"]
+    assert raised(dup) and "already exists" in dup["message"]
     assert full_run["arun_echo"]["output"] == "42 /tmp s1"          # cwd and exports kept, env applied
     assert full_run["arun_echo"]["exit_code"] == 0
     assert full_run["arun_multiline"]["output"] == "a\nb"
@@ -225,3 +227,49 @@ def test_xrl_authorization_header_and_401(rock_server):
     assert httpx.get(url, headers={"XRL-Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert httpx.get(url, headers={"XRL-Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.get(url).status_code == 401
+
+
+def test_session_timeouts_hangups_and_startup_source(rock_http, rock_server):
+    """A command past its timeout is Failed; a client that hangs up frees its session;
+    startup_source files are sourced; remote_user other than root is refused."""
+    started = rock_http.post("/start_async", json={"image": IMAGE, "memory": "256m", "cpus": 1}).json()
+    sid = started["result"]["sandbox_id"]
+    rock_server.tracker.made.append(sid)
+    ref = {"sandbox_id": sid}
+    try:
+        wrote = rock_http.post("/write_file", json={**ref, "path": "/tmp/rc.sh",
+                                                    "content": "export FROM_RC=yes\n"}).json()
+        assert wrote["status"] == "Success"
+        made = rock_http.post("/create_session", json={**ref, "session": "s",
+                                                       "startup_source": ["/tmp/rc.sh"]}).json()
+        assert made["status"] == "Success", made
+        refused = rock_http.post("/create_session",
+                                 json={**ref, "session": "u", "remote_user": "bob"}).json()
+        assert refused["status"] == "Failed" and "remote_user" in refused["error"]
+
+        run = {**ref, "session": "s", "check": "raise"}
+        slow = rock_http.post("/run_in_session", json={**run, "command": "sleep 30", "timeout": 1}).json()
+        assert slow["status"] == "Failed" and "timeout" in slow["error"], slow
+        with pytest.raises(httpx.ReadTimeout):
+            rock_http.post("/run_in_session", json={**run, "command": "sleep 60"}, timeout=1)
+        after = free_session_reply(rock_http, {**run, "command": "echo $FROM_RC"})
+        assert after["status"] == "Success" and after["result"]["output"] == "yes", after
+        silent = rock_http.post("/run_in_session",
+                                json={**run, "command": "false", "check": "silent"}).json()
+        assert silent["result"]["exit_code"] == 1
+        ignored = rock_http.post("/run_in_session",
+                                 json={**run, "command": "false", "check": "ignore"}).json()
+        assert ignored["status"] == "Success" and ignored["result"]["exit_code"] is None
+    finally:
+        rock_http.post("/delete", json=ref)
+
+
+def free_session_reply(rock_http, body: dict, within_s: float = 15.0) -> dict:
+    """The reply to `body` once the session is no longer busy (the server interrupts the
+    command of a client that hung up as soon as it notices the hang-up)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        reply = rock_http.post("/run_in_session", json=body, timeout=30).json()
+        if "busy" not in (reply.get("error") or "") or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.1)

@@ -326,9 +326,10 @@ async def _write_file(request: Request, body: rw.WriteFileIn) -> dict:
 async def _upload(request: Request, _body: None) -> dict:
     fields, files = rw.parse_form(await request.body(), request.headers.get("content-type", ""))
     missing = [k for k in ("target_path", "sandbox_id") if not fields.get(k)]
-    if missing or "file" not in files:
+    missing += [] if "file" in files else ["file"]
+    if missing:
         raise InvalidRequest("upload needs form fields target_path and sandbox_id and a file part "
-                             f"named 'file' (missing: {', '.join(missing + (['file'] if 'file' not in files else []))})")
+                             f"named 'file' (missing: {', '.join(missing)})")
     svc = service(request)
     target = fields["target_path"]
     await svc.write_file(_resolve(svc, fields["sandbox_id"]).id, target, files["file"][1], None, False)
