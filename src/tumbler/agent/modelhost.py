@@ -107,6 +107,8 @@ class ModelHost:
         self._expired: list[str] = []
         self._episodes: dict[str, _Episode] = {}
         self._server: ThreadingHTTPServer | None = None
+        # Held while a server starts or stops, so enable never binds before disable let go.
+        self._server_lock = threading.Lock()
         self._next = 0
         self._owner = 0          # bumped by enable and disable: polls of older owners end
         self.call_timeout = DEFAULT_CALL_TIMEOUT
@@ -120,7 +122,7 @@ class ModelHost:
         models = a.get(req, "models", list, ["policy"])
         if not models or not all(isinstance(m, str) and m for m in models):
             raise AgentRequestError(INVALID, "'models' must be a non-empty list of model names")
-        with self._cond:
+        with self._server_lock, self._cond:
             self.call_timeout, self.models = timeout, list(models)
             if self._server is None:
                 self._server = _start_server(self, port)
@@ -131,6 +133,10 @@ class ModelHost:
         return {"port": bound, "base_url": f"http://{LOOPBACK}:{bound}/v1", "owner": owner}, b""
 
     def disable(self, req, body):
+        with self._server_lock:
+            return self._disable()
+
+    def _disable(self):
         with self._cond:
             server, self._server = self._server, None
             self._owner += 1

@@ -48,6 +48,7 @@ class _Attached:
     def __init__(self, endpoint: Endpoint, port: int, owner: int):
         self.endpoint, self.port, self.owner = endpoint, port, owner
         self.task: asyncio.Task | None = None
+        self.closing = False
         self.detached = False
 
 
@@ -95,6 +96,7 @@ class AsyncModelBridge:
     async def detach(self, sandbox_id: str) -> None:
         """Stop serving a sandbox: its waiting calls get 503, its episodes end as "detached"."""
         attached = self._attached(sandbox_id)
+        attached.closing = True   # the poll that disable ends is ours, not another owner's doing
         try:
             await attached.endpoint.call("model.disable", {}, timeout=CONTROL_TIMEOUT_S)
         except TumblerError as e:
@@ -215,10 +217,10 @@ class AsyncModelBridge:
             except CommandTimeout:
                 continue
             except TumblerError as e:
-                if not attached.detached:
+                if not (attached.detached or attached.closing):
                     await self._lose(attached, "sandbox_gone", str(e))
                 return
-            if attached.detached:
+            if attached.detached or attached.closing:
                 return
             if result.get("stale"):
                 await self._lose(attached, "detached", "another owner enabled its endpoint")
