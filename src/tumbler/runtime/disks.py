@@ -43,6 +43,7 @@ MNT_DETACH = 2
 # `noinit_itable` keeps the kernel from zeroing inode tables in the background (they are holes).
 MOUNT_OPTIONS = b"discard,noinit_itable,errors=remount-ro"
 ATTACH_TRIES = 32
+DETACH_TIMEOUT_S = 10.0
 MKFS_TIMEOUT_S = 60
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -105,9 +106,9 @@ def make_image(template_path: Path, dest: Path) -> None:
             offset = hole
 
 
-def mount(image: Path, target: Path, loop_dir: Path) -> None:
+def mount(image: Path, target: Path, loop_dir: Path) -> str:
     """Attach `image` to a free loop device and mount it at `target`, then make sure the
-    overlay's upper and work dirs exist on it, owned by the sandbox's root."""
+    overlay's upper and work dirs exist on it, owned by the sandbox's root. Returns the device."""
     target.mkdir(exist_ok=True)
     fd, dev = _attach(image, loop_dir)
     try:
@@ -124,6 +125,28 @@ def mount(image: Path, target: Path, loop_dir: Path) -> None:
         if not path.exists():
             path.mkdir(mode=0o755)
             os.chown(path, idmap.HOST_BASE, idmap.HOST_BASE)
+    return dev
+
+
+def wait_detached(dev: str, image: Path, timeout_s: float = DETACH_TIMEOUT_S) -> None:
+    """Wait until loop device `dev` no longer serves `image`.
+
+    Unmounts are lazy: the filesystem (and with AUTOCLEAR its loop device) lives on until the
+    last reference goes, e.g. the overlay in a dying sandbox's mount namespace. Mounting the same
+    image on a second device before then would run two ext4 instances on one file and corrupt it.
+    """
+    backing = Path("/sys/block") / Path(dev).name / "loop" / "backing_file"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if backing.read_text().strip() != str(image):
+                return
+        except OSError:  # detached: the loop attributes are gone
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeFailure(f"the disk {image} is still attached to {dev} after {timeout_s} s "
+                                 "(a process outside the sandbox may hold it)")
+        time.sleep(0.002)
 
 
 def unmount(target: Path) -> None:

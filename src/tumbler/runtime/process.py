@@ -290,7 +290,10 @@ class ProcessRuntime:
             return
         if not (sdir / "disk.img").exists():  # a sandbox made before disks existed
             self._fresh_disk(sdir, spec)
-        disks.mount(sdir / "disk.img", layer, self.paths.run / "loop")
+        last = sdir / "disk.dev"
+        if last.exists():
+            disks.wait_detached(last.read_text(), sdir / "disk.img")
+        last.write_text(disks.mount(sdir / "disk.img", layer, self.paths.run / "loop"))
 
     def _save(self, info: SandboxInfo) -> None:
         path = self._dir(info.id) / "sandbox.json"
