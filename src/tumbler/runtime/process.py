@@ -251,6 +251,7 @@ class ProcessRuntime:
                 self._runc("delete", "--force", cid)
         overlay.unmount(sdir / "rootfs")
         disks.unmount(sdir / "layer")
+        self._wait_disk_released(sdir)
         try:
             os.unlink(self.agent_socket(sandbox_id))
         except FileNotFoundError:
@@ -294,6 +295,18 @@ class ProcessRuntime:
         if last.exists():
             disks.wait_detached(last.read_text(), sdir / "disk.img")
         last.write_text(disks.mount(sdir / "disk.img", layer, self.paths.run / "loop"))
+
+    @staticmethod
+    def _wait_disk_released(sdir: Path) -> None:
+        """Return once the disk's loop device is gone, so a stopped sandbox holds no device
+        (the unmount is lazy; the device goes when the sandbox's last mount reference does)."""
+        last = sdir / "disk.dev"
+        if not last.exists():
+            return
+        try:
+            disks.wait_detached(last.read_text(), sdir / "disk.img")
+        except RuntimeFailure as exc:
+            log.warning("%s", exc)
 
     def _save(self, info: SandboxInfo) -> None:
         path = self._dir(info.id) / "sandbox.json"
