@@ -133,7 +133,12 @@ def test_files_round_trip(sandbox, tmp_path):
 
 def test_processes_list_and_signal(sandbox):
     sandbox.run("sleep 1000 &")
-    procs = [p for p in sandbox.processes() if p.cmd.startswith("sleep")]
+    procs: list = []
+    for _ in range(100):  # the background child may not have exec'd sleep yet
+        procs = [p for p in sandbox.processes() if p.cmd.startswith("sleep")]
+        if procs:
+            break
+        time.sleep(0.02)
     assert len(procs) == 1
     sandbox.kill(procs[0].pid, "KILL")
     time.sleep(0.2)
