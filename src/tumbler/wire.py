@@ -8,9 +8,9 @@ Imports only pydantic and tumbler.models: the SDK depends on this module and not
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 
@@ -42,6 +42,18 @@ def b64(data: bytes) -> str:
 
 def unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
+
+
+def _check_b64(text: str) -> str:
+    try:
+        unb64(text)
+    except ValueError:  # binascii.Error, and non-ASCII text
+        raise ValueError("not valid base64 (A-Z a-z 0-9 + /, '=' padding)") from None
+    return text
+
+
+# A request field holding base64: bad input is a 422 at validation, not a 500 when decoded.
+Base64Text = Annotated[str, AfterValidator(_check_b64)]
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -167,7 +179,7 @@ class CommandResponse(BaseModel):
 
 class InputRequest(Request):
     data: str | None = Field(default=None, description="text typed on the terminal (add the newline)")
-    data_b64: str | None = Field(default=None, description="or the exact bytes, base64")
+    data_b64: Base64Text | None = Field(default=None, description="or the exact bytes, base64")
 
     @model_validator(mode="after")
     def _one(self):
@@ -197,7 +209,7 @@ class ExecRequest(Request):
     command: str | None = Field(default=None, description="or a string for /bin/sh -c")
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = Field(default=None, description="null: the sandbox's cwd")
-    stdin_b64: str = Field(default="", description="standard input, base64")
+    stdin_b64: Base64Text = Field(default="", description="standard input, base64")
     timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S, description="seconds")
     max_output: int | None = Field(default=None, gt=0, description="bytes kept per stream")
 
