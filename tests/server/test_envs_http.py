@@ -1,6 +1,6 @@
 """Envs hosted in a sandbox, driven over HTTP through both route sets: /v1/sandboxes/{id}/envs
-and ROCK's /env/make|reset|step|close|list; plus bad input (unknown env id, step before reset,
-unknown handle)."""
+and ROCK's /env/make|reset|step|close|list (rocklet's shapes: keyed by sandbox_id, failures as
+HTTP 511 rockletexception); plus bad input (unknown env id, step before reset, unknown handle)."""
 from __future__ import annotations
 
 import httpx
@@ -61,20 +61,28 @@ def test_v1_routes_make_reset_step_close_list(http, sandbox_id):
 
 
 def test_rock_routes_make_reset_step_close_list(http, sandbox_id):
-    made = http.post("/env/make", json={"sandbox_id": sandbox_id, "env_id": "GuessTheNumber-v0"})
+    """rocklet's shapes: the env is keyed by sandbox_id; `observation`, not `obs`."""
+    ref = {"sandbox_id": sandbox_id}
+    made = http.post("/env/make", json={**ref, "env_id": "GuessTheNumber-v0"})
     assert made.status_code == 200, made.text
-    handle = made.json()["handle"]
-    ref = {"sandbox_id": sandbox_id, "handle": handle}
-    listed = http.post("/env/list", json={"sandbox_id": sandbox_id}).json()
-    assert [e["handle"] for e in listed["open"]] == [handle]
+    assert made.json() == ref
+    listed = http.post("/env/list").json()
+    assert "GuessTheNumber-v0" in listed["env_id"] and "game:GuessTheNumber-v0-easy" in listed["env_id"]
 
     reset = http.post("/env/reset", json={**ref, "seed": 3}).json()
-    assert "obs" in reset and isinstance(reset["info"], dict)
-    last = play_guess(lambda a: http.post("/env/step", json={**ref, "action": a}).json())
+    assert set(reset) == {"observation", "info"} and isinstance(reset["info"], dict)
+
+    def step(action):
+        reply = http.post("/env/step", json={**ref, "action": action}).json()
+        assert set(reply) == {"observation", "reward", "terminated", "truncated", "info"}
+        return {**reply, "obs": reply["observation"]}
+    last = play_guess(step)
     assert last["terminated"] is True and last["reward"] == 1.0
 
-    assert http.post("/env/close", json=ref).status_code == 200
-    assert http.post("/env/list", json={"sandbox_id": sandbox_id}).json()["open"] == []
+    assert http.post("/env/close", json=ref).json() == ref
+    assert http.get(f"/v1/sandboxes/{sandbox_id}/envs").json()["open"] == []
+    gone = http.post("/env/step", json={**ref, "action": "50"})
+    assert gone.status_code == 511 and gone.json()["rockletexception"]["class_path"] == "builtins.KeyError"
 
 
 def test_bad_input(http, sandbox_id):
@@ -83,24 +91,35 @@ def test_bad_input(http, sandbox_id):
     assert unknown.status_code in (400, 404), unknown.text
     assert "NoSuchGame" in unknown.json()["error"]["message"]
     rock_unknown = http.post("/env/make", json={"sandbox_id": sandbox_id, "env_id": "NoSuchGame-v0"})
-    assert rock_unknown.status_code == unknown.status_code
+    assert rock_unknown.status_code == 511, rock_unknown.text     # rocklet's transferred exception
+    exc = rock_unknown.json()["rockletexception"]
+    assert exc["class_path"] == "builtins.ValueError" and "NoSuchGame" in exc["message"]
 
     handle = http.post(base, json={"env_id": "Sokoban-v0"}).json()["handle"]
     early = http.post(f"{base}/{handle}/step", json={"action": "up"})
     assert early.status_code == 409 and "reset" in early.json()["error"]["message"]
-    rock_early = http.post("/env/step", json={"sandbox_id": sandbox_id, "handle": handle,
-                                              "action": "up"})
-    assert rock_early.status_code == 409
+    rock_made = http.post("/env/make", json={"sandbox_id": sandbox_id, "env_id": "Sokoban-v0"})
+    assert rock_made.status_code == 200, rock_made.text
+    rock_early = http.post("/env/step", json={"sandbox_id": sandbox_id, "action": "up"})
+    assert rock_early.status_code == 511
+    assert rock_early.json()["rockletexception"]["class_path"] == "builtins.RuntimeError"
+    assert "reset" in rock_early.json()["rockletexception"]["message"]
+    http.post("/env/close", json={"sandbox_id": sandbox_id})
 
     for resp in (http.post(f"{base}/env-999/reset", json={}),
                  http.post(f"{base}/env-999/step", json={"action": "up"}),
-                 http.delete(f"{base}/env-999"),
-                 http.post("/env/reset", json={"sandbox_id": sandbox_id, "handle": "env-999"}),
-                 http.post("/env/close", json={"sandbox_id": sandbox_id, "handle": "env-999"})):
+                 http.delete(f"{base}/env-999")):
         assert resp.status_code == 404, resp.text
         assert "env-999" in resp.json()["error"]["message"]
 
     assert http.post(base, json={"env_id": "Sokoban-v0", "bogus": 1}).status_code == 422
-    assert http.post("/env/make", json={"env_id": "Sokoban-v0"}).status_code == 422  # no sandbox_id
+    for path, body in (("/env/make", {"env_id": "Sokoban-v0"}), ("/env/reset", {"sandbox_id": " "}),
+                       ("/env/step", {"sandbox_id": sandbox_id})):
+        invalid = http.post(path, json=body)                  # FastAPI's 422, as rocklet answers
+        assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"][0] == "body"
+    for path in ("/env/reset", "/env/close"):                  # rocklet: KeyError for an unknown key
+        unknown_box = http.post(path, json={"sandbox_id": "nosuchbox"})
+        assert unknown_box.status_code == 511
+        assert unknown_box.json()["rockletexception"]["class_path"] == "builtins.KeyError"
     gone = http.post("/v1/sandboxes/nosuchbox/envs", json={"env_id": "Sokoban-v0"})
     assert gone.status_code == 404
