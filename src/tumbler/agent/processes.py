@@ -7,6 +7,8 @@ import signal as sig
 from . import args as a
 from .protocol import INVALID, NOT_FOUND, AgentRequestError
 
+PID_MAX_LIMIT = 1 << 22  # the kernel's largest pid_max
+
 
 def list_processes(req: dict, body: bytes) -> tuple[dict, bytes]:
     """{"processes": [{pid, ppid, pgid, state, uid, rss_bytes, cmd}, ...]} sorted by pid."""
@@ -27,6 +29,8 @@ def send_signal(req: dict, body: bytes) -> tuple[dict, bytes]:
     signum = _signal_number(req.get("signal", "TERM"))
     if pid <= 1 or pid == os.getpid():
         raise AgentRequestError(INVALID, f"pid {pid} is the agent (or not a process): refused")
+    if pid > PID_MAX_LIMIT:  # os.kill would raise OverflowError past a C int
+        raise AgentRequestError(NOT_FOUND, f"no process with pid {pid}")
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
