@@ -17,6 +17,7 @@ import httpx
 
 MAX_HEAD = 64 << 10          # bytes of a response's status line and headers
 CHUNK = 64 << 10             # bytes read at once from a streamed body
+NO_BODY = (204, 304)         # statuses whose responses never have a body (nor a length)
 
 
 # -- the wire format, shared ------------------------------------------------------------------
@@ -45,13 +46,17 @@ def parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], int | None,
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
         raise httpx.RemoteProtocolError(f"bad status line {lines[0][:100]!r}")
     status = int(parts[1])
-    headers, length, chunked, keep_alive = [], None, False, parts[0] == b"HTTP/1.1"
+    if status in NO_BODY or status < 200:
+        length = 0
+    else:
+        length = None
+    headers, chunked, keep_alive = [], False, parts[0] == b"HTTP/1.1"
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         name, value = name.strip(), value.strip()
         headers.append((name, value))
         lname = name.lower()
-        if lname == b"content-length":
+        if lname == b"content-length" and length is None:
             length = int(value)
         elif lname == b"transfer-encoding":
             chunked = b"chunked" in value.lower()

@@ -29,6 +29,7 @@ class RequestTimer:
 
     def __init__(self, app):
         self.app = app
+        self._children: dict[tuple[str, str], object] = {}   # labels() costs a lock and a hash
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -38,7 +39,11 @@ class RequestTimer:
             await self.app(scope, receive, send)
         finally:
             route = getattr(scope.get("route"), "path", None) or scope.get("tumbler.route", "unmatched")
-            metrics.REQUEST_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - start)
+            key = (scope["method"], route)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = metrics.REQUEST_SECONDS.labels(*key)
+            child.observe(time.perf_counter() - start)
 
 
 def create_app(config: ServerConfig, *, runtime: Runtime | None = None,

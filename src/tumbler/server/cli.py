@@ -56,7 +56,7 @@ def run(config: ServerConfig) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=config.host, port=config.port,
                 log_level=config.log_level, access_log=False, loop="auto", http="auto",
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, proxy_headers=False)
 
 
 def _first_message(exc: ValueError) -> str:

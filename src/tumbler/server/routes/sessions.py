@@ -89,16 +89,19 @@ async def run_unless_disconnected(svc: SandboxService, receive, sandbox_id: str,
                                   body: wire.RunRequest):
     """Run the command; if the client hangs up first (ASGI `receive` says so), interrupt it
     and let the run finish (its reply goes nowhere). The request body must be read already."""
-    task = asyncio.ensure_future(svc.run(sandbox_id, name, body.command, timeout=body.timeout,
-                                         max_output=body.max_output))
-    watcher = asyncio.ensure_future(_disconnected(receive))
+    watcher = asyncio.ensure_future(_interrupt_on_disconnect(receive, svc, sandbox_id,
+                                                             name or DEFAULT_SESSION))
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task not in done:
-            await _interrupt_quietly(svc, sandbox_id, name or DEFAULT_SESSION)
-        return await task
+        return await svc.run(sandbox_id, name, body.command, timeout=body.timeout,
+                             max_output=body.max_output)
     finally:
         watcher.cancel()
+
+
+async def _interrupt_on_disconnect(receive, svc: SandboxService, sandbox_id: str, name: str) -> None:
+    await _disconnected(receive)
+    # Shielded: the run's end cancels this watcher, and it may end *because* of the interrupt.
+    await asyncio.shield(_interrupt_quietly(svc, sandbox_id, name))
 
 
 async def _disconnected(receive) -> None:
