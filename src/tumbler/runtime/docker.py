@@ -9,8 +9,10 @@ A container is created with the sandbox (so a stopped sandbox keeps its files) a
 `tumbler-<id>`, labelled `tumbler.sandbox=<id>` and `tumbler.owner=<owner>` (host and home of the
 runtime that made it); on construction, containers of ours whose record is gone are removed.
 The agent is mounted read-only at /.tumbler/agent and runs on the image's own python3 as pid 1.
-Security: Docker's default capabilities only, no-new-privileges, the engine's default seccomp
-profile, cgroup limits, no network unless asked. `userns=True` maps root inside to an
+Security: Docker's default capabilities only, no-new-privileges, our own seccomp profile (the
+process runtime's, `seccomp.oci_seccomp`: stricter than the engine's default, e.g. no unshare,
+mount or keyctl; the engine's default if the host has no profile to build it from), the
+engine's masked and read-only /proc and /sys paths, cgroup limits, no network unless asked. `userns=True` maps root inside to an
 unprivileged host uid on Podman (`--userns=auto`, needs a `containers` entry in /etc/subuid and
 /etc/subgid); it is off by default because Podman 4.3 commits such a container's files with
 their host ids, which breaks snapshots. Docker remaps only daemon-wide (`userns-remap`).
@@ -18,6 +20,7 @@ their host ids, which breaks snapshots. Docker remaps only daemon-wide (`userns-
 from __future__ import annotations
 
 import compileall
+import json
 import logging
 import os
 import secrets
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
-from tumbler.errors import Conflict, InvalidRequest, NotFound, SandboxError
+from tumbler.errors import Conflict, InvalidRequest, NotFound, RuntimeFailure, SandboxError
 from tumbler.runtime import agent_socket, engine
 from tumbler.runtime.bundle import AGENT_BOOT, AGENT_MOUNT, CAPABILITIES
 from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
@@ -71,6 +74,7 @@ class DockerRuntime:
         self.agent_dir = Path(agent_protocol.__file__).parent
         compileall.compile_dir(self.agent_dir, quiet=1)
         self._has_python: set[str] = set()  # ids of images found to have python3
+        self._seccomp: str | None = None      # the security_opt entry, made on first use
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.reclaim_orphans()
@@ -231,7 +235,7 @@ class DockerRuntime:
                      # Podman fills in a missing nproc with a value a userns cannot set.
                      docker.types.Ulimit(name="nproc", soft=NPROC, hard=NPROC)],
             cap_drop=["ALL"], cap_add=sorted(c.removeprefix("CAP_") for c in CAPABILITIES),
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", *self._seccomp_opt()],
             mounts=[docker.types.Mount(AGENT_MOUNT, str(self.agent_dir), type="bind", read_only=True),
                     docker.types.Mount(RUN_MOUNT, str(shared), type="bind")])
         if self.userns:
@@ -338,6 +342,27 @@ class DockerRuntime:
         except Exception as exc:  # a diagnostic only: never hide the error being reported
             text = f"(no log: {exc})"
         return text[-limit:] or "(empty log)"
+
+    def _seccomp_opt(self) -> list[str]:
+        """["seccomp=..."]: our profile, which Docker's engine takes inline (as JSON) and Podman's
+        only as a path on its host (the socket is local); [] (the engine's default) if the host
+        has no base profile to build ours from."""
+        if self._seccomp is None:
+            from tumbler.runtime import seccomp
+            try:
+                profile = json.dumps(seccomp.oci_seccomp(CAPABILITIES))
+            except (RuntimeFailure, OSError, ValueError) as exc:
+                log.warning("no seccomp profile of ours (%s): containers get the engine's default", exc)
+                self._seccomp = ""
+                return []
+            if self._is_podman():
+                path = self.paths.run / "docker-seccomp.json"
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text(profile)
+                os.replace(tmp, path)
+                profile = str(path)
+            self._seccomp = f"seccomp={profile}"
+        return [self._seccomp] if self._seccomp else []
 
     def _is_podman(self) -> bool:
         with engine.engine_errors("reading the engine's version", self.url):
