@@ -31,16 +31,18 @@ class AsyncClient:
         token = token or core.default_token()
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.retries = retries
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers,
-                                       transport=AsyncTumblerTransport(max_idle=max_connections))
+        self._transport = AsyncTumblerTransport(max_idle=max_connections)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, transport=self._transport)
+        self._builder = core.RequestBuilder(self.url, token)
 
     async def send(self, call: core.Call):
         """Make the request (retrying connection failures only) and read its reply."""
-        body, headers = call.body_and_headers()
+        request = self._builder.build(call)
         for attempt in range(self.retries + 1):
             try:
-                resp = await self._http.request(call.method, call.path, params=call.params,
-                                                content=body, headers=headers, timeout=call.timeout)
+                # Straight to the transport: no cookies, redirects or hooks to run (see core).
+                resp = await self._transport.handle_async_request(request)
+                await resp.aread()
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt == self.retries:
                     raise ServerUnreachable(f"cannot reach the server at {self.url}: {exc}") from None

@@ -2,7 +2,7 @@
 
 Each API operation is a function that returns a `Call`: the HTTP request to make and how to read
 its reply. `Client` and `AsyncClient` only send Calls (with retries) and hand back `parse(reply)`.
-Imports only tumbler.wire, tumbler.errors and tumbler.models.
+Imports only tumbler.wire, tumbler.errors and tumbler.models (and httpx, for its Request).
 """
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
+from urllib.parse import urlencode
+
+import httpx
 
 from tumbler import wire
 from tumbler.errors import TumblerError, from_kind
@@ -65,6 +68,36 @@ class Call:
         if self.content is not None:
             return self.content, {"content-type": "application/octet-stream"}
         return None, {}
+
+
+class RequestBuilder:
+    """Builds the httpx.Request for a Call: absolute URL (parsed once per distinct URL, which
+    for a session's run route is once), auth and content headers, per-call timeout.
+
+    Cheaper than httpx.Client.build_request, whose URL merging and cookie handling cost more
+    CPU per request than the rest of the SDK; Tumbler's API uses no cookies or redirects."""
+
+    MAX_CACHED_URLS = 4096
+
+    def __init__(self, base_url: str, token: str | None):
+        self.base_url = base_url.rstrip("/")
+        self.auth = [("authorization", f"Bearer {token}")] if token else []
+        self._urls: dict[str, httpx.URL] = {}
+
+    def build(self, call: Call) -> httpx.Request:
+        body, headers = call.body_and_headers()
+        url = self.base_url + call.path
+        if call.params:
+            url += "?" + urlencode(call.params, doseq=True)
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= self.MAX_CACHED_URLS:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        timeout = {"connect": call.timeout, "read": call.timeout, "write": call.timeout,
+                   "pool": call.timeout}
+        return httpx.Request(call.method, parsed, headers=self.auth + list(headers.items()),
+                             content=body, extensions={"timeout": timeout})
 
 
 def error_for(reply: Reply) -> TumblerError:

@@ -34,16 +34,18 @@ class Client:
         token = token or core.default_token()
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.retries = retries
-        self._http = httpx.Client(base_url=self.url, headers=headers,
-                                  transport=TumblerTransport(max_idle=max_connections))
+        self._transport = TumblerTransport(max_idle=max_connections)
+        self._http = httpx.Client(base_url=self.url, headers=headers, transport=self._transport)
+        self._builder = core.RequestBuilder(self.url, token)
 
     def send(self, call: core.Call):
         """Make the request (retrying connection failures only) and read its reply."""
-        body, headers = call.body_and_headers()
+        request = self._builder.build(call)
         for attempt in range(self.retries + 1):
             try:
-                resp = self._http.request(call.method, call.path, params=call.params, content=body,
-                                          headers=headers, timeout=call.timeout)
+                # Straight to the transport: no cookies, redirects or hooks to run (see core).
+                resp = self._transport.handle_request(request)
+                resp.read()
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt == self.retries:
                     raise ServerUnreachable(f"cannot reach the server at {self.url}: {exc}") from None
