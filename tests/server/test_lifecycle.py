@@ -71,6 +71,9 @@ async def test_life_cycle_async(new_aclient):
     try:
         async with AsyncSandbox(IMAGE, client=client, labels={"mode": "async"}) as sb:
             assert (await sb.run("echo hi")).output == "hi\n"
+            chunks = []
+            streamed = await sb.run("echo a; sleep 0.1; echo b", on_output=chunks.append)
+            assert streamed.output == "a\nb\n" and b"".join(chunks) == b"a\nb\n"
             s = await sb.session("work", cwd="/tmp")
             await s.run("export Y=2")
             assert (await s.run("echo $Y $PWD")).output == "2 /tmp\n"
