@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, TypeVar
@@ -125,22 +126,40 @@ class SandboxService:
             raise InvalidRequest(_validation_message(exc)) from None
         placeholder = f"pending-{id(req)}-{time.monotonic_ns()}"
         self.admission.reserve(placeholder, spec.limits)
-        try:
-            info = await self.source.take(spec) if self.source is not None else None
-            if info is None:
-                info = await self.blocking(self._create_cold, spec)
-        finally:
-            self.admission.release(placeholder)
-        self.admission.reserve(info.id, spec.limits)  # cannot fail: the placeholder held its place
         now = time.time()
         ttl = req.ttl_s or self.config.default_ttl_s
         lifetime = req.max_lifetime_s or self.config.default_max_lifetime_s
-        record = SandboxRecord(id=info.id, spec=spec.model_dump(), state=info.state.value,
-                               created=now, last_active=now, ttl_s=ttl,
-                               expires_at=now + lifetime if lifetime else None,
-                               runtime=info.runtime, labels=dict(spec.labels))
+
+        def record_of(sandbox_id: str, state: str, runtime: str) -> SandboxRecord:
+            return SandboxRecord(id=sandbox_id, spec=spec.model_dump(), state=state,
+                                 created=now, last_active=now, ttl_s=ttl,
+                                 expires_at=now + lifetime if lifetime else None,
+                                 runtime=runtime, labels=dict(spec.labels))
+
+        recorded = False
         try:
-            await self.blocking(self.registry.add, record)
+            info = await self.source.take(spec) if self.source is not None else None
+            if info is None:
+                # Recorded before the runtime makes it: a server killed mid-create leaves a
+                # record (reconciled at its next start, removable), never a sandbox no one knows.
+                sandbox_id = secrets.token_hex(6)
+                await self.blocking(self.registry.add, record_of(
+                    sandbox_id, "created", getattr(self.runtime, "name", "process")))
+                recorded = True
+                try:
+                    info = await self.blocking(self._create_cold, spec, sandbox_id)
+                except BaseException:
+                    await self.blocking(self.registry.delete, sandbox_id)
+                    raise
+        finally:
+            self.admission.release(placeholder)
+        self.admission.reserve(info.id, spec.limits)  # cannot fail: the placeholder held its place
+        record = record_of(info.id, info.state.value, info.runtime)
+        try:
+            if recorded:
+                await self.blocking(self.registry.set_state, record.id, record.state)
+            else:
+                await self.blocking(self.registry.add, record)
         except Exception:
             await self.blocking(self.runtime.remove, info.id)
             self.admission.release(info.id)
@@ -148,8 +167,8 @@ class SandboxService:
         self._records[info.id] = record
         return record
 
-    def _create_cold(self, spec: SandboxSpec) -> SandboxInfo:
-        info = self.runtime.create(spec)
+    def _create_cold(self, spec: SandboxSpec, sandbox_id: str | None = None) -> SandboxInfo:
+        info = self.runtime.create(spec, sandbox_id)
         try:
             return self.runtime.start(info.id)
         except BaseException:
