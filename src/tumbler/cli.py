@@ -10,12 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from tumbler.errors import TumblerError
+from tumbler.remote_cli import sandbox_app as remote_sandbox_app
+from tumbler.server.cli import serve
 
 app = typer.Typer(no_args_is_help=True, help="Isolated Linux sandboxes for LLM agents.")
 image_app = typer.Typer(no_args_is_help=True, help="Images of the process runtime.")
-sandbox_app = typer.Typer(no_args_is_help=True, help="Sandboxes on this machine (process runtime).")
+sandbox_app = typer.Typer(no_args_is_help=True,
+                          help="Sandboxes on this machine, without a server (process runtime).")
 app.add_typer(image_app, name="image")
-app.add_typer(sandbox_app, name="sandbox")
+# `tumbler sandbox ...` talks to a server (tumbler serve); the serverless commands are `local`.
+app.add_typer(remote_sandbox_app, name="sandbox")
+app.add_typer(sandbox_app, name="local")
+app.command("serve")(serve)
 console = Console()
 err = Console(stderr=True)
 

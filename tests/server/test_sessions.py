@@ -103,3 +103,14 @@ def test_client_disconnect_interrupts_and_session_lives(sb, server):
         except Conflict:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+def test_default_session_comes_back_after_exit(sb):
+    sb.run("export GONE=1")
+    r = sb.run("exit 3")
+    assert not r.session_alive
+    assert sb.run("echo ${GONE:-fresh}").output == "fresh\n"   # a new default session
+    named = sb.session("mine")
+    named.run("exit")
+    with pytest.raises(Conflict):                                 # named sessions are the caller's
+        named.run("true")

@@ -323,20 +323,30 @@ class SandboxService:
         try:
             result, body = await self.call(sandbox_id, "session.run", args,
                                            timeout=timeout + REPLY_GRACE_S, on_event=on_event)
-        except NotFound:
-            if session is not None:
+        except (NotFound, Conflict):
+            # The default session is the server's to manage: made on first use, and made
+            # again when its bash has exited (`exit` typed into it). Named ones are the caller's.
+            if session is not None or not await self._renew_default_session(sandbox_id):
                 raise
-            await self._ensure_default_session(sandbox_id)
             result, body = await self.call(sandbox_id, "session.run", args,
                                            timeout=timeout + REPLY_GRACE_S, on_event=on_event)
         return CommandResult(output_bytes=body, **_known(CommandResult, result))
 
-    async def _ensure_default_session(self, sandbox_id: str) -> None:
+    async def _renew_default_session(self, sandbox_id: str) -> bool:
+        """Make the default session if it is missing or its bash has exited; False if it is
+        there and alive (so the error was about something else, e.g. it is busy)."""
+        sessions = {s["name"]: s for s in await self.list_sessions(sandbox_id)}
+        current = sessions.get(DEFAULT_SESSION)
+        if current is not None and current.get("alive", True):
+            return False
+        if current is not None:
+            await self.close_session(sandbox_id, DEFAULT_SESSION)
         try:
             await self.create_session(sandbox_id, DEFAULT_SESSION, {}, None)
         except TumblerError as exc:
             if exc.kind != "exists":  # two first commands raced to make it: fine
                 raise
+        return True
 
     async def input(self, sandbox_id: str, session: str, data: bytes) -> None:
         await self.call(sandbox_id, "session.input", {"name": session}, data)
