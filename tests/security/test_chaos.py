@@ -153,22 +153,24 @@ def _chaos(srv: ServerProcess, runtime, label: dict, ledger: Ledger, rng: random
             pid = runtime.init_pid(sid)
             if pid:
                 ledger.init_pids.add(pid)
+        # the same draws every step, so the seed fixes the schedule (not what it meets)
         fault = rng.choices(["agent", "bash", "server"], weights=[3, 3, 1])[0]
+        pause, pick_sandbox, pick_pid = rng.uniform(0.0, 1.0), rng.random(), rng.random()
         if fault == "server":
             srv.kill()
             ledger.faults["server"] += 1
-            stop.wait(rng.uniform(0.0, 1.0))
+            stop.wait(pause)
             srv.start()
             continue
         if not ids:
             continue
-        sid = rng.choice(sorted(ids))
+        sid = sorted(ids)[int(pick_sandbox * len(ids))]
         pids = [runtime.init_pid(sid)] if fault == "agent" else _session_bashes(sid)
         pids = [p for p in pids if p]
         if not pids:
             continue
         try:
-            os.kill(rng.choice(pids), signal.SIGKILL)
+            os.kill(pids[int(pick_pid * len(pids))], signal.SIGKILL)
             ledger.faults[fault] += 1
         except ProcessLookupError:
             pass
@@ -208,7 +210,12 @@ def chaos_run(runtime, tmp_path, seconds: float) -> dict:
         lost = sorted(ledger.created - ledger.deleted - set(listed))
         # every survivor serves again (a reset where its agent was killed)
         broken = []
+        # a create the server was killed in: recorded first, so it is listed (state error, its
+        # container never finished) and DELETE removes it (checked below with the rest)
+        interrupted = sorted(sid for sid, out in listed.items() if out.state == "error")
         for sid, out in listed.items():
+            if sid in interrupted:
+                continue
             sb = Sandbox.attach(sid, client=api)
             try:
                 assert sb.exec("echo ok", timeout=COMMAND_TIMEOUT_S).stdout == "ok\n"
@@ -225,7 +232,8 @@ def chaos_run(runtime, tmp_path, seconds: float) -> dict:
         return {"faults": dict(ledger.faults), "outcomes": dict(ledger.outcomes),
                 "created": len(ledger.created), "deleted": len(ledger.deleted), "lost": lost,
                 "broken": broken, "untyped": ledger.untyped, "hangs": ledger.hangs,
-                "survivors": sorted(listed), "stale": stale}
+                "survivors": sorted(listed), "stale": stale,
+                "interrupted_creates": interrupted}
     finally:
         stop_chaos.set()
         stop_work.set()
