@@ -122,3 +122,12 @@ def reap(pid: int, timeout_s: float = 5.0) -> None:
         if done:
             return
         time.sleep(0.01)
+
+
+def leftovers_after(runtime, sandbox_id: str, timeout_s: float = 10.0) -> list[str]:
+    """leftovers() once they are gone or `timeout_s` passed: a sandbox leaves the server's list
+    when its removal starts, and the teardown (runc, unmount) takes a moment more."""
+    deadline = time.monotonic() + timeout_s
+    while (found := leftovers(runtime, sandbox_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from checks import IMAGE, leftovers
-from server_process import ServerProcess, reap, sweep
+from server_process import ServerProcess, leftovers_after, reap, sweep
 from tumbler import Sandbox
-from tumbler.errors import CapacityExceeded
+from tumbler.errors import AgentDied, CapacityExceeded, NotFound, ServerUnreachable
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,35 @@ def test_reaper_removes_idle_sandbox(tight, runtime):
         assert time.monotonic() < deadline, "idle sandbox outlived its ttl by 9 s"
         busy.run("true")                              # activity keeps it alive
         time.sleep(0.2)
-    assert leftovers(runtime, idle.id) == []
+    assert leftovers_after(runtime, idle.id) == []
     ids = [s.id for s in tight.list()]
     assert busy.id in ids and keep.id in ids
+
+
+def test_max_lifetime_ends_even_an_active_sandbox(tight, runtime):
+    sb = Sandbox(IMAGE, client=tight, memory="64m", max_lifetime=1.0)
+    assert sb.info.expires_at is not None
+    deadline = time.monotonic() + 10
+    while sb.id in [s.id for s in tight.list()]:
+        assert time.monotonic() < deadline, "sandbox outlived its max lifetime by 9 s"
+        try:
+            sb.run("true")
+        except (NotFound, AgentDied):   # removed between two commands, or during one
+            break
+        time.sleep(0.1)
+    assert leftovers_after(runtime, sb.id) == []
+
+
+def test_sdk_retries_only_connecting(tmp_path):
+    """No server: the SDK retries the connection with backoff, then says it cannot reach it."""
+    from server_process import free_port
+    from tumbler.sdk import Client
+    from tumbler.sdk.core import RETRIES, backoff_s
+    with Client(f"http://127.0.0.1:{free_port()}", "t") as client:
+        start = time.monotonic()
+        with pytest.raises(ServerUnreachable, match="cannot reach"):
+            client.list()
+        assert time.monotonic() - start >= sum(backoff_s(i) for i in range(RETRIES))
 
 
 def test_restart_after_sigkill_keeps_everything(runtime, tmp_path):

@@ -230,17 +230,21 @@ class SandboxService:
 
     async def remove(self, sandbox_id: str) -> None:
         record = self.get(sandbox_id)
-        await self._drop_agent(sandbox_id)
+        # Out of the table first: requests that arrive while runc tears it down get a plain
+        # 404, not a half-removed sandbox.
+        self._records.pop(sandbox_id, None)
         try:
+            await self._drop_agent(sandbox_id)
             await self.blocking(self.runtime.remove, sandbox_id)
         except NotFound:
             pass  # its container was gone already (state error): drop the record all the same
-        except Conflict:
-            if record.state != "error":
+        except BaseException as exc:
+            if not (isinstance(exc, Conflict) and record.state == "error"):
+                self._records[sandbox_id] = record
                 raise
         self.admission.release(sandbox_id)
-        self._records.pop(sandbox_id, None)
         self._dirty_active.pop(sandbox_id, None)
+        self._busy.pop(sandbox_id, None)
         await self.blocking(self.registry.delete, sandbox_id)
 
     async def _remove_quietly(self, sandbox_id: str) -> None:
