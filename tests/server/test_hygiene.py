@@ -1,7 +1,6 @@
 """Admission by node budget, the TTL reaper, restart survival and graceful shutdown."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest

@@ -16,7 +16,7 @@ import httpx
 
 from tumbler import wire
 from tumbler.errors import TumblerError, from_kind
-from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
+from tumbler.models import CommandResult, ExecResult, FileInfo
 
 DEFAULT_URL = "http://127.0.0.1:8040"
 # Seconds on top of a command's own timeout for the server to interrupt it and answer.
