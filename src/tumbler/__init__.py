@@ -8,7 +8,8 @@ from tumbler.errors import TumblerError
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncSandbox", "LocalSandbox", "Sandbox", "TumblerError", "__version__"]
+__all__ = ["AsyncClient", "AsyncSandbox", "AsyncSandboxGroup", "Client", "LocalSandbox", "Sandbox",
+           "SandboxGroup", "TumblerError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,7 +17,8 @@ def __getattr__(name: str):
     if name == "LocalSandbox":
         from tumbler.local import LocalSandbox
         return LocalSandbox
-    if name in ("Sandbox", "AsyncSandbox", "SandboxGroup", "AsyncSandboxGroup"):
+    if name in ("Sandbox", "AsyncSandbox", "SandboxGroup", "AsyncSandboxGroup", "Client",
+                "AsyncClient"):
         from tumbler import sdk
         return getattr(sdk, name)
     raise AttributeError(name)
