@@ -1,8 +1,13 @@
 """An asyncio client of the in-sandbox agent: one unix-socket connection, many requests on it.
 
-Speaks `tumbler.agent.protocol` frames. Requests carry ids; one reader task routes each reply
-(and the output events before it) to the waiting call. Multiplexing lets one connection serve
-every concurrent request to a sandbox without a thread per call.
+    client = AsyncAgentClient("/run/tumbler/sb-1/agent.sock", on_lost=mark_dead)
+    result, output = await client.call("exec", {"argv": ["true"]}, timeout=30)
+
+Speaks `protocol.py` frames. Requests carry ids; one reader task routes each reply (and the
+output events before it) to the waiting call. Multiplexing lets one connection serve every
+concurrent request to a sandbox without a thread per call (the server, the model bridge).
+Raises the same errors as the blocking `client.py`. Standard library only, relative imports only
+(this folder also runs inside sandboxes), like the rest of the package.
 """
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import json
 import logging
 from typing import Callable
 
-from tumbler.agent.protocol import HEADER, MAX_BODY, MAX_HEADER
+from .client import AgentGone
+from .protocol import HEADER, MAX_BODY, MAX_HEADER, AgentRequestError
 
 log = logging.getLogger(__name__)
 
@@ -19,19 +25,7 @@ CONNECT_TIMEOUT_S = 5.0
 STREAM_LIMIT = 1 << 20   # bytes of read buffer in the StreamReader
 
 OnEvent = Callable[[dict, bytes], None]
-
-
-class AgentUnreachable(ConnectionError):
-    """The agent refused the connection or hung up mid-call: it died or was never started."""
-
-
-class AgentReplyError(Exception):
-    """An error reply from the agent, with its kind (tumbler.errors kinds)."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
+OnLost = Callable[[], None]
 
 
 class _Pending:
@@ -43,10 +37,15 @@ class _Pending:
 
 
 class AsyncAgentClient:
-    """Calls ops on one agent over one multiplexed connection, reconnecting when it drops."""
+    """Calls ops on one agent over one multiplexed connection, reconnecting when it drops.
 
-    def __init__(self, path: str):
+    on_lost() runs on the loop when the agent hangs up the connection (not after close()): the
+    agent dies, so its owner can learn it at once instead of at the next call.
+    """
+
+    def __init__(self, path: str, on_lost: OnLost | None = None):
         self.path = path
+        self.on_lost = on_lost
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._pending: dict[int, _Pending] = {}
@@ -58,7 +57,7 @@ class AsyncAgentClient:
                    timeout: float = 60.0, on_event: OnEvent | None = None) -> tuple[dict, bytes]:
         """Send one request and wait up to `timeout` seconds for its reply -> (result, body).
 
-        Raises AgentReplyError for an error reply, AgentUnreachable when the agent is gone,
+        Raises AgentRequestError for an error reply, AgentGone when the agent is gone,
         TimeoutError when no reply came in time (the connection stays usable).
         """
         writer = await self._connection()
@@ -77,31 +76,31 @@ class AsyncAgentClient:
         except asyncio.TimeoutError:
             raise TimeoutError(f"agent did not answer {op} within {timeout} s") from None
         except (ConnectionError, OSError) as exc:
-            raise AgentUnreachable(f"agent at {self.path} hung up during {op}: {exc}") from None
+            raise AgentGone(f"agent at {self.path} hung up during {op}: {exc}") from None
         finally:
             self._pending.pop(rid, None)
         if not header.get("ok"):
             error = header.get("error") or {}
-            raise AgentReplyError(error.get("kind", "internal"), error.get("message", "unknown error"))
+            raise AgentRequestError(error.get("kind", "internal"), error.get("message", "unknown error"))
         return header.get("result") or {}, reply_body
 
     async def close(self) -> None:
         self._closed = True
-        await self._drop(AgentUnreachable("client closed"))
+        await self._drop(AgentGone("client closed"))
 
     async def _connection(self) -> asyncio.StreamWriter:
         if self._writer is not None and not self._writer.is_closing():
             return self._writer
         async with self._connect_lock:
             if self._closed:
-                raise AgentUnreachable(f"client for {self.path} is closed")
+                raise AgentGone(f"client for {self.path} is closed")
             if self._writer is None or self._writer.is_closing():
                 try:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_unix_connection(self.path, limit=STREAM_LIMIT),
                         CONNECT_TIMEOUT_S)
                 except (OSError, asyncio.TimeoutError) as exc:
-                    raise AgentUnreachable(f"cannot connect to the agent at {self.path}: {exc}") from None
+                    raise AgentGone(f"cannot connect to the agent at {self.path}: {exc}") from None
                 self._writer = writer
                 self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
         return self._writer
@@ -129,6 +128,8 @@ class AsyncAgentClient:
                 self._writer = None
             writer.close()
             self._fail_pending(ConnectionError(f"connection lost: {exc or 'closed'}"))
+            if self.on_lost is not None and not self._closed:
+                self.on_lost()
 
     async def _drop(self, exc: Exception) -> None:
         writer, self._writer = self._writer, None

@@ -8,7 +8,8 @@ and every exchange is recorded per episode for training.
 Modules: `bridge.py` (AsyncModelBridge, the core), `sync.py` (ModelBridge, its blocking shell),
 `endpoints.py` (how the bridge reaches one sandbox: LocalEndpoint), `events.py` (ModelCall,
 EpisodeEnded, SandboxDetached), `completions.py` (OpenAI response shapes), `recording.py`
-(trajectories, JSONL), `proxy.py` (Upstream). Imports: tumbler.errors, tumbler.local, httpx.
+(trajectories, JSONL), `proxy.py` (Upstream). Imports: tumbler.agent (client side), tumbler.errors,
+tumbler.local, tumbler.runtime.spec, httpx.
 """
 from tumbler.modelservice.bridge import AsyncModelBridge
 from tumbler.modelservice.completions import completion

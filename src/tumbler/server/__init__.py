@@ -4,13 +4,13 @@
     app.py          create_app(config): routes, middleware, error mapping, lifespan
     service.py      SandboxService: the life cycle, admission, agent calls (routes call only this)
     registry.py     sandbox records in SQL (SQLite by default), survives restarts
-    agent_async.py  asyncio client of the in-sandbox agent, many requests per connection
     capacity.py     per-node admission budget
     reaper.py       idle-TTL and max-lifetime removal
     auth.py, limits.py, errors.py, metrics.py   middleware and the one error handler
     routes/         one module per resource (sandboxes, sessions, files, processes, system)
     cli.py          `tumbler serve`
 
-May import runtime, local, agent (client side), wire, errors, models. Nothing imports server
-except cli.py; a warm pool plugs in through `service.SandboxSource`, ROCK routes as a router.
+May import runtime, local, agent (client side: `agent.aclient`), wire, errors, models. Nothing
+imports server except cli.py; a warm pool plugs in through `service.SandboxSource`, ROCK routes
+as a router.
 """

@@ -1,4 +1,5 @@
-"""Removes sandboxes idle past their TTL or older than their max lifetime, in the background."""
+"""In the background: stops sandboxes whose agent died, and removes sandboxes idle past their
+TTL or older than their max lifetime."""
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,9 @@ def expired(record, now: float) -> str | None:
 
 
 class Reaper:
-    """A task that, every `interval_s` seconds, flushes activity times and removes expired sandboxes."""
+    """A task that, every `interval_s` seconds, flushes activity times, stops sandboxes whose
+    agent died (one no client was talking to: the agent's hang-up catches the others at once)
+    and removes expired sandboxes."""
 
     def __init__(self, service: SandboxService, interval_s: float):
         self.service = service
@@ -55,6 +58,8 @@ class Reaper:
     async def sweep(self) -> list[str]:
         """One pass; returns the ids removed."""
         await self.service.flush_activity()
+        for sandbox_id in await self.service.sweep_dead():
+            log.info("sandbox %s stopped: its agent had died", sandbox_id)
         now = time.time()
         removed = []
         for record in self.service.list():

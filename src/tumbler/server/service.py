@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, TypeVar
 
+from tumbler.agent.aclient import AsyncAgentClient
+from tumbler.agent.client import AgentGone
+from tumbler.agent.protocol import AgentRequestError
 from tumbler.errors import (AgentDied, CommandTimeout, Conflict, InvalidRequest, NotFound,
                             TumblerError, from_kind)
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
-from tumbler.server.agent_async import AgentReplyError, AgentUnreachable, AsyncAgentClient
 from tumbler.server.capacity import Admission, Budget
 from tumbler.server.config import ServerConfig
+from tumbler.server.liveness import init_alive
 from tumbler.server.registry import Registry, SandboxRecord
 from tumbler import wire
 
@@ -37,6 +39,12 @@ BULK_TIMEOUT_S = 600.0       # tar up/download
 RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst overlap)
 # States in which a sandbox holds a place in the node budget.
 HOLDING = {"created", "running"}
+# The init closes its sockets a moment before /proc shows it exited: how long, in seconds, a
+# hang-up is followed by looks at /proc before it counts as a closed connection, not a death.
+EXIT_GRACE_S = 2.0
+EXIT_POLL_S = 0.02
+DIED = ("its agent (the sandbox's init) died while the server ran: its processes exited or were "
+        "killed; start or reset it")
 OnOutput = Callable[[bytes], None]
 
 
@@ -63,6 +71,8 @@ class SandboxService:
         self._dirty_active: dict[str, float] = {}
         self._executor = ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="runtime")
         self._background: set[asyncio.Task] = set()
+        self._locks: dict[str, asyncio.Lock] = {}  # one life-cycle change at a time per sandbox
+        self._died: set[str] = set()   # stopped by the death watch, until their next change
 
     # -- start and stop of the service -------------------------------------------------------
 
@@ -109,11 +119,46 @@ class SandboxService:
         return record
 
     def _init_alive(self, sandbox_id: str) -> bool:
-        pid_of = getattr(self.runtime, "init_pid", None)
-        if pid_of is None:
-            return True
-        pid = pid_of(sandbox_id)
-        return pid is not None and os.path.exists(f"/proc/{pid}")
+        return init_alive(self.runtime, sandbox_id)
+
+    # -- the death watch -----------------------------------------------------------------------
+
+    async def sweep_dead(self) -> list[str]:
+        """Stop every running sandbox whose init died (the reaper's pass); returns their ids."""
+        return [sid for sid in [r.id for r in self.list("running")] if await self.check_alive(sid)]
+
+    async def check_alive(self, sandbox_id: str) -> bool:
+        """If the running sandbox's init died, stop it (state `stopped`, `error` says why, as a
+        restart's reconcile does) and return True; False if it lives or is not running."""
+        record = self._records.get(sandbox_id)
+        lock = self._lock(sandbox_id)
+        if record is None or record.state != "running" or lock.locked():
+            return False  # a life-cycle change in flight decides its state itself
+        if self._init_alive(sandbox_id):
+            return False
+        async with lock:
+            if self._records.get(sandbox_id) is not record or record.state != "running":
+                return False
+            log.warning("sandbox %s: its agent died; marking it stopped", sandbox_id)
+            await self._drop_agent(sandbox_id)
+            await self.blocking(self.runtime.stop, sandbox_id)
+            self.admission.release(sandbox_id)
+            record.state, record.error = "stopped", DIED
+            await self.blocking(self.registry.set_state, sandbox_id, "stopped", DIED)
+            self._died.add(sandbox_id)
+        return True
+
+    async def _agent_hung_up(self, sandbox_id: str) -> None:
+        """The agent closed a connection: it died (look a short while), or it just closed it."""
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while time.monotonic() < deadline:
+            record = self._records.get(sandbox_id)
+            if record is None or record.state != "running" or await self.check_alive(sandbox_id):
+                return
+            await asyncio.sleep(EXIT_POLL_S)
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -196,29 +241,32 @@ class SandboxService:
 
     async def stop(self, sandbox_id: str) -> SandboxRecord:
         record = self.get(sandbox_id)
-        await self._drop_agent(sandbox_id)
-        await self.blocking(self.runtime.stop, sandbox_id)
-        self.admission.release(sandbox_id)
-        return await self._set_state(record, "stopped")
+        async with self._lock(sandbox_id):
+            await self._drop_agent(sandbox_id)
+            await self.blocking(self.runtime.stop, sandbox_id)
+            self.admission.release(sandbox_id)
+            return await self._set_state(record, "stopped")
 
     async def start(self, sandbox_id: str) -> SandboxRecord:
         record = self.get(sandbox_id)
-        if record.state == "running":
-            raise Conflict(f"sandbox {sandbox_id} is running already")
-        self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
-        try:
-            await self.blocking(self.runtime.start, sandbox_id)
-        except BaseException:
-            self.admission.release(sandbox_id)
-            raise
-        return await self._set_state(record, "running")
+        async with self._lock(sandbox_id):
+            if record.state == "running":
+                raise Conflict(f"sandbox {sandbox_id} is running already")
+            self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
+            try:
+                await self.blocking(self.runtime.start, sandbox_id)
+            except BaseException:
+                self.admission.release(sandbox_id)
+                raise
+            return await self._set_state(record, "running")
 
     async def reset(self, sandbox_id: str) -> SandboxRecord:
         record = self.get(sandbox_id)
-        self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
-        await self._drop_agent(sandbox_id)
-        await self.blocking(self.runtime.reset, sandbox_id)
-        return await self._set_state(record, "running")
+        async with self._lock(sandbox_id):
+            self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
+            await self._drop_agent(sandbox_id)
+            await self.blocking(self.runtime.reset, sandbox_id)
+            return await self._set_state(record, "running")
 
     async def snapshot(self, sandbox_id: str, image: str) -> str:
         self.get(sandbox_id)
@@ -234,8 +282,9 @@ class SandboxService:
         # 404, not a half-removed sandbox.
         self._records.pop(sandbox_id, None)
         try:
-            await self._drop_agent(sandbox_id)
-            await self.blocking(self.runtime.remove, sandbox_id)
+            async with self._lock(sandbox_id):
+                await self._drop_agent(sandbox_id)
+                await self.blocking(self.runtime.remove, sandbox_id)
         except NotFound:
             pass  # its container was gone already (state error): drop the record all the same
         except BaseException as exc:
@@ -245,6 +294,8 @@ class SandboxService:
         self.admission.release(sandbox_id)
         self._dirty_active.pop(sandbox_id, None)
         self._busy.pop(sandbox_id, None)
+        self._died.discard(sandbox_id)
+        self._locks.pop(sandbox_id, None)
         await self.blocking(self.registry.delete, sandbox_id)
 
     async def _remove_quietly(self, sandbox_id: str) -> None:
@@ -255,6 +306,7 @@ class SandboxService:
 
     async def _set_state(self, record: SandboxRecord, state: str) -> SandboxRecord:
         record.state, record.error = state, None
+        self._died.discard(record.id)
         await self.blocking(self.registry.set_state, record.id, state)
         return record
 
@@ -276,27 +328,36 @@ class SandboxService:
                    timeout: float = OP_TIMEOUT_S, on_event=None) -> tuple[dict, bytes]:
         """One request to the sandbox's agent, its failures turned into tumbler.errors."""
         record = self.get(sandbox_id)
+        if sandbox_id in self._died:
+            raise self._agent_died(sandbox_id, "it was stopped")
         if record.state != "running":
             raise Conflict(f"sandbox {sandbox_id} is {record.state}; start it first"
                            + (f" ({record.error})" if record.error else ""))
         client = self._agents.get(sandbox_id)
         if client is None:
-            client = self._agents[sandbox_id] = AsyncAgentClient(self.runtime.agent_socket(sandbox_id))
+            client = self._agents[sandbox_id] = AsyncAgentClient(
+                self.runtime.agent_socket(sandbox_id),
+                on_lost=lambda: self.spawn(self._agent_hung_up(sandbox_id)))
         self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
         self._dirty_active[sandbox_id] = time.time()
         try:
             return await client.call(op, args, body, timeout=timeout, on_event=on_event)
-        except AgentReplyError as exc:
+        except AgentRequestError as exc:
             raise from_kind(exc.kind, exc.message) from None
-        except AgentUnreachable as exc:
-            raise AgentDied(f"the agent of sandbox {sandbox_id} is gone ({exc}); its processes "
-                            f"died or were killed. Fix: reset it (POST /v1/sandboxes/{sandbox_id}"
-                            "/reset) or remove it") from None
+        except AgentGone as exc:
+            raise self._agent_died(sandbox_id, str(exc)) from None
         except TimeoutError:
             raise CommandTimeout(f"sandbox {sandbox_id} did not answer {op} within {timeout} s") from None
         finally:
             self._busy[sandbox_id] -= 1
             self._dirty_active[sandbox_id] = time.time()
+
+    @staticmethod
+    def _agent_died(sandbox_id: str, detail: str) -> AgentDied:
+        # The same error whether the death watch or this call saw it first.
+        return AgentDied(f"the agent of sandbox {sandbox_id} is gone ({detail}); its processes "
+                         f"died or were killed. Fix: reset it (POST /v1/sandboxes/{sandbox_id}"
+                         "/reset) or remove it")
 
     async def _drop_agent(self, sandbox_id: str) -> None:
         client = self._agents.pop(sandbox_id, None)
