@@ -2,8 +2,11 @@
 
     .venv/bin/python bench/bench_server.py [--quick]
 
-Starts `tumbler serve` (uvicorn, auth on) in a subprocess on 127.0.0.1 with a free port and its own
-registry, prints a table and writes bench/results/server.json. Needs root and the "debian" image.
+Starts `tumbler serve` (uvicorn, auth on, a warm pool of 8) in a subprocess on 127.0.0.1 with a
+free port and its own registry, prints a table and writes bench/results/server.json. Then, in the
+same run, the same session workload against ROCK's and SWE-ReX's in-sandbox servers (bench/peers.py;
+needs /opt/peers-venv from scripts/peers-venv.sh, else skipped) and the ratios. Needs root and the
+"debian" image.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from tumbler.sdk import AsyncClient, AsyncSandbox, Client, Sandbox
 IMAGE = os.environ.get("TUMBLER_TEST_IMAGE", "debian")
 TOKEN = "bench-token"
 RESULTS = Path(__file__).parent / "results" / "server.json"
+POOL, POOL_SIZE = "bench", 8
+COLD = {"hostname": "cold"}  # any spec the pool does not hold: a cold create
 
 
 def free_port() -> int:
@@ -38,7 +43,7 @@ def free_port() -> int:
 def start_server(state_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = {"port": port, "state_dir": state_dir, "tokens": [TOKEN], "log_level": "warning",
-              "node_memory_bytes": 64 << 30}
+              "node_memory_bytes": 64 << 30, "pools": [{"name": POOL, "size": POOL_SIZE}]}
     code = ("import sys; from tumbler.server.cli import run; from tumbler.server.config import "
             "ServerConfig; run(ServerConfig.model_validate_json(sys.argv[1]))")
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)])
@@ -88,7 +93,7 @@ def bench_sync(client: Client, n: int) -> dict:
     creates, first = [], []
     for _ in range(max(10, n // 50)):
         t = time.perf_counter()
-        sb = Sandbox(IMAGE, client=client)
+        sb = Sandbox(IMAGE, client=client, **COLD)
         t_created = time.perf_counter()
         sb.run("echo ready")
         t_first = time.perf_counter()
@@ -98,6 +103,57 @@ def bench_sync(client: Client, n: int) -> dict:
     res["sandbox_create_p50_ms"] = pct(creates, 0.5) * 1e3
     res["sandbox_create_to_first_result_p50_ms"] = pct(first, 0.5) * 1e3
     return res
+
+
+def pool_ready(client: Client) -> int:
+    return next((p.ready for p in client.pools() if p.name == POOL), 0)
+
+
+def wait_pool_full(client: Client, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while pool_ready(client) < POOL_SIZE:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the warm pool did not fill within {timeout_s} s: {client.pools()}")
+        time.sleep(0.02)
+
+
+def bench_pool(client: Client, n: int) -> dict:
+    """create from the warm pool (a handover), and to the first command's result."""
+    takes, first = [], []
+    for _ in range(n):
+        wait_pool_full(client)  # not timed: each take finds a full pool
+        t = time.perf_counter()
+        sb = Sandbox(IMAGE, client=client)
+        takes.append(time.perf_counter() - t)
+        sb.run("echo ready")
+        first.append(time.perf_counter() - t)
+        sb.remove()
+    return {"pool_create_p50_ms": pct(takes, 0.5) * 1e3, "pool_create_p99_ms": pct(takes, 0.99) * 1e3,
+            "pool_create_to_first_result_p50_ms": pct(first, 0.5) * 1e3}
+
+
+def bench_peers(results: dict, quick: bool) -> dict:
+    """ROCK's and SWE-ReX's servers, same workload, same run; ratios peer / Tumbler."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import peers
+    try:
+        peers.peers_venv()
+    except (SystemExit, Exception) as exc:  # no peers venv: say so, keep our figures
+        print(f"peers skipped: {exc}")
+        return {}
+    figures = peers.measure_peers(n_rtt=100 if quick else 200, n_create=10 if quick else 30,
+                                  seconds=2.0 if quick else 5.0)
+    ours = {"rtt": results["session_rtt_p50_ms"], "create": results["session_create_close_p50_ms"],
+            "parallel8": results["aggregate_8_sessions_cmds_per_s"]}
+    out = {}
+    for name, f in figures.items():
+        out[f"{name}_session_rtt_p50_ms"] = f["rtt_ms"]["p50"]
+        out[f"{name}_session_create_p50_ms"] = f["session_create_ms"]["p50"]
+        out[f"{name}_parallel8_cmds_per_s"] = f["parallel8_cmds_per_s"]
+        out[f"{name}_rtt_ratio_vs_tumbler"] = f["rtt_ms"]["p50"] / ours["rtt"]
+        out[f"{name}_session_create_ratio_vs_tumbler"] = f["session_create_ms"]["p50"] / ours["create"]
+        out[f"tumbler_parallel8_ratio_vs_{name}"] = ours["parallel8"] / max(f["parallel8_cmds_per_s"], 1e-9)
+    return out
 
 
 async def bench_async(url: str, sessions: int, seconds: float, burst: int) -> dict:
@@ -126,7 +182,8 @@ async def bench_async(url: str, sessions: int, seconds: float, burst: int) -> di
 
         if burst:
             t = time.perf_counter()
-            made = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client, memory="64m")
+            made = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client, memory="64m",
+                                                              **COLD)
                                           for _ in range(burst)), return_exceptions=True)
             ok = [m for m in made if isinstance(m, AsyncSandbox)]
             await asyncio.gather(*(sb.run("echo ready") for sb in ok))
@@ -150,13 +207,15 @@ def main() -> None:
         try:
             with Client(url, TOKEN) as client:
                 results = bench_sync(client, n)
+                results.update(bench_pool(client, 10 if args.quick else 30))
             results.update(asyncio.run(bench_async(url, 8, seconds, burst)))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
+    results.update(bench_peers(results, args.quick))
     budgets = {"session_rtt_p50_ms": ("<=", 2.0), "session_create_close_p50_ms": ("<=", 20.0),
                "sandbox_create_to_first_result_p50_ms": ("<=", 150.0),
-               "aggregate_8_sessions_cmds_per_s": (">=", 2000.0)}
+               "aggregate_8_sessions_cmds_per_s": (">=", 2000.0), "pool_create_p50_ms": ("<=", 10.0)}
     print(f"{'measure':48} {'value':>10}  budget")
     for key, value in results.items():
         op, limit = budgets.get(key, ("", None))

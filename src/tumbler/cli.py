@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tumbler.errors import TumblerError
-from tumbler.remote_cli import sandbox_app as remote_sandbox_app
+from tumbler.remote_cli import pool_app, sandbox_app as remote_sandbox_app
 from tumbler.server.cli import serve
 
 app = typer.Typer(no_args_is_help=True, help="Isolated Linux sandboxes for LLM agents.")
@@ -21,6 +21,7 @@ app.add_typer(image_app, name="image")
 # `tumbler sandbox ...` talks to a server (tumbler serve); the serverless commands are `local`.
 app.add_typer(remote_sandbox_app, name="sandbox")
 app.add_typer(sandbox_app, name="local")
+app.add_typer(pool_app, name="pool")
 app.command("serve")(serve)
 console = Console()
 err = Console(stderr=True)

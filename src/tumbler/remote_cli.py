@@ -17,6 +17,7 @@ from rich.table import Table
 from tumbler.errors import TumblerError
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="Sandboxes on a Tumbler server (tumbler serve).")
+pool_app = typer.Typer(no_args_is_help=True, help="Warm pools on a Tumbler server: create is a handover.")
 console = Console()
 err = Console(stderr=True)
 URL = typer.Option(None, "--url", envvar="TUMBLER_URL", help="server URL (default http://127.0.0.1:8040)")
@@ -224,3 +225,42 @@ def snapshot(sandbox_id: str, image: str, url: Optional[str] = URL, token: Optio
     except TumblerError as exc:
         _fail(exc)
     console.print(f"saved image [bold]{image}[/bold]")
+
+
+@pool_app.command("ls")
+def pool_ls(url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """List warm pools: target size, ready, starting, handed out, last error."""
+    try:
+        with _client(url, token) as client:
+            pools = client.pools()
+    except TumblerError as exc:
+        _fail(exc)
+    table = Table("name", "image", "size", "ready", "starting", "handed out", "last error")
+    for p in pools:
+        table.add_row(p.name, p.image, str(p.size), str(p.ready), str(p.starting),
+                      str(p.handed_out), p.last_error or "")
+    console.print(table)
+
+
+@pool_app.command("resize")
+def pool_resize(name: str, size: int, image: str = typer.Option("debian", help="for a new pool"),
+                memory: str = typer.Option("512m"), cpus: float = typer.Option(1.0),
+                pids: int = typer.Option(512), url: Optional[str] = URL,
+                token: Optional[str] = TOKEN):
+    """Make pool NAME or change its size (0 empties it); sandboxes with this spec are handed over."""
+    try:
+        with _client(url, token) as client:
+            pool = client.set_pool(name, size, image, memory=memory, cpus=cpus, pids=pids)
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"pool [bold]{pool.name}[/bold]: {pool.ready}/{pool.size} ready")
+
+
+@pool_app.command("rm")
+def pool_rm(name: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Remove a pool and the sandboxes waiting in it."""
+    try:
+        with _client(url, token) as client:
+            client.remove_pool(name)
+    except TumblerError as exc:
+        _fail(exc)

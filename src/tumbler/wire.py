@@ -76,6 +76,8 @@ class LimitsIn(Request):
     cpus: float = Field(default=1.0, description="CPU time in cores (0.5 = half a core)")
     pids: int = Field(default=512, description="most processes and threads at once")
     nofile: int = Field(default=1024, description="open file descriptors per process")
+    disk: int | str = Field(default="2g", description="bytes the sandbox may write: bytes, or '2g'")
+    inodes: int = Field(default=131072, description="files the sandbox may create")
 
 
 class CreateSandboxRequest(Request):
@@ -93,6 +95,31 @@ class CreateSandboxRequest(Request):
                                          description="seconds after creation at which the server "
                                                      "removes it regardless; null: server default")
     labels: dict[str, str] = Field(default_factory=dict, description="free-form, for filtering")
+
+
+class PoolRequest(Request):
+    """Create or change a warm pool: `size` sandboxes made to `sandbox`, kept started."""
+
+    size: int = Field(ge=0, le=10_000, description="sandboxes to keep ready for handover")
+    sandbox: CreateSandboxRequest = Field(
+        default_factory=CreateSandboxRequest,
+        description="what each pooled sandbox is; a create with the same spec (labels, ttl "
+                    "and lifetime aside) is handed one of them")
+
+
+class PoolOut(BaseModel):
+    name: str
+    size: int = Field(description="target number of ready sandboxes")
+    ready: int = Field(description="sandboxes ready for handover now")
+    starting: int = Field(description="sandboxes being started")
+    handed_out: int = Field(description="sandboxes taken from this pool since it was made")
+    last_error: str | None = Field(default=None, description="why the last start failed, if it did")
+    image: str
+    spec: dict = Field(description="the pooled sandboxes' spec")
+
+
+class PoolList(BaseModel):
+    pools: list[PoolOut]
 
 
 class SandboxOut(BaseModel):

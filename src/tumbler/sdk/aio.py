@@ -83,6 +83,19 @@ class AsyncClient:
                    labels: dict[str, str] | None = None) -> list[wire.SandboxOut]:
         return await self.send(core.list_sandboxes(state, labels))
 
+    async def pools(self) -> list[wire.PoolOut]:
+        """The server's warm pools: target size, ready, starting, handed out."""
+        return await self.send(core.list_pools())
+
+    async def set_pool(self, name: str, size: int, image: str = "debian", **sandbox) -> wire.PoolOut:
+        """Make or resize pool `name`: `size` started sandboxes of this spec (arguments as
+        `create`: memory, cpus, pids, env...); a create with the same spec is then a handover."""
+        req = core.create_request(image, **sandbox)
+        return await self.send(core.set_pool(name, size, req))
+
+    async def remove_pool(self, name: str) -> None:
+        await self.send(core.remove_pool(name))
+
     async def health(self) -> wire.Health:
         return await self.send(core.health())
 

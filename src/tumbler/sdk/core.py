@@ -163,6 +163,20 @@ def create(req: wire.CreateSandboxRequest) -> Call:
                 timeout=BULK_TIMEOUT_S)
 
 
+def list_pools() -> Call:
+    return Call("GET", f"{wire.API_PREFIX}/pools",
+                lambda r: wire.PoolList.model_validate_json(r.content).pools)
+
+
+def set_pool(name: str, size: int, sandbox: wire.CreateSandboxRequest) -> Call:
+    return Call("PUT", f"{wire.API_PREFIX}/pools/{name}", _model(wire.PoolOut),
+                json_body=wire.PoolRequest(size=size, sandbox=sandbox))
+
+
+def remove_pool(name: str) -> Call:
+    return Call("DELETE", f"{wire.API_PREFIX}/pools/{name}", _none)
+
+
 def get(sandbox_id: str) -> Call:
     return Call("GET", _sb(sandbox_id), _model(wire.SandboxOut))
 

@@ -87,6 +87,19 @@ class Client:
     def list(self, state: str | None = None, labels: dict[str, str] | None = None) -> list[wire.SandboxOut]:
         return self.send(core.list_sandboxes(state, labels))
 
+    def pools(self) -> list[wire.PoolOut]:
+        """The server's warm pools: target size, ready, starting, handed out."""
+        return self.send(core.list_pools())
+
+    def set_pool(self, name: str, size: int, image: str = "debian", **sandbox) -> wire.PoolOut:
+        """Make or resize pool `name`: `size` started sandboxes of this spec (arguments as
+        `create`: memory, cpus, pids, env...); a create with the same spec is then a handover."""
+        req = core.create_request(image, **sandbox)
+        return self.send(core.set_pool(name, size, req))
+
+    def remove_pool(self, name: str) -> None:
+        self.send(core.remove_pool(name))
+
     def health(self) -> wire.Health:
         return self.send(core.health())
 

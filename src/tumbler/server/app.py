@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 import tumbler
+from tumbler import wire
 from tumbler.runtime.base import Runtime
 from tumbler.server import errors, metrics
 from tumbler.server.auth import BearerAuth
@@ -18,8 +19,10 @@ from tumbler.server.fastpath import FastRun
 from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
 from tumbler.server.registry import Registry
-from tumbler.server.routes import envs, files, processes, rock, sandboxes, sessions, system
-from tumbler.server.service import SandboxService, SandboxSource
+from tumbler.server import routes_model
+from tumbler.server.routes import envs, files, pools as pool_routes, processes, rock, sandboxes, sessions, system
+from tumbler.server.pools import PoolManager
+from tumbler.server.service import SandboxService, SandboxSource, spec_from_request
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,17 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
         config.state_dir.mkdir(parents=True, exist_ok=True)
         registry = await asyncio.to_thread(Registry, config.database_url)
         service = SandboxService(config, rt, registry, source)
+        pools = PoolManager(rt, owner=config.database_url, admission=service.admission)
+        if source is None:
+            service.source = pools
         await service.open()
+        reclaimed = await pools.reclaim_orphans(set(service.ids()))
+        if reclaimed:
+            log.info("removed %d pooled sandboxes a previous server left waiting", reclaimed)
+        for pool in config.pools:
+            pools.set(pool.name, spec_from_request(wire.CreateSandboxRequest(image=pool.image)),
+                      pool.size)
+        app.state.pools = pools
         app.state.service = service
         app.state.metrics_registry.register(metrics.SandboxCollector(service))
         reaper = Reaper(service, config.reap_interval_s)
@@ -68,6 +81,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
             yield
         finally:
             await reaper.stop()
+            await pools.close()  # pooled sandboxes belong to no one yet: never kept
             await service.close(keep_sandboxes=config.keep_sandboxes)
 
     app = FastAPI(title="Tumbler", version=tumbler.__version__, lifespan=lifespan,
@@ -78,7 +92,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     app.state.metrics_registry = CollectorRegistry(auto_describe=True)
     errors.install(app)
     for router in (system.router, sandboxes.router, sessions.router, files.router, processes.router,
-                   envs.router, envs.rock_router, rock.router):
+                   envs.router, envs.rock_router, rock.router, pool_routes.router, routes_model.router):
         app.include_router(router)
     # Added last = outermost: auth first, so an unauthenticated request reaches nothing.
     # FastRun answers the command routes before FastAPI's routing (see fastpath.py).

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tumbler.server.config import ServerConfig
+from tumbler.server.config import PoolConfig, ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
           max_upload: Optional[int] = typer.Option(None, help="largest upload body, bytes"),
           keep_sandboxes: bool = typer.Option(False, "--keep-sandboxes",
                                               help="leave sandboxes running at shutdown (for a restart)"),
+          pool: Optional[list[str]] = typer.Option(None, help="warm pool NAME=SIZE[:IMAGE] "
+                                                              "(repeatable), e.g. debian=8"),
           log_level: str = typer.Option("info")):
     """Serve the REST API (docs at /docs)."""
     from tumbler.runtime.spec import parse_bytes
@@ -41,7 +43,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
             node_pids=node_pids, node_cpus=node_cpus, default_ttl_s=ttl,
             default_max_lifetime_s=max_lifetime, reap_interval_s=reap_interval,
             max_json_bytes=max_json, max_upload_bytes=max_upload,
-            keep_sandboxes=keep_sandboxes or None, log_level=log_level)
+            keep_sandboxes=keep_sandboxes or None, log_level=log_level,
+            pools=[PoolConfig.parse(p) for p in pool] if pool else None)
     except ValueError as exc:
         typer.echo(f"error: {_first_message(exc)}", err=True)
         raise typer.Exit(2)

@@ -20,6 +20,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class PoolConfig(BaseModel):
+    """A warm pool the server starts with (more can be made at run time: PUT /v1/pools/NAME)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the pool's name")
+    size: int = Field(ge=0, le=10_000, description="sandboxes to keep ready")
+    image: str = Field(default="debian", description="image of the pooled sandboxes "
+                                                     "(other settings: the create defaults)")
+
+    @classmethod
+    def parse(cls, text: str) -> "PoolConfig":
+        """NAME=SIZE or NAME=SIZE:IMAGE, as `tumbler serve --pool` takes it."""
+        name, sep, rest = text.partition("=")
+        size, _, image = rest.partition(":")
+        if not sep or not name or not size.isdigit():
+            raise ValueError(f"pool {text!r} must be NAME=SIZE or NAME=SIZE:IMAGE, e.g. debian=8")
+        return cls(name=name, size=int(size), **({"image": image} if image else {}))
+
+
 class ServerConfig(BaseModel):
     """Everything `tumbler serve` can be told. Env: TUMBLER_TOKEN, TUMBLER_DB_URL."""
 
@@ -45,6 +65,7 @@ class ServerConfig(BaseModel):
                                                  "creation before removal; null: never")
     reap_interval_s: float = Field(default=5.0, gt=0, description="seconds between reaper passes")
     keep_sandboxes: bool = Field(default=False, description="leave sandboxes running at shutdown")
+    pools: list[PoolConfig] = Field(default_factory=list, description="warm pools made at start")
     log_level: str = "info"
 
     @model_validator(mode="after")

@@ -13,28 +13,22 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
-
+from tumbler import wire
 from tumbler.agent.client import AgentClient
 from tumbler.errors import InvalidRequest, NotFound
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec
+from tumbler.server.capacity import Admission
 
 log = logging.getLogger(__name__)
 
 AGENT_READY_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_POOL_SIZE = 10_000
-
-
-class PoolStatus(BaseModel):
-    name: str
-    size: int = Field(description="target number of ready sandboxes")
-    ready: int = Field(description="sandboxes ready for handover now")
-    starting: int = Field(description="sandboxes being started")
-    handed_out: int = Field(description="sandboxes taken from this pool since it was made")
-    last_error: str | None = None
-    spec: SandboxSpec
+# On the runtime's record of a pooled sandbox: a server finds the orphans it left by them
+# (several servers may share one runtime home; each reclaims only its own).
+POOL_LABEL = "tumbler.pool"
+OWNER_LABEL = "tumbler.pool-owner"
 
 
 def pool_key(spec: SandboxSpec) -> str:
@@ -54,17 +48,23 @@ class WarmPool:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
 
-    def status(self) -> PoolStatus:
-        return PoolStatus(name=self.name, size=self.size, ready=len(self.ready),
-                          starting=self.starting, handed_out=self.handed_out,
-                          last_error=self.last_error, spec=self.spec)
+    def status(self) -> wire.PoolOut:
+        return wire.PoolOut(name=self.name, size=self.size, ready=len(self.ready),
+                            starting=self.starting, handed_out=self.handed_out,
+                            last_error=self.last_error, image=self.spec.image,
+                            spec=self.spec.model_dump())
 
 
 class PoolManager:
     """The server's warm pools; a `SandboxSource` for `SandboxService.create`."""
 
-    def __init__(self, runtime: Runtime, *, concurrency: int = 2):
+    def __init__(self, runtime: Runtime, *, owner: str = "", admission: Admission | None = None,
+                 concurrency: int = 2):
         self.runtime = runtime
+        self.owner = owner
+        # Pooled sandboxes hold their place in the node budget from the moment they start;
+        # the place passes to the taker at handover.
+        self.admission = admission
         self._pools: dict[str, WarmPool] = {}
         # Starting sandboxes costs CPU (runc, python); two at once keeps a 2-core node usable.
         self._starts = asyncio.Semaphore(concurrency)
@@ -74,16 +74,18 @@ class PoolManager:
         for pool in self._pools.values():
             if pool.ready and pool_key(pool.spec) == key:
                 info = pool.ready.popleft()
+                self._release(f"pool:{info.id}")
                 pool.handed_out += 1
                 pool.wake.set()
                 return info
         return None
 
-    def set(self, name: str, spec: SandboxSpec, size: int) -> PoolStatus:
+    def set(self, name: str, spec: SandboxSpec, size: int) -> wire.PoolOut:
         """Create pool `name`, or change its spec or size; refilling starts at once."""
         if not 0 <= size <= MAX_POOL_SIZE:
             raise InvalidRequest(f"pool size must be between 0 and {MAX_POOL_SIZE}, not {size}")
         pool = self._pools.get(name)
+        spec = spec.model_copy(update={"labels": {POOL_LABEL: name, OWNER_LABEL: self.owner}})
         if pool is None or pool_key(pool.spec) != pool_key(spec):
             if pool is not None:
                 self._drop_later(pool)
@@ -94,15 +96,25 @@ class PoolManager:
         pool.wake.set()
         return pool.status()
 
-    def resize(self, name: str, size: int) -> PoolStatus:
+    def resize(self, name: str, size: int) -> wire.PoolOut:
         pool = self._get(name)
         return self.set(name, pool.spec, size)
 
-    def list(self) -> list[PoolStatus]:
+    def list(self) -> list[wire.PoolOut]:
         return [p.status() for p in self._pools.values()]
 
     def remove(self, name: str) -> None:
         self._drop_later(self._pools.pop(name, None) or self._get(name))
+
+    async def reclaim_orphans(self, known: set[str]) -> int:
+        """Remove pooled sandboxes that no record knows: left waiting by a server that was
+        killed. Returns how many were removed."""
+        infos = await asyncio.to_thread(self.runtime.list)
+        orphans = [i.id for i in infos if POOL_LABEL in i.spec.labels and i.id not in known
+                   and i.spec.labels.get(OWNER_LABEL) == self.owner]
+        for sandbox_id in orphans:
+            await asyncio.to_thread(self.runtime.remove, sandbox_id)
+        return len(orphans)
 
     async def close(self) -> None:
         """Stop refilling and remove every sandbox still waiting in a pool."""
@@ -124,16 +136,21 @@ class PoolManager:
             while len(pool.ready) + pool.starting > pool.size:
                 if not pool.ready:
                     break
-                await asyncio.to_thread(self.runtime.remove, pool.ready.pop().id)
+                await self._remove(pool.ready.pop().id)
             if len(pool.ready) + pool.starting >= pool.size:
                 pool.wake.clear()
                 await pool.wake.wait()
                 continue
             pool.starting += 1
+            token = f"pool-start:{pool.name}:{time.monotonic_ns()}"
             try:
+                if self.admission is not None:
+                    self.admission.reserve(token, pool.spec.limits)
                 async with self._starts:
                     info = await _uncancellable(asyncio.to_thread(self._start_one, pool.spec),
                                                 on_cancel=lambda i: self.runtime.remove(i.id))
+                self._release(token)  # the sandbox's own place replaces the start's
+                self._hold(info.id, pool.spec)
                 pool.ready.append(info)
                 pool.last_error = None
                 failures = 0
@@ -143,6 +160,7 @@ class PoolManager:
                 await asyncio.sleep(RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)])
                 failures += 1
             finally:
+                self._release(token)
                 pool.starting -= 1
 
     def _start_one(self, spec: SandboxSpec) -> SandboxInfo:
@@ -167,7 +185,19 @@ class PoolManager:
             except (asyncio.CancelledError, Exception):
                 pass
         while pool.ready:
-            await asyncio.to_thread(self.runtime.remove, pool.ready.pop().id)
+            await self._remove(pool.ready.pop().id)
+
+    async def _remove(self, sandbox_id: str) -> None:
+        await asyncio.to_thread(self.runtime.remove, sandbox_id)
+        self._release(f"pool:{sandbox_id}")
+
+    def _hold(self, sandbox_id: str, spec: SandboxSpec) -> None:
+        if self.admission is not None:
+            self.admission.reserve(f"pool:{sandbox_id}", spec.limits)
+
+    def _release(self, key: str) -> None:
+        if self.admission is not None:
+            self.admission.release(key)
 
 
 async def _uncancellable(coro, on_cancel):

@@ -55,6 +55,16 @@ class SandboxSource(Protocol):
         """A running sandbox made to `spec`, now owned by the caller; None if there is none."""
 
 
+def spec_from_request(req: wire.CreateSandboxRequest) -> SandboxSpec:
+    """The runtime spec a create request asks for; a bad value is a 400 naming the field."""
+    try:
+        return SandboxSpec(image=req.image, hostname=req.hostname, env=req.env, cwd=req.cwd,
+                           network=req.network, labels=req.labels,
+                           limits=Limits(**req.limits.model_dump()))
+    except ValueError as exc:
+        raise InvalidRequest(_validation_message(exc)) from None
+
+
 class SandboxService:
     """Everything the REST API does, as async methods that raise tumbler.errors."""
 
@@ -163,14 +173,17 @@ class SandboxService:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def create(self, req: wire.CreateSandboxRequest) -> SandboxRecord:
-        try:
-            spec = SandboxSpec(image=req.image, hostname=req.hostname, env=req.env, cwd=req.cwd,
-                               network=req.network, labels=req.labels,
-                               limits=Limits(**req.limits.model_dump()))
-        except ValueError as exc:
-            raise InvalidRequest(_validation_message(exc)) from None
+        spec = spec_from_request(req)
+        # A pooled sandbox first: taking it frees its place in the budget, which the
+        # placeholder below then takes (no await in between, so no one else can).
+        info = await self.source.take(spec) if self.source is not None else None
         placeholder = f"pending-{id(req)}-{time.monotonic_ns()}"
-        self.admission.reserve(placeholder, spec.limits)
+        try:
+            self.admission.reserve(placeholder, spec.limits)
+        except BaseException:
+            if info is not None:
+                await self.blocking(self.runtime.remove, info.id)
+            raise
         now = time.time()
         ttl = req.ttl_s or self.config.default_ttl_s
         lifetime = req.max_lifetime_s or self.config.default_max_lifetime_s
@@ -183,7 +196,6 @@ class SandboxService:
 
         recorded = False
         try:
-            info = await self.source.take(spec) if self.source is not None else None
             if info is None:
                 # Recorded before the runtime makes it: a server killed mid-create leaves a
                 # record (reconciled at its next start, removable), never a sandbox no one knows.
@@ -219,6 +231,10 @@ class SandboxService:
         except BaseException:
             self.runtime.remove(info.id)
             raise
+
+    def ids(self) -> list[str]:
+        """Ids of every sandbox the service has a record of."""
+        return list(self._records)
 
     def get(self, sandbox_id: str) -> SandboxRecord:
         record = self._records.get(sandbox_id)

@@ -1,0 +1,81 @@
+"""Warm pools through the server: configured at start, create as a handover, resize over the
+API, and pooled sandboxes of a killed server reclaimed at its next start."""
+from __future__ import annotations
+
+import time
+
+from server_process import TOKEN, ServerProcess, leftovers_after, reap, sweep
+from tumbler.sdk import core
+from tumbler.server.pools import POOL_LABEL
+
+
+def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def pooled_ids(runtime) -> set[str]:
+    return {i.id for i in runtime.list() if POOL_LABEL in i.spec.labels}
+
+
+def ready(client, name: str) -> int:
+    return next((p.ready for p in client.pools() if p.name == name), 0)
+
+
+def test_create_is_a_handover_from_the_pool(runtime, tmp_path):
+    srv = ServerProcess(tmp_path, pools=[{"name": "warm", "size": 2, "image": "debian"}]).start()
+    client = srv.client()
+    try:
+        wait_for(lambda: ready(client, "warm") == 2, what="the pool to fill")
+        waiting = pooled_ids(runtime)
+        sb = client.create("debian", labels={"job": "a"})
+        assert sb.id in waiting  # handed over, not made cold
+        assert sb.run("echo from the pool").output == "from the pool\n"
+        assert sb.refresh().labels == {"job": "a"}
+        pool = next(p for p in client.pools() if p.name == "warm")
+        assert pool.handed_out == 1
+        wait_for(lambda: ready(client, "warm") == 2, what="the pool to refill")
+        other = client.create("debian", memory="256m")  # another spec: made cold
+        assert other.id not in waiting
+        client.set_pool("warm", 0)
+        wait_for(lambda: ready(client, "warm") == 0, what="the pool to empty")
+        client.set_pool("small", 1, memory="256m")
+        wait_for(lambda: ready(client, "small") == 1, what="a pool made over the API")
+        client.remove_pool("small")
+    finally:
+        sweep(client, runtime, client.made)
+        client.close()
+        srv.terminate()
+    assert pooled_ids(runtime) & waiting == set()
+
+
+def test_pooled_sandboxes_of_a_killed_server_are_reclaimed(runtime, tmp_path):
+    srv = ServerProcess(tmp_path, pools=[{"name": "warm", "size": 2}]).start()
+    client = srv.client()
+    wait_for(lambda: ready(client, "warm") == 2, what="the pool to fill")
+    kept = client.create("debian")
+    waiting = pooled_ids(runtime) - {kept.id}
+    pids = [runtime.init_pid(sid) for sid in waiting]
+    kept_pid = runtime.init_pid(kept.id)
+    srv.kill()
+    client.close()
+    srv = ServerProcess(tmp_path, port=srv.config["port"]).start()
+    client = srv.client(TOKEN)
+    try:
+        for pid in pids:
+            if pid:
+                reap(pid)
+        for sid in waiting:
+            assert leftovers_after(runtime, sid) == []
+        assert kept.id in {s.id for s in client.list()}  # handed out: it is a client's now
+        client.send(core.remove(kept.id))
+        reap(kept_pid)  # its init was re-parented to this test process when the server died
+    finally:
+        sweep(client, runtime, [kept.id, *waiting])
+        client.close()
+        srv.terminate()
