@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE, leftovers as process_leftovers
+from checks import IMAGE, leftovers as process_leftovers
 from tumbler.errors import AgentDied, InvalidRequest, NotFound, RuntimeFailure, SandboxError
 
 REPO = Path(__file__).resolve().parents[1]

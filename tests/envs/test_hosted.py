@@ -88,5 +88,5 @@ def test_hosted_vector_env(runtime):
         actions = [env.reference_action() for env in vec.envs]
         obs, rewards, terminated, truncated, infos = vec.step(actions)
         assert len(rewards) == 4 and not any(truncated)
-    from conftest import leftovers
+    from checks import leftovers
     assert all(leftovers(runtime, i) == [] for i in ids)

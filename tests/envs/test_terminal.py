@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import leftovers
+from checks import leftovers
 from tumbler import envs
 from tumbler.envs.terminal import TerminalEnv, load_tasks, task_ids
 from tumbler.errors import InvalidRequest, NotFound
