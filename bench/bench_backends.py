@@ -20,24 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tumbler.local import LocalSandbox
+from timing import pct, timed
 
 log = logging.getLogger("bench_backends")
 IMAGE = "debian"
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-def timed(fn, n: int) -> list[float]:
-    """`n` timings of `fn()`, in seconds."""
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def cold_start(rt, n: int) -> list[float]:

@@ -18,7 +18,6 @@ import json
 import logging
 import platform
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

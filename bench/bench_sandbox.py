@@ -20,20 +20,7 @@ from rich.table import Table
 
 from tumbler.local import LocalSandbox
 from tumbler.runtime.process import ProcessRuntime
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+from timing import pct, timed
 
 
 def bench_round_trip(sb) -> list[float]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from tumbler.sdk import AsyncClient, AsyncSandbox, Client, Sandbox
+from timing import pct, timed
 
 IMAGE = os.environ.get("TUMBLER_TEST_IMAGE", "debian")
 TOKEN = "bench-token"
@@ -57,20 +58,6 @@ def start_server(state_dir: str) -> tuple[subprocess.Popen, str]:
             time.sleep(0.05)
     proc.kill()
     raise SystemExit("server did not start")
-
-
-def pct(samples: list[float], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def bench_sync(client: Client, n: int) -> dict:

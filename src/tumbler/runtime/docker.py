@@ -26,15 +26,15 @@ import os
 import secrets
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
-from tumbler.errors import Conflict, InvalidRequest, NotFound, RuntimeFailure, SandboxError
+from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError
 from tumbler.runtime import agent_socket, engine
 from tumbler.runtime.bundle import AGENT_BOOT, AGENT_MOUNT, CAPABILITIES
+from tumbler.runtime.records import RecordKeeping
 from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
                                   transition)
 
@@ -52,7 +52,7 @@ NPROC = 4096  # per-uid process limit; the pids cgroup is the sandbox's real bou
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class DockerRuntime:
+class DockerRuntime(RecordKeeping):
     """Sandboxes as containers of a Docker-API engine. Thread-safe; needs root (bind mounts)."""
 
     name = "docker"
@@ -75,8 +75,7 @@ class DockerRuntime:
         compileall.compile_dir(self.agent_dir, quiet=1)
         self._has_python: set[str] = set()  # ids of images found to have python3
         self._seccomp: str | None = None      # the security_opt entry, made on first use
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._init_records(self.records)
         self.reclaim_orphans()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -123,8 +122,7 @@ class DockerRuntime:
             transition(sandbox_id, info.state, "remove")
             self._remove_container(sandbox_id)
             self._forget(sandbox_id)
-        with self._locks_guard:
-            self._locks.pop(sandbox_id, None)
+        self._forget_lock(sandbox_id)
 
     def reset(self, sandbox_id: str) -> SandboxInfo:
         """Back to the image: a new container replaces the old one (files, processes gone).
@@ -167,22 +165,6 @@ class DockerRuntime:
                             cpu_seconds=cpu.get("total_usage", 0) / 1e9,
                             pids=(raw.get("pids_stats") or {}).get("current", 0),
                             pids_limit=info.spec.limits.pids)
-
-    def get(self, sandbox_id: str) -> SandboxInfo:
-        try:
-            text = (self._dir(sandbox_id) / "sandbox.json").read_text()
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"no sandbox {sandbox_id}") from None
-        return SandboxInfo.model_validate_json(text)
-
-    def list(self) -> list[SandboxInfo]:
-        out = []
-        for p in sorted(self.records.iterdir()):
-            try:
-                out.append(self.get(p.name))
-            except (NotFound, ValueError):
-                continue
-        return out
 
     def agent_socket(self, sandbox_id: str) -> str:
         """The host-only, pinned name of the agent's socket: safe to connect to."""
@@ -368,26 +350,6 @@ class DockerRuntime:
         with engine.engine_errors("reading the engine's version", self.url):
             version = self.api.version()
         return any("podman" in c.get("Name", "").lower() for c in version.get("Components") or [])
-
-    def _save(self, info: SandboxInfo) -> None:
-        path = self._dir(info.id) / "sandbox.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(info.model_dump_json())
-        os.replace(tmp, path)
-
-    def _set_state(self, info: SandboxInfo, state: SandboxState) -> SandboxInfo:
-        info = info.model_copy(update={"state": state})
-        self._save(info)
-        return info
-
-    def _lock(self, sandbox_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(sandbox_id, threading.Lock())
-
-    def _dir(self, sandbox_id: str) -> Path:
-        if not sandbox_id or "/" in sandbox_id or sandbox_id.startswith("."):
-            raise NotFound(f"no sandbox {sandbox_id!r}")
-        return self.records / sandbox_id
 
     @staticmethod
     def _name(sandbox_id: str) -> str:

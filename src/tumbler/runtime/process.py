@@ -31,10 +31,11 @@ from pathlib import Path
 
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
-from tumbler.errors import (Conflict, InvalidRequest, NotFound, RuntimeFailure, SandboxError)
+from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError
 from tumbler.runtime import cgroups, disks, overlay
 from tumbler.runtime.bundle import oci_config
 from tumbler.runtime.images import ImageStore
+from tumbler.runtime.records import RecordKeeping
 from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
                                   transition)
 
@@ -51,7 +52,7 @@ def _become_subreaper() -> None:
         log.warning("could not become a child subreaper; exited sandboxes may stay zombies")
 
 
-class ProcessRuntime:
+class ProcessRuntime(RecordKeeping):
     """Sandboxes as runc containers on this host. Thread-safe; needs root."""
 
     name = "process"
@@ -70,8 +71,7 @@ class ProcessRuntime:
         # The image's python3 (3.11) reads these .pyc files from the read-only mount, which
         # saves it compiling the agent at every sandbox start.
         compileall.compile_dir(self.agent_dir, quiet=1)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._init_records(self.paths.sandboxes)
         _become_subreaper()
         for leftover in self.paths.sandboxes.glob(".trash-*"):
             shutil.rmtree(leftover, ignore_errors=True)
@@ -120,8 +120,7 @@ class ProcessRuntime:
             self._stop(sandbox_id)
             shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
             cgroups.remove(self._cgroup(sandbox_id))
-        with self._locks_guard:
-            self._locks.pop(sandbox_id, None)
+        self._forget_lock(sandbox_id)
 
     def reset(self, sandbox_id: str) -> SandboxInfo:
         """Back to the pristine image: every process ends, every written file is gone."""
@@ -161,22 +160,6 @@ class ProcessRuntime:
                             memory_limit_bytes=info.spec.limits.memory,
                             cpu_seconds=cgroups.cpu_seconds(rel), pids=cgroups.pids(rel),
                             pids_limit=info.spec.limits.pids)
-
-    def get(self, sandbox_id: str) -> SandboxInfo:
-        try:
-            text = (self._dir(sandbox_id) / "sandbox.json").read_text()
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"no sandbox {sandbox_id}") from None
-        return SandboxInfo.model_validate_json(text)
-
-    def list(self) -> list[SandboxInfo]:
-        out = []
-        for p in sorted(self.paths.sandboxes.iterdir()):
-            try:
-                out.append(self.get(p.name))
-            except (NotFound, ValueError):
-                continue
-        return out
 
     def agent_socket(self, sandbox_id: str) -> str:
         return str(self.paths.sockets / f"{sandbox_id}.sock")
@@ -307,26 +290,6 @@ class ProcessRuntime:
             disks.wait_detached(last.read_text(), sdir / "disk.img")
         except RuntimeFailure as exc:
             log.warning("%s", exc)
-
-    def _save(self, info: SandboxInfo) -> None:
-        path = self._dir(info.id) / "sandbox.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(info.model_dump_json())
-        os.replace(tmp, path)
-
-    def _set_state(self, info: SandboxInfo, state: SandboxState) -> SandboxInfo:
-        info = info.model_copy(update={"state": state})
-        self._save(info)
-        return info
-
-    def _lock(self, sandbox_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(sandbox_id, threading.Lock())
-
-    def _dir(self, sandbox_id: str) -> Path:
-        if not sandbox_id or "/" in sandbox_id or sandbox_id.startswith("."):
-            raise NotFound(f"no sandbox {sandbox_id!r}")
-        return self.paths.sandboxes / sandbox_id
 
     @staticmethod
     def _cid(sandbox_id: str) -> str:
