@@ -1,0 +1,44 @@
+"""`tumbler sandbox` and `tumbler pool` against a real server, as a user types them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from server_process import TOKEN
+
+
+def tumbler(server, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TUMBLER_URL": server.url, "TUMBLER_TOKEN": TOKEN}
+    return subprocess.run([sys.executable, "-m", "tumbler.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_sandbox_commands_through_the_server(server, api, tmp_path):
+    made = tumbler(server, "sandbox", "create", "--memory", "256m", "--label", "who=cli")
+    assert made.returncode == 0, made.stderr
+    sid = made.stdout.split()[-1]
+    api.made.append(sid)
+    ran = tumbler(server, "sandbox", "exec", sid, "echo hi; (exit 4)")
+    assert (ran.returncode, ran.stdout) == (4, "hi\n")
+    (tmp_path / "f.txt").write_text("payload")
+    assert tumbler(server, "sandbox", "cp", str(tmp_path / "f.txt"), f"{sid}:/root/f.txt").returncode == 0
+    assert tumbler(server, "sandbox", "exec", sid, "cat /root/f.txt").stdout == "payload"
+    assert sid in tumbler(server, "sandbox", "ls", "--label", "who=cli").stdout
+    assert tumbler(server, "sandbox", "rm", sid).returncode == 0
+
+
+def test_pool_commands(server, api):
+    made = tumbler(server, "pool", "resize", "cli-pool", "0", "--memory", "128m")
+    assert made.returncode == 0, made.stderr
+    assert "cli-pool" in tumbler(server, "pool", "ls").stdout
+    assert tumbler(server, "pool", "rm", "cli-pool").returncode == 0
+    missing = tumbler(server, "pool", "rm", "cli-pool")
+    assert missing.returncode == 2 and "no pool" in missing.stderr
+
+
+def test_wrong_token_is_refused(server):
+    env = {**os.environ, "TUMBLER_URL": server.url, "TUMBLER_TOKEN": "wrong"}
+    out = subprocess.run([sys.executable, "-m", "tumbler.cli", "sandbox", "ls"], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "token" in out.stderr.lower()
