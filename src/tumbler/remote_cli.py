@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tumbler.cli_errors import err, reports_errors
 from tumbler.errors import TumblerError
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="Sandboxes on a Tumbler server (tumbler serve).")
 pool_app = typer.Typer(no_args_is_help=True, help="Warm pools on a Tumbler server: create is a handover.")
 console = Console()
-err = Console(stderr=True)
 URL = typer.Option(None, "--url", envvar="TUMBLER_URL", help="server URL (default http://127.0.0.1:8040)")
 TOKEN = typer.Option(None, "--token", envvar="TUMBLER_TOKEN", help="bearer token")
 
@@ -29,17 +29,13 @@ def _client(url: str | None, token: str | None):
     return Client(url, token)
 
 
-def _fail(exc: TumblerError) -> None:
-    err.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(2)
-
-
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                     console=err, transient=True)
 
 
 @sandbox_app.command("create")
+@reports_errors
 def create(image: str = typer.Option("debian"), memory: str = typer.Option("512m"),
            cpus: float = typer.Option(1.0), pids: int = typer.Option(512),
            network: str = typer.Option("none", help="none or host"),
@@ -50,28 +46,23 @@ def create(image: str = typer.Option("debian"), memory: str = typer.Option("512m
     """Create and start sandboxes; prints their ids."""
     from tumbler.sdk import SandboxGroup
     labels = dict(item.split("=", 1) for item in label if "=" in item)
-    try:
-        with _client(url, token) as client, _progress() as progress:
-            progress.add_task(f"creating {count} sandbox(es) from {image}...")
-            group = SandboxGroup(count, image, client=client, memory=memory, cpus=cpus, pids=pids,
-                                 network=network, ttl=ttl, labels=labels)
-            ids = [sb.id for sb in group]
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client, _progress() as progress:
+        progress.add_task(f"creating {count} sandbox(es) from {image}...")
+        group = SandboxGroup(count, image, client=client, memory=memory, cpus=cpus, pids=pids,
+                             network=network, ttl=ttl, labels=labels)
+        ids = [sb.id for sb in group]
     for sid in ids:
         console.print(sid)
 
 
 @sandbox_app.command("ls")
+@reports_errors
 def ls(state: Optional[str] = typer.Option(None), label: list[str] = typer.Option([]),
        url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """List sandboxes."""
     labels = dict(item.split("=", 1) for item in label if "=" in item)
-    try:
-        with _client(url, token) as client:
-            rows = client.list(state, labels)
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        rows = client.list(state, labels)
     table = Table("id", "image", "state", "labels", "error")
     for s in rows:
         table.add_row(s.id, s.image, s.state, ",".join(f"{k}={v}" for k, v in s.labels.items()),
@@ -80,22 +71,21 @@ def ls(state: Optional[str] = typer.Option(None), label: list[str] = typer.Optio
 
 
 @sandbox_app.command("exec")
+@reports_errors
 def exec_(sandbox_id: str, command: str, timeout: float = typer.Option(300.0),
           url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Run a command in the sandbox's default session, streaming output; exits with its status."""
     from tumbler.sdk import Sandbox
-    try:
-        with _client(url, token) as client:
-            sb = Sandbox.attach(sandbox_id, client=client)
-            result = sb.run(command, timeout=timeout, on_output=_write)
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        sb = Sandbox.attach(sandbox_id, client=client)
+        result = sb.run(command, timeout=timeout, on_output=_write)
     if result.timed_out:
         err.print(f"[yellow]timed out after {timeout} s[/yellow]")
     raise typer.Exit(result.exit_code if result.exit_code is not None else 124)
 
 
 @sandbox_app.command("shell")
+@reports_errors
 def shell(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """An interactive shell: a bash session of its own; Ctrl-C interrupts, Ctrl-D leaves."""
     from tumbler.sdk import Sandbox
@@ -104,15 +94,12 @@ def shell(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKE
     except ImportError:
         pass
     name = f"shell-{uuid.uuid4().hex[:8]}"
-    try:
-        with _client(url, token) as client:
-            session = Sandbox.attach(sandbox_id, client=client).session(name)
-            try:
-                _repl(session, sandbox_id)
-            finally:
-                session.close()
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        session = Sandbox.attach(sandbox_id, client=client).session(name)
+        try:
+            _repl(session, sandbox_id)
+        finally:
+            session.close()
 
 
 def _repl(session, sandbox_id: str) -> None:
@@ -155,6 +142,7 @@ def _write(chunk: bytes) -> None:
 
 
 @sandbox_app.command("cp")
+@reports_errors
 def cp(src: str, dst: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Copy files or trees: `cp ./dir ID:/work` uploads, `cp ID:/work ./dir` downloads."""
     from tumbler.sdk import Sandbox
@@ -162,17 +150,14 @@ def cp(src: str, dst: str, url: Optional[str] = URL, token: Optional[str] = TOKE
     if (src_remote is None) == (dst_remote is None):
         err.print("[red]error:[/red] exactly one of SRC and DST must be ID:/path")
         raise typer.Exit(2)
-    try:
-        with _client(url, token) as client, _progress() as progress:
-            sid, path = src_remote or dst_remote
-            sb = Sandbox.attach(sid, client=client)
-            progress.add_task(f"copying {src} to {dst}...")
-            if dst_remote:
-                sb.upload(Path(src), path)
-            else:
-                sb.download(path, Path(dst))
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client, _progress() as progress:
+        sid, path = src_remote or dst_remote
+        sb = Sandbox.attach(sid, client=client)
+        progress.add_task(f"copying {src} to {dst}...")
+        if dst_remote:
+            sb.upload(Path(src), path)
+        else:
+            sb.download(path, Path(dst))
 
 
 def _remote(arg: str) -> tuple[str, str] | None:
@@ -183,58 +168,48 @@ def _remote(arg: str) -> tuple[str, str] | None:
 
 
 @sandbox_app.command("rm")
+@reports_errors
 def rm(sandbox_ids: list[str], url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Remove sandboxes."""
     from tumbler.sdk import core
-    try:
-        with _client(url, token) as client:
-            for sid in sandbox_ids:
-                client.send(core.remove(sid))
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        for sid in sandbox_ids:
+            client.send(core.remove(sid))
 
 
 @sandbox_app.command("reset")
+@reports_errors
 def reset(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Reset a sandbox to its pristine image."""
     from tumbler.sdk import core
-    try:
-        with _client(url, token) as client:
-            client.send(core.lifecycle(sandbox_id, "reset"))
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        client.send(core.lifecycle(sandbox_id, "reset"))
 
 
 @sandbox_app.command("stop")
+@reports_errors
 def stop(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     from tumbler.sdk import core
-    try:
-        with _client(url, token) as client:
-            client.send(core.lifecycle(sandbox_id, "stop"))
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        client.send(core.lifecycle(sandbox_id, "stop"))
 
 
 @sandbox_app.command("snapshot")
+@reports_errors
 def snapshot(sandbox_id: str, image: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Save a sandbox's files as a new image."""
     from tumbler.sdk import core
-    try:
-        with _client(url, token) as client:
-            client.send(core.snapshot(sandbox_id, image))
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        client.send(core.snapshot(sandbox_id, image))
     console.print(f"saved image [bold]{image}[/bold]")
 
 
 @pool_app.command("ls")
+@reports_errors
 def pool_ls(url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """List warm pools: target size, ready, starting, handed out, last error."""
-    try:
-        with _client(url, token) as client:
-            pools = client.pools()
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        pools = client.pools()
     table = Table("name", "image", "size", "ready", "starting", "handed out", "last error")
     for p in pools:
         table.add_row(p.name, p.image, str(p.size), str(p.ready), str(p.starting),
@@ -243,24 +218,20 @@ def pool_ls(url: Optional[str] = URL, token: Optional[str] = TOKEN):
 
 
 @pool_app.command("resize")
+@reports_errors
 def pool_resize(name: str, size: int, image: str = typer.Option("debian", help="for a new pool"),
                 memory: str = typer.Option("512m"), cpus: float = typer.Option(1.0),
                 pids: int = typer.Option(512), url: Optional[str] = URL,
                 token: Optional[str] = TOKEN):
     """Make pool NAME or change its size (0 empties it); sandboxes with this spec are handed over."""
-    try:
-        with _client(url, token) as client:
-            pool = client.set_pool(name, size, image, memory=memory, cpus=cpus, pids=pids)
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        pool = client.set_pool(name, size, image, memory=memory, cpus=cpus, pids=pids)
     console.print(f"pool [bold]{pool.name}[/bold]: {pool.ready}/{pool.size} ready")
 
 
 @pool_app.command("rm")
+@reports_errors
 def pool_rm(name: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Remove a pool and the sandboxes waiting in it."""
-    try:
-        with _client(url, token) as client:
-            client.remove_pool(name)
-    except TumblerError as exc:
-        _fail(exc)
+    with _client(url, token) as client:
+        client.remove_pool(name)
