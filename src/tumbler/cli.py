@@ -62,6 +62,31 @@ def image_build(name: str = typer.Argument("debian"),
     console.print(f"built image [bold]{name}[/bold]")
 
 
+@image_app.command("add-pip")
+def image_add_pip(name: str, packages: list[str] = typer.Argument(..., help="pip requirements, "
+                                                                   "e.g. gem-llm==0.1.0"),
+                  base: str = typer.Option("debian-pip", help="an image with python3-pip; "
+                                           "debian-pip is built first if missing"),
+                  check: Optional[str] = typer.Option(None, help="Python code that must run in "
+                                                      "the new image, e.g. 'import gem'"),
+                  force: bool = typer.Option(False, help="rebuild even if the image exists")):
+    """Make image NAME: BASE with PACKAGES pip-installed (in a sandbox with the host's network)."""
+    import time
+    from tumbler.runtime.pip_images import build_pip_image
+    store = _store()
+    try:
+        if store.exists(name) and not force:
+            console.print(f"image [bold]{name}[/bold] exists (use --force to rebuild)")
+            return
+        started = time.monotonic()
+        with console.status(f"installing {' '.join(packages)} on {base}...") as status:
+            build_pip_image(name, packages, base=base, check=check, force=force,
+                            on_output=lambda line: status.update(f"building {name}: {line[:100]}"))
+    except TumblerError as exc:
+        _fail(exc)
+    console.print(f"built image [bold]{name}[/bold] in {time.monotonic() - started:.0f} s")
+
+
 @image_app.command("import")
 def image_import(name: str, tar: Path, force: bool = typer.Option(False)):
     """Import a root filesystem tar (`docker export`, `podman export`) as an image."""

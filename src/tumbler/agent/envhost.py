@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 import threading
 
 from . import args as a
@@ -142,6 +144,7 @@ def _construct(env_id: str, kwargs: dict):
             return _gem_make(env_id[4:], kwargs)
         if ":" in env_id:
             module, _, attr = env_id.partition(":")
+            _use_site_packages()
             return getattr(importlib.import_module(module), attr)(**kwargs)
         return make_game(env_id, **kwargs)
     except AgentRequestError:
@@ -153,11 +156,42 @@ def _construct(env_id: str, kwargs: dict):
 
 
 def _gem_make(gem_id: str, kwargs: dict):
+    _use_site_packages()
     try:
         import gem
-    except ImportError:
-        raise AgentRequestError(INVALID, "gem-llm is not installed in this sandbox's image") from None
+    except ImportError as e:
+        raise AgentRequestError(INVALID, "gem-llm is not installed in this sandbox's image "
+                                f"({e}); make one with `tumbler image add-pip gem gem-llm==0.1.0` "
+                                "and start the sandbox from image 'gem'") from None
+    from gem.envs.registration import ENV_REGISTRY
+    if gem_id not in ENV_REGISTRY:
+        import difflib
+        close = difflib.get_close_matches(gem_id, list(ENV_REGISTRY), n=3)
+        raise AgentRequestError(NOT_FOUND, f"GEM has no env {gem_id!r}"
+                                + (f"; did you mean {', '.join(close)}?" if close else ""))
     return gem.make(gem_id, **kwargs)
+
+
+def _use_site_packages() -> None:
+    """Put the image's site-packages on sys.path (once), for envs from installed packages.
+
+    The agent runs `python3 -I -S`: no site-packages, so its own start stays lean and nothing
+    installed in the image runs in it unasked. An env that comes from an installed package
+    (gem:..., package.module:Class) needs them, so they are added, with their .pth files, on
+    its first make."""
+    global _site_added
+    with _site_lock:
+        if _site_added:
+            return
+        import site
+        for d in site.getsitepackages():
+            if os.path.isdir(d) and d not in sys.path:
+                site.addsitedir(d)
+        _site_added = True
+
+
+_site_added = False
+_site_lock = threading.Lock()
 
 
 def _run(hosted: _Hosted, what: str, fn, *args, **kwargs):
