@@ -6,15 +6,15 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := runc mmdebstrap golang-github-containers-common e2fsprogs iproute2 procps tar python3-venv
 APT_STAMP := /var/lib/tumbler/.apt-installed
 
-.PHONY: demo test test-all bench system venv image podman peers clean
+.PHONY: demo test test-all bench system venv image gem-image podman peers clean
 
 demo: venv image
 	$(PY) -m tumbler.demo
 
-test: venv image podman peers
+test: venv image gem-image podman peers
 	$(VENV)/bin/pytest -q
 
-test-all: venv image podman peers
+test-all: venv image gem-image podman peers
 	$(VENV)/bin/pytest -q -m ''
 
 bench: venv image podman peers
@@ -45,6 +45,10 @@ podman: system
 
 image: venv
 	$(VENV)/bin/tumbler image build debian
+
+# GEM (gem-llm) inside an image, so GEM's envs can be hosted in sandboxes (cached by name).
+gem-image: image
+	$(VENV)/bin/tumbler image add-pip gem gem-llm==0.1.0 --check 'import gem'
 
 clean:
 	rm -rf $(VENV)

@@ -73,6 +73,8 @@ class LocalSandbox:
         self.id = sandbox_id
         self._agent = None
         self._default_session = False
+        if self.info.state == SandboxState.RUNNING:
+            self._reconnect()
         return self
 
     # -- life cycle ------------------------------------------------------------------------

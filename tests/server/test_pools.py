@@ -36,7 +36,6 @@ def test_handover_refill_and_cleanup(runtime):
     taken, waiting = asyncio.run(scenario())
     try:
         sb = LocalSandbox.attach(taken.id, runtime)
-        sb._reconnect()
         assert sb.run("echo handed over").output == "handed over\n"
     finally:
         runtime.remove(taken.id)
