@@ -29,7 +29,7 @@ WRITE_CHUNK = 1 << 16             # bytes of stdin written per ready event
 
 def run(req: dict, body: bytes) -> tuple[dict, bytes]:
     """Run the program; result and body (stdout then stderr) are described in `tumbler.agent`."""
-    argv = _argv(req)
+    argv = argv_of(req)
     env = dict(os.environ)
     env.update(a.env(req))
     cwd = a.get(req, "cwd", str, None)
@@ -57,7 +57,8 @@ def run(req: dict, body: bytes) -> tuple[dict, bytes]:
     return _result(None if timed_out else code, timed_out, outputs, totals, started), outputs[0] + outputs[1]
 
 
-def _argv(req: dict) -> list[str]:
+def argv_of(req: dict) -> list[str]:
+    """The argv a request asks for: `argv` as given, or `command` run by /bin/sh -c."""
     argv = req.get("argv")
     command = req.get("command")
     if (argv is None) == (command is None):

@@ -45,6 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import args as a
 from . import children
+from .execs import argv_of
 from .protocol import CONFLICT, INVALID, NOT_FOUND, AgentRequestError
 
 DEFAULT_PORT = 8377
@@ -193,7 +194,7 @@ class ModelHost:
     def start(self, req, body):
         name = a.get(req, "episode", str)
         timeout = a.seconds(req, "timeout", 3600.0, MAX_CALL_TIMEOUT)
-        argv = _argv(req)
+        argv = argv_of(req)
         env = dict(os.environ)
         env.update(a.env(req))
         port = self._port()
@@ -437,18 +438,6 @@ def _error(message: str, kind: str, code: str) -> bytes:
 def _finish(call: _Call, status: int, answer: bytes) -> None:
     call.status, call.answer = status, answer
     call.done.set()
-
-
-def _argv(req: dict) -> list[str]:
-    argv, command = req.get("argv"), req.get("command")
-    if (argv is None) == (command is None):
-        raise AgentRequestError(INVALID, "give exactly one of 'argv' (a list of strings) and "
-                                "'command' (a string run by /bin/sh -c)")
-    if command is not None:
-        return ["/bin/sh", "-c", a.get(req, "command", str)]
-    if not argv or not isinstance(argv, list) or not all(isinstance(x, str) for x in argv):
-        raise AgentRequestError(INVALID, "'argv' must be a non-empty list of strings")
-    return argv
 
 
 def _popen(argv: list[str], env: dict, cwd: str | None):
