@@ -1,6 +1,8 @@
 """Admission by node budget, the TTL reaper, restart survival and graceful shutdown."""
 from __future__ import annotations
 
+import os
+import secrets
 import time
 
 import pytest
@@ -82,8 +84,29 @@ def test_sdk_retries_only_connecting(tmp_path):
         assert time.monotonic() - start >= sum(backoff_s(i) for i in range(RETRIES))
 
 
-def test_restart_after_sigkill_keeps_everything(runtime, tmp_path):
-    srv = ServerProcess(tmp_path).start()
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry_url(request):
+    """The registry's URL: None (SQLite in the state dir), or a fresh database on the PostgreSQL
+    server that TUMBLER_TEST_PG_URL names (e.g. postgresql+psycopg://user:pw@127.0.0.1/postgres)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    admin_url = os.environ.get("TUMBLER_TEST_PG_URL")
+    if not admin_url:
+        pytest.skip("set TUMBLER_TEST_PG_URL to a PostgreSQL server to run the registry on it")
+    from sqlalchemy import create_engine, text
+    name = f"tumbler_test_{secrets.token_hex(4)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield admin_url.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_restart_after_sigkill_keeps_everything(runtime, tmp_path, registry_url):
+    srv = ServerProcess(tmp_path, db_url=registry_url).start()
     client = srv.client()
     try:
         sb = Sandbox(IMAGE, client=client, labels={"survive": "yes"})
