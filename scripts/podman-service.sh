@@ -68,7 +68,11 @@ start_service() {
   mkdir -p "$(dirname "$SOCK")"
   rm -f "$SOCK"
   log "starting podman system service at $SOCK (log: $LOG)"
-  nohup setsid podman system service --time=0 "unix://$SOCK" >>"$LOG" 2>&1 </dev/null &
+  # Run it from a directory of its own: conmon leaves files such as `oom` (a container was
+  # OOM-killed) in its working directory, which would otherwise be wherever make ran.
+  mkdir -p /var/lib/tumbler/podman
+  (cd /var/lib/tumbler/podman && exec nohup setsid podman system service --time=0 \
+     "unix://$SOCK") >>"$LOG" 2>&1 </dev/null &
   local deadline=$((SECONDS + WAIT_S))
   until answers; do
     if (( SECONDS >= deadline )); then

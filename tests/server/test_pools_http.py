@@ -48,20 +48,29 @@ def test_create_is_a_handover_from_the_pool(runtime, tmp_path):
         wait_for(lambda: ready(client, "small") == 1, what="a pool made over the API")
         client.remove_pool("small")
     finally:
-        sweep(client, runtime, client.made)
-        client.close()
-        srv.terminate()
+        try:
+            sweep(client, runtime, client.made)
+        finally:  # a failed check must not leave the server running
+            client.close()
+            srv.terminate()
     assert pooled_ids(runtime) & waiting == set()
 
 
 def test_pooled_sandboxes_of_a_killed_server_are_reclaimed(runtime, tmp_path):
     srv = ServerProcess(tmp_path, pools=[{"name": "warm", "size": 2}]).start()
     client = srv.client()
-    wait_for(lambda: ready(client, "warm") == 2, what="the pool to fill")
-    kept = client.create("debian")
-    waiting = pooled_ids(runtime) - {kept.id}
-    pids = [runtime.init_pid(sid) for sid in waiting]
-    kept_pid = runtime.init_pid(kept.id)
+    try:
+        wait_for(lambda: ready(client, "warm") == 2, what="the pool to fill")
+        kept = client.create("debian")
+        # Let the refill finish: a sandbox caught half-started has no init pid to collect yet.
+        wait_for(lambda: ready(client, "warm") == 2, what="the pool to refill")
+        waiting = pooled_ids(runtime) - {kept.id}
+        pids = [runtime.init_pid(sid) for sid in waiting]
+        kept_pid = runtime.init_pid(kept.id)
+    except BaseException:
+        client.close()
+        srv.terminate()
+        raise
     srv.kill()
     client.close()
     srv = ServerProcess(tmp_path, port=srv.config["port"]).start()
@@ -76,6 +85,8 @@ def test_pooled_sandboxes_of_a_killed_server_are_reclaimed(runtime, tmp_path):
         client.send(core.remove(kept.id))
         reap(kept_pid)  # its init was re-parented to this test process when the server died
     finally:
-        sweep(client, runtime, [kept.id, *waiting])
-        client.close()
-        srv.terminate()
+        try:
+            sweep(client, runtime, [kept.id, *waiting])
+        finally:
+            client.close()
+            srv.terminate()
