@@ -202,3 +202,21 @@ def test_image_import_from_tar(runtime, tmp_path):
             runtime.images.import_tar(name, tar)
     finally:
         runtime.images.remove(name)
+
+
+def test_half_made_sandbox_dirs_are_swept_at_start(runtime):
+    """A process killed between the steps of a create leaves a dir with no record: the next
+    runtime removes it once it is old enough not to be someone's create in progress."""
+    from tumbler.runtime.process import ProcessRuntime
+    old = runtime.paths.sandboxes / "halfmadeold1"
+    young = runtime.paths.sandboxes / "halfmadenew1"
+    for d in (old, young):
+        (d / "layer").mkdir(parents=True)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    try:
+        ProcessRuntime(runtime.paths)
+        assert not old.exists() and young.exists()
+    finally:
+        import shutil
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(young, ignore_errors=True)

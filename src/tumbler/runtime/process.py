@@ -42,6 +42,7 @@ from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, Sandbo
 log = logging.getLogger(__name__)
 
 RUNC_TIMEOUT_S = 30
+UNRECORDED_GRACE_S = 60.0  # a dir without a record this old is a leftover, not a create
 PR_SET_CHILD_SUBREAPER = 36
 ID_LEN = 12
 
@@ -75,6 +76,7 @@ class ProcessRuntime(RecordKeeping):
         _become_subreaper()
         for leftover in self.paths.sandboxes.glob(".trash-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        self._sweep_unrecorded()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -176,6 +178,20 @@ class ProcessRuntime(RecordKeeping):
             return None
 
     # -- internals -------------------------------------------------------------------------
+
+    def _sweep_unrecorded(self, min_age_s: float = UNRECORDED_GRACE_S) -> None:
+        """Remove sandbox dirs without a sandbox.json: left by a process killed between the
+        steps of a create or a remove. Nothing lists them, so nothing else would remove them.
+        Young ones are spared: another process may be creating them right now."""
+        now = time.time()
+        for sdir in self.paths.sandboxes.iterdir():
+            if sdir.name.startswith(".") or (sdir / "sandbox.json").exists():
+                continue
+            if now - sdir.stat().st_mtime < min_age_s:
+                continue
+            if overlay.is_mounted(sdir / "rootfs") or overlay.is_mounted(sdir / "layer"):
+                continue
+            shutil.rmtree(sdir, ignore_errors=True)
 
     def _start(self, info: SandboxInfo) -> None:
         sid = info.id
