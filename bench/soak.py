@@ -43,7 +43,7 @@ def main() -> int:
                                                      f"RSS {s.rss_kb / 1024:6.1f} MiB  fds {s.fds:4d}",
                                                      end="", flush=True))
     print()
-    left = soak_loop.leftovers_of(runtime, result.ids)
+    left = soak_loop.leftovers_of(runtime, result.ids())
     rss0, rss1 = result.quarters("rss_kb")
     fd0, fd1 = result.quarters("fds")
     flat = result.flat()
@@ -71,8 +71,11 @@ def _figure(result: soak_loop.SoakResult) -> None:
     import matplotlib.pyplot as plt
     t = [s.t / 60 for s in result.samples]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-    ax1.plot(t, [s.rss_kb / 1024 for s in result.samples])
-    ax1.set_ylabel("RSS (MiB)")
+    ax1.plot(t, [s.rss_kb / 1024 for s in result.samples], label="RSS")
+    ax1.plot(t, [s.heap_in_use_kb / 1024 for s in result.samples], label="C heap in use")
+    ax1.plot(t, [s.heap_free_kb / 1024 for s in result.samples], label="C heap held free")
+    ax1.legend(loc="center right", fontsize="small")
+    ax1.set_ylabel("MiB")
     ax1.set_ylim(bottom=0)
     ax2.plot(t, [s.fds for s in result.samples], color="tab:orange")
     ax2.set_ylabel("open fds")

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests" / "server"), str(ROOT / "tests")]
 
+import httpx  # noqa: E402
 from server_process import TOKEN, ServerProcess  # noqa: E402
 from tumbler.sdk import Client, Sandbox  # noqa: E402
 
@@ -33,6 +34,20 @@ def server_sample(pid: int) -> tuple[int, int]:
     with open(f"/proc/{pid}/status") as fh:
         rss = int(next(line for line in fh if line.startswith("VmRSS:")).split()[1])
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def server_memory(url: str) -> dict[str, float]:
+    """The server's own account of its memory, from /metrics (tumbler.memstats), in KiB."""
+    text = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {TOKEN}"},
+                     timeout=10).text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("tumbler_process_memory_bytes{"):
+            part = line.split('part="')[1].split('"')[0]
+            found[f"{part}_kb"] = float(line.split()[-1]) / 1024
+        elif line.startswith("tumbler_python_allocated_blocks "):
+            found["py_blocks"] = float(line.split()[-1])
+    return found
 
 
 def one_life(client: Client, n: int) -> None:
@@ -72,6 +87,8 @@ def main() -> int:
             rss, fds = server_sample(srv.proc.pid)
             samples.append({"t": time.monotonic() - began, "rss_kb": rss, "fds": fds,
                             "sandboxes": count[0]})
+            if len(samples) % 5 == 1:   # a scrape is itself a request: not every second
+                samples[-1].update(server_memory(srv.url))
             print(f"\r{samples[-1]['t']:7.0f} s {count[0]:6d} sandboxes  RSS {rss / 1024:6.1f} MiB"
                   f"  fds {fds:4d}", end="", flush=True)
             time.sleep(1.0)
@@ -98,8 +115,12 @@ def _figure(samples: list[dict], total: int) -> None:
     import matplotlib.pyplot as plt
     t = [s["t"] / 60 for s in samples]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-    ax1.plot(t, [s["rss_kb"] / 1024 for s in samples])
-    ax1.set_ylabel("server RSS (MiB)")
+    ax1.plot(t, [s["rss_kb"] / 1024 for s in samples], label="RSS")
+    scraped = [s for s in samples if "heap_in_use_kb" in s]
+    for key, label in (("heap_in_use_kb", "C heap in use"), ("heap_free_kb", "C heap held free")):
+        ax1.plot([s["t"] / 60 for s in scraped], [s[key] / 1024 for s in scraped], label=label)
+    ax1.legend(loc="center right", fontsize="small")
+    ax1.set_ylabel("server memory (MiB)")
     ax1.set_ylim(bottom=0)
     ax2.plot(t, [s["fds"] for s in samples], color="tab:orange")
     ax2.set_ylabel("server open fds")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from tumbler import memstats
 
 SAMPLE_EVERY_S = 1.0
 # Flat means: the last quarter's median within this much of the first quarter's.
@@ -22,6 +25,9 @@ class Sample:
     rss_kb: int
     fds: int
     sandboxes: int
+    heap_in_use_kb: int = -1   # tumbler.memstats: what the RSS is made of
+    heap_free_kb: int = -1
+    py_blocks: int = 0
 
 
 @dataclass
@@ -31,7 +37,13 @@ class SoakResult:
     sandboxes: int = 0
     errors: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
+    # The ids go to a file, not a list: 40,000 id strings kept here would be the loop's own
+    # growth (~3 MiB, interned ones growing CPython's interned-string table in doubling steps).
+    ids_file: object = field(default_factory=lambda: tempfile.TemporaryFile("w+"))
+
+    def ids(self) -> list[str]:
+        self.ids_file.seek(0)
+        return self.ids_file.read().split()
 
     def quarters(self, attr: str) -> tuple[float, float]:
         """Median of `attr` over the first and over the last quarter of the samples."""
@@ -49,11 +61,6 @@ class SoakResult:
         if fd1 > fd0 + FD_SLACK:
             problems.append(f"open fds grew from {fd0:.0f} to {fd1:.0f}")
         return problems
-
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as fh:
-        return int(next(line for line in fh if line.startswith("VmRSS:")).split()[1])
 
 
 def open_fds() -> int:
@@ -88,13 +95,15 @@ def run(runtime, image: str, seconds: float, batch: int = 8,
             n += batch
             for fut in futures:
                 try:
-                    result.ids.append(fut.result(timeout=120))
+                    result.ids_file.write(fut.result(timeout=120) + "\n")
                     result.sandboxes += 1
                 except Exception as exc:  # recorded: the test asserts there are none
                     result.errors.append(f"{type(exc).__name__}: {exc}")
             now = time.monotonic()
             if now >= next_sample:
-                sample = Sample(now - start, rss_kb(), open_fds(), result.sandboxes)
+                mem = memstats.read()
+                sample = Sample(now - start, mem.rss_kb, open_fds(), result.sandboxes,
+                                mem.heap_in_use_kb, mem.heap_free_kb, mem.py_blocks)
                 result.samples.append(sample)
                 if on_sample:
                     on_sample(sample)

@@ -24,4 +24,4 @@ def test_soak_memory_and_fds_stay_flat(runtime):
     assert result.errors == []
     assert result.sandboxes > 0 and len(result.samples) >= 4, "too short to judge; raise the seconds"
     assert result.flat() == []
-    assert soak_loop.leftovers_of(runtime, result.ids) == []
+    assert soak_loop.leftovers_of(runtime, result.ids()) == []

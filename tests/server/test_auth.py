@@ -41,6 +41,10 @@ def test_health_and_docs(server, api):
     metrics = httpx.get(server.url + "/metrics", headers=auth).text
     assert 'tumbler_sandboxes{state="running"}' in metrics
     assert "tumbler_request_seconds_bucket" in metrics
+    rss = next(line for line in metrics.splitlines()
+               if line.startswith('tumbler_process_memory_bytes{part="rss"}'))
+    assert float(rss.split()[-1]) > 10 << 20     # a Python server is at least this big
+    assert 'tumbler_process_memory_bytes{part="heap_in_use"}' in metrics   # glibc here
 
 
 def test_refuses_open_non_loopback_bind():

@@ -72,6 +72,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
         app.state.pools = pools
         app.state.service = service
         app.state.metrics_registry.register(metrics.SandboxCollector(service))
+        app.state.metrics_registry.register(metrics.MemoryCollector())
         reaper = Reaper(service, config.reap_interval_s)
         app.state.reaper = reaper
         reaper.start()

@@ -4,6 +4,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from tumbler import memstats
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUEST_SECONDS = Histogram(
@@ -33,3 +35,22 @@ class SandboxCollector:
         for name, value in usage.items():
             held.add_metric([name], value)
         yield held
+
+
+class MemoryCollector:
+    """What the server's memory is made of (tumbler.memstats), read at each scrape: a long run's
+    RSS growth is live data when the heap in use or the Python blocks grow with it, and the
+    allocator holding freed memory when only the heap held free does."""
+
+    def collect(self):
+        mem = memstats.read()
+        family = GaugeMetricFamily("tumbler_process_memory_bytes",
+                                   "server process memory: rss, heap_in_use, heap_free (glibc)",
+                                   labels=["part"])
+        family.add_metric(["rss"], mem.rss_kb << 10)
+        if mem.heap_in_use_kb >= 0:
+            family.add_metric(["heap_in_use"], mem.heap_in_use_kb << 10)
+            family.add_metric(["heap_free"], mem.heap_free_kb << 10)
+        yield family
+        yield GaugeMetricFamily("tumbler_python_allocated_blocks",
+                                "Python objects and buffers alive", value=mem.py_blocks)
