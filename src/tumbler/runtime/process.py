@@ -199,6 +199,7 @@ class ProcessRuntime(RecordKeeping):
         rootfs = sdir / "rootfs"
         if not overlay.is_mounted(rootfs):
             self._mount_disk(sdir, info.spec)
+            rootfs.mkdir(exist_ok=True)
             overlay.mount_overlay(self.images.layers(info.spec.image), sdir / "layer" / "upper",
                                   sdir / "layer" / "work", rootfs)
         config = oci_config(info.spec, rootfs=rootfs, agent_dir=self.agent_dir,
@@ -250,6 +251,11 @@ class ProcessRuntime(RecordKeeping):
                 self._runc("delete", "--force", cid)
         overlay.unmount(sdir / "rootfs")
         disks.unmount(sdir / "layer")
+        # Copies of these mounts in other mount namespaces (Podman keeps one of the host's for
+        # each user-namespaced container it made since) are detached when the mount point
+        # goes; until then they would hold the disk. Both dirs are made again at start.
+        for mount_point in (sdir / "rootfs", sdir / "layer"):
+            _quietly(os.rmdir, mount_point)
         self._wait_disk_released(sdir)
         try:
             os.unlink(self.agent_socket(sandbox_id))
