@@ -45,11 +45,13 @@ CONF
 }
 
 subids() {
-  # Ids for `--userns=auto` (DockerRuntime(userns=True)): far above the process runtime's
-  # 100000-165535, room for 256 containers of 65536 ids.
+  # Ids for `--userns=auto` (DockerRuntime's default on Podman): far above the process runtime's
+  # 100000-165535, room for 4096 sandboxes of 65536 ids each. An entry this script wrote
+  # before (room for 256) is widened.
   local f
   for f in /etc/subuid /etc/subgid; do
-    grep -q '^containers:' "$f" 2>/dev/null || echo "containers:1000000:16777216" >> "$f"
+    sed -i 's/^containers:1000000:16777216$/containers:1000000:268435456/' "$f" 2>/dev/null || true
+    grep -q '^containers:' "$f" 2>/dev/null || echo "containers:1000000:268435456" >> "$f"
   done
 }
 

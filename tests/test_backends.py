@@ -34,15 +34,7 @@ class Backend:
     def leftovers(self, sandbox_id: str) -> list[str]:
         if self.name == "process":
             return process_leftovers(self.runtime, sandbox_id)
-        rt = self.runtime
-        found = [f"container {c['Names']}" for c in
-                 rt.api.containers(all=True, filters={"label": f"tumbler.sandbox={sandbox_id}"})]
-        for path in (rt.records / sandbox_id, rt.shared / sandbox_id, Path(rt.agent_socket(sandbox_id))):
-            if os.path.lexists(path):
-                found.append(f"path {path}")
-        with open("/proc/self/mountinfo") as fh:
-            found += [f"mount {line.split()[4]}" for line in fh if sandbox_id in line]
-        return found
+        return docker_leftovers(self.runtime, sandbox_id)
 
     def remove_image(self, name: str) -> None:
         if self.name == "process":
@@ -55,6 +47,20 @@ class Backend:
             os.kill(self.runtime.init_pid(sandbox_id), 9)
         else:
             self.runtime.api.kill(self.runtime._name(sandbox_id))
+
+
+def docker_leftovers(rt, sandbox_id: str) -> list[str]:
+    """What a removed sandbox of the docker backend could have left on the host."""
+    from tumbler.runtime import disks
+    found = [f"container {c['Names']}" for c in
+             rt.api.containers(all=True, filters={"label": f"tumbler.sandbox={sandbox_id}"})]
+    for path in (rt.records / sandbox_id, rt.shared / sandbox_id, rt.disk_dir / sandbox_id):
+        if os.path.lexists(path):
+            found.append(f"path {path}")
+    with open("/proc/self/mountinfo") as fh:
+        found += [f"mount {line.split()[4]}" for line in fh if sandbox_id in line]
+    found += [f"loop device {d}" for d in disks.loop_devices_of(f"/{sandbox_id}/")]
+    return found
 
 
 def _docker_runtime():
@@ -90,6 +96,16 @@ def backend(request):
 @pytest.fixture
 def make(backend):
     """Make LocalSandboxes on the backend; afterwards remove them and check nothing is left."""
+    yield from _maker(backend)
+
+
+@pytest.fixture
+def make_docker(docker_runtime):
+    """`make` on the docker backend only."""
+    yield from _maker(Backend("docker", docker_runtime))
+
+
+def _maker(backend):
     from tumbler.local import LocalSandbox
     made = []
 
@@ -300,9 +316,9 @@ def test_swapped_agent_socket_is_never_followed(make, docker_runtime):
     try:
         sb.run("ln -sf /run/tumbler/podman.sock /.tumbler/run/agent.sock.new && "
                "mv -T /.tumbler/run/agent.sock.new /.tumbler/run/agent.sock")
-        shared = docker_runtime.shared / sb.id
+        box = docker_runtime.box(sb.id)
         with pytest.raises(SandboxError, match="not a socket"):
-            agent_socket.pin(shared, "agent.sock", shared.parent / "probe.sock")
+            agent_socket.pin(box, "agent.sock", box.parent / "probe.sock")
         assert sb.run("echo still the agent").output == "still the agent\n"
     finally:
         sb.remove()
@@ -316,15 +332,40 @@ def test_pull_without_a_registry_fails_clearly(docker_runtime):
     assert time.monotonic() - t0 < 60
 
 
-def test_userns_maps_root_to_an_unprivileged_host_uid(docker_runtime):
-    from tumbler.local import LocalSandbox
-    from tumbler.runtime.docker import DockerRuntime
-    remapped = DockerRuntime(userns=True)
-    with LocalSandbox(image=IMAGE, runtime=remapped) as sb:
-        inside, host, _size = sb.read_file("/proc/self/uid_map").split()
-        assert (inside, sb.run("id -u").output) == ("0", "0\n") and int(host) >= 65536
-        with pytest.raises(InvalidRequest, match="userns"):
-            sb.snapshot("never-made")
+FILE_CAPS = """
+import os, struct, sys
+path = sys.argv[1]
+if sys.argv[2] == "set":  # cap_net_raw, permitted and effective
+    open(path, "w").close()
+    os.setxattr(path, "security.capability", struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0))
+caps = os.getxattr(path, "security.capability")
+print(struct.unpack_from("<I", caps, 4)[0] >> 13 & 1)
+"""
+
+
+def test_each_sandbox_has_its_own_unprivileged_uid_range(make_docker, docker_runtime):
+    """Root inside is root there (chown works) and an unprivileged host uid outside, another
+    one in each sandbox; the files of a snapshot keep their owners, set-uid bits and file
+    capabilities in a sandbox of another range."""
+    a, b = make_docker(), make_docker()
+    ranges = [sb.read_file("/proc/self/uid_map").split() for sb in (a, b)]
+    assert [r[0] for r in ranges] == ["0", "0"] and [r[2] for r in ranges] == ["65536", "65536"]
+    hosts = sorted(int(r[1]) for r in ranges)
+    assert hosts[0] >= 65536 and hosts[1] - hosts[0] >= 65536, ranges
+    a.run("useradd -u 1234 bob && echo x > /tmp/f && chown bob:bob /tmp/f && chmod 4755 /tmp/f")
+    assert a.exec(["python3", "-c", FILE_CAPS, "/tmp/cap", "set"]).stdout == "1\n"
+    name = f"snap-{a.id}"
+    a.snapshot(name)
+    try:
+        c = make_docker(image=name)
+        assert c.read_file("/proc/self/uid_map").split()[1] not in {r[1] for r in ranges}
+        assert c.run("stat -c '%U %G %A' /tmp/f /etc/passwd /root").output == (
+            "bob bob -rwsr-xr-x\nroot root -rw-r--r--\nroot root drwx------\n")
+        assert c.exec(["python3", "-c", FILE_CAPS, "/tmp/cap", "get"]).stdout == "1\n"
+        assert a.run("stat -c '%U %A' /tmp/f").output == "bob -rwsr-xr-x\n"  # as before
+        c.remove()
+    finally:
+        docker_runtime.api.remove_image(name, force=True)
 
 
 def test_engine_restart_gives_clear_errors_then_works_again(docker_runtime, tmp_path):

@@ -37,7 +37,7 @@ LO_FLAGS_AUTOCLEAR = 4   # the device detaches itself when the filesystem is unm
 LO_FLAGS_DIRECT_IO = 16  # no second copy of every page in the host's page cache
 LOOP_MAJOR = 7
 BLOCK_SIZE = 4096
-MS_NOSUID, MS_NODEV = 2, 4
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
 # `discard` gives deleted files' blocks back to the host (holes punched in the image file);
 # `noinit_itable` keeps the kernel from zeroing inode tables in the background (they are holes).
@@ -109,6 +109,17 @@ def make_image(template_path: Path, dest: Path) -> None:
 def mount(image: Path, target: Path, loop_dir: Path) -> str:
     """Attach `image` to a free loop device and mount it at `target`, then make sure the
     overlay's upper and work dirs exist on it, owned by the sandbox's root. Returns the device."""
+    dev = mount_fs(image, target, loop_dir)
+    for name in ("upper", "work"):
+        path = target / name
+        if not path.exists():
+            path.mkdir(mode=0o755)
+            os.chown(path, idmap.HOST_BASE, idmap.HOST_BASE)
+    return dev
+
+
+def mount_fs(image: Path, target: Path, loop_dir: Path) -> str:
+    """Attach `image` to a free loop device and mount it at `target`; returns the device."""
     target.mkdir(exist_ok=True)
     fd, dev = _attach(image, loop_dir)
     try:
@@ -120,12 +131,17 @@ def mount(image: Path, target: Path, loop_dir: Path) -> str:
     finally:
         # From here the mount holds the device; with AUTOCLEAR it detaches when unmounted.
         os.close(fd)
-    for name in ("upper", "work"):
-        path = target / name
-        if not path.exists():
-            path.mkdir(mode=0o755)
-            os.chown(path, idmap.HOST_BASE, idmap.HOST_BASE)
     return dev
+
+
+def mount_tmpfs(target: Path, size: int, inodes: int) -> None:
+    """A tmpfs of `size` bytes and `inodes` files at `target` (nosuid, nodev, noexec)."""
+    target.mkdir(exist_ok=True)
+    options = f"size={size},nr_inodes={inodes},mode=0755".encode()
+    if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   options) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeFailure(f"mounting a tmpfs at {target} failed: {os.strerror(err)}")
 
 
 def wait_detached(dev: str, image: Path, timeout_s: float = DETACH_TIMEOUT_S) -> None:

@@ -1,8 +1,12 @@
 """The docker runtime: each sandbox is a container of a Docker Engine API (Docker, or Podman).
 
     <home>/docker/<id>/sandbox.json   spec and state (what survives our own restart)
-    <run>/docker/<id>/                bind-mounted at /.tumbler/run; the agent binds agent.sock here
-    <run>/docker-sock/<id>.sock       the same socket, pinned where the sandbox cannot reach
+    <home>/docker/<id>/disk.img       the sandbox's disk (Podman): ext4 of `Limits.disk` bytes
+    <home>/docker-disks/<id>/         that disk, mounted; the container's writable layer in
+                                      Podman's storage is a symlink to it (container_layers.py)
+    <run>/docker/<id>/                a tmpfs of the sandbox's own (256 KiB), holding
+        box/                          bind-mounted at /.tumbler/run; the agent binds agent.sock here
+        agent.sock                    the same socket, pinned where the sandbox cannot reach
                                       (agent_socket.py says why); what `agent_socket` returns
 
 A container is created with the sandbox (so a stopped sandbox keeps its files) and named
@@ -12,10 +16,11 @@ The agent is mounted read-only at /.tumbler/agent and runs on the image's own py
 Security: Docker's default capabilities only, no-new-privileges, our own seccomp profile (the
 process runtime's, `seccomp.oci_seccomp`: stricter than the engine's default, e.g. no unshare,
 mount or keyctl; the engine's default if the host has no profile to build it from), the
-engine's masked and read-only /proc and /sys paths, cgroup limits, no network unless asked. `userns=True` maps root inside to an
-unprivileged host uid on Podman (`--userns=auto`, needs a `containers` entry in /etc/subuid and
-/etc/subgid); it is off by default because Podman 4.3 commits such a container's files with
-their host ids, which breaks snapshots. Docker remaps only daemon-wide (`userns-remap`).
+engine's masked and read-only /proc and /sys paths, cgroup limits, no network unless asked, a
+log of at most 1 MiB. On Podman, root inside is an unprivileged host uid: each container gets
+its own range of 65536 ids (`--userns=auto`, from the `containers` entry of /etc/subuid and
+/etc/subgid), and its writes go to its own disk. Docker remaps only daemon-wide
+(`userns-remap`) and its storage is its own: there, neither is set per container.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from pathlib import Path
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
 from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError
-from tumbler.runtime import agent_socket, engine
+from tumbler.runtime import agent_socket, container_layers, disks, engine
 from tumbler.runtime.bundle import AGENT_BOOT, AGENT_MOUNT, CAPABILITIES
 from tumbler.runtime.records import RecordKeeping
 from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
@@ -50,27 +55,40 @@ ID_LEN = 12
 REMOVE_ATTEMPTS = 3
 NPROC = 4096  # per-uid process limit; the pids cgroup is the sandbox's real bound
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USERNS_SIZE = 65536          # ids per container with --userns=auto, as many as the process runtime's
+RUN_DIR_BYTES = 256 << 10    # the tmpfs that holds the agent's socket: the sandbox can write there
+RUN_DIR_INODES = 64
+LOG_MAX_SIZE = "1m"          # the engine's log of a container (the agent's own stdout and stderr)
 
 
 class DockerRuntime(RecordKeeping):
-    """Sandboxes as containers of a Docker-API engine. Thread-safe; needs root (bind mounts)."""
+    """Sandboxes as containers of a Docker-API engine. Thread-safe; needs root (bind mounts).
+
+    `userns=False` gives up Podman's user namespace (root inside is then host root); it exists
+    for comparison (bench/bench_backends.py), not for use."""
 
     name = "docker"
 
     def __init__(self, base_url: str | None = None, *, paths: Paths | None = None,
-                 owner: str | None = None, userns: bool = False):
+                 owner: str | None = None, userns: bool = True):
         self.paths = paths or Paths.from_env()
         self.url = engine.engine_url(base_url, self.paths)
         self.client = engine.connect(self.url, paths=self.paths)
         self.api = self.client.api
         self.records = self.paths.home / "docker"
+        self.disk_dir = self.paths.home / "docker-disks"
         self.shared = self.paths.run / "docker"
-        self.pinned = self.paths.run / "docker-sock"
-        for d in (self.records, self.shared, self.pinned):
+        for d in (self.records, self.disk_dir, self.shared):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o700)
         self.owner = owner or f"{socket.gethostname()}:{self.paths.home}"
-        self.userns = "auto" if userns and self._is_podman() else None
+        with engine.engine_errors("reading the engine's info", self.url):
+            engine_info = self.api.info()
+        self.podman = self._is_podman()
+        self.userns = f"auto:size={USERNS_SIZE}" if userns and self.podman else None
+        # A disk per sandbox needs the layer in Podman's overlay storage on this host.
+        self.own_disks = self.podman and engine_info.get("Driver") == "overlay"
+        self._say_what_is_not_enforced(engine_info, userns)
         self.agent_dir = Path(agent_protocol.__file__).parent
         compileall.compile_dir(self.agent_dir, quiet=1)
         self._has_python: set[str] = set()  # ids of images found to have python3
@@ -106,7 +124,7 @@ class DockerRuntime(RecordKeeping):
                 log.warning("container of sandbox %s is gone; making it anew from %s",
                             sandbox_id, info.spec.image)
                 self._create_container(info)
-            self._start(sandbox_id)
+            self._start(info)
             return self._set_state(info, SandboxState.RUNNING)
 
     def stop(self, sandbox_id: str) -> SandboxInfo:
@@ -125,7 +143,7 @@ class DockerRuntime(RecordKeeping):
         self._forget_lock(sandbox_id)
 
     def reset(self, sandbox_id: str) -> SandboxInfo:
-        """Back to the image: a new container replaces the old one (files, processes gone).
+        """Back to the image: a new container on a new disk replaces the old (files, processes gone).
 
         Measured on Podman here: removal ~115 ms, create ~17 ms, start to a listening agent
         ~85 ms. Removing the old container in the background while the new one starts was
@@ -135,22 +153,39 @@ class DockerRuntime(RecordKeeping):
             transition(sandbox_id, info.state, "reset")
             self._remove_container(sandbox_id)
             self._create_container(info)
-            self._start(sandbox_id)
+            self._start(info)
             return self._set_state(info, SandboxState.RUNNING)
 
     def snapshot(self, sandbox_id: str, image: str) -> str:
         """Commit the sandbox's files to the engine's local image `image` (tag `latest` unless
-        given); the engine pauses the container meanwhile."""
+        given); the container is paused meanwhile.
+
+        A container in a user namespace on Podman has its files put at their container ids for
+        the commit and back after it (container_layers.py says why); ~2 us per changed file."""
         repo, _, tag = image.partition(":")
-        if self.userns:
-            raise InvalidRequest(f"cannot snapshot sandbox {sandbox_id}: this runtime maps root to "
-                                 "a host uid (userns=True), whose files Podman 4.3 commits with "
-                                 "host ids; snapshot with a DockerRuntime(userns=False)")
         with self._lock(sandbox_id):
             self.get(sandbox_id)
+            name = self._name(sandbox_id)
+            message = f"tumbler snapshot of {sandbox_id}"
             with engine.engine_errors(f"snapshot of sandbox {sandbox_id}", self.url):
-                self.api.commit(self._name(sandbox_id), repository=repo, tag=tag or "latest",
-                                message=f"tumbler snapshot of {sandbox_id}")
+                layer = self._libpod_inspect(sandbox_id) if self.podman else None
+                maps = ((layer or {}).get("HostConfig") or {}).get("IDMappings") or {}
+                if not maps.get("UidMap"):
+                    self.api.commit(name, repository=repo, tag=tag or "latest", message=message)
+                    return image
+                uids = [container_layers.IdRange.parse(m) for m in maps["UidMap"]]
+                gids = [container_layers.IdRange.parse(m) for m in maps.get("GidMap") or []]
+                upper = Path(layer["GraphDriver"]["Data"]["UpperDir"])
+                running = bool(layer["State"].get("Running"))
+                if running:
+                    self.api.pause(name)
+                try:
+                    with container_layers.container_ids(upper, uids, gids):
+                        self.api.commit(name, repository=repo, tag=tag or "latest",
+                                        message=message, pause=False)
+                finally:
+                    if running:
+                        self.api.unpause(name)
         return image
 
     def stats(self, sandbox_id: str) -> SandboxStats:
@@ -168,22 +203,33 @@ class DockerRuntime(RecordKeeping):
 
     def agent_socket(self, sandbox_id: str) -> str:
         """The host-only, pinned name of the agent's socket: safe to connect to."""
-        return str(self.pinned / f"{sandbox_id}.sock")
+        return str(self.shared / sandbox_id / SOCKET_NAME)
+
+    def box(self, sandbox_id: str) -> Path:
+        """The host directory that the sandbox sees at /.tumbler/run (and may write)."""
+        return self.shared / sandbox_id / "box"
 
     def reclaim_orphans(self) -> list[str]:
-        """Remove containers labelled as ours whose sandbox record is gone; returns their ids."""
+        """Remove containers labelled as ours whose sandbox record is gone, and the disks and
+        socket dirs of sandboxes without a record; returns the ids of those containers."""
         with engine.engine_errors("listing containers", self.url):
             found = self.api.containers(all=True, filters={"label": f"{LABEL_OWNER}={self.owner}"})
         orphans = []
         for container in found:
             sid = container["Labels"].get(LABEL_SANDBOX, "")
-            if sid and (self._dir(sid) / "sandbox.json").exists():
+            if sid and self._recorded(sid):
                 continue
             log.warning("removing orphaned container %s of sandbox %s", container["Names"], sid)
             self._remove_container(container["Id"], by_id=True)
             if sid:
                 self._forget(sid)
             orphans.append(sid)
+        for parent in (self.disk_dir, self.shared):
+            for leftover in parent.iterdir():
+                if not self._recorded(leftover.name):
+                    log.warning("removing %s, left by sandbox %s without a record", leftover,
+                                leftover.name)
+                    self._forget(leftover.name)
         return orphans
 
     # -- internals -------------------------------------------------------------------------
@@ -192,11 +238,8 @@ class DockerRuntime(RecordKeeping):
         spec, sid = info.spec, info.id
         with engine.engine_errors(f"sandbox {sid}: image {spec.image!r}", self.url):
             image = self.api.inspect_image(spec.image)
-        shared = self.shared / sid
-        shared.mkdir(exist_ok=True)
-        # Root inside may map to any host uid (userns=auto): the dir must let it bind there.
-        # Only this sandbox sees the dir; its parent is root's alone.
-        shared.chmod(0o777)
+        self._mount_run_dir(sid)
+        self._drop_disk(sid)  # a new container starts from the image, on a new disk
         command = ["python3", "-I", "-S", "-c", AGENT_BOOT, "--socket", f"{RUN_MOUNT}/{SOCKET_NAME}"]
         with engine.engine_errors(f"creating the container of sandbox {sid}", self.url):
             cid = self.api.create_container(
@@ -204,10 +247,16 @@ class DockerRuntime(RecordKeeping):
                 hostname=spec.hostname if spec.network == "none" else None,
                 environment=spec.env, working_dir=spec.cwd,
                 labels={**spec.labels, LABEL_SANDBOX: sid, LABEL_OWNER: self.owner},
-                host_config=self._host_config(spec, shared))["Id"]
-        self._check_python(sid, cid, image)
+                host_config=self._host_config(spec, self.box(sid)))["Id"]
+        try:
+            self._mount_disk(info)
+            self._check_python(sid, cid, image)
+        except BaseException:
+            self._remove_container(sid)
+            self._drop_disk(sid)
+            raise
 
-    def _host_config(self, spec: SandboxSpec, shared: Path) -> dict:
+    def _host_config(self, spec: SandboxSpec, box: Path) -> dict:
         import docker.types
         lim = spec.limits
         config = self.api.create_host_config(
@@ -218,12 +267,70 @@ class DockerRuntime(RecordKeeping):
                      docker.types.Ulimit(name="nproc", soft=NPROC, hard=NPROC)],
             cap_drop=["ALL"], cap_add=sorted(c.removeprefix("CAP_") for c in CAPABILITIES),
             security_opt=["no-new-privileges", *self._seccomp_opt()],
+            log_config=docker.types.LogConfig(type="k8s-file" if self.podman else "json-file",
+                                              config={"max-size": LOG_MAX_SIZE}),
             mounts=[docker.types.Mount(AGENT_MOUNT, str(self.agent_dir), type="bind", read_only=True),
-                    docker.types.Mount(RUN_MOUNT, str(shared), type="bind")])
+                    docker.types.Mount(RUN_MOUNT, str(box), type="bind")])
         if self.userns:
-            # docker's client refuses any mode but "host"; Podman's API takes "auto".
+            # docker's client refuses any mode but "host"; Podman's API takes "auto:size=N".
             config["UsernsMode"] = self.userns
         return config
+
+    def _mount_run_dir(self, sid: str) -> None:
+        """The sandbox's own small tmpfs for its agent's socket (what it writes in /.tumbler/run
+        cannot fill the host), with the pinned name beside the shared dir on that one filesystem."""
+        run_dir = self.shared / sid
+        if not os.path.ismount(run_dir):
+            disks.mount_tmpfs(run_dir, RUN_DIR_BYTES, RUN_DIR_INODES)
+        box = self.box(sid)
+        box.mkdir(exist_ok=True)
+        # Root inside is some host uid of the container's range: the dir must let it bind there.
+        # Only this sandbox sees the dir; the tmpfs's root is root's alone.
+        box.chmod(0o777)
+
+    def _mount_disk(self, info: SandboxInfo) -> None:
+        """Put the container's writable layer on the sandbox's own disk (Podman's overlay
+        storage only), making and mounting the disk first if need be. Idempotent."""
+        if not self.own_disks:
+            return
+        sid, lim = info.id, info.spec.limits
+        mount = self.disk_dir / sid
+        if not os.path.ismount(mount):
+            image = self._dir(sid) / "disk.img"
+            if not image.exists():
+                disks.make_image(disks.template(self.paths.home / "disks", lim.disk, lim.inodes),
+                                 image)
+            last = self._dir(sid) / "disk.dev"
+            if last.exists():
+                disks.wait_detached(last.read_text(), image)
+            last.write_text(disks.mount_fs(image, mount, self.paths.run / "loop"))
+        data = self._inspect(sid)["GraphDriver"]["Data"]
+        container_layers.move_to_disk(container_layers.layer_dir(data.get("UpperDir", ""),
+                                                                 data.get("WorkDir", "")), mount)
+
+    def _drop_disk(self, sid: str) -> None:
+        """Unmount and delete the sandbox's disk (its container is gone). Idempotent.
+
+        Podman creates a user-namespaced container from a private copy of the host's mount
+        namespace, which its conmon keeps: every disk mounted then stays mounted there. Removing
+        the mount point directory detaches those copies (the kernel does so for mounts in other
+        namespaces), so the disk and its loop device go now, not when those containers end."""
+        mount = self.disk_dir / sid
+        disks.unmount(mount)
+        try:
+            mount.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove the disk mount point %s: %s", mount, exc.strerror)
+        image, last = self._dir(sid) / "disk.img", self._dir(sid) / "disk.dev"
+        if last.exists():
+            try:
+                disks.wait_detached(last.read_text(), image)
+            except RuntimeFailure as exc:
+                log.warning("%s", exc)
+            last.unlink()
+        image.unlink(missing_ok=True)
 
     def _check_python(self, sid: str, cid: str, image: dict) -> None:
         """Refuse an image without python3 on its PATH now, not at start (cached per image)."""
@@ -237,15 +344,18 @@ class DockerRuntime(RecordKeeping):
             if found:
                 self._has_python.add(image["Id"])
                 return
-        self._remove_container(sid)
         raise InvalidRequest(f"image {image.get('RepoTags') or image['Id'][:12]} has no python3 on "
                              "its PATH, which the in-sandbox agent runs on; use an image with "
                              "python3 (e.g. python:3.11-slim) or add it to this one")
 
-    def _start(self, sid: str) -> None:
+    def _start(self, info: SandboxInfo) -> None:
+        sid = info.id
+        self._mount_run_dir(sid)
+        if self.own_disks and not os.path.ismount(self.disk_dir / sid):
+            self._mount_disk(info)  # after a host restart
         pinned = Path(self.agent_socket(sid))
         pinned.unlink(missing_ok=True)
-        (self.shared / sid / SOCKET_NAME).unlink(missing_ok=True)
+        (self.box(sid) / SOCKET_NAME).unlink(missing_ok=True)
         with engine.engine_errors(f"starting sandbox {sid}", self.url):
             self.api.start(self._name(sid))
         self._wait_for_agent(sid, pinned)
@@ -255,7 +365,7 @@ class DockerRuntime(RecordKeeping):
         deadline = time.monotonic() + AGENT_START_TIMEOUT_S
         delay = 0.002
         while time.monotonic() < deadline:
-            if agent_socket.pin(self.shared / sid, SOCKET_NAME, pinned) and agent_socket.answers(pinned):
+            if agent_socket.pin(self.box(sid), SOCKET_NAME, pinned) and agent_socket.answers(pinned):
                 return
             if delay >= 0.05 and not self._running(sid):
                 raise SandboxError(f"the agent of sandbox {sid} exited at start: {self._logs(sid)}")
@@ -298,10 +408,15 @@ class DockerRuntime(RecordKeeping):
             time.sleep(0.1 * (attempt + 1))
 
     def _forget(self, sid: str) -> None:
-        """Remove the sandbox's record, shared dir and pinned socket."""
-        Path(self.agent_socket(sid)).unlink(missing_ok=True)
-        shutil.rmtree(self.shared / sid, ignore_errors=True)
+        """Remove the sandbox's disk, socket dir and record (its container is gone)."""
+        self._drop_disk(sid)
+        run_dir = self.shared / sid
+        disks.unmount(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(self._dir(sid), ignore_errors=True)
+
+    def _recorded(self, sid: str) -> bool:
+        return (self._dir(sid) / "sandbox.json").exists()
 
     def _container_exists(self, sid: str) -> bool:
         return self._inspect(sid) is not None
@@ -317,6 +432,11 @@ class DockerRuntime(RecordKeeping):
                 return self.api.inspect_container(self._name(sid))
             except docker.errors.NotFound:
                 return None
+
+    def _libpod_inspect(self, sid: str) -> dict:
+        """Podman's own inspect of the container: it has the id mappings, Docker's has not."""
+        url = self.api._url("/libpod/containers/{0}/json", self._name(sid))
+        return self.api._result(self.api._get(url), json=True)
 
     def _logs(self, sid: str, limit: int = 2000) -> str:
         try:
@@ -350,6 +470,16 @@ class DockerRuntime(RecordKeeping):
         with engine.engine_errors("reading the engine's version", self.url):
             version = self.api.version()
         return any("podman" in c.get("Name", "").lower() for c in version.get("Components") or [])
+
+    def _say_what_is_not_enforced(self, engine_info: dict, userns: bool) -> None:
+        """Warn once, at construction, of a limit the engine will not hold."""
+        if userns and not self.podman and not any(
+                "name=userns" in o for o in engine_info.get("SecurityOptions") or []):
+            log.warning("the engine at %s maps no user namespace (Docker remaps only daemon-wide, "
+                        "with userns-remap): root in its sandboxes is host root", self.url)
+        if not self.own_disks:
+            log.warning("the engine at %s keeps containers in its own storage (%s): sandbox disk "
+                        "limits are not enforced there", self.url, engine_info.get("Driver"))
 
     @staticmethod
     def _name(sandbox_id: str) -> str:
