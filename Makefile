@@ -32,7 +32,7 @@ venv: system $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,gem]'
+	$(VENV)/bin/pip install -q -e '.[dev,gem,cluster]'
 	touch $@
 
 # ROCK's SDK and server and SWE-ReX's, in a venv of their own: compatibility tests, peer figures.

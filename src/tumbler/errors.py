@@ -12,7 +12,8 @@
     ├── ServerUnreachable (ConnectionError)  the SDK could not reach the server
     ├── CommandTimeout (TimeoutError) a wait ran past its deadline
     ├── SandboxError                  the sandbox or its agent failed (died, did not start)
-    │   └── AgentDied                 the in-sandbox agent is gone
+    │   ├── AgentDied                 the in-sandbox agent is gone
+    │   └── NodeLost                  the node (its Ray node host) is gone, and its sandboxes with it
     └── RuntimeFailure                the host side failed (runc, mount, image build)
 
 Each class carries `status`, the HTTP status code the server maps it to; that table lives
@@ -88,6 +89,10 @@ class AgentDied(SandboxError):
     kind = "agent_died"
 
 
+class NodeLost(SandboxError):
+    kind = "node_lost"
+
+
 class RuntimeFailure(TumblerError):
     status = 500
     kind = "runtime"
@@ -96,7 +101,7 @@ class RuntimeFailure(TumblerError):
 _BY_KIND = {cls.kind: cls for cls in (
     TumblerError, InvalidRequest, NotFound, AlreadyExists, Conflict, CapacityExceeded,
     Unauthorized, TooLarge, ServerUnreachable, CommandTimeout, SandboxError, AgentDied,
-    RuntimeFailure,
+    NodeLost, RuntimeFailure,
 )}
 
 
