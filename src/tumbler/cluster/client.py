@@ -1,0 +1,357 @@
+"""ClusterClient: sandboxes on the nodes of a Ray cluster, one NodeHost per node.
+
+    ray.init(address="auto")
+    cluster = ClusterClient()
+    cluster.start_hosts()                       # a NodeHost on every node offering the resource
+    ids = cluster.create(64, SandboxSpec(image="debian"))
+    results = cluster.run([(sid, "echo hi") for sid in ids], timeout=30)
+    cluster.close()                             # removes every sandbox, stops the hosts
+
+Calls are batched per host: a batch touching two nodes is two actor calls, in flight together.
+Answers keep the order of the request; a failed item holds its `TumblerError` (see nodehost.py).
+
+Node loss: when Ray says a host's actor died or cannot be reached (`ActorDiedError`,
+`ActorUnavailableError`), the host is lost for good: its items, and every later call to its
+sandboxes, answer `NodeLost`, which names the node and says the sandboxes are gone. The client
+also kills the actor (so a host that was only cut off cannot live on beside its successor).
+A host that starts on that machine again (same host id) removes what is left of them. Ray's own
+verdict on the node (its health check) can take 15-30 s; the client does not wait for it.
+Every wait has a timeout (`ClusterConfig`); a host that does not answer in time gives
+`CommandTimeout`, and is not declared lost for that.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from tumbler.cluster.config import ClusterConfig
+from tumbler.cluster.nodehost import DEFAULT_TIMEOUT_S, HostInfo, NodeHost, host_id_for
+from tumbler.errors import (CapacityExceeded, CommandTimeout, Conflict, NodeLost, NotFound,
+                            RuntimeFailure, TumblerError)
+from tumbler.models import CommandResult, ExecResult
+from tumbler.runtime.spec import SandboxSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Host:
+    """One NodeHost actor as the client knows it."""
+
+    host_id: str
+    node_id: str
+    address: str
+    actor: object
+    lost: str | None = None      # why it was declared lost; None while it serves
+
+    def gone(self, sandbox_id: str) -> NodeLost:
+        return NodeLost(f"sandbox {sandbox_id} is gone: its node host {self.host_id} (Ray node "
+                        f"{self.node_id[:12]} at {self.address}) was lost ({self.lost}), and the "
+                        "sandboxes there with it. Make new ones; a node host started on that "
+                        "machine again removes what is left of them")
+
+
+@dataclass
+class HostState:
+    """A node host as `ClusterClient.hosts()` reports it: where it runs, how many sandboxes the
+    client routes to it, and why it was declared lost (None while it serves)."""
+
+    host_id: str
+    node_id: str
+    address: str
+    sandboxes: int
+    lost: str | None
+
+
+class ClusterClient:
+    """Sandboxes across a Ray cluster. Thread-safe; needs a connected Ray driver (`ray.init`)."""
+
+    def __init__(self, config: ClusterConfig | None = None):
+        if not ray.is_initialized():
+            raise RuntimeFailure("connect to Ray first: ray.init(address=...)")
+        self.config = config or ClusterConfig()
+        self._lock = threading.Lock()
+        self._hosts: dict[str, _Host] = {}     # host id -> its newest actor
+        self._where: dict[str, _Host] = {}     # sandbox id -> the actor that made it
+        self._lost_nodes: set[str] = set()     # Ray node ids whose host was lost
+        self._turn = itertools.count()
+        self._starting = threading.Lock()      # one start_hosts at a time
+
+    # -- hosts --------------------------------------------------------------------------------
+
+    def start_hosts(self) -> list[HostInfo]:
+        """Start a NodeHost on every alive node that offers the resource and has none -> what
+        each new host reports (`reclaimed`: its dead predecessor's sandboxes it removed).
+
+        A node whose host was lost gets a new one only if its raylet answers: Ray lists a
+        killed node as alive until its health check gives up on it (15-30 s)."""
+        with self._starting:
+            return self._start_hosts()
+
+    def _start_hosts(self) -> list[HostInfo]:
+        started: list[tuple[_Host, object]] = []
+        failures: list[TumblerError] = []
+        for node in ray.nodes():
+            if not node["Alive"] or node["Resources"].get(self.config.resource, 0) < 1:
+                continue
+            node_id = node["NodeID"]
+            with self._lock:
+                served = any(h.node_id == node_id and h.lost is None for h in self._hosts.values())
+                suspect = node_id in self._lost_nodes
+            if served or (suspect and not self._raylet_answers(node)):
+                continue
+            name = (node.get("Labels") or {}).get(self.config.name_label, self.config.default_name)
+            host_id = host_id_for(node["NodeManagerHostname"], name)
+            twin = next((h for h, _ in started if h.host_id == host_id), None)
+            clash = self._retire(host_id) if twin is None else self._two_names(host_id, twin.node_id)
+            if clash is not None:
+                failures.append(clash)
+                continue
+            host = _Host(host_id, node_id, node["NodeManagerAddress"], self._actor(host_id, node_id))
+            started.append((host, host.actor.info.remote()))
+        infos = []
+        deadline = time.monotonic() + self.config.start_timeout_s
+        for host, ref in started:
+            where = f"the node host {host.host_id} on Ray node {host.node_id[:12]}"
+            try:
+                info = ray.get(ref, timeout=_left(deadline))
+            except GetTimeoutError:
+                ray.kill(host.actor, no_restart=True)
+                failures.append(CommandTimeout(f"{where} did not start within "
+                                               f"{self.config.start_timeout_s} s"))
+                continue
+            except RayActorError as exc:
+                failures.append(RuntimeFailure(f"{where} failed to start: {_last_line(exc)}"))
+                continue
+            with self._lock:
+                self._hosts[host.host_id] = host
+                self._lost_nodes.discard(host.node_id)
+            infos.append(info)
+        if failures:
+            log.warning("node hosts started: %s", [i.host_id for i in infos])
+            raise failures[0] if len(failures) == 1 else type(failures[0])(
+                "; ".join(f.message for f in failures))
+        return infos
+
+    def hosts(self) -> list[HostState]:
+        with self._lock:
+            counts: dict[int, int] = {}
+            for host in self._where.values():
+                counts[id(host)] = counts.get(id(host), 0) + 1
+            return [HostState(h.host_id, h.node_id, h.address, counts.get(id(h), 0), h.lost)
+                    for h in self._hosts.values()]
+
+    def host_of(self, sandbox_id: str) -> str:
+        """The id of the node host that holds `sandbox_id`."""
+        return self._route(sandbox_id).host_id
+
+    # -- sandboxes ----------------------------------------------------------------------------
+
+    def create(self, count: int, spec: SandboxSpec | None = None, *, host: str | None = None
+               ) -> list[str | TumblerError]:
+        """Make `count` sandboxes to `spec`, spread over the live hosts (or all on `host`)."""
+        spec = spec or SandboxSpec()
+        with self._lock:
+            live = sorted((h for h in self._hosts.values() if h.lost is None), key=lambda h: h.host_id)
+        if host is not None:
+            live = [h for h in live if h.host_id == host]
+        if not live:
+            raise CapacityExceeded(f"no live node host{f' {host}' if host else ''} to place "
+                                   "sandboxes on; start_hosts() first")
+        first = next(self._turn)
+        places = [live[(first + i) % len(live)] for i in range(count)]
+        items = [(h, spec) for h in places]
+        results = self._batch("create", items, self.config.create_timeout_s)
+        with self._lock:
+            for h, result in zip(places, results):
+                if isinstance(result, str):
+                    self._where[result] = h
+        return results
+
+    def run(self, commands: list[tuple[str, str]], timeout: float = DEFAULT_TIMEOUT_S
+            ) -> list[CommandResult | TumblerError]:
+        """Each (sandbox id, command) in that sandbox's default bash session; `timeout`
+        (seconds) bounds each command."""
+        return self._routed("run", commands, timeout + self.config.reply_grace_s, timeout)
+
+    def exec(self, commands: list[tuple[str, list[str] | str]], timeout: float = DEFAULT_TIMEOUT_S
+             ) -> list[ExecResult | TumblerError]:
+        """Each (sandbox id, argv list or /bin/sh string) as one process, waited for."""
+        return self._routed("exec", commands, timeout + self.config.reply_grace_s, timeout)
+
+    def reset(self, ids: list[str]) -> list[None | TumblerError]:
+        return self._routed("reset", [(sid, None) for sid in ids], self.config.op_timeout_s)
+
+    def remove(self, ids: list[str]) -> list[None | TumblerError]:
+        """Remove sandboxes. One on a lost node counts as removed: it went with its node (what
+        is left of it on that machine goes when a node host starts there again)."""
+        with self._lock:
+            gone = {sid for sid in ids if sid in self._where and self._where[sid].lost is not None}
+        live = [sid for sid in ids if sid not in gone]
+        answers = iter(self._routed("remove", [(sid, None) for sid in live], self.config.op_timeout_s))
+        results = [None if sid in gone else next(answers) for sid in ids]
+        with self._lock:
+            for sid, result in zip(ids, results):
+                if result is None:
+                    self._where.pop(sid, None)
+        return results
+
+    def close(self) -> None:
+        """Remove every sandbox on the live hosts and stop the hosts (each wait bounded)."""
+        with self._lock:
+            hosts = list(self._hosts.values())
+            self._hosts.clear()
+            self._where.clear()
+        refs = [(h, h.actor.close.remote()) for h in hosts if h.lost is None]
+        deadline = time.monotonic() + self.config.op_timeout_s
+        for host, ref in refs:
+            try:
+                ray.get(ref, timeout=_left(deadline))
+            except RayError as exc:
+                log.warning("node host %s did not close cleanly: %s", host.host_id, _first_line(exc))
+        for host in hosts:
+            ray.kill(host.actor, no_restart=True)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _actor(self, host_id: str, node_id: str):
+        cfg = self.config
+        return ray.remote(NodeHost).options(
+            num_cpus=0, resources={cfg.resource: 1}, max_restarts=0, max_task_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(host_id, home=cfg.home, run=cfg.run, start_concurrency=cfg.start_concurrency)
+
+    def _raylet_answers(self, node: dict) -> bool:
+        """Whether the node's raylet accepts a connection (a dead one refuses, or never answers)."""
+        try:
+            socket.create_connection((node["NodeManagerAddress"], node["NodeManagerPort"]),
+                                     timeout=self.config.probe_timeout_s).close()
+        except OSError:
+            return False
+        return True
+
+    def _retire(self, host_id: str) -> Conflict | None:
+        """Before a new host takes `host_id`, make sure the old one is not serving: one still
+        answering means two nodes claim one name on one machine (-> a Conflict to report)."""
+        with self._lock:
+            old = self._hosts.get(host_id)
+        if old is None or old.lost is not None:
+            return None
+        try:
+            ray.get(old.actor.info.remote(), timeout=self.config.op_timeout_s)
+        except GetTimeoutError:
+            self._lose(old, "it did not answer")
+            return None
+        except RayError as exc:
+            self._lose(old, _first_line(exc))
+            return None
+        return self._two_names(host_id, old.node_id)
+
+    def _two_names(self, host_id: str, node_id: str) -> Conflict:
+        return Conflict(f"node host {host_id} already serves on Ray node {node_id[:12]}: give each "
+                        f"node on one machine its own name (node label {self.config.name_label})")
+
+    def _route(self, sandbox_id: str) -> _Host:
+        with self._lock:
+            host = self._where.get(sandbox_id)
+        if host is None:
+            raise NotFound(f"no sandbox {sandbox_id} in this cluster client")
+        return host
+
+    def _routed(self, method: str, items: list[tuple[str, object]], wait_s: float, *args) -> list:
+        """Send each (sandbox id, payload) to the host that holds the sandbox."""
+        results: list = [None] * len(items)
+        pending = []
+        for i, (sid, payload) in enumerate(items):
+            try:
+                host = self._route(sid)
+            except NotFound as exc:
+                results[i] = exc
+                continue
+            if host.lost is not None:
+                results[i] = host.gone(sid)
+            else:
+                pending.append((i, host, sid if payload is None else (sid, payload)))
+        answers = self._batch(method, [(h, item) for _, h, item in pending], wait_s, *args)
+        for (i, _, _), answer in zip(pending, answers):
+            results[i] = answer
+        return results
+
+    def _batch(self, method: str, items: list[tuple[_Host, object]], wait_s: float, *args) -> list:
+        """One `method` call per host over its items, all in flight at once; answers in order."""
+        groups: dict[_Host, list[int]] = {}
+        for i, (host, _) in enumerate(items):
+            groups.setdefault(host, []).append(i)
+        refs = [(host, idx, getattr(host.actor, method).remote([items[i][1] for i in idx], *args))
+                for host, idx in groups.items()]
+        results: list = [None] * len(items)
+        deadline = time.monotonic() + wait_s
+        for host, idx, ref in refs:
+            answers = self._answers(host, method, ref, deadline, wait_s,
+                                    [_sandbox_of(items[i][1]) for i in idx])
+            for i, answer in zip(idx, answers):
+                results[i] = answer
+        return results
+
+    def _answers(self, host: _Host, method: str, ref, deadline: float, wait_s: float,
+                 sids: list[str | None]) -> list:
+        """The host's answer list, or one error per item when the call itself failed."""
+        try:
+            return ray.get(ref, timeout=_left(deadline))
+        except GetTimeoutError:
+            ray.cancel(ref)
+            error = CommandTimeout(f"node host {host.host_id} did not answer {method} within "
+                                   f"{wait_s:g} s")
+            return [error] * len(sids)
+        except RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, TumblerError) else RuntimeFailure(
+                f"node host {host.host_id} failed in {method}: {_first_line(exc)}")
+            return [cause] * len(sids)
+        except RayActorError as exc:
+            self._lose(host, _first_line(exc))
+        except RayError as exc:   # the object or the raylet went with the node
+            self._lose(host, _first_line(exc))
+        return [host.gone(sid or "(being created)") for sid in sids]
+
+    def _lose(self, host: _Host, reason: str) -> None:
+        with self._lock:
+            if host.lost is not None:
+                return
+            host.lost = reason
+            self._lost_nodes.add(host.node_id)
+        log.warning("node host %s on Ray node %s is lost: %s", host.host_id, host.node_id[:12], reason)
+        try:
+            ray.kill(host.actor, no_restart=True)
+        except RayError:
+            pass
+
+
+def _sandbox_of(item) -> str | None:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, tuple):
+        return item[0]
+    return None
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _last_line(exc: BaseException) -> str:
+    """The exception at the end of a Ray error's remote traceback."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1].strip() if lines else type(exc).__name__)[:500]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]

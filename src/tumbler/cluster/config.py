@@ -1,0 +1,32 @@
+"""ClusterConfig: where node hosts go and how long the client waits for them."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClusterConfig(BaseModel):
+    """How a `ClusterClient` places node hosts and bounds its waits. Defaults fit a laptop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resource: str = Field(default="tumbler_host", description=(
+        "custom Ray resource that marks a node for a node host; each host takes 1 unit, so a "
+        "node offering 1 gets exactly one (`ray start --resources '{\"tumbler_host\": 1}'`)"))
+    name_label: str = Field(default="tumbler-host", description=(
+        "Ray node label whose value names the host on its machine; with the machine's hostname "
+        "it makes the host id, which a restarted host finds its predecessor's sandboxes by"))
+    default_name: str = Field(default="default", description="the name when a node has no such label")
+    home: str | None = Field(default=None, description=(
+        "TUMBLER_HOME on the nodes (images, sandbox dirs); None: the node's own environment"))
+    run: str | None = Field(default=None, description="TUMBLER_RUN on the nodes; None: as above")
+    start_concurrency: int = Field(default=4, ge=1, le=256, description=(
+        "sandboxes one host starts or removes at once (each start costs runc and a python)"))
+    start_timeout_s: float = Field(default=120.0, gt=0, description=(
+        "seconds for a node host to come up, its predecessor's sandboxes reclaimed"))
+    create_timeout_s: float = Field(default=300.0, gt=0, description="seconds for one create batch")
+    probe_timeout_s: float = Field(default=5.0, gt=0, description=(
+        "seconds to wait for the raylet of a node whose host was lost, before placing a new host there"))
+    op_timeout_s: float = Field(default=120.0, gt=0, description=(
+        "seconds for a remove or reset batch, and for a node host to answer `info`"))
+    reply_grace_s: float = Field(default=30.0, ge=0, description=(
+        "seconds on top of a command's own timeout before the client gives up on the host"))

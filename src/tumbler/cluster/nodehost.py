@@ -1,0 +1,233 @@
+"""NodeHost: one machine's sandboxes behind batched, async calls. In a cluster it is a Ray actor,
+one per node (`ClusterClient` places it); it runs as a plain object too.
+
+    host = NodeHost(host_id_for(socket.gethostname(), "default"))
+    ids = await host.create([SandboxSpec(image="debian")] * 8)
+    results = await host.run([(sid, "echo hi") for sid in ids], timeout=30)
+    await host.remove(ids)
+
+Every batch call takes a list and answers a list in the same order; an item that failed holds
+its `TumblerError` (returned, not raised), so one broken sandbox never costs the rest of the
+batch. Outputs and exit codes are the agent's, byte for byte. A sandbox's default bash session
+is made when the sandbox is, so `run` is one agent round trip; agent calls are multiplexed on
+one connection per sandbox (`AsyncAgentClient`), and only the runtime's blocking steps (runc,
+mounts) go to a small thread pool.
+
+Each sandbox carries `HOST_LABEL` = the host's id: the machine's hostname and a configured name,
+never Ray's node id, which is new at every start. A host that starts reclaims (removes) every
+sandbox with its id: the ones its predecessor on this machine left when it died.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, TypeVar
+
+from pydantic import BaseModel, Field
+
+from tumbler.agent.aclient import AsyncAgentClient
+from tumbler.agent.client import AgentGone
+from tumbler.agent.protocol import AgentRequestError
+from tumbler.config import Paths
+from tumbler.errors import AgentDied, CommandTimeout, NotFound, TumblerError, from_kind
+from tumbler.models import CommandResult, ExecResult
+from tumbler.runtime.process import ProcessRuntime
+from tumbler.runtime.spec import SandboxInfo, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+HOST_LABEL = "tumbler.node-host"
+DEFAULT_SESSION = "default"
+DEFAULT_TIMEOUT_S = 300.0
+SESSION_TIMEOUT_S = 30.0    # to open a bash session
+REPLY_GRACE_S = 15.0        # on top of a command's own timeout, for the agent to answer
+
+T = TypeVar("T")
+
+
+def host_id_for(hostname: str, name: str) -> str:
+    """The stable id of the node host called `name` on machine `hostname`."""
+    return f"{hostname}/{name}"
+
+
+class HostInfo(BaseModel):
+    """What a node host reports about itself."""
+
+    host_id: str
+    pid: int = Field(description="the host's process id on its machine")
+    sandboxes: int = Field(description="sandboxes it holds now")
+    reclaimed: int = Field(description="sandboxes of a dead predecessor (same host id) it "
+                           "removed when it started")
+    reclaim_failed: list[str] = Field(default_factory=list, description=(
+        "predecessor's sandboxes it could not remove, with the reason (tried again at the next start)"))
+
+
+@dataclass
+class _Held:
+    """A sandbox this host made: its agent connection and the spec it was made to."""
+
+    agent: AsyncAgentClient
+    spec: SandboxSpec
+
+
+class NodeHost:
+    """The sandboxes of one machine, made and used in batches. Methods are coroutines, all to
+    be awaited on one event loop (the agent connections belong to the loop that opened them),
+    as they are in its Ray actor."""
+
+    def __init__(self, host_id: str, *, home: str | None = None, run: str | None = None,
+                 start_concurrency: int = 4):
+        self.host_id = host_id
+        env = Paths.from_env()
+        self.runtime = ProcessRuntime(Paths(home=Path(home) if home else env.home,
+                                            run=Path(run) if run else env.run))
+        self._threads = ThreadPoolExecutor(start_concurrency, thread_name_prefix="nodehost")
+        self._held: dict[str, _Held] = {}
+        self.reclaimed, self.reclaim_failed = self._reclaim()
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def info(self) -> HostInfo:
+        return HostInfo(host_id=self.host_id, pid=os.getpid(), sandboxes=len(self._held),
+                        reclaimed=self.reclaimed, reclaim_failed=self.reclaim_failed)
+
+    async def create(self, specs: list[SandboxSpec]) -> list[str | TumblerError]:
+        """Make, start and open the default session of one sandbox per spec -> their ids."""
+        return await _each(specs, self._create_one)
+
+    async def run(self, commands: list[tuple[str, str]], timeout: float = DEFAULT_TIMEOUT_S
+                  ) -> list[CommandResult | TumblerError]:
+        """Run each (sandbox id, command) in that sandbox's default bash session, all at once.
+        `timeout` (seconds) bounds each command; one past it is interrupted (timed_out)."""
+        return await _each(commands, lambda item: self._run_one(*item, timeout))
+
+    async def exec(self, commands: list[tuple[str, list[str] | str]],
+                   timeout: float = DEFAULT_TIMEOUT_S) -> list[ExecResult | TumblerError]:
+        """Run each (sandbox id, argv list or /bin/sh string) as one process and wait for it."""
+        return await _each(commands, lambda item: self._exec_one(*item, timeout))
+
+    async def reset(self, ids: list[str]) -> list[None | TumblerError]:
+        """Put each sandbox back to its pristine image, with a fresh default session."""
+        return await _each(ids, self._reset_one)
+
+    async def remove(self, ids: list[str]) -> list[None | TumblerError]:
+        return await _each(ids, self._remove_one)
+
+    async def close(self) -> int:
+        """Remove every sandbox this host holds -> how many."""
+        ids = list(self._held)
+        await self.remove(ids)
+        return len(ids)
+
+    # -- one item ----------------------------------------------------------------------------
+
+    async def _create_one(self, spec: SandboxSpec) -> str:
+        spec = spec.model_copy(update={"labels": {**spec.labels, HOST_LABEL: self.host_id}})
+        info = await self._blocking(self._make, spec)
+        self._held[info.id] = _Held(AsyncAgentClient(self.runtime.agent_socket(info.id)), spec)
+        try:
+            await self._open_session(info.id)
+        except TumblerError:
+            await self._remove_one(info.id)
+            raise
+        return info.id
+
+    async def _run_one(self, sandbox_id: str, command: str, timeout: float) -> CommandResult:
+        args = {"name": DEFAULT_SESSION, "command": command, "timeout": timeout}
+        result, body = await self._call(sandbox_id, "session.run", args, timeout=timeout + REPLY_GRACE_S)
+        return CommandResult(output_bytes=body, **_known(CommandResult, result))
+
+    async def _exec_one(self, sandbox_id: str, command: list[str] | str, timeout: float) -> ExecResult:
+        args: dict = {"timeout": timeout, "cwd": self._get(sandbox_id).spec.cwd,
+                      "argv" if isinstance(command, list) else "command": command}
+        result, body = await self._call(sandbox_id, "exec", args, timeout=timeout + REPLY_GRACE_S)
+        cut = result.pop("stdout_len")
+        return ExecResult(stdout_bytes=body[:cut], stderr_bytes=body[cut:], **_known(ExecResult, result))
+
+    async def _reset_one(self, sandbox_id: str) -> None:
+        held = self._get(sandbox_id)
+        await held.agent.close()
+        await self._blocking(self.runtime.reset, sandbox_id)
+        held.agent = AsyncAgentClient(self.runtime.agent_socket(sandbox_id))
+        await self._open_session(sandbox_id)
+
+    async def _remove_one(self, sandbox_id: str) -> None:
+        await self._get(sandbox_id).agent.close()
+        await self._blocking(self.runtime.remove, sandbox_id)
+        self._held.pop(sandbox_id, None)
+
+    async def _open_session(self, sandbox_id: str) -> None:
+        await self._call(sandbox_id, "session.create",
+                         {"name": DEFAULT_SESSION, "env": {}, "cwd": self._get(sandbox_id).spec.cwd},
+                         timeout=SESSION_TIMEOUT_S)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _make(self, spec: SandboxSpec) -> SandboxInfo:
+        info = self.runtime.create(spec)
+        try:
+            return self.runtime.start(info.id)
+        except BaseException:
+            self.runtime.remove(info.id)
+            raise
+
+    def _reclaim(self) -> tuple[int, list[str]]:
+        """Remove the sandboxes a dead predecessor with this host id left on this machine."""
+        left = [i.id for i in self.runtime.list() if i.spec.labels.get(HOST_LABEL) == self.host_id]
+        failed = []
+        for sandbox_id, error in zip(left, self._threads.map(self._remove_quietly, left)):
+            if error:
+                failed.append(f"{sandbox_id}: {error}")
+        if left:
+            log.warning("node host %s reclaimed %d sandboxes of its predecessor (%d failed)",
+                        self.host_id, len(left) - len(failed), len(failed))
+        return len(left) - len(failed), failed
+
+    def _remove_quietly(self, sandbox_id: str) -> str | None:
+        try:
+            self.runtime.remove(sandbox_id)
+        except NotFound:
+            pass
+        except TumblerError as exc:
+            return exc.message
+        return None
+
+    def _get(self, sandbox_id: str) -> _Held:
+        try:
+            return self._held[sandbox_id]
+        except KeyError:
+            raise NotFound(f"no sandbox {sandbox_id} on node host {self.host_id}") from None
+
+    async def _call(self, sandbox_id: str, op: str, args: dict, *, timeout: float
+                    ) -> tuple[dict, bytes]:
+        agent = self._get(sandbox_id).agent
+        try:
+            return await agent.call(op, args, timeout=timeout)
+        except AgentRequestError as exc:
+            raise from_kind(exc.kind, exc.message) from None
+        except AgentGone as exc:
+            raise AgentDied(f"the agent of sandbox {sandbox_id} is gone ({exc}); "
+                            "reset it or remove it") from None
+        except TimeoutError:
+            raise CommandTimeout(f"sandbox {sandbox_id} did not answer {op} within {timeout} s") from None
+
+    async def _blocking(self, fn: Callable[..., T], *args) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+
+async def _each(items: list, fn: Callable[..., Awaitable]) -> list:
+    """fn(item) for every item at once; a TumblerError takes its item's place in the answer."""
+    async def one(item):
+        try:
+            return await fn(item)
+        except TumblerError as exc:
+            return exc
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def _known(model, fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k in model.model_fields}

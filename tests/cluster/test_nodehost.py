@@ -1,0 +1,107 @@
+"""NodeHost on its own (no Ray): batches answer per item and in order, outputs and exit codes
+are exact, a sandbox's default session carries state, and a new host with the same id removes
+what a killed predecessor left, processes included."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+from checks import IMAGE, leftovers
+from tumbler.cluster import HOST_LABEL, NodeHost, host_id_for
+from tumbler.errors import NotFound
+from tumbler.runtime.spec import Limits, SandboxSpec
+
+SPEC = SandboxSpec(image=IMAGE, limits=Limits(memory="128m"))
+
+
+def test_batches_answer_each_item_in_order(runtime):
+    async def scenario():
+        host = NodeHost(host_id_for("test", f"batches-{os.getpid()}"))
+        ids = await host.create([SPEC] * 3)
+        try:
+            assert all(isinstance(i, str) for i in ids), ids
+            assert {runtime.get(i).spec.labels[HOST_LABEL] for i in ids} == {host.host_id}
+            runs = await host.run([(ids[0], "cd /tmp; X=7"), (ids[1], "printf 'a\\tb\\r\\n'; (exit 3)"),
+                                   ("nosuch", "true"), (ids[2], "sleep 5")], timeout=0.5)
+            assert runs[0].exit_code == 0
+            assert (runs[1].output_bytes, runs[1].exit_code) == (b"a\tb\r\n", 3)
+            assert isinstance(runs[2], NotFound) and "nosuch" in runs[2].message
+            assert runs[3].timed_out and runs[3].exit_code is None
+            again = await host.run([(ids[0], "echo $X $PWD")], timeout=5)
+            assert again[0].output == "7 /tmp\n"               # the session carried its state
+            execs = await host.exec([(ids[1], ["sh", "-c", "echo out; echo err >&2; exit 4"]),
+                                     (ids[2], "pwd")], timeout=5)
+            assert (execs[0].stdout, execs[0].stderr, execs[0].exit_code) == ("out\n", "err\n", 4)
+            assert execs[1].stdout == "/root\n"
+            assert await host.reset([ids[0]]) == [None]
+            assert (await host.run([(ids[0], "echo ${X:-unset} $PWD")], timeout=5))[0].output == "unset /root\n"
+            assert (await host.info()).sandboxes == 3
+        finally:
+            assert await host.remove(ids) == [None, None, None]
+        [unknown] = await host.remove(["nosuch"])
+        assert isinstance(unknown, NotFound)
+        for sid in ids:
+            assert leftovers(runtime, sid) == []
+    asyncio.run(scenario())
+
+
+def test_new_host_reclaims_what_a_killed_one_left(runtime):
+    """A host process SIGKILLed with its sandboxes running: the next host with its id removes
+    them all (processes, mounts, cgroups, dirs) and leaves other hosts' sandboxes alone."""
+    host_id = host_id_for("test", f"reclaim-{os.getpid()}")
+    maker = subprocess.Popen([sys.executable, "-c", ABANDON, host_id, IMAGE], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        ids = json.loads(maker.stdout.readline())
+    finally:
+        maker.kill()
+        maker.wait(10)
+    inits = [runtime.init_pid(sid) for sid in ids]
+    assert len(ids) == 2 and all(os.path.exists(f"/proc/{pid}") for pid in inits), (ids, inits)
+
+    async def scenario():   # one event loop for a host's whole life, as in its actor
+        bystander = NodeHost(host_id_for("test", f"other-{os.getpid()}"))
+        kept = await bystander.create([SPEC])
+        successor = NodeHost(host_id)
+        assert (successor.reclaimed, successor.reclaim_failed) == (2, [])
+        for pid in inits:     # reparented to this process (a subreaper) when the maker died
+            _reap(pid)
+        for sid in ids:
+            assert leftovers(runtime, sid) == []
+        # another host's sandboxes are not its business
+        assert (await bystander.run([(kept[0], "echo here")], timeout=5))[0].output == "here\n"
+        assert await bystander.remove(kept) == [None]
+    asyncio.run(scenario())
+
+
+# A host that makes two sandboxes with a process running in each, says their ids, and waits to
+# be killed.
+ABANDON = """
+import asyncio, json, sys, time
+from tumbler.cluster import NodeHost
+from tumbler.runtime.spec import Limits, SandboxSpec
+
+async def main():
+    host = NodeHost(sys.argv[1])
+    ids = await host.create([SandboxSpec(image=sys.argv[2], limits=Limits(memory="128m"))] * 2)
+    await host.run([(sid, "sleep 600 &") for sid in ids], timeout=5)
+    print(json.dumps(ids), flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def _reap(pid: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)
