@@ -187,7 +187,10 @@ class ProcessRuntime(RecordKeeping):
         for sdir in self.paths.sandboxes.iterdir():
             if sdir.name.startswith(".") or (sdir / "sandbox.json").exists():
                 continue
-            if now - sdir.stat().st_mtime < min_age_s:
+            try:
+                if now - sdir.stat().st_mtime < min_age_s:
+                    continue
+            except FileNotFoundError:  # another process's remove finished it first
                 continue
             if overlay.is_mounted(sdir / "rootfs") or overlay.is_mounted(sdir / "layer"):
                 continue

@@ -156,6 +156,11 @@ def transition(sandbox_id: str, state: SandboxState, op: str) -> SandboxState:
 
 
 class SandboxInfo(BaseModel):
+    # Read back from sandbox.json on every life-cycle call: its values (ids, paths) never repeat,
+    # so caching them would only fill pydantic-core's process-wide string cache (16,384 entries)
+    # with dead sandboxes' ids; keys repeat and stay cached.
+    model_config = ConfigDict(cache_strings="keys")
+
     id: str
     state: SandboxState
     spec: SandboxSpec
