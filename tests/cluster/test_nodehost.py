@@ -53,15 +53,11 @@ def test_new_host_reclaims_what_a_killed_one_left(runtime):
     """A host process SIGKILLed with its sandboxes running: the next host with its id removes
     them all (processes, mounts, cgroups, dirs) and leaves other hosts' sandboxes alone."""
     host_id = host_id_for("test", f"reclaim-{os.getpid()}")
-    maker = subprocess.Popen([sys.executable, "-c", ABANDON, host_id, IMAGE], stdout=subprocess.PIPE,
-                             text=True)
-    try:
-        ids = json.loads(maker.stdout.readline())
-    finally:
-        maker.kill()
-        maker.wait(10)
+    maker, ids = _maker(host_id, 2, "hold")
+    maker.kill()
+    maker.wait(10)
     inits = [runtime.init_pid(sid) for sid in ids]
-    assert len(ids) == 2 and all(os.path.exists(f"/proc/{pid}") for pid in inits), (ids, inits)
+    assert all(os.path.exists(f"/proc/{pid}") for pid in inits), (ids, inits)
 
     async def scenario():   # one event loop for a host's whole life, as in its actor
         bystander = NodeHost(host_id_for("test", f"other-{os.getpid()}"))
@@ -78,21 +74,56 @@ def test_new_host_reclaims_what_a_killed_one_left(runtime):
     asyncio.run(scenario())
 
 
-# A host that makes two sandboxes with a process running in each, says their ids, and waits to
-# be killed.
-ABANDON = """
-import asyncio, json, sys, time
+def test_new_host_reclaims_removes_cut_short(runtime):
+    """A host killed while it removes its sandboxes (some gone, some half gone: the directory
+    left without its record) -> its successor removes the rest, directories included."""
+    for n, delay_s in enumerate((0.01, 0.04)):
+        host_id = host_id_for("test", f"cut-{os.getpid()}-{n}")
+        maker, ids = _maker(host_id, 6, "remove")
+        maker.stdin.write("go\n")
+        maker.stdin.flush()
+        time.sleep(delay_s)
+        maker.kill()
+        maker.wait(10)
+        successor = NodeHost(host_id)
+        assert successor.reclaim_failed == []
+        for sid in ids:
+            _reap(runtime.init_pid(sid) or 0, 0.1)
+            assert leftovers(runtime, sid) == [], (delay_s, sid)
+
+
+def _maker(host_id: str, count: int, then: str) -> tuple[subprocess.Popen, list[str]]:
+    """A host in a process of its own, holding `count` sandboxes, each running a process."""
+    maker = subprocess.Popen([sys.executable, "-c", MAKER, host_id, IMAGE, str(count), then],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ids = json.loads(maker.stdout.readline())
+    except ValueError:
+        maker.kill()
+        maker.wait(10)
+        raise
+    assert len(ids) == count, ids
+    return maker, ids
+
+
+# A host that makes N sandboxes with a process running in each, says their ids, then waits to
+# be killed ("hold") or, at a line on stdin, removes them ("remove").
+MAKER = """
+import asyncio, json, sys
 from tumbler.cluster import NodeHost
 from tumbler.runtime.spec import Limits, SandboxSpec
 
-async def main():
-    host = NodeHost(sys.argv[1])
-    ids = await host.create([SandboxSpec(image=sys.argv[2], limits=Limits(memory="128m"))] * 2)
+async def main(host_id, image, count, then):
+    host = NodeHost(host_id)
+    ids = await host.create([SandboxSpec(image=image, limits=Limits(memory="128m"))] * int(count))
     await host.run([(sid, "sleep 600 &") for sid in ids], timeout=5)
     print(json.dumps(ids), flush=True)
+    if then == "remove":
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await host.remove(ids)
     await asyncio.sleep(600)
 
-asyncio.run(main())
+asyncio.run(main(*sys.argv[1:]))
 """
 
 

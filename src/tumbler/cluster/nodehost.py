@@ -14,14 +14,20 @@ one connection per sandbox (`AsyncAgentClient`), and only the runtime's blocking
 mounts) go to a small thread pool.
 
 Each sandbox carries `HOST_LABEL` = the host's id: the machine's hostname and a configured name,
-never Ray's node id, which is new at every start. A host that starts reclaims (removes) every
-sandbox with its id: the ones its predecessor on this machine left when it died.
+never Ray's node id, which is new at every start. The host also keeps a ledger of the ids it
+holds (`<TUMBLER_HOME>/nodehosts/<host id>/<sandbox id>`, an empty file each, written before
+the sandbox is made and deleted after it is removed). A host that starts reclaims (removes)
+every sandbox with its label or in its ledger: what its predecessor on this machine left when
+it died, down to the directory of a create or remove it was killed in.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import re
+import secrets
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +41,7 @@ from tumbler.agent.protocol import AgentRequestError
 from tumbler.config import Paths
 from tumbler.errors import AgentDied, CommandTimeout, NotFound, TumblerError, from_kind
 from tumbler.models import CommandResult, ExecResult
+from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec
 
@@ -45,6 +52,7 @@ DEFAULT_SESSION = "default"
 DEFAULT_TIMEOUT_S = 300.0
 SESSION_TIMEOUT_S = 30.0    # to open a bash session
 REPLY_GRACE_S = 15.0        # on top of a command's own timeout, for the agent to answer
+ID_BYTES = 6                # a sandbox id is 12 hex digits, as the runtime's own
 
 T = TypeVar("T")
 
@@ -87,6 +95,11 @@ class NodeHost:
                                             run=Path(run) if run else env.run))
         self._threads = ThreadPoolExecutor(start_concurrency, thread_name_prefix="nodehost")
         self._held: dict[str, _Held] = {}
+        # The ids of the sandboxes it holds, one empty file each: what a successor must remove
+        # even where a create or remove was cut short before the record was written or after
+        # it was deleted.
+        self._ledger = self.runtime.paths.home / "nodehosts" / re.sub(r"[^A-Za-z0-9._-]", "_", host_id)
+        self._ledger.mkdir(parents=True, exist_ok=True)
         self.reclaimed, self.reclaim_failed = self._reclaim()
 
     # -- batches -----------------------------------------------------------------------------
@@ -157,7 +170,7 @@ class NodeHost:
 
     async def _remove_one(self, sandbox_id: str) -> None:
         await self._get(sandbox_id).agent.close()
-        await self._blocking(self.runtime.remove, sandbox_id)
+        await self._blocking(self._remove_now, sandbox_id)
         self._held.pop(sandbox_id, None)
 
     async def _open_session(self, sandbox_id: str) -> None:
@@ -168,33 +181,62 @@ class NodeHost:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _make(self, spec: SandboxSpec) -> SandboxInfo:
-        info = self.runtime.create(spec)
+        sandbox_id = secrets.token_hex(ID_BYTES)
+        self._note(sandbox_id)
         try:
-            return self.runtime.start(info.id)
+            self.runtime.create(spec, sandbox_id)
         except BaseException:
-            self.runtime.remove(info.id)
+            self._forget(sandbox_id)    # a failed create removes what it made
+            raise
+        try:
+            return self.runtime.start(sandbox_id)
+        except BaseException:
+            self._remove_now(sandbox_id)
             raise
 
+    def _remove_now(self, sandbox_id: str) -> None:
+        self.runtime.remove(sandbox_id)
+        self._forget(sandbox_id)
+
+    def _note(self, sandbox_id: str) -> None:
+        (self._ledger / sandbox_id).touch()
+
+    def _forget(self, sandbox_id: str) -> None:
+        (self._ledger / sandbox_id).unlink(missing_ok=True)
+
     def _reclaim(self) -> tuple[int, list[str]]:
-        """Remove the sandboxes a dead predecessor with this host id left on this machine."""
-        left = [i.id for i in self.runtime.list() if i.spec.labels.get(HOST_LABEL) == self.host_id]
-        failed = []
-        for sandbox_id, error in zip(left, self._threads.map(self._remove_quietly, left)):
-            if error:
-                failed.append(f"{sandbox_id}: {error}")
+        """Remove what a dead predecessor with this host id left on this machine: every
+        sandbox with its label, and every one in its ledger (a create or remove cut short can
+        leave a directory without a record, which no label names) -> (removed, failures)."""
+        labelled = {i.id for i in self.runtime.list() if i.spec.labels.get(HOST_LABEL) == self.host_id}
+        left = sorted(labelled | {p.name for p in self._ledger.iterdir()})
+        removed, failed = 0, []
+        for sandbox_id, outcome in zip(left, self._threads.map(self._reclaim_one, left)):
+            if isinstance(outcome, str):
+                failed.append(f"{sandbox_id}: {outcome}")
+            else:
+                removed += outcome
         if left:
             log.warning("node host %s reclaimed %d sandboxes of its predecessor (%d failed)",
-                        self.host_id, len(left) - len(failed), len(failed))
-        return len(left) - len(failed), failed
+                        self.host_id, removed, len(failed))
+        return removed, failed
 
-    def _remove_quietly(self, sandbox_id: str) -> str | None:
+    def _reclaim_one(self, sandbox_id: str) -> bool | str:
+        """Remove one left-behind sandbox -> whether anything of it was there, or why not."""
+        sdir = self.runtime.paths.sandboxes / sandbox_id
         try:
             self.runtime.remove(sandbox_id)
-        except NotFound:
-            pass
+        except NotFound:       # no record: a create or remove of ours was cut short
+            if overlay.is_mounted(sdir / "rootfs") or overlay.is_mounted(sdir / "layer"):
+                return "its directory has no record but holds mounts"
+            found = sdir.exists()
+            shutil.rmtree(sdir, ignore_errors=True)
+            self._forget(sandbox_id)
+            return found
         except TumblerError as exc:
             return exc.message
-        return None
+        self._forget(sandbox_id)
+        return True
 
     def _get(self, sandbox_id: str) -> _Held:
         try:
