@@ -1,4 +1,5 @@
-"""What tests share: the image they use and the check that a removed sandbox left nothing behind."""
+"""What tests share: the image they use and the checks that a removed sandbox left nothing behind
+(one per backend)."""
 from __future__ import annotations
 
 import os
@@ -23,4 +24,21 @@ def leftovers(runtime, sandbox_id: str) -> list[str]:
     found += [f"loop device {d}" for d in disks.loop_devices_of(f"/{sandbox_id}/")]
     ps = subprocess.run(["ps", "-eo", "pid,stat,cgroup:512"], capture_output=True, text=True).stdout
     found += [f"process {line}" for line in ps.splitlines() if f"tumbler/{sandbox_id}" in line]
+    return found
+
+
+def docker_leftovers(rt, sandbox_id: str) -> list[str]:
+    """What a removed sandbox of the docker backend could have left on the host (its container,
+    dirs, mounts, loop device, and the engine's monitor of its container, conmon)."""
+    from tumbler.runtime import disks
+    found = [f"container {c['Names']}" for c in
+             rt.api.containers(all=True, filters={"label": f"tumbler.sandbox={sandbox_id}"})]
+    for path in (rt.records / sandbox_id, rt.shared / sandbox_id, rt.disk_dir / sandbox_id):
+        if os.path.lexists(path):
+            found.append(f"path {path}")
+    with open("/proc/self/mountinfo") as fh:
+        found += [f"mount {line.split()[4]}" for line in fh if sandbox_id in line]
+    found += [f"loop device {d}" for d in disks.loop_devices_of(f"/{sandbox_id}/")]
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    found += [f"process {line}" for line in ps.splitlines() if rt._name(sandbox_id) in line]
     return found

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from checks import IMAGE, leftovers as process_leftovers
+from checks import IMAGE, docker_leftovers, leftovers as process_leftovers
 from tumbler.errors import AgentDied, InvalidRequest, NotFound, RuntimeFailure, SandboxError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,20 +47,6 @@ class Backend:
             os.kill(self.runtime.init_pid(sandbox_id), 9)
         else:
             self.runtime.api.kill(self.runtime._name(sandbox_id))
-
-
-def docker_leftovers(rt, sandbox_id: str) -> list[str]:
-    """What a removed sandbox of the docker backend could have left on the host."""
-    from tumbler.runtime import disks
-    found = [f"container {c['Names']}" for c in
-             rt.api.containers(all=True, filters={"label": f"tumbler.sandbox={sandbox_id}"})]
-    for path in (rt.records / sandbox_id, rt.shared / sandbox_id, rt.disk_dir / sandbox_id):
-        if os.path.lexists(path):
-            found.append(f"path {path}")
-    with open("/proc/self/mountinfo") as fh:
-        found += [f"mount {line.split()[4]}" for line in fh if sandbox_id in line]
-    found += [f"loop device {d}" for d in disks.loop_devices_of(f"/{sandbox_id}/")]
-    return found
 
 
 def _docker_runtime():

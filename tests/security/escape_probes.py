@@ -1,12 +1,25 @@
-"""Escape attempts that run INSIDE a sandbox, as root there, written as one python3 script.
+"""Escape attempts that run INSIDE a sandbox, as root there, and the host side of each, shared
+by the escape suites of every backend (test_escapes.py, test_escapes_docker.py).
 
 `PROBE` is sent to the sandbox's python3 with a JSON argument (host facts the attempts aim at:
 a host pid, the host disk's device numbers) and prints one JSON object: attempt name -> "ok"
 when the call succeeded, else the errno's name. Every attempt is made so that even if it
 succeeded it would change nothing on the host (an invalid magic number, the current time, the
 current hostname, the value a file already holds): the suite proves a door is shut without
-walking through it.
+walking through it. The functions below make one attempt each from a given sandbox and return
+what came back, plus the targets they aim at (a host process, listeners, planted secrets); the
+suites assert on it.
 """
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 PROBE = r'''
 import ctypes, errno, json, os, socket, struct, sys, time
@@ -131,10 +144,10 @@ for path in ("/sys/kernel/uevent_helper", "/sys/kernel/mm/transparent_hugepage/e
         break
 
 # facts about the jail, for the suite to assert
-def read(path):
+def read(path, size=4096):
     try:
         with open(path, "rb") as fh:
-            return fh.read(4096).decode(errors="replace")
+            return fh.read(size).decode(errors="replace")
     except OSError as exc:
         return "error:" + errno.errorcode.get(exc.errno, str(exc.errno))
 
@@ -149,7 +162,7 @@ R["facts"] = {
     "masked": {p: read(p) for p in ("/proc/kcore", "/proc/keys", "/proc/timer_list",
                                      "/proc/sched_debug", "/proc/latency_stats", "/proc/acpi",
                                      "/proc/scsi", "/sys/firmware")},
-    "mounts": read("/proc/self/mountinfo"),
+    "mounts": read("/proc/self/mountinfo", -1),  # all of it: a container's runs past 4 KiB
     "cgroup_dir": sorted(os.listdir("/sys/fs/cgroup")) if os.path.isdir("/sys/fs/cgroup") else [],
     "block_devices": sorted(n for n in os.listdir("/dev")
                             if os.path.exists("/dev/" + n) and (os.stat("/dev/" + n).st_mode & 0o170000) == 0o060000),
@@ -175,3 +188,188 @@ for name, fam, addr in json.loads(sys.argv[1]):
         s.close()
 print(json.dumps(out))
 '''
+
+KILL = r"""
+import errno, json, os, signal, sys
+try:
+    os.kill(int(sys.argv[1]), signal.SIGKILL)
+    out = "ok"
+except OSError as exc:
+    out = errno.errorcode[exc.errno]
+print(out, flush=True)
+os.kill(-1, signal.SIGKILL)  # every process this one may signal but itself and its pid 1
+"""
+
+READ = r"""
+import json, sys
+out = {}
+for p in json.loads(sys.argv[1]):
+    try:
+        with open(p) as fh:
+            out[p] = fh.read()
+    except OSError as exc:
+        out[p] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+SURVIVOR = r"""
+import os, signal, sys, time
+if os.fork(): sys.exit(0)
+os.setsid()
+if os.fork(): sys.exit(0)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+time.sleep(3600)
+"""
+
+FILL_FDS = r"""
+import os, resource
+fds = []
+try:
+    while True:
+        fds.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as e:
+    print(len(fds), e.strerror)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096)); print("raised")
+except (OSError, ValueError):
+    print("kept")
+"""
+
+
+def root_host_uid(sb) -> int:
+    """The host uid that root inside `sb` is."""
+    return int(sb.read_file("/proc/self/uid_map").split()[1])
+
+
+@contextlib.contextmanager
+def host_process(uid: int):
+    """A `sleep` on the host running as `uid`: with the sandbox's own uid, only the pid namespace
+    stands between it and a signal from inside."""
+    proc = subprocess.Popen(["sleep", "600"], user=uid)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def run_probe(sb) -> dict:
+    """PROBE's answer from inside `sb`, aimed at a host process running as root inside's own host
+    uid (so only the pid namespace hides it) and at the host's disk."""
+    st = os.stat("/")
+    with host_process(root_host_uid(sb)) as target:
+        host = {"host_pid": target.pid, "disk_major": os.major(st.st_dev),
+                "disk_minor": os.minor(st.st_dev)}
+        r = sb.exec(["python3", "-c", PROBE, json.dumps(host)], timeout=60)
+        assert target.poll() is None
+    assert r.exit_code == 0, r.stderr
+    return json.loads(max(r.stdout.splitlines(), key=len))
+
+
+def kill_host_then_all(sb, host_pid: int) -> str:
+    """`kill(host_pid, SIGKILL)`, then `kill(-1, SIGKILL)`, from inside; the first one's answer."""
+    return sb.exec(["python3", "-c", KILL, str(host_pid)], timeout=30).stdout.strip()
+
+
+@contextlib.contextmanager
+def host_listeners():
+    """Listeners in the host's network namespace (TCP on 127.0.0.1 and ::1, an abstract unix
+    socket), as CONNECT's targets; the host itself connects to each first."""
+    with contextlib.ExitStack() as stack:
+        def listen(family, addr):
+            s = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            s.bind(addr)
+            s.listen(8)
+            return list(s.getsockname()[:2]) if family != socket.AF_UNIX else addr
+
+        targets = [["tcp4", "AF_INET", listen(socket.AF_INET, ("127.0.0.1", 0))]]
+        try:
+            targets.append(["tcp6", "AF_INET6", listen(socket.AF_INET6, ("::1", 0))])
+        except OSError:
+            pass  # no IPv6 on this host
+        name = "\0tumbler-escape-" + secrets.token_hex(4)
+        targets.append(["abstract_unix", "AF_UNIX", listen(socket.AF_UNIX, name)])
+        for _, fam, addr in targets:
+            with socket.socket(getattr(socket, fam), socket.SOCK_STREAM) as s:
+                s.connect(tuple(addr) if isinstance(addr, list) else addr)
+        yield targets
+
+
+def connect_from(sb, targets: list) -> dict:
+    """CONNECT's answer from inside `sb`: target name -> "connected" or the exception's name."""
+    return json.loads(sb.exec(["python3", "-c", CONNECT, json.dumps(targets)], timeout=30).stdout)
+
+
+def new_secret(where: str) -> str:
+    return f"tumbler-secret-{where}-{secrets.token_hex(8)}"
+
+
+@contextlib.contextmanager
+def planted_on_host(dirs: list[Path]):
+    """A file in each host dir holding a secret of its own; yields {path: secret}."""
+    planted = {d / f"escape-test-{secrets.token_hex(4)}": new_secret("host") for d in dirs}
+    try:
+        for path, secret in planted.items():
+            path.write_text(secret)
+        yield planted
+    finally:
+        for path in planted:
+            path.unlink(missing_ok=True)
+
+
+def read_from(sb, paths: list) -> dict:
+    """READ's answer from inside `sb`: path -> its text, or the exception's name."""
+    return json.loads(sb.exec(["python3", "-c", READ, json.dumps([str(p) for p in paths])],
+                              timeout=30).stdout)
+
+
+GREP_CONTROL = "/tmp/grep-control"
+
+
+def grep_everywhere(sb, needles: list[str]) -> list[str]:
+    """The files, in the whole filesystem `sb` sees (but /proc, /sys, /dev), that hold any of
+    `needles`; a control file with a needle of its own is planted in /tmp for the scan to find."""
+    control = new_secret("control")
+    sb.write_file(GREP_CONTROL, control)
+    try:
+        scan = sb.exec(["grep", "-rlsF", "--exclude-dir=proc", "--exclude-dir=sys",
+                        "--exclude-dir=dev", *[f"-e{n}" for n in [*needles, control]], "/"],
+                       timeout=180)
+    finally:
+        sb.exec(["rm", "-f", GREP_CONTROL])
+    return scan.stdout.splitlines()
+
+
+def start_survivors(sb, marker: str) -> None:
+    """A double-forked daemon in its own session that ignores SIGHUP, and `nohup setsid` of a
+    sleep, both carrying `marker` in their command line."""
+    sb.exec(["python3", "-c", SURVIVOR, marker])
+    sb.exec(f"nohup setsid bash -c 'exec -a {marker} sleep 3600' >/dev/null 2>&1 &")
+    time.sleep(0.3)
+
+
+def host_processes_with(marker: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, timeout=10)
+    return [line for line in ps.stdout.splitlines() if marker in line]
+
+
+def fill_fds(sb) -> tuple[int, str, str]:
+    """Open fds until refused, then try to raise the hard limit: (fds opened, the error,
+    "raised" or "kept")."""
+    first, second = sb.exec(["python3", "-c", FILL_FDS], timeout=30).stdout.splitlines()
+    count, _, error = first.partition(" ")
+    return int(count), error, second
+
+
+def busy_cpu_seconds(sb) -> float:
+    """CPU-seconds two busy loops use in 2 s of wall time (4 if nothing holds them)."""
+    before = sb.stats().cpu_seconds
+    sb.exec("timeout 2 sh -c 'while :; do :; done' & timeout 2 sh -c 'while :; do :; done'; wait",
+            timeout=30)
+    return sb.stats().cpu_seconds - before
+
+
+def change_hostname_and_clock(sb) -> str:
+    """`hostname pwned; date -s 2001-01-01` inside; returns the hostname inside afterwards."""
+    sb.exec("hostname pwned; date -s '2001-01-01'")
+    return sb.exec("hostname").stdout

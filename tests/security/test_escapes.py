@@ -8,19 +8,21 @@ abstract unix socket of the host's network namespace.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import secrets
-import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from checks import IMAGE, leftovers
-from escape_probes import CONNECT, PROBE
+from escape_probes import (GREP_CONTROL, busy_cpu_seconds, change_hostname_and_clock,
+                           connect_from, fill_fds, grep_everywhere, host_listeners, host_process,
+                           host_processes_with, kill_host_then_all, new_secret, planted_on_host,
+                           read_from, root_host_uid, run_probe, start_survivors)
 from tumbler.runtime import idmap
 from tumbler.runtime.spec import Limits, SandboxSpec
 
@@ -103,12 +105,7 @@ def hostile(runtime):
 
 @pytest.fixture(scope="module")
 def probe(hostile):
-    st = os.stat("/")
-    host = {"host_pid": os.getpid(), "disk_major": os.major(st.st_dev),
-            "disk_minor": os.minor(st.st_dev)}
-    r = hostile.exec(["python3", "-c", PROBE, json.dumps(host)], timeout=60)
-    assert r.exit_code == 0, r.stderr
-    return json.loads(r.stdout)
+    return run_probe(hostile)
 
 
 @pytest.mark.parametrize("name", sorted(ATTEMPTS))
@@ -153,100 +150,40 @@ def test_host_sees_root_inside_as_unprivileged(hostile, runtime):
 
 
 def test_signals_reach_no_host_process(make_sandbox):
-    host = subprocess.Popen(["sleep", "600"])
-    try:
-        sb = make_sandbox()
-        code = (f"import os, signal\n"
-                f"try:\n    os.kill({host.pid}, signal.SIGKILL); print('hit')\n"
-                f"except ProcessLookupError:\n    print('ESRCH')\n"
-                f"os.kill(-1, signal.SIGKILL)\n")
-        r = sb.exec(["python3", "-c", code], timeout=30)
-        assert r.stdout.startswith("ESRCH")
+    sb = make_sandbox()
+    with host_process(root_host_uid(sb)) as host:  # root inside's own host uid
+        assert kill_host_then_all(sb, host.pid) == "ESRCH"
         time.sleep(0.2)
         assert host.poll() is None  # the host process lives on
-        assert sb.exec("echo agent alive").stdout == "agent alive\n"  # kill(-1) spares init
-    finally:
-        host.kill()
-        host.wait(timeout=10)
+    assert sb.exec("echo agent alive").stdout == "agent alive\n"  # kill(-1) spares init
 
 
-@pytest.fixture
-def loopback_listeners():
-    """Listeners in the host's network namespace: TCP on 127.0.0.1 and ::1, an abstract unix socket."""
-    socks, targets = [], []
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen(8)
-    socks.append(tcp)
-    targets.append(["tcp4", "AF_INET", ["127.0.0.1", tcp.getsockname()[1]]])
-    if socket.has_ipv6:
-        try:
-            tcp6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            tcp6.bind(("::1", 0))
-            tcp6.listen(8)
-            socks.append(tcp6)
-            targets.append(["tcp6", "AF_INET6", ["::1", tcp6.getsockname()[1]]])
-        except OSError:
-            pass
-    name = "\0tumbler-escape-" + secrets.token_hex(4)
-    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    unix.bind(name)
-    unix.listen(8)
-    socks.append(unix)
-    targets.append(["abstract_unix", "AF_UNIX", name])
-    yield targets
-    for s in socks:
-        s.close()
-
-
-def test_host_network_is_unreachable(hostile, loopback_listeners):
-    # the host itself reaches its listeners (so a refusal inside is the namespace's doing)
-    for _, fam, addr in loopback_listeners:
-        with socket.socket(getattr(socket, fam), socket.SOCK_STREAM) as s:
-            s.connect(tuple(addr) if isinstance(addr, list) else addr)
-    r = hostile.exec(["python3", "-c", CONNECT, json.dumps(loopback_listeners)], timeout=30)
-    out = json.loads(r.stdout)
+def test_host_network_is_unreachable(hostile):
+    with host_listeners() as targets:  # the host itself connects to each
+        out = connect_from(hostile, targets)
     assert set(out.values()) <= {"ConnectionRefusedError", "OSError"}, out
 
 
 def test_no_reading_other_sandboxes_or_host_secrets(hostile, make_sandbox, runtime):
     other = make_sandbox()
-    tokens = {k: f"tumbler-secret-{k}-{secrets.token_hex(8)}" for k in ("sandbox", "home", "run")}
-    other.write_file("/root/secret", tokens["sandbox"])
-    home_secret = runtime.paths.home / f"escape-test-{tokens['home']}"
-    run_secret = runtime.paths.run / f"escape-test-{tokens['run']}"
-    home_secret.write_text(tokens["home"])
-    run_secret.write_text(tokens["run"])
-    try:
-        paths = [str(runtime.upper_dir(other.id) / "root" / "secret"), str(home_secret),
-                 str(run_secret), f"/proc/{runtime.init_pid(other.id)}/root/root/secret"]
-        code = ("import json, sys, socket\nout = {}\n"
-                "for p in json.loads(sys.argv[1]):\n"
-                "    try:\n        out[p] = open(p).read()\n"
-                "    except OSError as e:\n        out[p] = type(e).__name__\n"
-                "s = socket.socket(socket.AF_UNIX)\n"
-                "try:\n    s.connect(sys.argv[2]); out['agent'] = 'connected'\n"
-                "except OSError as e:\n    out['agent'] = type(e).__name__\n"
-                "print(json.dumps(out))\n")
-        r = hostile.exec(["python3", "-c", code, json.dumps(paths), runtime.agent_socket(other.id)])
-        out = json.loads(r.stdout)
+    secret = new_secret("sandbox")
+    other.write_file("/root/secret", secret)
+    others = [runtime.upper_dir(other.id) / "root" / "secret",
+              f"/proc/{runtime.init_pid(other.id)}/root/root/secret"]
+    assert {Path(p).read_text() for p in others} == {secret}  # there, seen from the host
+    with planted_on_host([runtime.paths.home, runtime.paths.run]) as planted:
+        out = read_from(hostile, [*others, *planted])
+        out.update(connect_from(hostile, [["agent", "AF_UNIX", runtime.agent_socket(other.id)]]))
         assert set(out.values()) <= {"FileNotFoundError", "PermissionError"}, out
-        # and nowhere in the sandbox's whole view of the filesystem
-        scan = hostile.exec(["grep", "-rlsF", "--exclude-dir=proc", "--exclude-dir=sys",
-                             "--exclude-dir=dev", *[f"-e{t}" for t in tokens.values()], "/"],
-                            timeout=120)
-        assert scan.stdout == "" and scan.exit_code == 1, scan.stdout
-    finally:
-        home_secret.unlink()
-        run_secret.unlink()
+        # and nowhere in the sandbox's whole view of the filesystem (but the scan's control)
+        assert grep_everywhere(hostile, [secret, *planted.values()]) == [GREP_CONTROL]
 
 
 def test_hostname_and_clock_of_host_unchanged(hostile):
     before = socket.gethostname()
-    hostile.exec("hostname pwned; date -s '2001-01-01'")
+    assert change_hostname_and_clock(hostile) == "sandbox\n"
     assert socket.gethostname() == before
     assert time.time() > 1.7e9
-    assert hostile.exec("hostname").stdout == "sandbox\n"
 
 
 def test_disk_quota_stops_filling_the_host(make_sandbox, runtime):
@@ -285,42 +222,25 @@ def test_memory_hog_is_killed_inside(make_sandbox):
 def test_no_process_outlives_its_sandbox(runtime):
     sb = _new(runtime)
     marker = f"tumbler-survivor-{secrets.token_hex(4)}"
-    # a double-forked daemon in its own session that ignores SIGHUP, and nohup + setsid
-    daemon = ("import os, signal, sys, time\nif os.fork(): sys.exit(0)\nos.setsid()\n"
-              "if os.fork(): sys.exit(0)\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-              "time.sleep(3600)\n")
     try:
-        sb.exec(["python3", "-c", daemon, marker])
-        sb.exec(f"nohup setsid bash -c 'exec -a {marker} sleep 3600' >/dev/null 2>&1 &")
-        time.sleep(0.3)
+        start_survivors(sb, marker)
         inside = sb.exec("ps -eo args").stdout
         assert inside.count(marker) == 2, inside  # both run before the removal
     finally:
         sid = sb.id
         sb.remove()
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, timeout=10)
-    assert marker not in ps.stdout
+    assert host_processes_with(marker) == []
     assert leftovers(runtime, sid) == []
 
 
 def test_fd_limit_holds(make_sandbox):
     sb = make_sandbox(spec=SandboxSpec(image=IMAGE, limits=Limits(nofile=256)))
-    code = ("import os, resource\nfds = []\ntry:\n    while True:\n"
-            "        fds.append(os.open('/dev/null', os.O_RDONLY))\n"
-            "except OSError as e:\n    print(len(fds), e.strerror)\n"
-            "try:\n    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096)); print('raised')\n"
-            "except (OSError, ValueError):\n    print('kept')\n")
-    out = sb.exec(["python3", "-c", code], timeout=30).stdout.splitlines()
-    count, _, error = out[0].partition(" ")
-    assert error == "Too many open files" and int(count) < 256
-    assert out[1] == "kept"  # raising the hard limit needs CAP_SYS_RESOURCE
+    count, error, hard_limit = fill_fds(sb)
+    assert error == "Too many open files" and count < 256
+    assert hard_limit == "kept"  # raising it needs CAP_SYS_RESOURCE
 
 
 def test_cpu_limit_holds(make_sandbox):
     sb = make_sandbox(spec=SandboxSpec(image=IMAGE, limits=Limits(cpus=0.5)))
-    before = sb.stats().cpu_seconds
-    # two busy loops for 2 s of wall time would use 4 CPU-seconds unfenced
-    sb.exec("timeout 2 sh -c 'while :; do :; done' & timeout 2 sh -c 'while :; do :; done'; wait",
-            timeout=30)
-    used = sb.stats().cpu_seconds - before
+    used = busy_cpu_seconds(sb)
     assert used < 2 * 0.5 * 1.3, f"{used:.2f} CPU-seconds in 2 s under a 0.5-core limit"
