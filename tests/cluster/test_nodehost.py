@@ -44,6 +44,7 @@ def test_batches_answer_each_item_in_order(runtime):
             assert await host.remove(ids) == [None, None, None]
         [unknown] = await host.remove(["nosuch"])
         assert isinstance(unknown, NotFound)
+        assert await host.close() == 0
         for sid in ids:
             assert leftovers(runtime, sid) == []
     asyncio.run(scenario())
@@ -71,6 +72,8 @@ def test_new_host_reclaims_what_a_killed_one_left(runtime):
         # another host's sandboxes are not its business
         assert (await bystander.run([(kept[0], "echo here")], timeout=5))[0].output == "here\n"
         assert await bystander.remove(kept) == [None]
+        await bystander.close()
+        await successor.close()
     asyncio.run(scenario())
 
 
@@ -87,6 +90,7 @@ def test_new_host_reclaims_removes_cut_short(runtime):
         maker.wait(10)
         successor = NodeHost(host_id)
         assert successor.reclaim_failed == []
+        asyncio.run(successor.close())
         for sid in ids:
             _reap(runtime.init_pid(sid) or 0, 0.1)
             assert leftovers(runtime, sid) == [], (delay_s, sid)

@@ -131,9 +131,13 @@ class NodeHost:
         return await _each(ids, self._remove_one)
 
     async def close(self) -> int:
-        """Remove every sandbox this host holds -> how many."""
+        """Remove every sandbox this host holds -> how many. An empty ledger goes too."""
         ids = list(self._held)
         await self.remove(ids)
+        try:
+            self._ledger.rmdir()
+        except OSError:     # something is left to reclaim
+            pass
         return len(ids)
 
     # -- one item ----------------------------------------------------------------------------
@@ -199,6 +203,7 @@ class NodeHost:
         self._forget(sandbox_id)
 
     def _note(self, sandbox_id: str) -> None:
+        self._ledger.mkdir(parents=True, exist_ok=True)
         (self._ledger / sandbox_id).touch()
 
     def _forget(self, sandbox_id: str) -> None:
