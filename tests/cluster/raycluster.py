@@ -63,11 +63,12 @@ def local_cluster(names: list[str]) -> Iterator[LocalCluster]:
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False, "node_ip_address": NODE_IP})
     session_dir = cluster.head_node.get_session_dir_path()
+    address = cluster.address
     lc = LocalCluster(cluster)
     try:
         for name in names:
             lc.add(name)
-        ray.init(address=cluster.address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False)
         yield lc
     finally:
         ray.shutdown()
@@ -79,7 +80,7 @@ def local_cluster(names: list[str]) -> Iterator[LocalCluster]:
                     pass
         lc.killed_at_exit = _finish_children(before)
         shutil.rmtree(session_dir, ignore_errors=True)
-        _forget_address(cluster.address)
+        _forget(address, session_dir)
 
 
 def reap_zombies(before: set[int] | None = None) -> int:
@@ -119,13 +120,19 @@ def _finish_children(before: set[int]) -> list[str]:
         time.sleep(0.05)
 
 
-def _forget_address(address: str) -> None:
-    """Ray notes the newest cluster's address for a bare `ray.init()` to join; not ours, once
-    it is gone."""
+def _forget(address: str, session_dir: str) -> None:
+    """Ray notes the newest cluster's address (for a bare `ray.init()` to join) and links its
+    session as `session_latest`: not ours to leave once the cluster is gone."""
     note = Path(get_ray_address_file(None))
+    latest = Path(session_dir).parent / "session_latest"
     try:
         if note.read_text().strip() == address:
             note.unlink()
+    except OSError:
+        pass
+    try:
+        if os.readlink(latest) == session_dir:
+            latest.unlink()
     except OSError:
         pass
 

@@ -13,7 +13,8 @@ that machine under the same host id (for a node fault, on a node that joins agai
 name), removes every sandbox the dead one left (each one carrying its label, and the
 directories of creates and removes it was killed in), and none of them leaves a process, mount,
 cgroup, loop device or directory (`checks.leftovers`); the new host serves at once. At the end
-every sandbox is removed and every Ray process is gone (reaped).
+every sandbox is removed, every Ray process is gone (reaped), and a host started here with
+each of the run's host ids finds nothing to reclaim (after a failed run, it removes what was left).
 
     TUMBLER_NODE_LOSS_SEED=3 .venv/bin/pytest tests/cluster/test_node_loss.py
     TUMBLER_NODE_LOSS_SEED=3 TUMBLER_NODE_LOSS_ROUNDS=20 .venv/bin/pytest -m slow tests/cluster/test_node_loss.py
@@ -24,10 +25,12 @@ drawn from the seed. Figures go to docs/RELIABILITY.md.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import random
 import signal
+import socket
 import threading
 import time
 
@@ -37,7 +40,7 @@ pytest.importorskip("ray", reason="tumbler[cluster] (ray) is not installed")
 
 from checks import IMAGE, leftovers  # noqa: E402
 from raycluster import local_cluster, reap_zombies  # noqa: E402
-from tumbler.cluster import HOST_LABEL, ClusterClient, ClusterConfig  # noqa: E402
+from tumbler.cluster import HOST_LABEL, ClusterClient, ClusterConfig, NodeHost, host_id_for  # noqa: E402
 from tumbler.errors import NodeLost, TumblerError  # noqa: E402
 from tumbler.runtime.spec import Limits, SandboxSpec  # noqa: E402
 
@@ -252,18 +255,25 @@ def node_loss_run(runtime, rounds: int) -> collections.Counter:
     rng = random.Random(SEED)
     faults = (["node", "host"] + [rng.choice(["node", "host"]) for _ in range(rounds)])[:rounds]
     started = time.monotonic()
-    with local_cluster(NODES) as lc:
-        run = Run(lc, ClusterClient(ClusterConfig(start_timeout_s=60, op_timeout_s=60)), runtime)
-        try:
-            run.started(run.client.start_hosts())
-            assert sorted(run.host_ids) == NODES, run.host_ids
-            for name in NODES:
-                run.fill(name)
-            for fault in faults:
-                _round(run, fault, rng)
-        finally:
-            run.client.close()
+    host_ids = {n: host_id_for(socket.gethostname(), n) for n in NODES}
+    try:
+        with local_cluster(NODES) as lc:
+            run = Run(lc, ClusterClient(ClusterConfig(start_timeout_s=60, op_timeout_s=60)), runtime)
+            try:
+                run.started(run.client.start_hosts())
+                assert run.host_ids == host_ids, run.host_ids
+                for name in NODES:
+                    run.fill(name)
+                for fault in faults:
+                    _round(run, fault, rng)
+            finally:
+                run.client.close()
+    finally:
+        # Hosts with the run's ids, here and now that the cluster is gone, find what the run's
+        # hosts left (nothing, when it passed; after a failure, whatever it was: never kept).
+        stray = _reclaim_here(host_ids.values())
     reap_zombies()
+    assert stray == 0, f"{stray} sandboxes left by the run's hosts after it closed"
     left = {sid: leftovers(runtime, sid) for sid in run.seen}
     left = {k: v for k, v in left.items() if v}
     totals = run.totals
@@ -277,6 +287,17 @@ def node_loss_run(runtime, rounds: int) -> collections.Counter:
           f"{len(lc.killed_at_exit)}, {time.monotonic() - started:.1f} s")
     assert not left, left
     return totals
+
+
+def _reclaim_here(host_ids) -> int:
+    async def reclaim():
+        found = 0
+        for host_id in host_ids:
+            host = NodeHost(host_id)
+            found += host.reclaimed + len(host.reclaim_failed)
+            await host.close()
+        return found
+    return asyncio.run(reclaim())
 
 
 @pytest.mark.timeout(240)

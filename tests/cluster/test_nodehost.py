@@ -63,17 +63,19 @@ def test_new_host_reclaims_what_a_killed_one_left(runtime):
     async def scenario():   # one event loop for a host's whole life, as in its actor
         bystander = NodeHost(host_id_for("test", f"other-{os.getpid()}"))
         kept = await bystander.create([SPEC])
-        successor = NodeHost(host_id)
-        assert (successor.reclaimed, successor.reclaim_failed) == (2, [])
-        for pid in inits:     # reparented to this process (a subreaper) when the maker died
-            _reap(pid)
-        for sid in ids:
-            assert leftovers(runtime, sid) == []
-        # another host's sandboxes are not its business
-        assert (await bystander.run([(kept[0], "echo here")], timeout=5))[0].output == "here\n"
-        assert await bystander.remove(kept) == [None]
-        await bystander.close()
-        await successor.close()
+        try:
+            successor = NodeHost(host_id)
+            assert (successor.reclaimed, successor.reclaim_failed) == (2, [])
+            await successor.close()
+            for pid in inits:     # reparented to this process (a subreaper) when the maker died
+                _reap(pid)
+            for sid in ids:
+                assert leftovers(runtime, sid) == []
+            # another host's sandboxes are not its business
+            assert (await bystander.run([(kept[0], "echo here")], timeout=5))[0].output == "here\n"
+        finally:
+            assert await bystander.close() == 1
+        assert leftovers(runtime, kept[0]) == []
     asyncio.run(scenario())
 
 
