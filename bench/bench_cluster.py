@@ -23,7 +23,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -183,8 +185,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)   # PR_SET_CHILD_SUBREAPER: see reap_children
+    ray_dir = tempfile.mkdtemp(prefix="ray-bench-")    # its session: logs, sockets
     ray.init(address="local", num_cpus=2, resources={"tumbler_host": 1}, include_dashboard=False,
-             log_to_driver=False)
+             log_to_driver=False, _temp_dir=ray_dir)
     client = ClusterClient()
     here = HostHere()
     try:
@@ -196,6 +199,7 @@ def main() -> None:
         client.close()
         ray.shutdown()
         reap_children()
+        shutil.rmtree(ray_dir, ignore_errors=True)
     modes = list(rates[0]["commands_per_s"])
     table = Table("sandboxes", *modes, "each / local")
     for r in rates:
