@@ -88,19 +88,29 @@ def _figure(result: soak_loop.SoakResult) -> None:
 
 
 def _doc_line(began, args, result, rss0, rss1, fd0, fd1, left, flat) -> None:
+    """Set the soak row of RELIABILITY.md's table, in place (added at the table's end if none)."""
+    heap0, heap1 = result.quarters("heap_in_use_kb")
     line = (f"| soak (process runtime, `python bench/soak.py --seconds "
             f"{args.seconds:.0f} --batch {args.batch}`, {began}) | {args.seconds / 60:.0f} min, "
             f"{result.sandboxes} sandboxes, {len(result.errors)} errors | RSS {rss0 / 1024:.1f} -> "
-            f"{rss1 / 1024:.1f} MiB, fds {fd0:.0f} -> {fd1:.0f} (first -> last quarter median), "
+            f"{rss1 / 1024:.1f} MiB, C heap in use {heap0 / 1024:.1f} -> {heap1 / 1024:.1f} MiB, "
+            f"fds {fd0:.0f} -> {fd1:.0f} (first -> last quarter median), "
             f"{len(left)} leftovers: {'flat' if not flat else 'NOT flat'} ([curves](soak.png)) "
             f"{SOAK_LINE_TAG} |")
-    text = RELIABILITY.read_text() if RELIABILITY.exists() else ""
-    lines = [l for l in text.splitlines() if SOAK_LINE_TAG not in l]
-    if not any(l.startswith("| what") for l in lines):
-        lines += ["", "| what | result | figures |", "| --- | --- | --- |"]
-    lines.append(line)
+    lines = RELIABILITY.read_text().splitlines() if RELIABILITY.exists() else []
+    at = next((i for i, l in enumerate(lines) if SOAK_LINE_TAG in l), None)
+    if at is not None:
+        lines[at] = line
+    else:
+        head = next((i for i, l in enumerate(lines) if l.startswith("| what")), None)
+        if head is None:
+            lines += ["", "| what | result | figures |", "| --- | --- | --- |", line]
+        else:
+            end = head
+            while end + 1 < len(lines) and lines[end + 1].startswith("|"):
+                end += 1
+            lines.insert(end + 1, line)
     RELIABILITY.write_text("\n".join(lines).strip("\n") + "\n")
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,6 +35,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from pydantic import BaseModel, Field
 
+from tumbler import memstats
 from tumbler.agent.aclient import AsyncAgentClient
 from tumbler.agent.client import AgentGone
 from tumbler.agent.protocol import AgentRequestError
@@ -128,7 +129,9 @@ class NodeHost:
         return await _each(ids, self._reset_one)
 
     async def remove(self, ids: list[str]) -> list[None | TumblerError]:
-        return await _each(ids, self._remove_one)
+        results = await _each(ids, self._remove_one)
+        memstats.trim()   # a host lives for days: give back what glibc keeps of freed memory
+        return results
 
     async def close(self) -> int:
         """Remove every sandbox this host holds -> how many. An empty ledger goes too."""
