@@ -42,3 +42,15 @@ def docker_leftovers(rt, sandbox_id: str) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     found += [f"process {line}" for line in ps.splitlines() if rt._name(sandbox_id) in line]
     return found
+
+
+def remove_all_and_check(made, leftovers_of) -> None:
+    """A fixture's teardown: remove every sandbox in `made` (one that fails to go is reported by
+    the check, not here), then assert that none left anything (`leftovers_of(id)` -> list)."""
+    for sb in made:
+        try:
+            sb.remove()
+        except Exception:
+            pass
+    for sb in made:
+        assert leftovers_of(sb.id) == []

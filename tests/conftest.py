@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks import IMAGE, leftovers
+from checks import IMAGE, leftovers, remove_all_and_check
 
 
 @pytest.fixture(scope="session")
@@ -28,13 +28,7 @@ def make_sandbox(runtime):
         return sb
 
     yield make
-    for sb in made:
-        try:
-            sb.remove()
-        except Exception:
-            pass
-    for sb in made:
-        assert leftovers(runtime, sb.id) == []
+    remove_all_and_check(made, lambda sid: leftovers(runtime, sid))
 
 
 @pytest.fixture

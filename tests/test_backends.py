@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from checks import IMAGE, docker_leftovers, leftovers as process_leftovers
+from checks import IMAGE, docker_leftovers, leftovers as process_leftovers, remove_all_and_check
 from tumbler.errors import AgentDied, InvalidRequest, NotFound, RuntimeFailure, SandboxError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,13 +102,7 @@ def _maker(backend):
         return sb
 
     yield make_one
-    for sb in made:
-        try:
-            sb.remove()
-        except Exception:
-            pass
-    for sb in made:
-        assert backend.leftovers(sb.id) == []
+    remove_all_and_check(made, backend.leftovers)
 
 
 # -- the same on every backend -----------------------------------------------------------------

@@ -17,9 +17,9 @@ import tarfile
 from pathlib import Path
 from typing import Callable
 
-from tumbler.agent.client import AgentClient, AgentGone
-from tumbler.agent.protocol import AgentRequestError
-from tumbler.errors import AgentDied, CommandTimeout, InvalidRequest, from_kind
+from tumbler.agent.client import AgentClient
+from tumbler.agent_errors import agent_errors
+from tumbler.errors import InvalidRequest, from_kind
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
@@ -226,15 +226,8 @@ class LocalSandbox:
         """One request to the in-sandbox agent, its errors turned into Tumbler's."""
         if self._agent is None:
             raise from_kind("conflict", f"sandbox {self.id} is {self.info.state.value}; start it first")
-        try:
+        with agent_errors(self.id, op, timeout):
             return self._agent.call(op, args or {}, body, timeout=timeout, on_event=on_event)
-        except AgentRequestError as exc:
-            raise from_kind(exc.kind, exc.message) from None
-        except AgentGone as exc:
-            raise AgentDied(f"the agent of sandbox {self.id} is gone ({exc}); "
-                            "reset or restart the sandbox") from None
-        except TimeoutError:
-            raise CommandTimeout(f"sandbox {self.id} did not answer {op} within {timeout} s") from None
 
     def _ensure_session(self, name: str) -> None:
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from checks import IMAGE, docker_leftovers
+from checks import IMAGE, docker_leftovers, remove_all_and_check
 from escape_probes import (GREP_CONTROL, busy_cpu_seconds, change_hostname_and_clock,
                            connect_from, fill_fds, grep_everywhere, host_listeners, host_process,
                            host_processes_with, kill_host_then_all, new_secret, planted_on_host,
@@ -72,13 +72,7 @@ def make_docker(docker_rt):
         return made[-1]
 
     yield make
-    for sb in made:
-        try:
-            sb.remove()
-        except Exception:
-            pass
-    for sb in made:
-        assert docker_leftovers(docker_rt, sb.id) == []
+    remove_all_and_check(made, lambda sid: docker_leftovers(docker_rt, sid))
 
 
 @pytest.fixture(scope="module")

@@ -37,10 +37,9 @@ from pydantic import BaseModel, Field
 
 from tumbler import memstats
 from tumbler.agent.aclient import AsyncAgentClient
-from tumbler.agent.client import AgentGone
-from tumbler.agent.protocol import AgentRequestError
+from tumbler.agent_errors import agent_errors
 from tumbler.config import Paths
-from tumbler.errors import AgentDied, CommandTimeout, NotFound, TumblerError, from_kind
+from tumbler.errors import NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
@@ -255,15 +254,8 @@ class NodeHost:
     async def _call(self, sandbox_id: str, op: str, args: dict, *, timeout: float
                     ) -> tuple[dict, bytes]:
         agent = self._get(sandbox_id).agent
-        try:
+        with agent_errors(sandbox_id, op, timeout):
             return await agent.call(op, args, timeout=timeout)
-        except AgentRequestError as exc:
-            raise from_kind(exc.kind, exc.message) from None
-        except AgentGone as exc:
-            raise AgentDied(f"the agent of sandbox {sandbox_id} is gone ({exc}); "
-                            "reset it or remove it") from None
-        except TimeoutError:
-            raise CommandTimeout(f"sandbox {sandbox_id} did not answer {op} within {timeout} s") from None
 
     async def _blocking(self, fn: Callable[..., T], *args) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)

@@ -12,9 +12,8 @@ import json
 from typing import Protocol
 
 from tumbler.agent.aclient import AsyncAgentClient
-from tumbler.agent.client import AgentGone
-from tumbler.agent.protocol import AgentRequestError
-from tumbler.errors import AgentDied, CommandTimeout, Conflict, from_kind
+from tumbler.agent_errors import agent_errors
+from tumbler.errors import Conflict
 from tumbler.local import LocalSandbox
 from tumbler.runtime.spec import SandboxState
 
@@ -43,16 +42,8 @@ class LocalEndpoint:
 
     async def call(self, op: str, args: dict, body: bytes = b"", *,
                    timeout: float) -> tuple[dict, bytes]:
-        try:
+        with agent_errors(self.sandbox_id, op, timeout):
             return await self._client.call(op, args, body, timeout=timeout)
-        except AgentRequestError as exc:
-            raise from_kind(exc.kind, exc.message) from None
-        except AgentGone as exc:
-            raise AgentDied(f"the agent of sandbox {self.sandbox_id} is gone ({exc}); "
-                            "reset or restart the sandbox") from None
-        except TimeoutError:
-            raise CommandTimeout(f"sandbox {self.sandbox_id} did not answer {op} "
-                                 f"within {timeout} s") from None
 
     async def close(self) -> None:
         # Fails a poll in flight with AgentGone; the bridge has stopped listening by then.

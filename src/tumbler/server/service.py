@@ -15,10 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, TypeVar
 
 from tumbler.agent.aclient import AsyncAgentClient
-from tumbler.agent.client import AgentGone
-from tumbler.agent.protocol import AgentRequestError
-from tumbler.errors import (AgentDied, CommandTimeout, Conflict, InvalidRequest, NotFound,
-                            TumblerError, from_kind)
+from tumbler.agent_errors import agent_errors
+from tumbler.errors import AgentDied, Conflict, InvalidRequest, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
@@ -357,13 +355,9 @@ class SandboxService:
         self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
         self._dirty_active[sandbox_id] = time.time()
         try:
-            return await client.call(op, args, body, timeout=timeout, on_event=on_event)
-        except AgentRequestError as exc:
-            raise from_kind(exc.kind, exc.message) from None
-        except AgentGone as exc:
-            raise self._agent_died(sandbox_id, str(exc)) from None
-        except TimeoutError:
-            raise CommandTimeout(f"sandbox {sandbox_id} did not answer {op} within {timeout} s") from None
+            with agent_errors(sandbox_id, op, timeout,
+                              on_gone=lambda detail: self._agent_died(sandbox_id, detail)):
+                return await client.call(op, args, body, timeout=timeout, on_event=on_event)
         finally:
             self._busy[sandbox_id] -= 1
             self._dirty_active[sandbox_id] = time.time()
