@@ -40,3 +40,21 @@ assert memstats.trim() is True
 after = memstats.read()
 assert held.rss_kb - after.rss_kb >= MIB64 * 0.5, (held, after)
 """)
+
+
+BIG_BLOCKS = """
+for _ in range(3):                # a big block freed and made again, small ones made between
+    block = bytearray(2 << 20)
+    small = [bytearray(100) for _ in range(10)]
+    del block
+"""
+
+
+def test_untuned_glibc_keeps_a_freed_big_block():
+    # The control for the next test: what `tune` is there to stop still happens here.
+    run_fresh(BIG_BLOCKS + "assert memstats.read().heap_free_kb >= 1536, memstats.read()")
+
+
+def test_tune_gives_big_blocks_back_when_freed():
+    run_fresh("assert memstats.tune() is True\n" + BIG_BLOCKS +
+              "assert memstats.read().heap_free_kb < 1024, memstats.read()")

@@ -85,6 +85,7 @@ def _one(runtime, image: str, n: int) -> str:
 
 def run(runtime, image: str, seconds: float, batch: int = 8,
         on_sample=None) -> SoakResult:
+    memstats.tune()   # as the runtime's long-lived owners (server, node host) do
     result = SoakResult(seconds=seconds, batch=batch)
     start = time.monotonic()
     next_sample = start

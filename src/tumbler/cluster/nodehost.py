@@ -90,6 +90,7 @@ class NodeHost:
     def __init__(self, host_id: str, *, home: str | None = None, run: str | None = None,
                  start_concurrency: int = 4):
         self.host_id = host_id
+        memstats.tune()   # a host lives for days: big freed blocks go back to the kernel
         env = Paths.from_env()
         self.runtime = ProcessRuntime(Paths(home=Path(home) if home else env.home,
                                             run=Path(run) if run else env.run))

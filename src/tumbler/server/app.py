@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 import tumbler
-from tumbler import wire
+from tumbler import memstats, wire
 from tumbler.runtime.base import Runtime
 from tumbler.server import errors, metrics
 from tumbler.server.auth import BearerAuth
@@ -55,6 +55,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        memstats.tune()   # a server lives for days: big freed blocks go back to the kernel
         rt = runtime or await asyncio.to_thread(_process_runtime)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         registry = await asyncio.to_thread(Registry, config.database_url)
