@@ -54,3 +54,26 @@ def remove_all_and_check(made, leftovers_of) -> None:
             pass
     for sb in made:
         assert leftovers_of(sb.id) == []
+
+
+def reap_exited_children() -> int:
+    """Collect every child of this process that has exited (a zombie) -> how many. A test that
+    SIGKILLs a server inherits that server's sandbox inits (the runtime makes the test process
+    a child subreaper); once the next server removes such a sandbox, its init is a zombie of
+    the test process until the test collects it."""
+    me, reaped = os.getpid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                state, ppid = fh.read().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if state == "Z" and int(ppid) == me:
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+                reaped += 1
+            except ChildProcessError:
+                pass
+    return reaped

@@ -24,11 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from checks import IMAGE, leftovers  # noqa: E402
+from checks import IMAGE, leftovers, reap_exited_children  # noqa: E402
 from server_process import TOKEN, ServerProcess, reap  # noqa: E402
 from tumbler.errors import AgentDied, Conflict, ServerUnreachable, TumblerError  # noqa: E402
 from tumbler.sdk import Client, Sandbox  # noqa: E402
@@ -255,13 +254,24 @@ def chaos_run(runtime, tmp_path, seconds: float) -> dict:
             runtime.remove(sid)
         for pid in ledger.init_pids:
             reap(pid, 1.0)
-        left = {sid: leftovers(runtime, sid) for sid in seen | set(orphans)}
-        left = {k: v for k, v in left.items() if v}
+        left = _leftovers_after_reaping(runtime, seen | set(orphans))
         print(f"\nchaos seed {SEED}, {seconds:g} s: faults {dict(ledger.faults)}, "
               f"outcomes {dict(ledger.outcomes)}, created {len(ledger.created)}, "
               f"orphans {orphans}, leftovers {left}")
         assert not orphans, f"sandboxes in the runtime that the server never recorded: {orphans}"
         assert not left, left
+
+
+def _leftovers_after_reaping(runtime, ids: set[str], timeout_s: float = 10.0) -> dict:
+    """What the sandboxes `ids` left, once the inits this test inherited from a killed server
+    have died and been collected (a zombie in a sandbox's cgroup counts as left otherwise)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reap_exited_children()
+        left = {sid: found for sid in ids if (found := leftovers(runtime, sid))}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def _check(report: dict) -> None:
