@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from checks import IMAGE, leftovers
-from tumbler.errors import InvalidRequest, NotFound
+from tumbler.errors import InvalidRequest, NotFound, RuntimeFailure
 from tumbler.local import LocalSandbox
 from tumbler.runtime.spec import Limits, SandboxSpec
 from tumbler.server.pools import PoolManager
@@ -64,6 +64,42 @@ def test_resize_and_bad_input(runtime):
         return ids
 
     for sid in asyncio.run(scenario()):
+        assert leftovers(runtime, sid) == []
+
+
+class FirstRemoveFails:
+    """The real runtime, except that the first removal of each sandbox fails (a runc that ran
+    past its timeout on a loaded node, say)."""
+
+    def __init__(self, runtime):
+        self.runtime, self.failed = runtime, []
+
+    def __getattr__(self, name):
+        return getattr(self.runtime, name)
+
+    def remove(self, sandbox_id: str) -> None:
+        if sandbox_id not in self.failed:
+            self.failed.append(sandbox_id)
+            raise RuntimeFailure(f"injected: removing {sandbox_id} failed")
+        self.runtime.remove(sandbox_id)
+
+
+def test_a_failed_removal_is_retried_even_when_the_pool_closes_meanwhile(runtime):
+    flaky = FirstRemoveFails(runtime)
+
+    async def scenario():
+        pools = PoolManager(flaky)
+        pools.set("p", SandboxSpec(image=IMAGE), 2)
+        await wait_ready(pools, "p", 2)
+        ids = [i.id for i in pools._pools["p"].ready]
+        pools.resize("p", 0)      # the refill task starts removing...
+        await asyncio.sleep(0)
+        await pools.close()       # ...and is cancelled; close waits for the removals it began
+        return ids
+
+    ids = asyncio.run(scenario())
+    assert sorted(flaky.failed) == sorted(ids)
+    for sid in ids:
         assert leftovers(runtime, sid) == []
 
 

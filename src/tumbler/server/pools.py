@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 AGENT_READY_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_POOL_SIZE = 10_000
+REMOVE_TRIES = 3
 # On the runtime's record of a pooled sandbox: a server finds the orphans it left by them
 # (several servers may share one runtime home; each reclaims only its own).
 POOL_LABEL = "tumbler.pool"
@@ -66,6 +67,9 @@ class PoolManager:
         # the place passes to the taker at handover.
         self.admission = admission
         self._pools: dict[str, WarmPool] = {}
+        # Removals in flight: they outlive the refill task that began them (it may be
+        # cancelled mid-way), and close() waits for them, so none is lost at shutdown.
+        self._removing: set[asyncio.Task] = set()
         # Starting sandboxes costs CPU (runc, python); two at once keeps a 2-core node usable.
         self._starts = asyncio.Semaphore(concurrency)
 
@@ -121,6 +125,8 @@ class PoolManager:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await self._drop(pool)
+        if self._removing:
+            await asyncio.gather(*self._removing, return_exceptions=True)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -188,7 +194,25 @@ class PoolManager:
             await self._remove(pool.ready.pop().id)
 
     async def _remove(self, sandbox_id: str) -> None:
-        await asyncio.to_thread(self.runtime.remove, sandbox_id)
+        task = asyncio.ensure_future(self._remove_now(sandbox_id))
+        self._removing.add(task)
+        task.add_done_callback(self._removing.discard)
+        await asyncio.shield(task)
+
+    async def _remove_now(self, sandbox_id: str) -> None:
+        """A pooled sandbox has no other owner: a failed removal is retried and said in the
+        log, never dropped in silence (that would leave it running for good)."""
+        for attempt in range(1, REMOVE_TRIES + 1):
+            try:
+                await asyncio.to_thread(self.runtime.remove, sandbox_id)
+                break
+            except NotFound:
+                break
+            except Exception as exc:
+                log.warning("pool: removing sandbox %s failed (try %d of %d): %s: %s", sandbox_id,
+                            attempt, REMOVE_TRIES, type(exc).__name__, exc)
+                if attempt < REMOVE_TRIES:
+                    await asyncio.sleep(RETRY_BACKOFF_S[attempt - 1])
         self._release(f"pool:{sandbox_id}")
 
     def _hold(self, sandbox_id: str, spec: SandboxSpec) -> None:
