@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 IMAGE = os.environ.get("TUMBLER_TEST_IMAGE", "debian")
 
@@ -77,3 +78,17 @@ def reap_exited_children() -> int:
             except ChildProcessError:
                 pass
     return reaped
+
+
+def reap(pid: int | None, timeout_s: float = 5.0) -> None:
+    """Collect the exit of `pid` if it is our child, waiting up to `timeout_s`: a sandbox init
+    orphaned by a killed server or node host is reparented to this (subreaper) test process and
+    would stay a zombie. No pid, or not our child: nothing to do."""
+    deadline = time.monotonic() + timeout_s
+    while pid and time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)

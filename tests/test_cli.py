@@ -1,23 +1,11 @@
 """The `tumbler` command as a user types it: images, serverless sandboxes, errors."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 
-from checks import IMAGE, leftovers
+from checks import IMAGE, leftovers, reap
 
-
-def reap(pid: int | None, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while pid and time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            return
-        time.sleep(0.01)
 
 
 def tumbler(*args: str, stdin: str = "") -> subprocess.CompletedProcess:

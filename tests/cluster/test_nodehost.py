@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from checks import IMAGE, leftovers
+from checks import IMAGE, leftovers, reap
 from tumbler.cluster import HOST_LABEL, NodeHost, host_id_for
 from tumbler.errors import NotFound
 from tumbler.runtime.spec import Limits, SandboxSpec
@@ -68,7 +68,7 @@ def test_new_host_reclaims_what_a_killed_one_left(runtime):
             assert (successor.reclaimed, successor.reclaim_failed) == (2, [])
             await successor.close()
             for pid in inits:     # reparented to this process (a subreaper) when the maker died
-                _reap(pid)
+                reap(pid)
             for sid in ids:
                 assert leftovers(runtime, sid) == []
             # another host's sandboxes are not its business
@@ -94,7 +94,7 @@ def test_new_host_reclaims_removes_cut_short(runtime):
         assert successor.reclaim_failed == []
         asyncio.run(successor.close())
         for sid in ids:
-            _reap(runtime.init_pid(sid) or 0, 0.1)
+            reap(runtime.init_pid(sid) or 0, 0.1)
             assert leftovers(runtime, sid) == [], (delay_s, sid)
 
 
@@ -131,14 +131,3 @@ async def main(host_id, image, count, then):
 
 asyncio.run(main(*sys.argv[1:]))
 """
-
-
-def _reap(pid: int, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            return
-        time.sleep(0.01)

@@ -3,7 +3,6 @@ and `sweep`, the leak check after a test."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
-from checks import leftovers
+from checks import leftovers, reap  # noqa: F401  (reap: for this module's importers)
 from tumbler.sdk import AsyncClient, Client, core
 
 TOKEN = "test-token-3f9a"
@@ -109,19 +108,6 @@ def sweep(client: Client, runtime, made: list[str]) -> None:
     for sid in set(made):
         assert leftovers(runtime, sid) == [], sid
 
-
-def reap(pid: int, timeout_s: float = 5.0) -> None:
-    """Collect the exit of `pid` if it is our child: a sandbox init orphaned by a SIGKILLed
-    server is reparented to this (subreaper) test process and would stay a zombie."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.01)
 
 
 def leftovers_after(runtime, sandbox_id: str, timeout_s: float = 10.0) -> list[str]:
