@@ -11,6 +11,9 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio",
                   "systemd")
+# On a hybrid host (v1 controllers plus an empty v2 tree at /sys/fs/cgroup/unified) runc makes
+# the sandbox's cgroup in the v2 tree too; a sandbox whose runc state was lost leaves it there.
+HYBRID_V2 = "unified"
 
 
 def is_v2() -> bool:
@@ -31,7 +34,8 @@ def _own_v1_paths() -> dict[str, str]:
 def _dir(controller: str, rel: str) -> Path:
     if is_v2():
         return CGROUP_ROOT / _own_v1_paths().get("", "/").lstrip("/") / rel
-    return CGROUP_ROOT / controller / _own_v1_paths().get(controller, "/").lstrip("/") / rel
+    own = _own_v1_paths().get("" if controller == HYBRID_V2 else controller, "/")
+    return CGROUP_ROOT / controller / own.lstrip("/") / rel
 
 
 def _read_int(path: Path, default: int = 0) -> int:
@@ -66,7 +70,7 @@ def pids(rel: str) -> int:
 
 def leftover_dirs(rel: str) -> list[Path]:
     """Cgroup directories of `rel` that still exist."""
-    controllers = ("",) if is_v2() else V1_CONTROLLERS
+    controllers = ("",) if is_v2() else (*V1_CONTROLLERS, HYBRID_V2)
     return [p for p in {_dir(c, rel) for c in controllers} if p.is_dir()]
 
 
