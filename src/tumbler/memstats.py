@@ -16,19 +16,20 @@ class _MallInfo2(ctypes.Structure):
                  "uordblks", "fordblks", "keepcost")]
 
 
-def _load_mallinfo2():
-    """glibc's mallinfo2 (2.33+), or None on another libc."""
+def _libc_function(name: str, argtypes: list, restype=ctypes.c_int):
+    """A function of glibc's malloc, or None on another libc (or a glibc without it)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallinfo2
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
-    fn.restype = _MallInfo2
-    fn.argtypes = []
+    fn.restype = restype
+    fn.argtypes = argtypes
     return fn
 
 
-_mallinfo2 = _load_mallinfo2()
+_mallinfo2 = _libc_function("mallinfo2", [], _MallInfo2)     # glibc 2.33+
+_malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t])
+_mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
 
 
 @dataclass(frozen=True)
@@ -50,20 +51,6 @@ def read() -> MemoryStats:
         free = info.fordblks >> 10
     return MemoryStats(rss, in_use, free, sys.getallocatedblocks())
 
-
-def _libc_function(name: str, argtypes: list):
-    """A function of glibc's malloc, or None on another libc."""
-    try:
-        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
-    except (OSError, AttributeError):
-        return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = argtypes
-    return fn
-
-
-_malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t])
-_mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
 
 M_MMAP_THRESHOLD = -3          # mallopt's parameter number (malloc.h)
 MMAP_THRESHOLD = 128 << 10     # glibc's own starting value, pinned
@@ -89,8 +76,8 @@ def tune() -> bool:
 def trim() -> bool:
     """Give the C heap's free pages back to the kernel (glibc's malloc_trim(0), every arena).
 
-    glibc keeps what a thread freed in that thread's arena, and returns it only from the top of
-    a heap: a long-lived service that makes and frees objects on many threads sees its RSS rise
-    in steps while the heap in use stays level (measured in the soaks, docs/RELIABILITY.md).
-    Costs about a millisecond for a heap of tens of MiB; False where there is no glibc."""
+    glibc returns freed memory on its own only from the top of a heap; what a long-lived
+    service frees below that stays resident. `tune` keeps big blocks out of the heap; this
+    takes back the pages of the small ones' holes. ~0.05 ms for a heap of tens of MiB; False
+    where there is no glibc."""
     return bool(_malloc_trim(0)) if _malloc_trim is not None else False

@@ -55,8 +55,7 @@ class Reaper:
                 await self.sweep()
             except Exception:  # the reaper must outlive any one bad pass
                 log.exception("reaper pass failed")
-            # Without this the server's RSS climbs in steps over a long run while its heap in
-            # use stays level: glibc keeps freed memory in per-thread arenas (memstats.trim).
+            # Freed heap pages below the top stay resident until asked for (memstats.trim).
             memstats.trim()
 
     async def sweep(self) -> list[str]:
