@@ -12,12 +12,11 @@ The server wraps these same objects; the SDK offers the same methods over HTTP.
 from __future__ import annotations
 
 import functools
-import io
-import tarfile
 from pathlib import Path
 from typing import Callable
 
 from tumbler.agent.client import AgentClient
+from tumbler.archives import extract_tar, tar_directory
 from tumbler.agent_errors import agent_errors
 from tumbler.errors import InvalidRequest, from_kind
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
@@ -191,24 +190,20 @@ class LocalSandbox:
         if local.is_file():
             self.write_file(remote, local.read_bytes(), mode=local.stat().st_mode & 0o777)
             return
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            tar.add(local, arcname=".")
-        self.call("file.upload_tar", {"path": remote}, buf.getvalue(), timeout=600)
+        self.call("file.upload_tar", {"path": remote}, tar_directory(local), timeout=600)
 
-    def download(self, remote: str, local: str | Path) -> None:
-        """Copy a sandbox file or directory tree to `local` on the host."""
+    def download(self, remote: str, local: str | Path, *, links: bool = False) -> None:
+        """Copy a sandbox file or directory tree to `local` on the host.
+
+        The tree is unpacked as hostile input (`tumbler.archives`): files and directories only,
+        symlinks and hard links too with `links=True` when they stay inside `local`."""
         local = Path(local)
         if self.stat(remote).type != "dir":
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(self.read_bytes(remote))
             return
         data = self.call("file.download_tar", {"path": remote}, timeout=600)[1]
-        local.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            # The archive comes from inside the sandbox: the "data" filter refuses absolute
-            # names, '..', links out of `local` and device files.
-            tar.extractall(local, filter="data")
+        extract_tar(data, local, links=links)
 
     # -- processes -------------------------------------------------------------------------
 

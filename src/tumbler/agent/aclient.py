@@ -16,8 +16,8 @@ import json
 import logging
 from typing import Callable
 
-from .client import AgentGone
-from .protocol import HEADER, MAX_BODY, MAX_HEADER, AgentRequestError
+from .client import MAX_EVENTS, AgentGone, reply_limit
+from .protocol import HEADER, MAX_HEADER, AgentRequestError
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,17 @@ OnLost = Callable[[], None]
 
 
 class _Pending:
-    __slots__ = ("future", "on_event")
+    __slots__ = ("future", "on_event", "room", "events")
 
-    def __init__(self, future: asyncio.Future, on_event: OnEvent | None):
+    def __init__(self, future: asyncio.Future, on_event: OnEvent | None, room: int):
         self.future = future
         self.on_event = on_event
+        self.room = room          # body bytes the call may still receive (events and reply)
+        self.events = 0
+
+
+class _Hostile(ConnectionError):
+    """The agent sent more than a call asked for: the connection is dropped."""
 
 
 class AsyncAgentClient:
@@ -54,17 +60,22 @@ class AsyncAgentClient:
         self._closed = False
 
     async def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
-                   timeout: float = 60.0, on_event: OnEvent | None = None) -> tuple[dict, bytes]:
+                   timeout: float = 60.0, on_event: OnEvent | None = None,
+                   max_reply: int | None = None) -> tuple[dict, bytes]:
         """Send one request and wait up to `timeout` seconds for its reply -> (result, body).
 
-        Raises AgentRequestError for an error reply, AgentGone when the agent is gone,
-        TimeoutError when no reply came in time (the connection stays usable).
+        `timeout` bounds the whole call, events included. max_reply: the most body bytes
+        accepted, reply and events together (default `reply_limit(op, args)`); a frame over it
+        drops the connection, as a hostile agent's would.
+        Raises AgentRequestError for an error reply, AgentGone when the agent is gone or sent
+        more than asked for, TimeoutError when no reply came in time (the connection stays usable).
         """
         writer = await self._connection()
         self._next_id += 1
         rid = self._next_id
         future = asyncio.get_running_loop().create_future()
-        self._pending[rid] = _Pending(future, on_event)
+        room = reply_limit(op, args or {}) if max_reply is None else max_reply
+        self._pending[rid] = _Pending(future, on_event, room)
         head = json.dumps({"id": rid, "op": op, "args": args or {}}, separators=(",", ":")).encode()
         try:
             writer.write(HEADER.pack(len(head), len(body)) + head)
@@ -81,8 +92,12 @@ class AsyncAgentClient:
             self._pending.pop(rid, None)
         if not header.get("ok"):
             error = header.get("error") or {}
-            raise AgentRequestError(error.get("kind", "internal"), error.get("message", "unknown error"))
-        return header.get("result") or {}, reply_body
+            raise AgentRequestError(str(error.get("kind", "internal")),
+                                    str(error.get("message", "unknown error"))[:4096])
+        result = header.get("result") or {}
+        if not isinstance(result, dict):
+            raise AgentGone(f"agent at {self.path} sent a result for {op} that is not an object")
+        return result, reply_body
 
     async def close(self) -> None:
         self._closed = True
@@ -109,14 +124,27 @@ class AsyncAgentClient:
         try:
             while True:
                 head_len, body_len = HEADER.unpack(await reader.readexactly(HEADER.size))
-                if head_len > MAX_HEADER or body_len > MAX_BODY:
-                    raise ConnectionError(f"agent sent a frame too large: {head_len}+{body_len} bytes")
+                if head_len > MAX_HEADER:
+                    raise _Hostile(f"agent sent a frame header of {head_len} bytes")
                 header = json.loads(await reader.readexactly(head_len))
+                if not isinstance(header, dict):
+                    raise _Hostile("agent sent a frame header that is not an object")
+                rid = header.get("id")
+                pending = self._pending.get(rid) if isinstance(rid, int) else None
+                if pending is None:  # a reply to a call that timed out or was cancelled
+                    await _discard(reader, body_len)
+                    continue
+                # The length is checked against what the call asked for before a byte of the
+                # body is read: a hostile agent cannot make the host buffer more.
+                if body_len > pending.room:
+                    raise _Hostile(f"agent sent a {body_len}-byte body where at most "
+                                   f"{pending.room} bytes were asked for")
                 body = await reader.readexactly(body_len) if body_len else b""
-                pending = self._pending.get(header.get("id"))
-                if pending is None:
-                    continue  # a reply to a call that timed out or was cancelled
+                pending.room -= body_len
                 if "event" in header:
+                    pending.events += 1
+                    if pending.events > MAX_EVENTS:
+                        raise _Hostile(f"agent sent more than {MAX_EVENTS} events for one call")
                     if pending.on_event is not None:
                         pending.on_event(header, body)
                 elif not pending.future.done():
@@ -144,3 +172,9 @@ class AsyncAgentClient:
         for pending in list(self._pending.values()):
             if not pending.future.done():
                 pending.future.set_exception(exc)
+
+
+async def _discard(reader: asyncio.StreamReader, n: int) -> None:
+    """Skip n bytes of the stream without holding more than a chunk of them."""
+    while n > 0:
+        n -= len(await reader.readexactly(min(n, STREAM_LIMIT)))

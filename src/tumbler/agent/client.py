@@ -12,13 +12,45 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
-from .protocol import AgentRequestError, ProtocolError, read_frame, send_frame
+from .protocol import (HEADER, MAX_BODY, MAX_HEADER, AgentRequestError, ProtocolError,
+                       parse_header, send_frame)
 
 CONNECT_TIMEOUT = 5.0       # seconds to connect to the agent's socket
 DEFAULT_TIMEOUT = 60.0      # seconds for a call whose args carry no timeout of their own
 TIMEOUT_SLACK = 30.0        # seconds added to an op's own `timeout` for the agent to answer
 MAX_IDLE = 8                # connections kept open for reuse
+DEFAULT_OUTPUT = 64 << 20   # bytes of output a run/exec keeps when it asks for no max_output
+SMALL_REPLY = 1 << 20       # bytes of body an op that returns no data may send back
+MODEL_REPLY = 64 << 20      # bytes of request JSON model.next may hand over at once
+MAX_EVENTS = 1 << 20        # events one call may receive (each carries at least one byte)
+
+
+class ReplyTooLarge(ProtocolError):
+    """The agent sent more than the call asked for: a bug or a hostile sandbox."""
+
+
+def reply_limit(op: str, args: dict) -> int:
+    """The most body bytes a reply (or all of a call's events together) may carry for this op.
+
+    Whatever the agent says, the host reads no more than what the call asked for: the agent
+    runs inside the sandbox, where root can take it over, so its frames are hostile input.
+    """
+    output = args.get("max_output")
+    output = output if isinstance(output, int) and output >= 0 else DEFAULT_OUTPUT
+    if op == "session.run":
+        return output
+    if op == "exec":
+        return 2 * output
+    if op == "file.read":
+        length = args.get("length")
+        return length if isinstance(length, int) and 0 <= length <= MAX_BODY else MAX_BODY
+    if op == "file.download_tar":
+        return MAX_BODY
+    if op.startswith("model."):
+        return MODEL_REPLY
+    return SMALL_REPLY
 
 
 class AgentGone(ConnectionError):
@@ -37,23 +69,29 @@ class AgentClient:
         self._closed = False
 
     def call(self, op: str, args: dict | None = None, body: bytes = b"",
-             timeout: float | None = None, on_event=None) -> tuple[dict, bytes]:
+             timeout: float | None = None, on_event=None,
+             max_reply: int | None = None) -> tuple[dict, bytes]:
         """Send one request; return (result, body) of its reply.
 
-        timeout: seconds to wait for the reply; by default the op's own `timeout` argument plus
-        30 s, or 60 s. on_event(header, body) is called for each event (e.g. streamed output).
+        timeout: seconds for the whole call, events included (one deadline, not per read); by
+        default the op's own `timeout` argument plus 30 s, or 60 s. on_event(header, body) is
+        called for each event (e.g. streamed output). max_reply: the most body bytes accepted
+        (by default `reply_limit(op, args)`), for the reply and for all events together.
         Raises AgentRequestError for an error reply, AgentGone when the agent is unreachable or
-        hangs up, TimeoutError when no reply comes in time (that connection is dropped).
+        hangs up or sends more than asked for, TimeoutError when no reply comes in time (that
+        connection is dropped).
         """
         args = args or {}
         if timeout is None:
             own = args.get("timeout")
             timeout = own + TIMEOUT_SLACK if isinstance(own, (int, float)) else DEFAULT_TIMEOUT
+        limit = reply_limit(op, args) if max_reply is None else max_reply
+        deadline = time.monotonic() + timeout
         sock, rid = self._acquire()
         try:
             sock.settimeout(timeout)
             send_frame(sock, {"id": rid, "op": op, "args": args}, body)
-            header, reply_body = self._read_reply(sock, rid, on_event)
+            header, reply_body = _read_reply(sock, rid, on_event, deadline, limit)
         except TimeoutError:
             sock.close()
             raise TimeoutError(f"agent did not answer {op} within {timeout} s") from None
@@ -66,8 +104,12 @@ class AgentClient:
         self._release(sock)
         if not header.get("ok"):
             error = header.get("error") or {}
-            raise AgentRequestError(error.get("kind", "internal"), error.get("message", "unknown error"))
-        return header.get("result") or {}, reply_body
+            raise AgentRequestError(str(error.get("kind", "internal")),
+                                    str(error.get("message", "unknown error"))[:4096])
+        result = header.get("result") or {}
+        if not isinstance(result, dict):
+            raise AgentGone(f"agent at {self.path} sent a result for {op} that is not an object")
+        return result, reply_body
 
     def close(self) -> None:
         """Close every idle connection; later calls raise AgentGone."""
@@ -82,17 +124,6 @@ class AgentClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    @staticmethod
-    def _read_reply(sock: socket.socket, rid: int, on_event) -> tuple[dict, bytes]:
-        while True:
-            header, body = read_frame(sock)
-            if header.get("id") != rid:
-                raise ProtocolError(f"reply for request {header.get('id')!r}, expected {rid}")
-            if "event" not in header:
-                return header, body
-            if on_event is not None:
-                on_event(header, body)
 
     def _acquire(self) -> tuple[socket.socket, int]:
         with self._lock:
@@ -120,3 +151,43 @@ class AgentClient:
                 self._idle.append(sock)
                 return
         sock.close()
+
+
+def _read_reply(sock: socket.socket, rid: int, on_event, deadline: float,
+                limit: int) -> tuple[dict, bytes]:
+    """Events, then the reply of request `rid`, all before `deadline` and within `limit` bytes."""
+    events = event_bytes = 0
+    while True:
+        head_len, body_len = HEADER.unpack(_recv(sock, HEADER.size, deadline))
+        if head_len > MAX_HEADER or body_len > limit - event_bytes:
+            raise ReplyTooLarge(f"frame of {head_len}+{body_len} bytes, over the "
+                                f"{limit - event_bytes} bytes this call may still receive")
+        header = parse_header(_recv(sock, head_len, deadline))
+        body = _recv(sock, body_len, deadline)
+        if header.get("id") != rid:
+            raise ProtocolError(f"reply for request {header.get('id')!r}, expected {rid}")
+        if "event" not in header:
+            return header, body
+        events += 1
+        event_bytes += body_len
+        if events > MAX_EVENTS:
+            raise ReplyTooLarge(f"more than {MAX_EVENTS} events for one call")
+        if on_event is not None:
+            on_event(header, body)
+
+
+def _recv(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """Exactly n bytes before the deadline (TimeoutError), EOFError if the peer closed first."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        sock.settimeout(left)
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise EOFError("connection closed")
+        got += k
+    return bytes(buf)

@@ -17,7 +17,8 @@ from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.sdk import core
 from tumbler.sdk.transport import AsyncTumblerTransport
-from tumbler.sdk.sync import tar_of, untar
+from tumbler.archives import tar_directory
+from tumbler.sdk.sync import untar
 
 DEFAULT_TIMEOUT_S = wire.DEFAULT_TIMEOUT_S
 
@@ -256,10 +257,11 @@ class AsyncSandbox:
         if local.is_file():
             await self.write_file(remote, local.read_bytes(), mode=local.stat().st_mode & 0o777)
             return
-        data = await asyncio.to_thread(tar_of, local)
+        data = await asyncio.to_thread(tar_directory, local)
         await self.client.send(core.upload_tar(self.id, remote, data))
 
-    async def download(self, remote: str, local: str | Path) -> None:
+    async def download(self, remote: str, local: str | Path, *, links: bool = False) -> None:
+        """Copy a sandbox file or directory tree to `local` (as `Sandbox.download`)."""
         local = Path(local)
         if (await self.stat(remote)).type != "dir":
             data = await self.read_bytes(remote)
@@ -267,7 +269,7 @@ class AsyncSandbox:
             await asyncio.to_thread(local.write_bytes, data)
             return
         data = await self.client.send(core.download_tar(self.id, remote))
-        await asyncio.to_thread(untar, data, local)
+        await asyncio.to_thread(untar, data, local, links)
 
     # -- processes -------------------------------------------------------------------------
 

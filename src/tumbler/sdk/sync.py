@@ -7,8 +7,6 @@
 """
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Callable, Iterator
 import httpx
 
 from tumbler import wire
+from tumbler.archives import extract_tar, tar_directory
 from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.sdk import core
@@ -261,16 +260,19 @@ class Sandbox:
         if local.is_file():
             self.write_file(remote, local.read_bytes(), mode=local.stat().st_mode & 0o777)
             return
-        self.client.send(core.upload_tar(self.id, remote, tar_of(local)))
+        self.client.send(core.upload_tar(self.id, remote, tar_directory(local)))
 
-    def download(self, remote: str, local: str | Path) -> None:
-        """Copy a sandbox file or directory tree to `local` on the host."""
+    def download(self, remote: str, local: str | Path, *, links: bool = False) -> None:
+        """Copy a sandbox file or directory tree to `local` on the host.
+
+        The tree is unpacked as hostile input (`tumbler.archives`): files and directories only,
+        symlinks and hard links too with `links=True` when they stay inside `local`."""
         local = Path(local)
         if self.stat(remote).type != "dir":
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(self.read_bytes(remote))
             return
-        untar(self.client.send(core.download_tar(self.id, remote)), local)
+        untar(self.client.send(core.download_tar(self.id, remote)), local, links)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -364,16 +366,6 @@ class SandboxGroup:
         self.remove()
 
 
-def tar_of(directory: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(directory, arcname=".")
-    return buf.getvalue()
-
-
-def untar(data: bytes, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        # The archive comes from inside the sandbox: the "data" filter refuses absolute names,
-        # '..', links out of `directory` and device files.
-        tar.extractall(directory, filter="data")
+def untar(data: bytes, directory: Path, links: bool = False) -> None:
+    # The archive comes from inside the sandbox: hostile input (see tumbler.archives).
+    extract_tar(data, directory, links=links)

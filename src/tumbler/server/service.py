@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Protocol, TypeVar
+from typing import AsyncIterator, Callable, Protocol, TypeVar
 
 from tumbler.agent.aclient import AsyncAgentClient
 from tumbler.agent_errors import agent_errors
@@ -34,6 +34,8 @@ DEFAULT_SESSION = "default"
 REPLY_GRACE_S = 15.0
 OP_TIMEOUT_S = 60.0          # agent ops that carry no timeout of their own
 BULK_TIMEOUT_S = 600.0       # tar up/download
+READ_CHUNK = 4 << 20         # bytes of a file asked of the agent at once when streaming it out
+MAX_STREAM = 1 << 40         # bytes of one streamed file read without a length
 RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst overlap)
 # States in which a sandbox holds a place in the node budget.
 HOLDING = {"created", "running"}
@@ -453,6 +455,29 @@ class SandboxService:
         return (await self.call(sandbox_id, "file.read",
                                 {"path": sandbox_path(path), "offset": offset, "length": length},
                                 timeout=BULK_TIMEOUT_S))[1]
+
+    async def read_file_chunks(self, sandbox_id: str, path: str, offset: int, length: int | None,
+                               chunk: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        """The file's bytes as chunks of at most `chunk` bytes, read from the agent one by one.
+
+        A large file never sits whole in the server's memory, and no agent reply can be larger
+        than a chunk. The first chunk is read before this returns, so a missing file or a bad
+        path is an error of the call, not of a stream already under way.
+        """
+        limit = MAX_STREAM if length is None else length
+        first = await self.read_file(sandbox_id, path, offset, min(chunk, limit))
+
+        async def rest() -> AsyncIterator[bytes]:
+            data, done = first, len(first)
+            while True:
+                yield data
+                if len(data) < chunk or done >= limit:
+                    return
+                data = await self.read_file(sandbox_id, path, offset + done, min(chunk, limit - done))
+                if not data:
+                    return
+                done += len(data)
+        return rest()
 
     async def write_file(self, sandbox_id: str, path: str, data: bytes, mode: int | None,
                          append: bool) -> int:

@@ -6,7 +6,7 @@ by the agent inside the sandbox's root, so it never leads out of it.
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from tumbler import wire
 from tumbler.models import FileInfo
@@ -21,9 +21,9 @@ PATH = Query(description="absolute path inside the sandbox")
 async def read_file(sandbox_id: str, request: Request, path: str = PATH,
                     offset: int = Query(0, ge=0, description="bytes to skip"),
                     length: int | None = Query(None, ge=0, description="bytes to read; none: to the end")):
-    """The file's bytes, exactly."""
-    data = await service(request).read_file(sandbox_id, path, offset, length)
-    return Response(data, media_type="application/octet-stream")
+    """The file's bytes, exactly, streamed in chunks (a large file is never held whole)."""
+    chunks = await service(request).read_file_chunks(sandbox_id, path, offset, length)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
 @router.put("/content", response_model=wire.FileWriteResponse,
