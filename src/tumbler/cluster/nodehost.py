@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec
+from tumbler.runtime.trees import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class NodeHost:
             if overlay.is_mounted(sdir / "rootfs") or overlay.is_mounted(sdir / "layer"):
                 return "its directory has no record but holds mounts"
             found = sdir.exists()
-            shutil.rmtree(sdir, ignore_errors=True)
+            remove_tree(sdir)
             self._forget(sandbox_id)
             return found
         except TumblerError as exc:

@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 from tumbler.config import Paths
 from tumbler.errors import AlreadyExists, Conflict, InvalidRequest, NotFound, RuntimeFailure
 from tumbler.runtime.idmap import shift_tree
+from tumbler.runtime.trees import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class ImageStore:
             raise Conflict(f"image {name!r} is used by a sandbox; remove the sandbox first")
         trash = self.root / f".trash-{name}-{time.time_ns()}"
         os.rename(image.path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -165,7 +166,7 @@ class ImageStore:
         """Remove leftovers of builds that were interrupted (we hold the lock: none is running)."""
         for p in self.root.iterdir():
             if p.name.startswith((".build-", ".trash-")):
-                shutil.rmtree(p, ignore_errors=True)
+                remove_tree(p)
 
     @contextmanager
     def _staging(self, name: str) -> Iterator[Path]:
@@ -173,7 +174,7 @@ class ImageStore:
         try:
             yield stage
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            remove_tree(stage)
 
     def _finish(self, stage: Path, name: str, *, source: str) -> None:
         layer = stage / "layer"
@@ -184,7 +185,7 @@ class ImageStore:
         if final.exists():
             trash = self.root / f".trash-{name}-{time.time_ns()}"
             os.rename(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree(trash)
         os.rename(stage, final)
 
     @staticmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tumbler.errors import InvalidRequest, RuntimeFailure
 
+MS_NOSUID, MS_NODEV = 2, 4
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -22,7 +23,9 @@ def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> 
             raise InvalidRequest(f"path {p} holds ':' or ',', which overlayfs cannot take")
     opts = (f"lowerdir={':'.join(map(str, layers))},upperdir={upper},workdir={work},"
             "index=off,metacopy=off").encode()
-    if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, opts) != 0:
+    # nosuid, nodev: a set-uid file or a device node planted by a sandbox's root is inert for
+    # any host user who reaches it (the merged tree is visible on the host while it runs).
+    if _libc.mount(b"overlay", str(target).encode(), b"overlay", MS_NOSUID | MS_NODEV, opts) != 0:
         err = ctypes.get_errno()
         raise RuntimeFailure(f"overlay mount at {target} failed: {os.strerror(err)}")
 

@@ -38,6 +38,7 @@ from tumbler.runtime.images import ImageStore
 from tumbler.runtime.records import RecordKeeping
 from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
                                   transition)
+from tumbler.runtime.trees import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ RUNC_TIMEOUT_S = 30
 UNRECORDED_GRACE_S = 60.0  # a dir without a record this old is a leftover, not a create
 PR_SET_CHILD_SUBREAPER = 36
 ID_LEN = 12
+AGENT_LOG = "agent.log"    # on the sandbox's disk, beside its overlay's upper dir
+SANDBOXES_MODE = 0o711     # host users may not list the sandboxes; runc's init (uid 100000) must pass
 
 
 def _become_subreaper() -> None:
@@ -68,6 +71,7 @@ class ProcessRuntime(RecordKeeping):
         self.images = images or ImageStore(self.paths)
         for d in (self.paths.sandboxes, self.paths.runc_root, self.paths.sockets):
             d.mkdir(parents=True, exist_ok=True)
+        self.paths.sandboxes.chmod(SANDBOXES_MODE)
         self.agent_dir = Path(agent_protocol.__file__).parent
         # The image's python3 (3.11) reads these .pyc files from the read-only mount, which
         # saves it compiling the agent at every sandbox start.
@@ -75,7 +79,7 @@ class ProcessRuntime(RecordKeeping):
         self._init_records(self.paths.sandboxes)
         _become_subreaper()
         for leftover in self.paths.sandboxes.glob(".trash-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            remove_tree(leftover)
         self._sweep_unrecorded()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -87,13 +91,13 @@ class ProcessRuntime(RecordKeeping):
             raise InvalidRequest(f"bad sandbox id {sandbox_id!r}: up to 32 letters and digits")
         sdir = self._dir(sandbox_id)
         try:
-            sdir.mkdir()
+            sdir.mkdir(mode=SANDBOXES_MODE)
         except FileExistsError:
             raise Conflict(f"sandbox {sandbox_id} exists") from None
         try:
             self._fresh_disk(sdir, spec)
         except BaseException:
-            shutil.rmtree(sdir, ignore_errors=True)
+            remove_tree(sdir)
             raise
         (sdir / "rootfs").mkdir()
         info = SandboxInfo(id=sandbox_id, state=SandboxState.CREATED, spec=spec,
@@ -120,7 +124,7 @@ class ProcessRuntime(RecordKeeping):
             info = self.get(sandbox_id)
             transition(sandbox_id, info.state, "remove")
             self._stop(sandbox_id)
-            shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
+            remove_tree(self._dir(sandbox_id))
             cgroups.remove(self._cgroup(sandbox_id))
         self._forget_lock(sandbox_id)
 
@@ -194,7 +198,7 @@ class ProcessRuntime(RecordKeeping):
                 continue
             if overlay.is_mounted(sdir / "rootfs") or overlay.is_mounted(sdir / "layer"):
                 continue
-            shutil.rmtree(sdir, ignore_errors=True)
+            remove_tree(sdir)
 
     def _start(self, info: SandboxInfo) -> None:
         sid = info.id
@@ -210,7 +214,10 @@ class ProcessRuntime(RecordKeeping):
         (sdir / "config.json").write_text(json.dumps(config))
         listener = self._listen(sid)
         try:
-            with open(sdir / "agent.log", "wb") as logf:
+            # The agent's stderr goes to a file on the sandbox's own disk (beside its upper dir,
+            # out of its sight): what a hostile agent writes there counts against its quota,
+            # never the host's disk.
+            with open(sdir / "layer" / AGENT_LOG, "wb") as logf:
                 # --no-new-keyring: a session keyring per container counts against the kernel's
                 # key quota of the sandbox's host uid (kernel.keys.maxkeys, 200 by default),
                 # which would cap a node at 200 running sandboxes.
@@ -276,7 +283,7 @@ class ProcessRuntime(RecordKeeping):
         if proc.returncode != 0:
             detail = (proc.stderr or b"").decode(errors="replace").strip()
             if stderr is not None and hasattr(stderr, "name"):
-                detail = Path(stderr.name).read_text(errors="replace").strip()[-2000:]
+                detail = _tail(Path(stderr.name), 2000)
             raise RuntimeFailure(f"runc {args[0]} failed (exit {proc.returncode}): {detail}")
 
     def _check_image(self, image: str) -> None:
@@ -362,9 +369,7 @@ def _discard(path: Path, parent: Path) -> None:
         os.rename(path, trash)
     except FileNotFoundError:
         return
-    target = shutil.rmtree if trash.is_dir() else os.unlink
-    kwargs = {"ignore_errors": True} if trash.is_dir() else {}
-    threading.Thread(target=_quietly, args=(target, trash), kwargs=kwargs, daemon=True).start()
+    threading.Thread(target=remove_tree, args=(trash,), daemon=True).start()
 
 
 def _quietly(fn, *args, **kwargs) -> None:
@@ -374,10 +379,17 @@ def _quietly(fn, *args, **kwargs) -> None:
         pass
 
 
+def _tail(path: Path, n: int) -> str:
+    """The last n bytes of a file (an agent's log can be as big as its disk)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - n))
+        return f.read().decode(errors="replace").strip()
+
+
 def _copy_layer(upper: Path, dest: Path) -> None:
     """Copy an overlay upper dir with its whiteouts, opaque markers and ownership."""
     proc = subprocess.run(["cp", "-a", "--preserve=all", str(upper), str(dest)],
                           capture_output=True, timeout=600)
     if proc.returncode != 0:
         raise SandboxError(f"snapshot copy failed: {proc.stderr.decode(errors='replace')}")
-    shutil.rmtree(dest / ".tumbler", ignore_errors=True)
+    remove_tree(dest / ".tumbler")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tumbler.errors import Conflict
 
@@ -24,6 +24,9 @@ def parse_bytes(value: int | str) -> int:
     return int(float(m.group(1)) * _MEM_UNITS[m.group(2).lower()])
 
 
+DEFAULT_INODES = 131072
+
+
 class Limits(BaseModel):
     """Resource limits of one sandbox, enforced by its cgroup."""
 
@@ -35,7 +38,8 @@ class Limits(BaseModel):
     nofile: int = Field(default=1024, description="open file descriptors per process")
     disk: int = Field(default=2 << 30, description="bytes the sandbox may write (its own "
                       "filesystem: writes past it fail with ENOSPC inside)")
-    inodes: int = Field(default=131072, description="files and directories the sandbox may create")
+    inodes: int = Field(default=DEFAULT_INODES, description="files and directories the sandbox "
+                        "may create (default 131072, or one per 4 KiB of a smaller disk)")
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -64,6 +68,14 @@ class Limits(BaseModel):
             raise ValueError(f"{v} inodes do not fit a {disk}-byte disk (one per 4 KiB at most): "
                              "raise disk or lower inodes")
         return v
+
+    @model_validator(mode="after")
+    def _default_inodes_fit(self):
+        # The default count must fit a small disk too: a 64 MiB disk holds 16384 inodes. An
+        # unvalidated default used to pass here and fail when the record was read back.
+        if "inodes" not in self.model_fields_set:
+            self.inodes = min(DEFAULT_INODES, self.disk // 4096)
+        return self
 
     @field_validator("cpus")
     @classmethod
