@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import time
 import uuid
 from typing import AsyncIterator
@@ -50,6 +51,19 @@ class _Attached:
         self.task: asyncio.Task | None = None
         self.closing = False
         self.detached = False
+        # Episode ids are the owner's names; what a program inside sees in its URL is a token
+        # of ours, unguessable, new at each start. Calls are attributed by the token alone, so
+        # one program cannot write into another's trajectory nor squat an id before its start.
+        self.episode_of: dict[str, str] = {}    # token -> episode id
+        self.token_of: dict[str, str] = {}      # episode id -> token
+
+    def issue_token(self, episode_id: str) -> str:
+        old = self.token_of.pop(episode_id, None)
+        if old is not None:
+            self.episode_of.pop(old, None)
+        token = "t" + secrets.token_hex(16)
+        self.episode_of[token], self.token_of[episode_id] = episode_id, token
+        return token
 
 
 class AsyncModelBridge:
@@ -105,9 +119,15 @@ class AsyncModelBridge:
 
     def session_env(self, sandbox_id: str, episode_id: str | None = None) -> dict[str, str]:
         """OPENAI_BASE_URL and OPENAI_API_KEY for a program in this sandbox (and episode)."""
-        port = self._attached(sandbox_id).port
-        path = f"/episodes/{_check_episode(episode_id)}/v1" if episode_id else "/v1"
-        return {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}{path}", "OPENAI_API_KEY": API_KEY}
+        attached = self._attached(sandbox_id)
+        path = "/v1"
+        if episode_id:
+            token = attached.token_of.get(_check_episode(episode_id))
+            if token is None:   # an episode the owner runs itself: declared here
+                token = attached.issue_token(episode_id)
+                self._trajectory(sandbox_id, episode_id)
+            path = f"/episodes/{token}/v1"
+        return {"OPENAI_BASE_URL": f"http://127.0.0.1:{attached.port}{path}", "OPENAI_API_KEY": API_KEY}
 
     # -- episodes -------------------------------------------------------------------------------
 
@@ -124,16 +144,19 @@ class AsyncModelBridge:
         key = (sandbox_id, episode_id)
         if key in self._trajectories and not self._trajectories[key].ended:
             raise Conflict(f"episode {episode_id} of sandbox {sandbox_id} is running")
-        args = {"episode": episode_id, "env": env or {}, "cwd": cwd, "timeout": timeout_s,
-                "argv" if isinstance(command, list) else "command": command}
+        args = {"episode": attached.issue_token(episode_id), "env": env or {}, "cwd": cwd,
+                "timeout": timeout_s, "argv" if isinstance(command, list) else "command": command}
         self._trajectories[key] = Trajectory(sandbox_id, episode_id)
         await attached.endpoint.call("model.start", args, timeout=CONTROL_TIMEOUT_S)
         return episode_id
 
     async def stop_episode(self, sandbox_id: str, episode_id: str) -> None:
         """Kill the episode's program; its EpisodeEnded (reason "stopped") follows."""
-        await self._attached(sandbox_id).endpoint.call("model.stop", {"episode": episode_id},
-                                                       timeout=CONTROL_TIMEOUT_S)
+        attached = self._attached(sandbox_id)
+        token = attached.token_of.get(episode_id)
+        if token is None:
+            raise NotFound(f"no episode {episode_id} in sandbox {sandbox_id}")
+        await attached.endpoint.call("model.stop", {"episode": token}, timeout=CONTROL_TIMEOUT_S)
 
     async def wait_episode(self, sandbox_id: str, episode_id: str, timeout_s: float) -> EpisodeEnded:
         """The episode's end; TimeoutError if it runs past timeout_s seconds from now."""
@@ -234,12 +257,18 @@ class AsyncModelBridge:
         for call_id in result.get("expired", []):
             self._close_call(sandbox_id, call_id, 504, error_body(
                 f"no answer within {self.call_timeout_s:g} s", "timeout", "model_timeout"))
+        attached = self._sandboxes.get(sandbox_id)
         for record in result.get("ended", []):
-            self._end(sandbox_id, record["episode"], record.get("exit_code"), record["reason"],
-                      record.get("duration_s"), record.get("output", ""))
+            episode_id = attached and attached.episode_of.get(record.get("episode"))
+            if episode_id is None:
+                continue   # not an episode this owner started: nothing of ours ended
+            self._end(sandbox_id, episode_id, record.get("exit_code"), record.get("reason", "exited"),
+                      record.get("duration_s"), str(record.get("output", "")))
 
     def _arrive(self, sandbox_id: str, meta: dict, now: float) -> None:
-        episode_id = meta.get("episode") or _DEFAULT_EPISODE
+        episode_id = self._episode_of_call(sandbox_id, meta)
+        if episode_id is None:
+            return
         call = ModelCall(sandbox_id, episode_id, meta["call_id"], meta["request"],
                          meta.get("stream", False), now, self)
         exchange = Exchange(call.call_id, call.request)
@@ -251,6 +280,26 @@ class AsyncModelBridge:
             task.add_done_callback(self._forwards.discard)
         else:
             self._events.put_nowait(call)
+
+    def _episode_of_call(self, sandbox_id: str, meta: dict) -> str | None:
+        """The episode a call belongs to, by its URL's token; None (and a 403 to the caller)
+        for a token this owner never issued: such a call is recorded nowhere."""
+        token = meta.get("episode")
+        if not token:
+            return _DEFAULT_EPISODE
+        attached = self._sandboxes.get(sandbox_id)
+        episode_id = attached.episode_of.get(token) if attached is not None else None
+        if episode_id is None and attached is not None:
+            log.info("sandbox %s: refused call %s for an episode token never issued",
+                     sandbox_id, meta.get("call_id"))
+            body = json.dumps(error_body("no such episode: start it through the bridge first",
+                                         "invalid_request_error", "unknown_episode")).encode()
+            task = asyncio.create_task(attached.endpoint.call(
+                "model.respond", {"call_id": meta["call_id"], "status": 403}, body,
+                timeout=CONTROL_TIMEOUT_S))
+            self._forwards.add(task)
+            task.add_done_callback(_quiet_done(self._forwards))
+        return episode_id
 
     async def _answer(self, call: ModelCall, status: int, body: dict, token_ids, logprobs) -> bool:
         """Send an owner's answer to the waiting program and record it (ModelCall.respond)."""
@@ -333,6 +382,15 @@ class AsyncModelBridge:
         if trajectory is None:
             trajectory = self._trajectories[key] = Trajectory(sandbox_id, episode_id)
         return trajectory
+
+
+def _quiet_done(tasks: set):
+    """A done-callback that forgets the task and logs, rather than raises, its failure."""
+    def done(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("refusal not delivered: %s", task.exception())
+    return done
 
 
 def _check_episode(episode_id: str) -> str:
