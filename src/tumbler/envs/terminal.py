@@ -8,7 +8,8 @@ task's `max_steps` commands (truncated). Either way the verifier then runs and g
 Where the verifier runs, and why: nothing the agent could have written is trusted. After the
 episode the agent's `workdir` is read out as a tar by the agent process (started before the
 episode, from the read-only mount), and unpacked into a *second, pristine* sandbox of the same
-image, where members that would leave workdir (absolute names, '..', links out) are refused.
+image, after the host has unpacked it with its strict routine (`tumbler.archives`: members that
+would leave workdir, devices and compressed bodies are refused) and packed it again.
 Only then is the verifier script written there, outside workdir, and run with `/bin/bash` by
 absolute path. So a replaced `python3`, a doctored `/etc`, a planted `.bashrc` or a background
 process in the agent's sandbox cannot reach the verifier; only workdir's files do, and verifiers
@@ -20,8 +21,10 @@ from __future__ import annotations
 import logging
 import random
 import re
+import tempfile
 from pathlib import Path
 
+from tumbler.archives import extract_tar, tar_directory
 from tumbler.envs.core import Env, Step
 from tumbler.envs.taskfile import BUILTIN_TASKS, TerminalTask, load_tasks
 from tumbler.errors import NotFound, RuntimeFailure
@@ -149,13 +152,25 @@ class TerminalEnv(Env):
         task = self.task
         archive = self.sandbox.call("file.download_tar", {"path": task.workdir}, timeout=120)[1]
         self.verifier = self._pristine(self.verifier)
-        self.verifier.call("file.upload_tar", {"path": task.workdir}, archive, timeout=120)
+        self.verifier.call("file.upload_tar", {"path": task.workdir}, _rebuilt(archive), timeout=120)
         self.verifier.write_file(VERIFY_SCRIPT, task.verify, mode=0o500)
         result = self.verifier.exec(["/bin/bash", VERIFY_SCRIPT], cwd=task.workdir,
                                     timeout=task.verify_timeout_s)
         output = (result.stdout_bytes + result.stderr_bytes).decode(errors="replace")[-4000:]
         log.debug("task %s verifier exit %s", task.id, result.exit_code)
         return result.exit_code == 0, output
+
+
+def _rebuilt(archive: bytes) -> bytes:
+    """The agent's tar unpacked on the host by the strict routine, and packed again by us.
+
+    The agent's sandbox made that tar (root there can forge it); unpacked as it is inside the
+    verifier's sandbox, a member exploiting that sandbox's tar code could replace its /bin/bash
+    before the verifier runs. Only files, directories and links kept inside workdir pass.
+    """
+    with tempfile.TemporaryDirectory(prefix="tumbler-verify-") as tmp:
+        extract_tar(archive, Path(tmp) / "w", links=True)
+        return tar_directory(Path(tmp) / "w")
 
 
 def task_ids(path: str | Path | None = None) -> list[str]:
