@@ -25,3 +25,30 @@ def init_alive(runtime, sandbox_id: str) -> bool:
         return True
     pid = pid_of(sandbox_id)
     return pid is not None and pid_alive(pid)
+
+
+def reap_zombies_of(sandbox_id: str) -> int:
+    """Collect the exit of this process's zombie children that were the sandbox's (its init,
+    left behind when the sandbox was removed by another process, e.g. `tumbler local rm`: the
+    runtime that reaps it on removal was not ours). Returns how many were collected."""
+    import os
+    me, reaped = os.getpid(), 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                stat = fh.read()
+            with open(f"/proc/{name}/cgroup") as fh:
+                cgroup = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" or int(fields[1]) != me or f"tumbler/{sandbox_id}" not in cgroup:
+            continue
+        try:
+            if os.waitpid(int(name), os.WNOHANG)[0]:
+                reaped += 1
+        except ChildProcessError:
+            pass
+    return reaped

@@ -22,7 +22,7 @@ from tumbler.runtime.base import Runtime
 from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
 from tumbler.server.capacity import Admission, Budget
 from tumbler.server.config import ServerConfig
-from tumbler.server.liveness import init_alive
+from tumbler.server.liveness import init_alive, reap_zombies_of
 from tumbler.server.registry import Registry, SandboxRecord
 from tumbler import wire
 
@@ -45,6 +45,8 @@ EXIT_GRACE_S = 2.0
 EXIT_POLL_S = 0.02
 DIED = ("its agent (the sandbox's init) died while the server ran: its processes exited or were "
         "killed; start or reset it")
+GONE = ("its container is gone from the runtime (removed outside the server, or the host's "
+        "state was wiped); remove this record with `tumbler sandbox rm ID` (DELETE)")
 OnOutput = Callable[[bytes], None]
 
 
@@ -112,9 +114,7 @@ class SandboxService:
             info = self.runtime.get(record.id)
         except NotFound:
             if record.state != "error":
-                record.state, record.error = "error", (
-                    "its container is gone from the runtime (removed outside the server, or the "
-                    "host's state was wiped); remove this record with DELETE")
+                record.state, record.error = "error", GONE
                 self.registry.set_state(record.id, record.state, record.error)
             return record
         if info.state == SandboxState.RUNNING and not self._init_alive(record.id):
@@ -134,8 +134,18 @@ class SandboxService:
     # -- the death watch -----------------------------------------------------------------------
 
     async def sweep_dead(self) -> list[str]:
-        """Stop every running sandbox whose init died (the reaper's pass); returns their ids."""
-        return [sid for sid in [r.id for r in self.list("running")] if await self.check_alive(sid)]
+        """Stop every running sandbox whose init died (the reaper's pass); returns their ids.
+
+        Each sandbox on its own: one that cannot be checked is logged and the pass goes on."""
+        dead = []
+        for sid in [r.id for r in self.list("running")]:
+            try:
+                if await self.check_alive(sid):
+                    dead.append(sid)
+            except Exception as exc:  # one bad sandbox must not stop the pass for the others
+                log.warning("sandbox %s: could not check its agent: %s", sid,
+                            getattr(exc, "message", None) or repr(exc))
+        return dead
 
     async def check_alive(self, sandbox_id: str) -> bool:
         """If the running sandbox's init died, stop it (state `stopped`, `error` says why, as a
@@ -151,10 +161,17 @@ class SandboxService:
                 return False
             log.warning("sandbox %s: its agent died; marking it stopped", sandbox_id)
             await self._drop_agent(sandbox_id)
-            await self.blocking(self.runtime.stop, sandbox_id)
+            state, why = "stopped", DIED
+            try:
+                await self.blocking(self.runtime.stop, sandbox_id)
+            except NotFound:  # removed behind the server's back (`tumbler local rm`)
+                state, why = "error", GONE
+                await self.blocking(reap_zombies_of, sandbox_id)
+                log.warning("sandbox %s: its container is gone from the runtime; marking it "
+                            "error", sandbox_id)
             self.admission.release(sandbox_id)
-            record.state, record.error = "stopped", DIED
-            await self.blocking(self.registry.set_state, sandbox_id, "stopped", DIED)
+            record.state, record.error = state, why
+            await self.blocking(self.registry.set_state, sandbox_id, state, why)
             self._died.add(sandbox_id)
         return True
 
