@@ -220,3 +220,16 @@ def test_half_made_sandbox_dirs_are_swept_at_start(runtime):
         import shutil
         shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(young, ignore_errors=True)
+
+
+def test_exit_in_the_default_session_gives_a_fresh_one(sandbox):
+    """`exit 3` used to leave every later run raising Conflict for the life of the sandbox."""
+    sandbox.run("export KEPT=1")
+    r = sandbox.run("exit 3")
+    assert (r.exit_code, r.session_alive) == (3, False)
+    r = sandbox.run("echo ${KEPT:-fresh} $PWD")
+    assert (r.output, r.exit_code, r.session_alive) == ("fresh /root\n", 0, True)
+    with sandbox.session("named") as s:          # named sessions stay the caller's to renew
+        assert s.run("exit 4").session_alive is False
+        with pytest.raises(Conflict, match="has ended"):
+            s.run("true")

@@ -19,14 +19,12 @@ from tumbler.agent.client import AgentClient
 from tumbler.archives import extract_tar, tar_directory
 from tumbler.agent_errors import agent_errors
 from tumbler.errors import InvalidRequest, from_kind
+from tumbler import ops
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
 
-DEFAULT_TIMEOUT_S = 300.0
-# Room on top of a command's own timeout for the agent to interrupt it and answer.
-REPLY_GRACE_S = 15.0
-DEFAULT_SESSION = "default"
+from tumbler.ops import DEFAULT_SESSION, DEFAULT_TIMEOUT_S, REPLY_GRACE_S  # noqa: F401 (re-exported)
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,7 +54,6 @@ class LocalSandbox:
         self.info: SandboxInfo = self.runtime.create(spec)
         self.id = self.info.id
         self._agent: AgentClient | None = None
-        self._default_session = False
         try:
             self.start()
         except BaseException:
@@ -71,7 +68,6 @@ class LocalSandbox:
         self.info = self.runtime.get(sandbox_id)
         self.id = sandbox_id
         self._agent = None
-        self._default_session = False
         if self.info.state == SandboxState.RUNNING:
             self._reconnect()
         return self
@@ -107,7 +103,7 @@ class LocalSandbox:
         return self.runtime.stats(self.id)
 
     def health(self) -> dict:
-        return self.call("health", timeout=10)[0]
+        return self.do(ops.health())
 
     def __enter__(self) -> "LocalSandbox":
         return self
@@ -124,40 +120,34 @@ class LocalSandbox:
     def run(self, command: str, *, timeout: float = DEFAULT_TIMEOUT_S,
             max_output: int | None = None,
             on_output: Callable[[bytes], None] | None = None) -> CommandResult:
-        """Run `command` in the sandbox's default bash session (state persists between calls)."""
-        if not self._default_session:
-            self._ensure_session(DEFAULT_SESSION)
-        return self.session(DEFAULT_SESSION, create=False).run(
-            command, timeout=timeout, max_output=max_output, on_output=on_output)
+        """Run `command` in the sandbox's default bash session (state persists between calls).
+
+        After `exit` the reply says `session_alive=False`, and the next run gets a fresh one."""
+        return _run(self, ops.run(command, timeout=timeout, max_output=max_output,
+                                  stream=on_output is not None, cwd=self.info.spec.cwd), on_output)
 
     def session(self, name: str, *, env: dict[str, str] | None = None, cwd: str | None = None,
                 create: bool = True) -> "Session":
         """A persistent bash session; `create=False` attaches to one that exists."""
         if create:
-            self.call("session.create", {"name": name, "env": env or {},
-                                         "cwd": cwd or self.info.spec.cwd}, timeout=30)
+            self.do(ops.session_create(name, env, cwd or self.info.spec.cwd))
         return Session(self, name)
 
     def sessions(self) -> list[dict]:
-        return self.call("session.list", timeout=10)[0]["sessions"]
+        return self.do(ops.sessions())
 
     def exec(self, command: str | list[str], *, env: dict[str, str] | None = None,
              cwd: str | None = None, stdin: bytes | str = b"", timeout: float = DEFAULT_TIMEOUT_S,
              max_output: int | None = None) -> ExecResult:
         """Run one process (argv list, or a string for /bin/sh -c) and wait for it."""
-        args: dict = {"env": env or {}, "cwd": cwd or self.info.spec.cwd, "timeout": timeout}
-        args["argv" if isinstance(command, list) else "command"] = command
-        if max_output is not None:
-            args["max_output"] = max_output
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        result, body = self.call("exec", args, data, timeout=timeout + REPLY_GRACE_S)
-        cut = result.pop("stdout_len")
-        return ExecResult(stdout_bytes=body[:cut], stderr_bytes=body[cut:], **_known(ExecResult, result))
+        return self.do(ops.exec_(command, env=env, cwd=cwd or self.info.spec.cwd, stdin=data,
+                                 timeout=timeout, max_output=max_output))
 
     # -- files -----------------------------------------------------------------------------
 
     def read_bytes(self, path: str, *, offset: int = 0, length: int | None = None) -> bytes:
-        return self.call("file.read", {"path": path, "offset": offset, "length": length})[1]
+        return self.do(ops.read_file(path, offset, length))
 
     def read_file(self, path: str) -> str:
         return self.read_bytes(path).decode("utf-8", errors="replace")
@@ -165,22 +155,22 @@ class LocalSandbox:
     def write_file(self, path: str, data: str | bytes, *, mode: int | None = None,
                    append: bool = False) -> None:
         body = data.encode() if isinstance(data, str) else data
-        self.call("file.write", {"path": path, "mode": mode, "append": append, "parents": True}, body)
+        self.do(ops.write_file(path, body, mode=mode, append=append))
 
     def stat(self, path: str) -> FileInfo:
-        return FileInfo(**self.call("file.stat", {"path": path})[0])
+        return self.do(ops.stat(path))
 
     def list_dir(self, path: str) -> list[FileInfo]:
-        return [FileInfo(**e) for e in self.call("file.list", {"path": path})[0]["entries"]]
+        return self.do(ops.list_dir(path))
 
     def remove_file(self, path: str, *, recursive: bool = False) -> None:
-        self.call("file.remove", {"path": path, "recursive": recursive})
+        self.do(ops.remove_file(path, recursive))
 
     def chmod(self, path: str, mode: int) -> None:
-        self.call("file.chmod", {"path": path, "mode": mode})
+        self.do(ops.chmod(path, mode))
 
     def mkdir(self, path: str) -> None:
-        self.call("file.mkdir", {"path": path, "parents": True})
+        self.do(ops.mkdir(path))
 
     def upload(self, local: str | Path, remote: str) -> None:
         """Copy a host file or directory tree to `remote` in the sandbox."""
@@ -190,7 +180,7 @@ class LocalSandbox:
         if local.is_file():
             self.write_file(remote, local.read_bytes(), mode=local.stat().st_mode & 0o777)
             return
-        self.call("file.upload_tar", {"path": remote}, tar_directory(local), timeout=600)
+        self.do(ops.upload_tar(remote, tar_directory(local)))
 
     def download(self, remote: str, local: str | Path, *, links: bool = False) -> None:
         """Copy a sandbox file or directory tree to `local` on the host.
@@ -202,16 +192,15 @@ class LocalSandbox:
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(self.read_bytes(remote))
             return
-        data = self.call("file.download_tar", {"path": remote}, timeout=600)[1]
-        extract_tar(data, local, links=links)
+        extract_tar(self.do(ops.download_tar(remote)), local, links=links)
 
     # -- processes -------------------------------------------------------------------------
 
     def processes(self) -> list[ProcessInfo]:
-        return [ProcessInfo(**p) for p in self.call("proc.list")[0]["processes"]]
+        return self.do(ops.processes())
 
     def kill(self, pid: int, signal: int | str = "TERM") -> None:
-        self.call("proc.signal", {"pid": pid, "signal": signal})
+        self.do(ops.signal(pid, signal))
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -224,20 +213,15 @@ class LocalSandbox:
         with agent_errors(self.id, op, timeout):
             return self._agent.call(op, args or {}, body, timeout=timeout, on_event=on_event)
 
-    def _ensure_session(self, name: str) -> None:
-        try:
-            self.session(name)
-        except Exception as exc:  # an existing session is what we wanted
-            if getattr(exc, "kind", "") != "exists":
-                raise
-        self._default_session = True
+    def do(self, op: ops.Op, on_event: Callable[[dict, bytes], None] | None = None):
+        """Send one op of `tumbler.ops` and parse its reply."""
+        return op.parse(*self.call(op.name, op.args, op.body, timeout=op.timeout, on_event=on_event))
 
     def _reconnect(self) -> None:
         self._disconnect()
         self._agent = AgentClient(self.runtime.agent_socket(self.id))
 
     def _disconnect(self) -> None:
-        self._default_session = False
         if self._agent is not None:
             self._agent.close()
             self._agent = None
@@ -255,32 +239,20 @@ class Session:
             on_output: Callable[[bytes], None] | None = None) -> CommandResult:
         """Run `command`; on timeout it is interrupted (the session lives on) and
         the result says timed_out. `on_output` receives output chunks while it runs."""
-        args: dict = {"name": self.name, "command": command, "timeout": timeout,
-                      "stream": on_output is not None}
-        if max_output is not None:
-            args["max_output"] = max_output
-        chunks: list[bytes] = []
-
-        def on_event(_header: dict, chunk: bytes) -> None:
-            # A streamed run's reply has no body: the output is the chunks, in order.
-            chunks.append(chunk)
-            on_output(chunk)
-
-        result, body = self.sandbox.call("session.run", args, timeout=timeout + REPLY_GRACE_S,
-                                         on_event=on_event if on_output else None)
-        output = b"".join(chunks) if on_output else body
-        return CommandResult(output_bytes=output, **_known(CommandResult, result))
+        return _run(self.sandbox, ops.run(command, session=self.name, timeout=timeout,
+                                          max_output=max_output, stream=on_output is not None),
+                    on_output)
 
     def input(self, data: str | bytes) -> None:
         """Type `data` into the running command (e.g. the answer to `read x`, with its newline)."""
-        body = data.encode() if isinstance(data, str) else data
-        self.sandbox.call("session.input", {"name": self.name}, body)
+        self.sandbox.do(ops.session_input(self.name, data.encode() if isinstance(data, str) else data))
 
-    def interrupt(self) -> None:
-        self.sandbox.call("session.interrupt", {"name": self.name}, timeout=30)
+    def interrupt(self) -> bool:
+        """Interrupt the running command (^C); False when nothing was running."""
+        return self.sandbox.do(ops.session_interrupt(self.name))
 
     def close(self) -> None:
-        self.sandbox.call("session.close", {"name": self.name}, timeout=30)
+        self.sandbox.do(ops.session_close(self.name))
 
     def __enter__(self) -> "Session":
         return self
@@ -289,5 +261,15 @@ class Session:
         self.close()
 
 
-def _known(model, fields: dict) -> dict:
-    return {k: v for k, v in fields.items() if k in model.model_fields}
+def _run(sandbox: LocalSandbox, op: ops.Op, on_output) -> CommandResult:
+    if on_output is None:
+        return sandbox.do(op)
+    chunks: list[bytes] = []
+
+    def on_event(_header: dict, chunk: bytes) -> None:
+        # A streamed run's reply has no body: the output is the chunks, in order.
+        chunks.append(chunk)
+        on_output(chunk)
+
+    result, _ = sandbox.call(op.name, op.args, timeout=op.timeout, on_event=on_event)
+    return op.parse(result, b"".join(chunks))

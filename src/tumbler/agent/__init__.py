@@ -13,7 +13,9 @@ protocol.py: invalid, not_found, exists, conflict, internal):
   shutdown           {} -> {}                   closes all sessions, then the agent exits
   session.create     {name, env: {str: str} = {}, cwd: str | null} -> {name}
   session.run        {name, command, timeout: s = 300, max_output: bytes = 64 MiB (<= 256 MiB),
-                      stream: bool = false}
+                      stream: bool = false, ensure: bool = false, env = {}, cwd = null}
+                     ensure: make the session (with env, cwd) if it is missing or its bash
+                     has exited, in the same round trip (the default session's policy)
                      -> {exit_code: int | null, output_size, truncated, timed_out, session_alive,
                          duration_s}; body = output (empty when streamed: `output` events carry it)
   session.input      {name} body = bytes typed on the terminal -> {}

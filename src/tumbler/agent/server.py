@@ -92,7 +92,11 @@ class Agent:
         return {"name": name}, b""
 
     def session_run(self, args, body, emit):
-        session = self.sessions.get(a.get(args, "name", str))
+        name = a.get(args, "name", str)
+        if a.get(args, "ensure", bool, False):   # the default session: made or remade here
+            session = self.sessions.ensure(name, a.env(args), a.get(args, "cwd", str, None))
+        else:
+            session = self.sessions.get(name)
         command = a.get(args, "command", str)
         timeout = a.seconds(args, "timeout", sessions_mod.DEFAULT_TIMEOUT, sessions_mod.MAX_TIMEOUT)
         max_output = a.size(args, "max_output", sessions_mod.DEFAULT_MAX_OUTPUT,

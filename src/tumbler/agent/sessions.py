@@ -438,6 +438,34 @@ class Sessions:
             self._by_name[name] = session
         return session
 
+    def ensure(self, name: str, env: dict[str, str], cwd: str | None) -> Session:
+        """The live session `name`, made (again) if it is missing or its bash has exited.
+
+        The policy of a default session, in one place and one round trip: made on the first
+        command, made anew after `exit` (agents under RL type it often).
+        """
+        with self._lock:
+            current = self._by_name.get(name)
+        if current is not None and current.alive and not current.closed:
+            return current
+        if current is not None:
+            try:
+                self.close(name)
+            except AgentRequestError:
+                pass
+        try:
+            return self.create(name, env, cwd)
+        except AgentRequestError as e:
+            if e.kind != EXISTS:   # else a concurrent first command made it: use that one
+                raise
+        for _ in range(100):   # it may still be starting (reserved): wait for it, briefly
+            with self._lock:
+                current = self._by_name.get(name)
+            if current is not None:
+                return current
+            time.sleep(0.01)
+        raise AgentRequestError(CONFLICT, f"session {name!r} is still starting")
+
     def get(self, name: str) -> Session:
         with self._lock:
             session = self._by_name.get(name)
