@@ -50,3 +50,44 @@ def test_a_vanished_sandbox_does_not_stop_the_reaper(reaping_server, runtime):
     assert leftovers_after(runtime, short.id) == []
     client.send(core.remove(vanished.id))
     assert vanished.id not in {s.id for s in client.list()}
+
+
+def pooled_ids(runtime) -> set[str]:
+    from tumbler.server.pools import POOL_LABEL
+    return {i.id for i in runtime.list() if POOL_LABEL in i.spec.labels}
+
+
+def ready(client, name: str) -> int:
+    return next((p.ready for p in client.pools() if p.name == name), 0)
+
+
+def test_a_second_server_on_the_same_state_dir_is_refused(runtime, tmp_path):
+    first = ServerProcess(tmp_path, pools=[{"name": "warm", "size": 2}]).start()
+    client = first.client()
+    try:
+        wait_for(lambda: ready(client, "warm") == 2, what="the pool to fill")
+        waiting = pooled_ids(runtime)
+        port = free_port()
+        second = subprocess.Popen(
+            [sys.executable, "-m", "tumbler.cli", "serve", "--state-dir", str(tmp_path),
+             "--port", str(port), "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, errs = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.terminate()
+            second.communicate(timeout=30)
+            pytest.fail("a second server started on a state dir a live server holds")
+        assert second.returncode == 2, errs
+        assert f"pid {first.proc.pid}" in errs and f":{first.config['port']}" in errs, errs
+        assert "--state-dir" in errs, errs
+        # The first server's pool is untouched and hands out live sandboxes.
+        assert waiting <= pooled_ids(runtime)
+        assert ready(client, "warm") == 2
+        sb = client.create(IMAGE)
+        assert sb.id in waiting
+        assert sb.run("echo alive").output == "alive\n"
+    finally:
+        sweep(client, runtime, client.made)
+        client.close()
+        assert first.terminate() in (0, -signal.SIGTERM)

@@ -23,6 +23,7 @@ from tumbler.server import routes_model
 from tumbler.server.routes import envs, files, pools as pool_routes, processes, rock, sandboxes, sessions, system
 from tumbler.server.pools import PoolManager
 from tumbler.server.service import SandboxService, SandboxSource, spec_from_request
+from tumbler.server.statelock import StateLock
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,18 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         memstats.tune()   # a server lives for days: big freed blocks go back to the kernel
+        # One live server per state dir: a second would reclaim the first's pools (statelock.py).
+        state_lock = StateLock(config.state_dir)
+        state_lock.acquire(config.host, config.port)
+        try:
+            async with _serving(app, config, runtime, source):
+                yield
+        finally:
+            state_lock.release()
+
+    @contextlib.asynccontextmanager
+    async def _serving(app: FastAPI, config: ServerConfig, runtime, source):
         rt = runtime or await asyncio.to_thread(_process_runtime)
-        config.state_dir.mkdir(parents=True, exist_ok=True)
         registry = await asyncio.to_thread(Registry, config.database_url)
         service = SandboxService(config, rt, registry, source)
         pools = PoolManager(rt, owner=config.database_url, admission=service.admission)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -54,7 +55,16 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
 def run(config: ServerConfig) -> None:
     """Serve `config` in this process until SIGINT/SIGTERM (then shut down gracefully)."""
     import uvicorn
+    from tumbler.errors import Conflict
     from tumbler.server.app import create_app
+    from tumbler.server.statelock import StateLock
+    try:  # say it plainly here; the app's own lock (held while it serves) is the real guard
+        probe = StateLock(config.state_dir)
+        probe.acquire(config.host, config.port)
+        probe.release()
+    except Conflict as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=config.host, port=config.port,
