@@ -219,14 +219,42 @@ def pool_ls(url: Optional[str] = URL, token: Optional[str] = TOKEN):
 
 @pool_app.command("resize")
 @reports_errors
-def pool_resize(name: str, size: int, image: str = typer.Option("debian", help="for a new pool"),
-                memory: str = typer.Option("512m"), cpus: float = typer.Option(1.0),
-                pids: int = typer.Option(512), url: Optional[str] = URL,
-                token: Optional[str] = TOKEN):
-    """Make pool NAME or change its size (0 empties it); sandboxes with this spec are handed over."""
+def pool_resize(name: str = typer.Argument(..., help="the pool's name"),
+                size: int = typer.Argument(..., help="sandboxes to keep ready (0 empties it)"),
+                image: Optional[str] = typer.Option(
+                    None, help="image of the pooled sandboxes; a new pool: debian; an existing "
+                               "pool: kept unless given (a change replaces its sandboxes)"),
+                memory: Optional[str] = typer.Option(
+                    None, help="memory limit, e.g. 512m; a new pool: 512m; an existing pool: "
+                               "kept unless given"),
+                cpus: Optional[float] = typer.Option(
+                    None, help="CPU limit in cores; a new pool: 1; an existing pool: kept unless "
+                               "given"),
+                pids: Optional[int] = typer.Option(
+                    None, help="most processes; a new pool: 512; an existing pool: kept unless "
+                               "given"),
+                url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Make pool NAME, or change its size (its spec stays as it is unless an option changes it);
+    a create with the pool's spec is then a handover."""
+    from tumbler import wire
+    from tumbler.sdk import core
     with _client(url, token) as client:
-        pool = client.set_pool(name, size, image, memory=memory, cpus=cpus, pids=pids)
-    console.print(f"pool [bold]{pool.name}[/bold]: {pool.ready}/{pool.size} ready")
+        current = next((p for p in client.pools() if p.name == name), None)
+        if current is None:
+            req = core.create_request(image or "debian", memory=memory or "512m",
+                                      cpus=1.0 if cpus is None else cpus,
+                                      pids=512 if pids is None else pids)
+        else:
+            spec = current.spec
+            limits = {k: v for k, v in spec["limits"].items() if k in wire.LimitsIn.model_fields}
+            limits.update({k: v for k, v in (("memory", memory), ("cpus", cpus), ("pids", pids))
+                           if v is not None})
+            req = wire.CreateSandboxRequest(
+                image=image or spec["image"], hostname=spec["hostname"], env=spec["env"],
+                cwd=spec["cwd"], network=spec["network"], limits=wire.LimitsIn(**limits))
+        pool = client.send(core.set_pool(name, size, req))
+    console.print(f"pool [bold]{pool.name}[/bold] ({pool.image}): {pool.ready}/{pool.size} ready, "
+                  f"{pool.starting} starting")
 
 
 @pool_app.command("rm")

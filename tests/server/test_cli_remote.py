@@ -42,3 +42,29 @@ def test_wrong_token_is_refused(server):
     out = subprocess.run([sys.executable, "-m", "tumbler.cli", "sandbox", "ls"], capture_output=True,
                          text=True, timeout=60, env=env)
     assert out.returncode == 2 and "token" in out.stderr.lower()
+
+
+def test_pool_resize_changes_the_size_only(server, api):
+    """Issue 22: resize kept the CLI's defaults (512m, debian) over the pool's own spec, and a
+    resize to 0 answered with the state before it."""
+    import time
+    from tumbler.runtime.spec import parse_bytes
+    api.set_pool("resized", 1, "debian", memory="256m", cpus=0.5)
+    try:
+        deadline = time.monotonic() + 30
+        while next(p for p in api.pools() if p.name == "resized").ready < 1:
+            assert time.monotonic() < deadline, "the pool did not fill in 30 s"
+            time.sleep(0.05)
+        grown = tumbler(server, "pool", "resize", "resized", "2")
+        assert grown.returncode == 0, grown.stderr
+        pool = next(p for p in api.pools() if p.name == "resized")
+        assert pool.size == 2
+        assert pool.spec["limits"]["memory"] == parse_bytes("256m")
+        assert pool.spec["limits"]["cpus"] == 0.5
+        assert pool.ready >= 1  # the sandbox already waiting was kept, not replaced
+        emptied = tumbler(server, "pool", "resize", "resized", "0")
+        assert emptied.returncode == 0, emptied.stderr
+        assert "0/0 ready" in emptied.stdout, emptied.stdout
+        assert next(p for p in api.pools() if p.name == "resized").ready == 0
+    finally:
+        api.remove_pool("resized")

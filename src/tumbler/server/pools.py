@@ -97,6 +97,8 @@ class PoolManager:
             self._pools[name] = pool
             pool.task = asyncio.create_task(self._refill(pool), name=f"pool-{name}")
         pool.size = size
+        while len(pool.ready) > size:  # shrink now, so that the answer is the new state
+            self._remove_later(pool.ready.pop().id)
         pool.wake.set()
         return pool.status()
 
@@ -194,10 +196,14 @@ class PoolManager:
             await self._remove(pool.ready.pop().id)
 
     async def _remove(self, sandbox_id: str) -> None:
+        await asyncio.shield(self._remove_later(sandbox_id))
+
+    def _remove_later(self, sandbox_id: str) -> asyncio.Future:
+        """Start removing a sandbox taken out of a pool; close() waits for it."""
         task = asyncio.ensure_future(self._remove_now(sandbox_id))
         self._removing.add(task)
         task.add_done_callback(self._removing.discard)
-        await asyncio.shield(task)
+        return task
 
     async def _remove_now(self, sandbox_id: str) -> None:
         """A pooled sandbox has no other owner: a failed removal is retried and said in the
