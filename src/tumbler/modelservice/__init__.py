@@ -17,7 +17,8 @@ from tumbler.modelservice.endpoints import Endpoint, LocalEndpoint
 from tumbler.modelservice.events import EpisodeEnded, ModelCall, SandboxDetached
 from tumbler.modelservice.proxy import Upstream
 from tumbler.modelservice.recording import Exchange, Trajectory
-from tumbler.modelservice.sync import ModelBridge
+from tumbler.modelservice.sync import ModelBridge, SyncModelCall
 
 __all__ = ["AsyncModelBridge", "Endpoint", "EpisodeEnded", "Exchange", "LocalEndpoint",
-           "ModelBridge", "ModelCall", "SandboxDetached", "Trajectory", "Upstream", "completion"]
+           "ModelBridge", "ModelCall", "SandboxDetached", "SyncModelCall", "Trajectory", "Upstream",
+           "completion"]

@@ -5,7 +5,7 @@
         episode = bridge.start_episode(sandbox.id, ["python3", "agent.py"])
         while True:
             event = bridge.next_event(timeout_s=60)
-            if isinstance(event, SyncModelCall):
+            if isinstance(event, ModelCall):       # a SyncModelCall: respond blocks
                 event.respond("\\\\boxed{50}")
             elif isinstance(event, EpisodeEnded) and event.episode_id == episode:
                 break
@@ -27,27 +27,25 @@ from tumbler.modelservice.recording import Trajectory
 LOOP_SLACK_S = 5.0
 
 
-class SyncModelCall:
-    """A ModelCall whose respond and fail block (see ModelCall for the arguments)."""
+class SyncModelCall(ModelCall):
+    """The ModelCall a blocking `ModelBridge` hands out: the same fields and properties, and
+    `isinstance(event, ModelCall)` holds; only respond and fail block instead of being awaited
+    (see ModelCall for the arguments)."""
 
     def __init__(self, call: ModelCall, bridge: "ModelBridge"):
-        self.call, self._bridge = call, bridge
+        self.call, self._sync = call, bridge
         self.sandbox_id, self.episode_id, self.call_id = call.sandbox_id, call.episode_id, call.call_id
-        self.request, self.stream = call.request, call.stream
+        self.request, self.stream, self.received = call.request, call.stream, call.received
 
     @property
-    def messages(self) -> list[dict]:
-        return self.call.messages
-
-    @property
-    def params(self) -> dict:
-        return self.call.params
+    def answered(self) -> bool:
+        return self.call.answered
 
     def respond(self, text: str | None = None, **kwargs) -> bool:
-        return self._bridge._run(self.call.respond(text, **kwargs), CONTROL_TIMEOUT_S)
+        return self._sync._run(self.call.respond(text, **kwargs), CONTROL_TIMEOUT_S)
 
     def fail(self, message: str, **kwargs) -> bool:
-        return self._bridge._run(self.call.fail(message, **kwargs), CONTROL_TIMEOUT_S)
+        return self._sync._run(self.call.fail(message, **kwargs), CONTROL_TIMEOUT_S)
 
 
 class ModelBridge:
@@ -80,7 +78,8 @@ class ModelBridge:
         return self._run(self.core.wait_episode(sandbox_id, episode_id, timeout_s), timeout_s)
 
     def next_event(self, timeout_s: float) -> SyncModelCall | EpisodeEnded | SandboxDetached:
-        """The next call (as a SyncModelCall) or end; TimeoutError after timeout_s seconds."""
+        """The next call (a ModelCall whose respond blocks: SyncModelCall) or end;
+        TimeoutError after timeout_s seconds."""
         event = self._run(self.core.next_event(timeout_s), timeout_s)
         return SyncModelCall(event, self) if isinstance(event, ModelCall) else event
 
