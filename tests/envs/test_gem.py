@@ -40,3 +40,18 @@ def test_our_envs_work_in_gems_make_wrappers_and_vectors():
     assert obs[0] == envs.make("Sokoban-v0").reset(seed=0)[0]
     _, rewards, terminated, truncated, _ = vec.step(["\\boxed{up}"] * 3)
     assert len(rewards) == 3
+
+
+def test_a_gem_envs_own_exception_is_env_crashed():
+    """Issue 22: GEM's GuessTheNumber.spawn raises a bare NotImplementedError; ENVS.md promises
+    EnvCrashed naming the env and the call."""
+    import pytest
+    from tumbler import envs
+    from tumbler.envs import EnvCrashed
+    env = envs.make("gem:game:GuessTheNumber-v0-easy")
+    env.reset(seed=0)
+    with pytest.raises(EnvCrashed, match=r"gem:game:GuessTheNumber-v0-easy\.spawn raised "
+                                         r"NotImplementedError"):
+        env.spawn()
+    obs, reward, terminated, truncated, info = env.step("\\boxed{10}")  # the episode goes on
+    assert isinstance(obs, str)

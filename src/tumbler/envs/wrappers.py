@@ -54,14 +54,23 @@ class EpisodeGuard(Wrapper):
             self.phase = Phase.DONE
         return result
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def sample_random_action(self):
+        return self._call("sample_random_action", self.env.sample_random_action, ends_episode=False)
+
+    def spawn(self, same_state: bool = False, **kwargs):
+        return type(self)(self._call("spawn", self.env.spawn, same_state=same_state,
+                                     ends_episode=False, **kwargs))
+
+    def _call(self, what: str, fn, *args, ends_episode: bool = True, **kwargs):
         try:
             return fn(*args, **kwargs)
         except TumblerError:
             raise
         except Exception as exc:
-            self.phase = Phase.NEEDS_RESET
-            raise EnvCrashed(f"{self._name()}.{what} raised {type(exc).__name__}: {exc}") from exc
+            if ends_episode:
+                self.phase = Phase.NEEDS_RESET
+            detail = f": {exc}" if str(exc) else " (no message)"
+            raise EnvCrashed(f"{self._name()}.{what} raised {type(exc).__name__}{detail}") from exc
 
     def _name(self) -> str:
         return self.unwrapped.env_id or type(self.unwrapped).__name__
