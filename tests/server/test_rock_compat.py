@@ -17,6 +17,7 @@ import pytest
 
 from checks import IMAGE
 from server_process import TOKEN, ServerProcess, sweep
+from tumbler.sdk import core
 
 PEERS_PYTHON = Path(os.environ.get("PEERS_VENV", "/opt/peers-venv")) / "bin" / "python"
 CLIENT = Path(__file__).with_name("rock_client.py")
@@ -217,9 +218,27 @@ def test_unknown_image_without_mapping_is_a_clear_failure(server):
         pytest.skip("this environment maps ROCK images")
     body = httpx.post(server.url + PREFIX + "/start_async", timeout=60,
                       headers={"authorization": f"Bearer {server.token}"},
-                      json={"image": "python:3.11", "memory": "256m", "cpus": 1}).json()
+                      json={"image": "ubuntu:22.04", "memory": "256m", "cpus": 1}).json()
     assert body["status"] == "Failed" and body["result"]["code"] == 4000, body
-    assert "python:3.11" in body["error"] and "TUMBLER_ROCK_DEFAULT_IMAGE" in body["error"]
+    assert "ubuntu:22.04" in body["error"] and "TUMBLER_ROCK_DEFAULT_IMAGE" in body["error"]
+
+
+def test_rocks_default_image_runs_out_of_the_box(server, api):
+    """Issue 22: ROCK's SDK starts python:3.11 unless told otherwise; a server with no mapping
+    set runs it on the default image (bookworm's python3 is 3.11) instead of refusing it."""
+    if os.environ.get("TUMBLER_ROCK_DEFAULT_IMAGE") or os.environ.get("TUMBLER_ROCK_IMAGES"):
+        pytest.skip("this environment maps ROCK images")
+    headers = {"authorization": f"Bearer {server.token}"}
+    body = httpx.post(server.url + PREFIX + "/start_async", timeout=60, headers=headers,
+                      json={"image": "python:3.11", "memory": "256m", "cpus": 1}).json()
+    assert body["status"] == "Success", body
+    sid = body["result"]["sandbox_id"]
+    api.made.append(sid)
+    record = api.send(core.get(sid))
+    assert record.image == "debian" and record.labels.get("rock.image") == "python:3.11"
+    ran = httpx.post(server.url + PREFIX + "/execute", timeout=60, headers=headers,
+                     json={"sandbox_id": sid, "command": ["python3", "--version"]}).json()
+    assert ran["status"] == "Success" and "Python 3.11" in ran["result"]["stdout"], ran
 
 
 def test_xrl_authorization_header_and_401(rock_server):

@@ -7,10 +7,12 @@ Every reply is HTTP 200 with ROCK's envelope, business errors included: the SDK 
 (a non-zero exit under check="raise", which its nohup mode relies on; an unknown session).
 Only auth (401) and body size (413) answer otherwise, from the middleware.
 
-Images: ROCK clients name images such as "python:3.11". An image this server does not have is
-a clear Failed unless the operator maps it: TUMBLER_ROCK_IMAGES="python:3.11=debian,..." maps
-names one by one, TUMBLER_ROCK_DEFAULT_IMAGE=debian runs every other unknown name on that image
-(logged). Both are read per request, so no restart is needed to change them.
+Images: ROCK clients name images such as "python:3.11". ROCK's SDK default, "python:3.11", runs
+on the server's default image out of the box (Debian bookworm's python3 is 3.11; logged), unless
+TUMBLER_ROCK_IMAGES maps it elsewhere. Any other image this server does not have is a clear
+Failed unless the operator maps it: TUMBLER_ROCK_IMAGES="ubuntu:22.04=debian,..." maps names one
+by one, TUMBLER_ROCK_DEFAULT_IMAGE=debian runs every other unknown name on that image (logged).
+Both are read per request, so no restart is needed to change them.
 """
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ router = APIRouter(prefix=rw.PREFIX, tags=["ROCK-compatible"])
 T = TypeVar("T")
 
 IMAGE_MAP_ENV = "TUMBLER_ROCK_IMAGES"
+# ROCK's SDK starts this image unless told otherwise; bookworm's python3 is 3.11, so it maps to
+# the default image (TUMBLER_ROCK_IMAGES overrides it).
+ROCK_SDK_IMAGE = "python:3.11"
+BUILTIN_IMAGES = {ROCK_SDK_IMAGE: wire.CreateSandboxRequest.model_fields["image"].default}
 DEFAULT_IMAGE_ENV = "TUMBLER_ROCK_DEFAULT_IMAGE"
 ALIAS_LABEL = "rock.sandbox_id"      # a caller-chosen id, looked up when it is not ours
 IMAGE_LABEL = "rock.image"           # the image name the client asked for
@@ -98,12 +104,17 @@ def _resolve(svc: SandboxService, sandbox_id: str) -> SandboxRecord:
 
 
 def _image_for(requested: str) -> tuple[str, str | None]:
-    """(image to use, fallback image if that one is missing) after the operator's mapping."""
+    """(image to use, fallback image if that one is missing) after the operator's mapping and
+    then the built-in one (ROCK's default image)."""
     mapping = {}
     for item in os.environ.get(IMAGE_MAP_ENV, "").split(","):
         name, sep, target = item.partition("=")
         if sep and name.strip() and target.strip():
             mapping[name.strip()] = target.strip()
+    if requested not in mapping and requested in BUILTIN_IMAGES:
+        mapping[requested] = BUILTIN_IMAGES[requested]
+        log.info("ROCK start: image %r runs on %r (built-in mapping; %s changes it)",
+                 requested, mapping[requested], IMAGE_MAP_ENV)
     fallback = os.environ.get(DEFAULT_IMAGE_ENV) or None
     image = mapping.get(requested, requested)
     return image, fallback if fallback != image else None
@@ -170,7 +181,7 @@ async def _create(svc: SandboxService, body: rw.StartIn, labels: dict[str, str])
         if "image" not in exc.message.lower():
             raise
         if fallback is None:
-            raise type(exc)(f"{exc.message}. ROCK clients name images such as 'python:3.11'; "
+            raise type(exc)(f"{exc.message}. ROCK clients name images such as 'ubuntu:22.04'; "
                             f"the server's operator can map them: {IMAGE_MAP_ENV}="
                             f"'{body.image}=debian' or {DEFAULT_IMAGE_ENV}=debian") from None
         log.warning("ROCK start: no image %r here; using %r (%s)", image, fallback, DEFAULT_IMAGE_ENV)
