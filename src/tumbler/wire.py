@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tumbler.errors import InvalidRequest
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 
 API_PREFIX = "/v1"
@@ -22,9 +23,28 @@ SandboxStateName = Literal["created", "running", "stopped", "error"]
 
 
 class Request(BaseModel):
-    """Base of request bodies: unknown fields are an error."""
+    """Base of request bodies: unknown fields are an error.
+
+    Made in Python (the SDK builds them), a bad value raises InvalidRequest naming the field,
+    so a caller catches one TumblerError whatever the field; the server parses bodies with
+    model_validate, where FastAPI's handler turns the same error into a 400.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise InvalidRequest(validation_message(exc)) from None
+
+
+def validation_message(exc: ValueError) -> str:
+    """'field: what is wrong' for each error of a pydantic ValidationError."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in errors())
+    return str(exc)
 
 
 def check_sandbox_path(path: str) -> str:
@@ -324,3 +344,65 @@ class Ok(BaseModel):
 class Health(BaseModel):
     ok: bool
     version: str
+
+
+# -- agent ops, one or many (the sandbox handle over HTTP) --------------------------------------
+
+# The agent ops a client may send as they are (`tumbler.ops` builds them): the ones that carry no
+# bulk body. File contents and tars have their own routes (raw bodies); `shutdown` is the
+# runtime's. Anything else is refused with 400 naming the op.
+HANDLE_OPS = frozenset({
+    "health", "session.create", "session.run", "session.input", "session.interrupt",
+    "session.close", "session.list", "exec", "file.read", "file.stat", "file.list", "file.remove",
+    "file.chmod", "file.mkdir", "proc.list", "proc.signal", "env.make", "env.reset", "env.step",
+    "env.sample", "env.close", "env.list", "model.enable", "model.next", "model.respond",
+    "model.start", "model.stop", "model.disable",
+})
+MAX_OP_BODY = 8 << 20         # bytes of body one op may carry in JSON (base64)
+MAX_BATCH = 4096              # ops in one batch
+
+
+def check_op(op: str) -> str:
+    if op not in HANDLE_OPS:
+        raise ValueError(f"op {op!r} cannot be sent through this route; one of: "
+                         + ", ".join(sorted(HANDLE_OPS)))
+    return op
+
+
+class OpRequest(Request):
+    """One agent op for one sandbox."""
+
+    op: Annotated[str, AfterValidator(check_op)]
+    """The op's name (`tumbler.agent` lists them)."""
+    args: dict = Field(default_factory=dict)
+    """Its arguments."""
+    body_b64: Base64Text = Field("", max_length=MAX_OP_BODY * 4 // 3 + 4)
+    """Its body (stdin, input, an answer), base64."""
+    timeout_s: float = Field(120.0, gt=0, le=MAX_TIMEOUT_S)
+    """Seconds the server waits for the agent's reply."""
+
+
+class OpReply(BaseModel):
+    """One op's outcome: its result and body, or the error it raised."""
+
+    ok: bool = True
+    result: dict = Field(default_factory=dict)
+    body_b64: str = ""
+    error_kind: str | None = None
+    error_message: str | None = None
+
+
+class BatchOpItem(OpRequest):
+    sandbox_id: str
+    """The sandbox to send it to."""
+
+
+class BatchOpRequest(Request):
+    """Many ops, to any sandboxes, run concurrently; each answers on its own."""
+
+    calls: list[BatchOpItem] = Field(max_length=MAX_BATCH)
+
+
+class BatchOpReply(BaseModel):
+    results: list[OpReply]
+    """In the order of the calls."""

@@ -112,7 +112,7 @@ def test_bad_input(http, sandbox_id):
         assert resp.status_code == 404, resp.text
         assert "env-999" in resp.json()["error"]["message"]
 
-    assert http.post(base, json={"env_id": "Sokoban-v0", "bogus": 1}).status_code == 422
+    assert http.post(base, json={"env_id": "Sokoban-v0", "bogus": 1}).status_code == 400
     for path, body in (("/env/make", {"env_id": "Sokoban-v0"}), ("/env/reset", {"sandbox_id": " "}),
                        ("/env/step", {"sandbox_id": sandbox_id})):
         invalid = http.post(path, json=body)                  # FastAPI's 422, as rocklet answers

@@ -28,12 +28,12 @@ def test_malformed_json_and_wrong_types(http, api):
     sb = Sandbox(IMAGE, client=api)
     resp = http.post(f"/v1/sandboxes/{sb.id}/run", content=b'{"command": "echo', 
                      headers={"content-type": "application/json"})
-    assert resp.status_code == 422 and error_of(resp)["kind"] == "invalid"
+    assert resp.status_code == 400 and error_of(resp)["kind"] == "invalid"
     assert "json" in error_of(resp)["message"].lower()
     resp = http.post(f"/v1/sandboxes/{sb.id}/run", json={"command": "true", "timeout": "soon"})
-    assert resp.status_code == 422 and "timeout" in error_of(resp)["message"]
+    assert resp.status_code == 400 and "timeout" in error_of(resp)["message"]
     resp = http.post(f"/v1/sandboxes/{sb.id}/run", json={"command": "true", "timout": 3})
-    assert resp.status_code == 422 and "timout" in error_of(resp)["message"]
+    assert resp.status_code == 400 and "timout" in error_of(resp)["message"]
     resp = http.post("/v1/sandboxes", json={"image": IMAGE, "limits": {"memory": "lots"}})
     assert resp.status_code == 400 and "memory" in error_of(resp)["message"]
     resp = http.post("/v1/sandboxes", json={"image": "no-such-image"})

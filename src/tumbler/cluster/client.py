@@ -34,7 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tumbler.cluster.config import ClusterConfig
 from tumbler.cluster.nodehost import DEFAULT_TIMEOUT_S, HostInfo, NodeHost, host_id_for
-from tumbler.errors import (CapacityExceeded, CommandTimeout, Conflict, NodeLost, NotFound,
+from tumbler.errors import (CapacityExceeded, CommandTimeout, Conflict, InvalidRequest, NodeLost, NotFound,
                             RuntimeFailure, TumblerError)
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime.spec import SandboxSpec
@@ -187,6 +187,21 @@ class ClusterClient:
         """Each (sandbox id, argv list or /bin/sh string) as one process, waited for."""
         return self._routed("exec", commands, timeout + self.config.reply_grace_s, timeout)
 
+    def call_many(self, calls: list) -> list:
+        """Many ops of `tumbler.ops`, as (sandbox id, Op) pairs, each sent to the host that
+        holds its sandbox, all at once: each one's parsed result, or the TumblerError it raised."""
+        if not calls:
+            return []
+        wait_s = max(o.timeout for _, o in calls) + self.config.reply_grace_s
+        answers = self._routed("call", [(sid, (o.name, o.args, o.body, o.timeout)) for sid, o in calls],
+                               wait_s)
+        return [a if isinstance(a, TumblerError) else o.parse(*a) for (_, o), a in zip(calls, answers)]
+
+    def sandbox(self, sandbox_id: str) -> "ClusterSandbox":
+        """A handle on one of this client's sandboxes (for `HostedEnv`, the model bridge...)."""
+        self._route(sandbox_id)   # NotFound now, not at the first call
+        return ClusterSandbox(self, sandbox_id)
+
     def reset(self, ids: list[str]) -> list[None | TumblerError]:
         return self._routed("reset", [(sid, None) for sid in ids], self.config.op_timeout_s)
 
@@ -332,6 +347,30 @@ class ClusterClient:
             ray.kill(host.actor, no_restart=True)
         except RayError:
             pass
+
+
+class ClusterSandbox:
+    """One cluster sandbox as a sandbox handle: `call` and `do`, like LocalSandbox's."""
+
+    def __init__(self, client: ClusterClient, sandbox_id: str):
+        self.client, self.id = client, sandbox_id
+
+    def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
+             timeout: float = 60.0, on_event=None) -> tuple[dict, bytes]:
+        if on_event is not None:
+            raise InvalidRequest("on_event is not relayed through a node host")
+        [answer] = self.client._routed("call", [(self.id, (op, args or {}, body, timeout))],
+                                       timeout + self.client.config.reply_grace_s)
+        if isinstance(answer, TumblerError):
+            raise answer
+        return answer
+
+    def do(self, op):
+        """Send one op of `tumbler.ops` and parse its reply."""
+        return op.parse(*self.call(op.name, op.args, op.body, timeout=op.timeout))
+
+    def __repr__(self) -> str:
+        return f"ClusterSandbox(id={self.id!r})"
 
 
 def _sandbox_of(item) -> str | None:

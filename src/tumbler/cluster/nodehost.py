@@ -34,10 +34,11 @@ from typing import Awaitable, Callable, TypeVar
 
 from pydantic import BaseModel, Field
 
-from tumbler import memstats
+from tumbler import memstats, ops
 from tumbler.agent.aclient import AsyncAgentClient
 from tumbler.agent_errors import agent_errors
 from tumbler.config import Paths
+from tumbler.ops import DEFAULT_SESSION
 from tumbler.errors import NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
@@ -48,10 +49,7 @@ from tumbler.runtime.trees import remove_tree
 log = logging.getLogger(__name__)
 
 HOST_LABEL = "tumbler.node-host"
-DEFAULT_SESSION = "default"
 DEFAULT_TIMEOUT_S = 300.0
-SESSION_TIMEOUT_S = 30.0    # to open a bash session
-REPLY_GRACE_S = 15.0        # on top of a command's own timeout, for the agent to answer
 ID_BYTES = 6                # a sandbox id is 12 hex digits, as the runtime's own
 
 T = TypeVar("T")
@@ -124,6 +122,15 @@ class NodeHost:
         """Run each (sandbox id, argv list or /bin/sh string) as one process and wait for it."""
         return await _each(commands, lambda item: self._exec_one(*item, timeout))
 
+    async def call(self, items: list[tuple[str, tuple[str, dict, bytes, float]]]
+                   ) -> list[tuple[dict, bytes] | TumblerError]:
+        """Each (sandbox id, (op, args, body, timeout)) sent to that sandbox's agent as it is,
+        all at once (the sandbox handle's Ray transport; `tumbler.ops` builds the ops)."""
+        async def one(item):
+            sandbox_id, (op, args, body, timeout) = item
+            return await self._call(sandbox_id, op, args, body, timeout=timeout)
+        return await _each(items, one)
+
     async def reset(self, ids: list[str]) -> list[None | TumblerError]:
         """Put each sandbox back to its pristine image, with a fresh default session."""
         return await _each(ids, self._reset_one)
@@ -157,16 +164,12 @@ class NodeHost:
         return info.id
 
     async def _run_one(self, sandbox_id: str, command: str, timeout: float) -> CommandResult:
-        args = {"name": DEFAULT_SESSION, "command": command, "timeout": timeout}
-        result, body = await self._call(sandbox_id, "session.run", args, timeout=timeout + REPLY_GRACE_S)
-        return CommandResult(output_bytes=body, **_known(CommandResult, result))
+        return await self._do(sandbox_id, ops.run(command, timeout=timeout,
+                                                   cwd=self._get(sandbox_id).spec.cwd))
 
     async def _exec_one(self, sandbox_id: str, command: list[str] | str, timeout: float) -> ExecResult:
-        args: dict = {"timeout": timeout, "cwd": self._get(sandbox_id).spec.cwd,
-                      "argv" if isinstance(command, list) else "command": command}
-        result, body = await self._call(sandbox_id, "exec", args, timeout=timeout + REPLY_GRACE_S)
-        cut = result.pop("stdout_len")
-        return ExecResult(stdout_bytes=body[:cut], stderr_bytes=body[cut:], **_known(ExecResult, result))
+        return await self._do(sandbox_id, ops.exec_(command, cwd=self._get(sandbox_id).spec.cwd,
+                                                    timeout=timeout))
 
     async def _reset_one(self, sandbox_id: str) -> None:
         held = self._get(sandbox_id)
@@ -181,9 +184,7 @@ class NodeHost:
         self._held.pop(sandbox_id, None)
 
     async def _open_session(self, sandbox_id: str) -> None:
-        await self._call(sandbox_id, "session.create",
-                         {"name": DEFAULT_SESSION, "env": {}, "cwd": self._get(sandbox_id).spec.cwd},
-                         timeout=SESSION_TIMEOUT_S)
+        await self._do(sandbox_id, ops.session_create(DEFAULT_SESSION, {}, self._get(sandbox_id).spec.cwd))
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -252,11 +253,14 @@ class NodeHost:
         except KeyError:
             raise NotFound(f"no sandbox {sandbox_id} on node host {self.host_id}") from None
 
-    async def _call(self, sandbox_id: str, op: str, args: dict, *, timeout: float
-                    ) -> tuple[dict, bytes]:
+    async def _call(self, sandbox_id: str, op: str, args: dict, body: bytes = b"", *,
+                    timeout: float) -> tuple[dict, bytes]:
         agent = self._get(sandbox_id).agent
         with agent_errors(sandbox_id, op, timeout):
-            return await agent.call(op, args, timeout=timeout)
+            return await agent.call(op, args, body, timeout=timeout)
+
+    async def _do(self, sandbox_id: str, op: ops.Op):
+        return op.parse(*await self._call(sandbox_id, op.name, op.args, op.body, timeout=op.timeout))
 
     async def _blocking(self, fn: Callable[..., T], *args) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
@@ -272,5 +276,3 @@ async def _each(items: list, fn: Callable[..., Awaitable]) -> list:
     return list(await asyncio.gather(*(one(item) for item in items)))
 
 
-def _known(model, fields: dict) -> dict:
-    return {k: v for k, v in fields.items() if k in model.model_fields}

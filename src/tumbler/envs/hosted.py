@@ -17,18 +17,20 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from tumbler import ops
 from tumbler.envs.core import Env, Step
 from tumbler.envs.vector import AsyncVectorEnv
-from tumbler.errors import CommandTimeout, Conflict, SandboxError
+from tumbler.errors import CommandTimeout, Conflict, InvalidRequest, SandboxError
+from tumbler.handle import do
 
 log = logging.getLogger("tumbler.envs.hosted")
 
 DEFAULT_STEP_TIMEOUT = 30.0    # seconds one env.reset or env.step may take
-CONTROL_TIMEOUT = 30.0         # seconds for env.make and env.close
 
 
 class HostedEnv(Env):
-    """One env inside `sandbox` (a LocalSandbox, or anything with its `call`).
+    """One env inside `sandbox`: any sandbox handle (`tumbler.handle`): a LocalSandbox, a
+    server's `tumbler.Sandbox`, a cluster sandbox (`ClusterClient.sandbox(id)`).
 
     Args:
         env_id: what the agent hosts: "Sokoban-v0", "gem:game:GuessTheNumber-v0-easy" (image
@@ -44,38 +46,33 @@ class HostedEnv(Env):
         self.handle: str | None = None
         self._stuck = False      # a step timed out: the handle may still be busy in the sandbox
         self._dead: str | None = None
-        self.handle = self._call("env.make", {"env_id": env_id, "kwargs": kwargs},
-                                 CONTROL_TIMEOUT)["handle"]
+        self.handle = do(sandbox, ops.env_make(env_id, kwargs))
 
     def reset(self, seed: int | None = None):
         if self._dead:
             raise SandboxError(f"{self.env_id}: cannot reset, {self._dead}")
         if self._stuck:
             self._replace_handle()
-        result = self._call("env.reset", {"handle": self.handle, "seed": seed}, self.step_timeout)
-        return result["obs"], result["info"]
+        return do(self.sandbox, ops.env_reset(self.handle, seed, self.step_timeout))
 
     def step(self, action) -> Step:
         if self._dead:
             raise Conflict(f"{self.env_id}: the episode ended when {self._dead}; nothing to step")
         try:
-            r = self._call("env.step", {"handle": self.handle, "action": str(action)},
-                           self.step_timeout)
+            return do(self.sandbox, ops.env_step(self.handle, str(action), self.step_timeout))
         except CommandTimeout:
             self._stuck = True
             return self._cut(f"the step took longer than {self.step_timeout} s and was abandoned")
         except SandboxError as exc:
             self._dead = f"the sandbox failed ({exc.message})"
             return self._cut(self._dead)
-        return r["obs"], r["reward"], r["terminated"], r["truncated"], r["info"]
 
     def sample_random_action(self) -> str:
-        return self._call("env.sample", {"handle": self.handle, "kind": "random"}, self.step_timeout)["action"]
+        return do(self.sandbox, ops.env_sample(self.handle, "random", self.step_timeout))
 
     def reference_action(self) -> str:
         """A built-in game's solver move from the current state."""
-        return self._call("env.sample", {"handle": self.handle, "kind": "reference"},
-                          self.step_timeout)["action"]
+        return do(self.sandbox, ops.env_sample(self.handle, "reference", self.step_timeout))
 
     def spawn(self, same_state: bool = False, **kwargs) -> "HostedEnv":
         if same_state:
@@ -88,7 +85,7 @@ class HostedEnv(Env):
         if handle is None or self._dead:
             return
         try:
-            self._call("env.close", {"handle": handle}, CONTROL_TIMEOUT)
+            do(self.sandbox, ops.env_close(handle))
         except SandboxError as exc:   # the sandbox went first; nothing left to close
             log.info("env %s in a gone sandbox: %s", handle, exc)
 
@@ -98,29 +95,37 @@ class HostedEnv(Env):
     def _replace_handle(self) -> None:
         """A new env in place of one whose step hung (the old one is closed, not waited for)."""
         old = self.handle
-        self.handle = self._call("env.make", {"env_id": self.env_id, "kwargs": self.kwargs},
-                                 CONTROL_TIMEOUT)["handle"]
+        self.handle = do(self.sandbox, ops.env_make(self.env_id, self.kwargs))
         self._stuck = False
-        self._call("env.close", {"handle": old}, CONTROL_TIMEOUT)
-
-    def _call(self, op: str, args: dict, timeout: float) -> dict:
-        return self.sandbox.call(op, args, timeout=timeout)[0]
+        do(self.sandbox, ops.env_close(old))
 
 
 class HostedVectorEnv(AsyncVectorEnv):
-    """`n` hosted envs, each in a sandbox of its own made here (and removed on close).
+    """`n` hosted envs, each in a sandbox of its own made here (and removed on close), or in
+    the sandboxes given (any handles: local, server, cluster; left to their owner on close).
 
     Args:
         env_id, kwargs: the env each sandbox hosts.
-        n: how many sandboxes (and envs).
+        n: how many sandboxes (and envs); with `sandboxes`, None or their number.
         image: the sandboxes' image. sandbox_options: more LocalSandbox arguments (runtime=...).
+        sandboxes: host in these instead of making LocalSandboxes.
         step_timeout: seconds per step and env, as for HostedEnv.
     """
 
-    def __init__(self, env_id: str, n: int, *, image: str = "debian",
+    def __init__(self, env_id: str, n: int | None = None, *, image: str = "debian",
                  step_timeout: float = DEFAULT_STEP_TIMEOUT, autoreset: bool = True,
-                 sandbox_options: dict | None = None, **kwargs):
+                 sandbox_options: dict | None = None, sandboxes: list | None = None, **kwargs):
         from tumbler.local import LocalSandbox
+        self._owned = sandboxes is None
+        if sandboxes is not None:
+            if n is not None and n != len(sandboxes):
+                raise InvalidRequest(f"n={n} but {len(sandboxes)} sandboxes were given")
+            self.sandboxes = list(sandboxes)
+            super().__init__([HostedEnv(sb, env_id, step_timeout=step_timeout, **kwargs)
+                              for sb in self.sandboxes], autoreset=autoreset)
+            return
+        if n is None:
+            raise InvalidRequest("give n (how many sandboxes to make) or sandboxes")
         self.sandboxes: list = []
         options = {"image": image, **(sandbox_options or {})}
         with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
@@ -143,6 +148,9 @@ class HostedVectorEnv(AsyncVectorEnv):
         self._remove_sandboxes()
 
     def _remove_sandboxes(self, futures=()) -> None:
+        if not self._owned:
+            self.sandboxes = []
+            return
         made = {id(sb): sb for sb in self.sandboxes}
         for f in futures:
             if f.done() and f.exception() is None:

@@ -97,6 +97,13 @@ class AsyncClient:
     async def remove_pool(self, name: str) -> None:
         await self.send(core.remove_pool(name))
 
+    async def call_many(self, calls: list) -> list:
+        """Many ops of `tumbler.ops`, as (sandbox id, Op) pairs, in one request, run at once on
+        the server: a list with each one's parsed result, or the TumblerError it raised."""
+        if not calls:
+            return []
+        return await self.send(core.batch(calls))
+
     async def health(self) -> wire.Health:
         return await self.send(core.health())
 
@@ -272,6 +279,21 @@ class AsyncSandbox:
         await asyncio.to_thread(untar, data, local, links)
 
     # -- processes -------------------------------------------------------------------------
+
+    # -- the sandbox handle ----------------------------------------------------------------
+
+    async def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
+             timeout: float = core.OP_TIMEOUT_S, on_event=None) -> tuple[dict, bytes]:
+        """One agent op as it is (what `HostedEnv` and the model bridge send): (result, body).
+
+        The same call as `LocalSandbox.call`; events (streamed output) are not relayed here."""
+        if on_event is not None:
+            raise InvalidRequest("on_event is not relayed over HTTP; use run(on_output=...)")
+        return await self.client.send(core.op(self.id, op, args, body, timeout))
+
+    async def do(self, op):
+        """Send one op of `tumbler.ops` and parse its reply."""
+        return op.parse(*(await self.call(op.name, op.args, op.body, timeout=op.timeout)))
 
     async def processes(self) -> list[ProcessInfo]:
         return await self.client.send(core.processes(self.id))

@@ -314,6 +314,35 @@ def kill(sandbox_id: str, pid: int, signal: int | str) -> Call:
 
 # -- create arguments, shared by Sandbox and AsyncSandbox -------------------------------------
 
+def op(sandbox_id: str, name: str, args: dict | None, body: bytes, timeout: float) -> Call:
+    """One agent op as it is (the sandbox handle): the reply is (result, body)."""
+    req = wire.OpRequest(op=name, args=args or {}, body_b64=wire.b64(body) if body else "",
+                         timeout_s=timeout)
+    return Call("POST", _sb(sandbox_id, "/op"), _op_reply, json_body=req,
+                timeout=timeout + REPLY_GRACE_S)
+
+
+def _op_reply(reply: Reply) -> tuple[dict, bytes]:
+    out = wire.OpReply.model_validate_json(reply.content)
+    return out.result, wire.unb64(out.body_b64) if out.body_b64 else b""
+
+
+def batch(calls: list[tuple[str, Any]]) -> Call:
+    """Many ops of `tumbler.ops` ((sandbox id, Op) pairs) in one request; the reply is a list
+    with, for each, its parsed result or the TumblerError it raised."""
+    req = wire.BatchOpRequest(calls=[
+        wire.BatchOpItem(sandbox_id=sid, op=o.name, args=o.args, timeout_s=o.timeout,
+                         body_b64=wire.b64(o.body) if o.body else "") for sid, o in calls])
+    timeout = max((o.timeout for _, o in calls), default=OP_TIMEOUT_S) + REPLY_GRACE_S
+
+    def parse(reply: Reply) -> list:
+        results = wire.BatchOpReply.model_validate_json(reply.content).results
+        return [o.parse(r.result, wire.unb64(r.body_b64) if r.body_b64 else b"") if r.ok
+                else from_kind(r.error_kind or "internal", r.error_message or "")
+                for (_, o), r in zip(calls, results)]
+    return Call("POST", f"{wire.API_PREFIX}/ops", parse, json_body=req, timeout=timeout)
+
+
 def create_request(image: str, *, hostname: str = "sandbox", env: dict[str, str] | None = None,
                    cwd: str = "/root", network: str = "none", memory: int | str = "512m",
                    cpus: float = 1.0, pids: int = 512, ttl: float | None = None,

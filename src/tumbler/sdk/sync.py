@@ -99,6 +99,13 @@ class Client:
     def remove_pool(self, name: str) -> None:
         self.send(core.remove_pool(name))
 
+    def call_many(self, calls: list) -> list:
+        """Many ops of `tumbler.ops`, as (sandbox id, Op) pairs, in one request, run at once on
+        the server: a list with each one's parsed result, or the TumblerError it raised."""
+        if not calls:
+            return []
+        return self.send(core.batch(calls))
+
     def health(self) -> wire.Health:
         return self.send(core.health())
 
@@ -275,6 +282,21 @@ class Sandbox:
         untar(self.client.send(core.download_tar(self.id, remote)), local, links)
 
     # -- processes -------------------------------------------------------------------------
+
+    # -- the sandbox handle ----------------------------------------------------------------
+
+    def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
+             timeout: float = core.OP_TIMEOUT_S, on_event=None) -> tuple[dict, bytes]:
+        """One agent op as it is (what `HostedEnv` and the model bridge send): (result, body).
+
+        The same call as `LocalSandbox.call`; events (streamed output) are not relayed here."""
+        if on_event is not None:
+            raise InvalidRequest("on_event is not relayed over HTTP; use run(on_output=...)")
+        return self.client.send(core.op(self.id, op, args, body, timeout))
+
+    def do(self, op):
+        """Send one op of `tumbler.ops` and parse its reply."""
+        return op.parse(*(self.call(op.name, op.args, op.body, timeout=op.timeout)))
 
     def processes(self) -> list[ProcessInfo]:
         return self.client.send(core.processes(self.id))

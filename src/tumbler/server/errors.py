@@ -60,7 +60,8 @@ class CatchAll:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers: TumblerError by its `.status`, validation as 422, the rest as 500."""
+    """Register the handlers: TumblerError by its `.status`, validation as 400 (one status for
+    a bad value, whatever the field: 400 invalid, as InvalidRequest), the rest as 500."""
 
     @app.exception_handler(TumblerError)
     async def tumbler_error(_request: Request, exc: TumblerError):
@@ -68,7 +69,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
-        return error_response(422, "invalid", validation_message(exc.errors()))
+        return error_response(400, "invalid", validation_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):

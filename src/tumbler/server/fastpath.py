@@ -56,7 +56,7 @@ class FastRun:
         try:
             req = wire.RunRequest.model_validate_json(body)
         except ValidationError as exc:
-            return error_response(422, "invalid", validation_message(exc.errors()))
+            return error_response(400, "invalid", validation_message(exc.errors()))
         try:
             result = await run_unless_disconnected(scope["app"].state.service, receive,
                                                    sandbox_id, name, req)
