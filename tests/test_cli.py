@@ -45,3 +45,39 @@ def test_bad_input_says_what_to_fix():
     assert out.returncode == 2 and "memory" in out.stderr
     out = tumbler("local", "exec", "nosuchsandbox", "true")
     assert out.returncode == 2 and "no sandbox" in out.stderr
+
+
+def test_local_create_options_and_start_after_stop(runtime):
+    """Issue 22: create takes --disk/--env/--cwd/--hostname; `local start` brings a stopped
+    sandbox back with its files (only `reset`, which wipes them, did)."""
+    made = tumbler("local", "create", "--image", IMAGE, "--memory", "256m", "--disk", "64m",
+                   "--env", "GREETING=hi there", "--cwd", "/tmp", "--hostname", "box1")
+    assert made.returncode == 0, made.stderr
+    sid = made.stdout.strip()
+    inits = [runtime.init_pid(sid)]
+    try:
+        ran = tumbler("local", "exec", sid, "echo $GREETING; pwd; hostname; echo kept > /root/f")
+        assert (ran.returncode, ran.stdout) == (0, "hi there\n/tmp\nbox1\n"), ran.stderr
+        assert runtime.get(sid).spec.limits.disk == 64 << 20
+        assert tumbler("local", "stop", sid).returncode == 0
+        stopped = tumbler("local", "exec", sid, "true")
+        assert stopped.returncode == 2 and "start it first" in stopped.stderr
+        started = tumbler("local", "start", sid)
+        assert started.returncode == 0, started.stderr
+        inits.append(runtime.init_pid(sid))
+        assert tumbler("local", "exec", sid, "cat /root/f").stdout == "kept\n"
+    finally:
+        inits.append(runtime.init_pid(sid))
+        assert tumbler("local", "rm", sid).returncode == 0
+    for pid in inits:
+        if pid:
+            reap(pid)
+    assert leftovers(runtime, sid) == []
+
+
+def test_image_rm_of_a_missing_image_does_not_suggest_building_it():
+    out = tumbler("image", "rm", "no-such-image")
+    assert out.returncode == 2 and "no image 'no-such-image'" in out.stderr
+    assert "build" not in out.stderr and "tumbler image ls" in out.stderr
+    bad = tumbler("local", "create", "--env", "NOEQUALS")
+    assert bad.returncode == 2 and "--env takes KEY=VALUE" in bad.stderr

@@ -36,31 +36,82 @@ def _progress() -> Progress:
 
 @sandbox_app.command("create")
 @reports_errors
-def create(image: str = typer.Option("debian"), memory: str = typer.Option("512m"),
-           cpus: float = typer.Option(1.0), pids: int = typer.Option(512),
-           network: str = typer.Option("none", help="none or host"),
-           ttl: Optional[float] = typer.Option(None, help="idle seconds before removal"),
-           label: list[str] = typer.Option([], help="key=value, repeatable"),
+def create(image: str = typer.Option("debian", help="image to start (on the server's node)"),
+           memory: str = typer.Option("512m", help="memory limit, e.g. 512m, 2g"),
+           cpus: float = typer.Option(1.0, help="CPU limit, cores (0.5: half a core)"),
+           pids: int = typer.Option(512, help="most processes and threads at once"),
+           disk: str = typer.Option("2g", help="bytes the sandbox may write, e.g. 2g"),
+           env: list[str] = typer.Option([], help="KEY=VALUE in the environment of every "
+                                         "process (repeatable)"),
+           cwd: str = typer.Option("/root", help="working directory of sessions and exec"),
+           hostname: str = typer.Option("sandbox", help="the sandbox's hostname"),
+           network: str = typer.Option("none", help="none (loopback only) or host"),
+           ttl: Optional[float] = typer.Option(None, help="idle seconds before the server "
+                                               "removes it (default: the server's --ttl)"),
+           max_lifetime: Optional[float] = typer.Option(
+               None, help="seconds after creation before the server removes it, idle or not "
+                          "(default: the server's --max-lifetime)"),
+           label: list[str] = typer.Option([], help="KEY=VALUE, repeatable"),
            count: int = typer.Option(1, help="how many"), url: Optional[str] = URL,
            token: Optional[str] = TOKEN):
     """Create and start sandboxes; prints their ids."""
-    from tumbler.sdk import SandboxGroup
-    labels = dict(item.split("=", 1) for item in label if "=" in item)
+    from concurrent.futures import ThreadPoolExecutor
+    from pydantic import ValidationError
+    from tumbler import wire
+    from tumbler.errors import InvalidRequest
+    from tumbler.sdk import core
+    try:
+        req = wire.CreateSandboxRequest(
+            image=image, env=_pairs(env, "--env"), cwd=cwd, hostname=hostname, network=network,
+            limits=wire.LimitsIn(memory=memory, cpus=cpus, pids=pids, disk=disk), ttl_s=ttl,
+            max_lifetime_s=max_lifetime, labels=_pairs(label, "--label"))
+    except ValidationError as exc:
+        raise InvalidRequest(_first_error(exc)) from None
     with _client(url, token) as client, _progress() as progress:
         progress.add_task(f"creating {count} sandbox(es) from {image}...")
-        group = SandboxGroup(count, image, client=client, memory=memory, cpus=cpus, pids=pids,
-                             network=network, ttl=ttl, labels=labels)
-        ids = [sb.id for sb in group]
-    for sid in ids:
+        with ThreadPoolExecutor(max(1, min(count, 32))) as pool:
+            futures = [pool.submit(client.send, core.create(req)) for _ in range(count)]
+        made, errors = [], []
+        for future in futures:
+            try:
+                made.append(future.result().id)
+            except Exception as exc:
+                errors.append(exc)
+        if errors:  # all or none, as SandboxGroup
+            for sid in made:
+                try:
+                    client.send(core.remove(sid))
+                except TumblerError:
+                    pass
+            raise errors[0]
+    for sid in made:
         console.print(sid)
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    """KEY=VALUE items as a dict; an item without '=' is an error that says so."""
+    from tumbler.errors import InvalidRequest
+    bad = [item for item in items if "=" not in item or not item.partition("=")[0]]
+    if bad:
+        raise InvalidRequest(f"{option} takes KEY=VALUE, not {bad[0]!r}")
+    return dict(item.split("=", 1) for item in items)
+
+
+def _first_error(exc) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{where}: {first.get('msg', exc)}" if where else str(first.get("msg", exc))
 
 
 @sandbox_app.command("ls")
 @reports_errors
-def ls(state: Optional[str] = typer.Option(None), label: list[str] = typer.Option([]),
+def ls(state: Optional[str] = typer.Option(None, help="only sandboxes in this state: created, "
+                                             "running, stopped or error"),
+       label: list[str] = typer.Option([], help="only sandboxes with this KEY=VALUE label "
+                                       "(repeatable: all must match)"),
        url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """List sandboxes."""
-    labels = dict(item.split("=", 1) for item in label if "=" in item)
+    labels = _pairs(label, "--label")
     with _client(url, token) as client:
         rows = client.list(state, labels)
     table = Table("id", "image", "state", "labels", "error")
@@ -72,7 +123,10 @@ def ls(state: Optional[str] = typer.Option(None), label: list[str] = typer.Optio
 
 @sandbox_app.command("exec")
 @reports_errors
-def exec_(sandbox_id: str, command: str, timeout: float = typer.Option(300.0),
+def exec_(sandbox_id: str = typer.Argument(..., help="the sandbox's id"),
+          command: str = typer.Argument(..., help="a bash command line"),
+          timeout: float = typer.Option(300.0, help="seconds before the command is interrupted "
+                                        "(exit status 124)"),
           url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Run a command in the sandbox's default session, streaming output; exits with its status."""
     from tumbler.sdk import Sandbox
@@ -86,7 +140,7 @@ def exec_(sandbox_id: str, command: str, timeout: float = typer.Option(300.0),
 
 @sandbox_app.command("shell")
 @reports_errors
-def shell(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def shell(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """An interactive shell: a bash session of its own; Ctrl-C interrupts, Ctrl-D leaves."""
     from tumbler.sdk import Sandbox
     try:
@@ -143,7 +197,8 @@ def _write(chunk: bytes) -> None:
 
 @sandbox_app.command("cp")
 @reports_errors
-def cp(src: str, dst: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def cp(src: str = typer.Argument(..., help="a local path, or ID:/path in a sandbox"),
+       dst: str = typer.Argument(..., help="a local path, or ID:/path in a sandbox"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Copy files or trees: `cp ./dir ID:/work` uploads, `cp ID:/work ./dir` downloads."""
     from tumbler.sdk import Sandbox
     src_remote, dst_remote = _remote(src), _remote(dst)
@@ -169,7 +224,7 @@ def _remote(arg: str) -> tuple[str, str] | None:
 
 @sandbox_app.command("rm")
 @reports_errors
-def rm(sandbox_ids: list[str], url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def rm(sandbox_ids: list[str] = typer.Argument(..., help="the sandboxes' ids"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Remove sandboxes."""
     from tumbler.sdk import core
     with _client(url, token) as client:
@@ -179,8 +234,9 @@ def rm(sandbox_ids: list[str], url: Optional[str] = URL, token: Optional[str] = 
 
 @sandbox_app.command("reset")
 @reports_errors
-def reset(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
-    """Reset a sandbox to its pristine image."""
+def reset(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL,
+          token: Optional[str] = TOKEN):
+    """Reset a sandbox to its pristine image (its files are lost; it runs after)."""
     from tumbler.sdk import core
     with _client(url, token) as client:
         client.send(core.lifecycle(sandbox_id, "reset"))
@@ -188,15 +244,28 @@ def reset(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKE
 
 @sandbox_app.command("stop")
 @reports_errors
-def stop(sandbox_id: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def stop(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL,
+         token: Optional[str] = TOKEN):
+    """Stop a sandbox: its processes end, its files are kept (`tumbler sandbox start` resumes)."""
     from tumbler.sdk import core
     with _client(url, token) as client:
         client.send(core.lifecycle(sandbox_id, "stop"))
 
 
+@sandbox_app.command("start")
+@reports_errors
+def start(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL,
+          token: Optional[str] = TOKEN):
+    """Start a stopped sandbox again, with the files it had (`reset` would wipe them)."""
+    from tumbler.sdk import core
+    with _client(url, token) as client:
+        client.send(core.lifecycle(sandbox_id, "start"))
+
+
 @sandbox_app.command("snapshot")
 @reports_errors
-def snapshot(sandbox_id: str, image: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def snapshot(sandbox_id: str = typer.Argument(..., help="the sandbox's id"),
+             image: str = typer.Argument(..., help="the new image's name"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Save a sandbox's files as a new image."""
     from tumbler.sdk import core
     with _client(url, token) as client:
@@ -259,7 +328,7 @@ def pool_resize(name: str = typer.Argument(..., help="the pool's name"),
 
 @pool_app.command("rm")
 @reports_errors
-def pool_rm(name: str, url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def pool_rm(name: str = typer.Argument(..., help="the pool's name"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Remove a pool and the sandboxes waiting in it."""
     with _client(url, token) as client:
         client.remove_pool(name)

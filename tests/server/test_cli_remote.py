@@ -68,3 +68,35 @@ def test_pool_resize_changes_the_size_only(server, api):
         assert next(p for p in api.pools() if p.name == "resized").ready == 0
     finally:
         api.remove_pool("resized")
+
+
+def test_create_options_start_and_the_dead_agent_fix(server, api, runtime):
+    """Issue 22: `sandbox create` takes --disk/--env/--cwd/--hostname/--max-lifetime; a sandbox
+    whose agent died says which command fixes it, and `sandbox start` brings it back with its
+    files."""
+    import os
+    import signal
+    import time
+    from tumbler.sdk import core
+    made = tumbler(server, "sandbox", "create", "--memory", "256m", "--disk", "1g",
+                   "--env", "GREETING=hi there", "--cwd", "/tmp", "--hostname", "box2",
+                   "--max-lifetime", "600")
+    assert made.returncode == 0, made.stderr
+    sid = made.stdout.split()[-1]
+    api.made.append(sid)
+    ran = tumbler(server, "sandbox", "exec", sid, "echo $GREETING; pwd; hostname; echo kept > /root/f")
+    assert (ran.returncode, ran.stdout) == (0, "hi there\n/tmp\nbox2\n"), ran.stderr
+    record = api.send(core.get(sid))
+    assert record.spec["limits"]["disk"] == 1 << 30 and record.expires_at is not None
+    os.kill(runtime.init_pid(sid), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while api.send(core.get(sid)).state == "running":
+        assert time.monotonic() < deadline, "the dead agent was not noticed in 30 s"
+        time.sleep(0.05)
+    dead = tumbler(server, "sandbox", "exec", sid, "true")
+    assert dead.returncode == 2
+    assert f"tumbler sandbox start {sid}" in " ".join(dead.stderr.split()), dead.stderr
+    started = tumbler(server, "sandbox", "start", sid)
+    assert started.returncode == 0, started.stderr
+    assert tumbler(server, "sandbox", "exec", sid, "cat /root/f").stdout == "kept\n"
+    assert tumbler(server, "sandbox", "rm", sid).returncode == 0

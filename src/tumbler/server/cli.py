@@ -11,6 +11,15 @@ import typer
 from tumbler.server.config import PoolConfig, ServerConfig
 
 log = logging.getLogger(__name__)
+_D = {name: field.default for name, field in ServerConfig.model_fields.items()}
+
+
+def _size(n: int) -> str:
+    """`n` bytes as 16g, 1m... (how --node-memory takes them)."""
+    for unit, shift in (("t", 40), ("g", 30), ("m", 20), ("k", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
 
 
 def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopback needs a token)"),
@@ -22,19 +31,26 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
           state_dir: Optional[Path] = typer.Option(None, help="where server.db lives "
                                                    "(default TUMBLER_HOME, /var/lib/tumbler)"),
           node_memory: Optional[str] = typer.Option(None, help="memory budget for all sandboxes, "
-                                                    "e.g. 16g"),
-          node_pids: Optional[int] = typer.Option(None, help="pids budget for all sandboxes"),
-          node_cpus: Optional[float] = typer.Option(None, help="cpu budget for all sandboxes, cores"),
-          ttl: Optional[float] = typer.Option(None, help="default idle TTL, seconds"),
-          max_lifetime: Optional[float] = typer.Option(None, help="default max lifetime, seconds"),
-          reap_interval: Optional[float] = typer.Option(None, help="seconds between reaper passes"),
-          max_json: Optional[int] = typer.Option(None, help="largest JSON body, bytes"),
-          max_upload: Optional[int] = typer.Option(None, help="largest upload body, bytes"),
+                                                    f"e.g. 16g (default {_size(_D['node_memory_bytes'])})"),
+          node_pids: Optional[int] = typer.Option(None, help="pids budget for all sandboxes "
+                                               f"(default {_D['node_pids']})"),
+          node_cpus: Optional[float] = typer.Option(None, help="cpu budget for all sandboxes, "
+                                                   f"cores (default {_D['node_cpus']:g})"),
+          ttl: Optional[float] = typer.Option(None, help="default idle TTL, seconds "
+                                       "(default none, sandboxes stay)"),
+          max_lifetime: Optional[float] = typer.Option(None, help="default max lifetime, "
+                                                "seconds (default none)"),
+          reap_interval: Optional[float] = typer.Option(None, help="seconds between reaper "
+                                                 f"passes (default {_D['reap_interval_s']:g})"),
+          max_json: Optional[int] = typer.Option(None, help="largest JSON body, bytes "
+                                          f"(default {_D['max_json_bytes']}, {_size(_D['max_json_bytes'])})"),
+          max_upload: Optional[int] = typer.Option(None, help="largest upload body, bytes "
+                                            f"(default {_D['max_upload_bytes']}, {_size(_D['max_upload_bytes'])})"),
           keep_sandboxes: bool = typer.Option(False, "--keep-sandboxes",
                                               help="leave sandboxes running at shutdown (for a restart)"),
           pool: Optional[list[str]] = typer.Option(None, help="warm pool NAME=SIZE[:IMAGE] "
                                                               "(repeatable), e.g. debian=8"),
-          log_level: str = typer.Option("info")):
+          log_level: str = typer.Option("info", help="debug, info, warning or error")):
     """Serve the REST API (docs at /docs)."""
     from tumbler.runtime.spec import parse_bytes
     try:
