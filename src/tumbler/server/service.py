@@ -24,16 +24,14 @@ from tumbler.server.capacity import Admission, Budget
 from tumbler.server.config import ServerConfig
 from tumbler.server.liveness import init_alive, reap_zombies_of
 from tumbler.server.registry import Registry, SandboxRecord
-from tumbler import wire
+from tumbler import ops, wire
+from tumbler.ops import DEFAULT_SESSION  # noqa: F401 (the routes' name for it)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEFAULT_SESSION = "default"
 # Seconds on top of a command's own timeout for the agent to interrupt it and answer.
-REPLY_GRACE_S = 15.0
 OP_TIMEOUT_S = 60.0          # agent ops that carry no timeout of their own
-BULK_TIMEOUT_S = 600.0       # tar up/download
 READ_CHUNK = 4 << 20         # bytes of a file asked of the agent at once when streaming it out
 MAX_STREAM = 1 << 40         # bytes of one streamed file read without a length
 RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst overlap)
@@ -64,7 +62,7 @@ def spec_from_request(req: wire.CreateSandboxRequest) -> SandboxSpec:
                            network=req.network, labels=req.labels,
                            limits=Limits(**req.limits.model_dump()))
     except ValueError as exc:
-        raise InvalidRequest(_validation_message(exc)) from None
+        raise InvalidRequest(wire.validation_message(exc)) from None
 
 
 class SandboxService:
@@ -396,83 +394,48 @@ class SandboxService:
 
     # -- sessions ------------------------------------------------------------------------------
 
+    async def do(self, sandbox_id: str, op: ops.Op, on_event=None):
+        """Send one op of `tumbler.ops` to the sandbox's agent and parse its reply."""
+        return op.parse(*await self.call(sandbox_id, op.name, op.args, op.body,
+                                         timeout=op.timeout, on_event=on_event))
+
     async def create_session(self, sandbox_id: str, name: str, env: dict[str, str],
                              cwd: str | None) -> None:
-        cwd = cwd or self.get(sandbox_id).spec["cwd"]
-        await self.call(sandbox_id, "session.create", {"name": name, "env": env, "cwd": cwd},
-                        timeout=30)
+        await self.do(sandbox_id, ops.session_create(name, env, cwd or self.get(sandbox_id).spec["cwd"]))
 
     async def list_sessions(self, sandbox_id: str) -> list[dict]:
-        return (await self.call(sandbox_id, "session.list", timeout=10))[0]["sessions"]
+        return await self.do(sandbox_id, ops.sessions())
 
     async def run(self, sandbox_id: str, session: str | None, command: str, *,
                   timeout: float = wire.DEFAULT_TIMEOUT_S, max_output: int | None = None,
                   on_output: OnOutput | None = None) -> CommandResult:
-        """Run `command` in `session` (None: the default session, made on first use)."""
-        name = session or DEFAULT_SESSION
-        args: dict = {"name": name, "command": command, "timeout": timeout,
-                      "stream": on_output is not None}
-        if max_output is not None:
-            args["max_output"] = max_output
+        """Run `command` in `session` (None: the default session, which the agent makes on the
+        first command and again after `exit`, in the same round trip)."""
+        op = ops.run(command, session=session, timeout=timeout, max_output=max_output,
+                     stream=on_output is not None,
+                     cwd=self.get(sandbox_id).spec["cwd"] if session is None else None)
         on_event = (lambda _h, chunk: on_output(chunk)) if on_output else None
-        try:
-            result, body = await self.call(sandbox_id, "session.run", args,
-                                           timeout=timeout + REPLY_GRACE_S, on_event=on_event)
-        except (NotFound, Conflict):
-            # The default session is the server's to manage: made on first use, and made
-            # again when its bash has exited (`exit` typed into it). Named ones are the caller's.
-            if session is not None or not await self._renew_default_session(sandbox_id):
-                raise
-            result, body = await self.call(sandbox_id, "session.run", args,
-                                           timeout=timeout + REPLY_GRACE_S, on_event=on_event)
-        return CommandResult(output_bytes=body, **_known(CommandResult, result))
-
-    async def _renew_default_session(self, sandbox_id: str) -> bool:
-        """Make the default session if it is missing or its bash has exited; False if it is
-        there and alive (so the error was about something else, e.g. it is busy)."""
-        sessions = {s["name"]: s for s in await self.list_sessions(sandbox_id)}
-        current = sessions.get(DEFAULT_SESSION)
-        if current is not None and current.get("alive", True):
-            return False
-        if current is not None:
-            await self.close_session(sandbox_id, DEFAULT_SESSION)
-        try:
-            await self.create_session(sandbox_id, DEFAULT_SESSION, {}, None)
-        except TumblerError as exc:
-            if exc.kind != "exists":  # two first commands raced to make it: fine
-                raise
-        return True
+        return await self.do(sandbox_id, op, on_event)
 
     async def input(self, sandbox_id: str, session: str, data: bytes) -> None:
-        await self.call(sandbox_id, "session.input", {"name": session}, data)
+        await self.do(sandbox_id, ops.session_input(session, data))
 
     async def interrupt(self, sandbox_id: str, session: str) -> bool:
-        result, _ = await self.call(sandbox_id, "session.interrupt", {"name": session}, timeout=30)
-        return bool(result.get("interrupted", True))
+        return await self.do(sandbox_id, ops.session_interrupt(session))
 
     async def close_session(self, sandbox_id: str, session: str) -> None:
-        await self.call(sandbox_id, "session.close", {"name": session}, timeout=30)
+        await self.do(sandbox_id, ops.session_close(session))
 
     # -- exec, files, processes ----------------------------------------------------------------
 
     async def exec(self, sandbox_id: str, req: wire.ExecRequest) -> ExecResult:
-        args: dict = {"env": req.env, "cwd": req.cwd or self.get(sandbox_id).spec["cwd"],
-                      "timeout": req.timeout}
-        if req.argv is not None:
-            args["argv"] = req.argv
-        else:
-            args["command"] = req.command
-        if req.max_output is not None:
-            args["max_output"] = req.max_output
-        result, body = await self.call(sandbox_id, "exec", args, wire.unb64(req.stdin_b64),
-                                       timeout=req.timeout + REPLY_GRACE_S)
-        cut = result.pop("stdout_len")
-        return ExecResult(stdout_bytes=body[:cut], stderr_bytes=body[cut:], **_known(ExecResult, result))
+        command = req.argv if req.argv is not None else req.command
+        return await self.do(sandbox_id, ops.exec_(
+            command, env=req.env, cwd=req.cwd or self.get(sandbox_id).spec["cwd"],
+            stdin=wire.unb64(req.stdin_b64), timeout=req.timeout, max_output=req.max_output))
 
     async def read_file(self, sandbox_id: str, path: str, offset: int, length: int | None) -> bytes:
-        return (await self.call(sandbox_id, "file.read",
-                                {"path": sandbox_path(path), "offset": offset, "length": length},
-                                timeout=BULK_TIMEOUT_S))[1]
+        return await self.do(sandbox_id, ops.read_file(sandbox_path(path), offset, length))
 
     async def read_file_chunks(self, sandbox_id: str, path: str, offset: int, length: int | None,
                                chunk: int = READ_CHUNK) -> AsyncIterator[bytes]:
@@ -499,42 +462,34 @@ class SandboxService:
 
     async def write_file(self, sandbox_id: str, path: str, data: bytes, mode: int | None,
                          append: bool) -> int:
-        result, _ = await self.call(sandbox_id, "file.write", {"path": sandbox_path(path), "mode": mode,
-                                                              "append": append, "parents": True},
-                                    data, timeout=BULK_TIMEOUT_S)
-        return int(result.get("size", len(data)))
+        return await self.do(sandbox_id, ops.write_file(sandbox_path(path), data, mode=mode, append=append))
 
     async def stat(self, sandbox_id: str, path: str) -> FileInfo:
-        return FileInfo(**(await self.call(sandbox_id, "file.stat", {"path": sandbox_path(path)}))[0])
+        return await self.do(sandbox_id, ops.stat(sandbox_path(path)))
 
     async def list_dir(self, sandbox_id: str, path: str) -> list[FileInfo]:
-        entries = (await self.call(sandbox_id, "file.list", {"path": sandbox_path(path)}))[0]["entries"]
-        return [FileInfo(**_known(FileInfo, e)) for e in entries]
+        return await self.do(sandbox_id, ops.list_dir(sandbox_path(path)))
 
     async def remove_file(self, sandbox_id: str, path: str, recursive: bool) -> None:
-        await self.call(sandbox_id, "file.remove", {"path": sandbox_path(path), "recursive": recursive})
+        await self.do(sandbox_id, ops.remove_file(sandbox_path(path), recursive))
 
     async def chmod(self, sandbox_id: str, path: str, mode: int) -> None:
-        await self.call(sandbox_id, "file.chmod", {"path": sandbox_path(path), "mode": mode})
+        await self.do(sandbox_id, ops.chmod(sandbox_path(path), mode))
 
     async def mkdir(self, sandbox_id: str, path: str, parents: bool) -> None:
-        await self.call(sandbox_id, "file.mkdir", {"path": sandbox_path(path), "parents": parents})
+        await self.do(sandbox_id, ops.mkdir(sandbox_path(path), parents))
 
     async def upload_tar(self, sandbox_id: str, path: str, tar: bytes) -> int:
-        result, _ = await self.call(sandbox_id, "file.upload_tar", {"path": sandbox_path(path)}, tar,
-                                    timeout=BULK_TIMEOUT_S)
-        return int(result.get("members", 0))
+        return await self.do(sandbox_id, ops.upload_tar(sandbox_path(path), tar))
 
     async def download_tar(self, sandbox_id: str, path: str) -> bytes:
-        return (await self.call(sandbox_id, "file.download_tar", {"path": sandbox_path(path)},
-                                timeout=BULK_TIMEOUT_S))[1]
+        return await self.do(sandbox_id, ops.download_tar(sandbox_path(path)))
 
     async def processes(self, sandbox_id: str) -> list[ProcessInfo]:
-        procs = (await self.call(sandbox_id, "proc.list"))[0]["processes"]
-        return [ProcessInfo(**_known(ProcessInfo, p)) for p in procs]
+        return await self.do(sandbox_id, ops.processes())
 
     async def signal(self, sandbox_id: str, pid: int, signal: int | str) -> None:
-        await self.call(sandbox_id, "proc.signal", {"pid": pid, "signal": signal})
+        await self.do(sandbox_id, ops.signal(pid, signal))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -566,12 +521,3 @@ def sandbox_path(path: str) -> str:
         raise InvalidRequest(str(exc)) from None
 
 
-def _known(model, fields: dict) -> dict:
-    return {k: v for k, v in fields.items() if k in model.model_fields}
-
-
-def _validation_message(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
-    return str(exc)
