@@ -202,10 +202,14 @@ class RunRequest(Request):
                            description="seconds; then the command is interrupted, the session lives on")
     max_output: int | None = Field(default=None, gt=0,
                                    description="bytes of output kept (the head); null: agent default")
+    text: bool = Field(default=True, description="also send the output as text (`output`); the "
+                       "SDK asks for false and derives it from the exact bytes, so the output "
+                       "crosses the wire once")
 
 
 class CommandResponse(BaseModel):
-    output: str = Field(description="the output as text (non-UTF-8 bytes become U+FFFD)")
+    output: str | None = Field(None, description="the output as text (non-UTF-8 bytes become "
+                               "U+FFFD); null when the request said text=false")
     output_b64: str = Field(description="the output's exact bytes, base64")
     exit_code: int | None = Field(description="exit status; null when interrupted")
     timed_out: bool = False
@@ -215,8 +219,8 @@ class CommandResponse(BaseModel):
     session_alive: bool = True
 
     @classmethod
-    def from_result(cls, result: CommandResult) -> "CommandResponse":
-        return cls(output=result.output, output_b64=b64(result.output_bytes),
+    def from_result(cls, result: CommandResult, text: bool = True) -> "CommandResponse":
+        return cls(output=result.output if text else None, output_b64=b64(result.output_bytes),
                    **result.model_dump(exclude={"output_bytes"}))
 
     def to_result(self) -> CommandResult:
@@ -259,6 +263,8 @@ class ExecRequest(Request):
     stdin_b64: Base64Text = Field(default="", description="standard input, base64")
     timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S, description="seconds")
     max_output: int | None = Field(default=None, gt=0, description="bytes kept per stream")
+    text: bool = Field(default=True, description="also send stdout and stderr as text; the SDK "
+                       "asks for false (the exact bytes cross once, as base64)")
 
     @model_validator(mode="after")
     def _one(self):
@@ -270,8 +276,8 @@ class ExecRequest(Request):
 
 
 class ExecResponse(BaseModel):
-    stdout: str
-    stderr: str
+    stdout: str | None = None
+    stderr: str | None = None
     stdout_b64: str
     stderr_b64: str
     exit_code: int | None
@@ -283,8 +289,9 @@ class ExecResponse(BaseModel):
     duration_s: float = Field(0.0, description="seconds")
 
     @classmethod
-    def from_result(cls, r: ExecResult) -> "ExecResponse":
-        return cls(stdout=r.stdout, stderr=r.stderr, stdout_b64=b64(r.stdout_bytes),
+    def from_result(cls, r: ExecResult, text: bool = True) -> "ExecResponse":
+        return cls(stdout=r.stdout if text else None, stderr=r.stderr if text else None,
+                   stdout_b64=b64(r.stdout_bytes),
                    stderr_b64=b64(r.stderr_bytes),
                    **r.model_dump(exclude={"stdout_bytes", "stderr_bytes"}))
 

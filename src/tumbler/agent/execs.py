@@ -65,9 +65,11 @@ def argv_of(req: dict) -> list[str]:
         raise AgentRequestError(INVALID, "give exactly one of 'argv' (a list of strings) and "
                                 "'command' (a string run by /bin/sh -c)")
     if command is not None:
-        return ["/bin/sh", "-c", a.get(req, "command", str)]
-    if not argv or not isinstance(argv, list) or not all(isinstance(x, str) for x in argv):
+        argv = ["/bin/sh", "-c", a.get(req, "command", str)]
+    elif not argv or not isinstance(argv, list) or not all(isinstance(x, str) for x in argv):
         raise AgentRequestError(INVALID, "'argv' must be a non-empty list of strings")
+    if any("\0" in x for x in argv):   # the kernel's argv cannot hold one: say so, not 500
+        raise AgentRequestError(INVALID, "argv and command may not contain a NUL byte")
     return argv
 
 

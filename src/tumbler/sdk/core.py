@@ -226,7 +226,8 @@ def run(sandbox_id: str, session: str | None, command: str, timeout: float,
         max_output: int | None, stream: bool = False) -> Call:
     """session None: the sandbox's default session. stream: SSE reply (read with `sse_events`)."""
     return Call("POST", _run_path(sandbox_id, session, stream), _command,
-                json_body=wire.RunRequest(command=command, timeout=timeout, max_output=max_output),
+                json_body=wire.RunRequest(command=command, timeout=timeout, max_output=max_output,
+                                          text=False),
                 timeout=timeout + REPLY_GRACE_S)
 
 
@@ -250,7 +251,7 @@ def exec_(sandbox_id: str, command: str | list[str], env: dict | None, cwd: str 
     req = wire.ExecRequest(argv=command if isinstance(command, list) else None,
                            command=command if isinstance(command, str) else None,
                            env=env or {}, cwd=cwd, stdin_b64=wire.b64(data), timeout=timeout,
-                           max_output=max_output)
+                           max_output=max_output, text=False)
     return Call("POST", _sb(sandbox_id, "/exec"), _exec, json_body=req, timeout=timeout + REPLY_GRACE_S)
 
 

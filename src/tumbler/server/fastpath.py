@@ -62,7 +62,7 @@ class FastRun:
                                                    sandbox_id, name, req)
         except TumblerError as exc:
             return error_response(exc.status, exc.kind, exc.message)
-        return Response(wire.CommandResponse.from_result(result).model_dump_json(),
+        return Response(wire.CommandResponse.from_result(result, req.text).model_dump_json(),
                         media_type="application/json")
 
 

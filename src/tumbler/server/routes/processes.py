@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}", tags=["processes"])
 async def exec_process(sandbox_id: str, body: wire.ExecRequest, request: Request):
     """Run one program (argv, or a string for /bin/sh -c) to its end."""
     result = await service(request).exec(sandbox_id, body)
-    return json_response(wire.ExecResponse.from_result(result))
+    return json_response(wire.ExecResponse.from_result(result, body.text))
 
 
 @router.get("/processes", response_model=wire.ProcessList)

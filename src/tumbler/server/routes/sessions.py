@@ -82,7 +82,7 @@ async def close_session(sandbox_id: str, name: str, request: Request):
 
 async def _run(request: Request, sandbox_id: str, name: str | None, body: wire.RunRequest):
     result = await run_unless_disconnected(service(request), request.receive, sandbox_id, name, body)
-    return json_response(wire.CommandResponse.from_result(result))
+    return json_response(wire.CommandResponse.from_result(result, body.text))
 
 
 async def run_unless_disconnected(svc: SandboxService, receive, sandbox_id: str, name: str | None,
@@ -136,7 +136,7 @@ async def _stream(svc: SandboxService, request: Request, sandbox_id: str, name: 
         except TumblerError as exc:
             yield _event("error", json.dumps({"error": {"kind": exc.kind, "message": exc.message}}))
         else:
-            yield _event("result", wire.CommandResponse.from_result(result).model_dump_json())
+            yield _event("result", wire.CommandResponse.from_result(result, body.text).model_dump_json())
         finished = True
     finally:
         if not finished and not task.done():
