@@ -39,7 +39,7 @@ class LocalSandbox:
     def __init__(self, image: str = "debian", *, hostname: str = "sandbox",
                  env: dict[str, str] | None = None, cwd: str = "/root", network: str = "none",
                  memory: int | str = "512m", cpus: float = 1.0, pids: int = 512,
-                 disk: int | str = "2g", inodes: int = 131072,
+                 disk: int | str = "2g", inodes: int | None = None,
                  labels: dict[str, str] | None = None, runtime: Runtime | None = None,
                  spec: SandboxSpec | None = None):
         self.runtime = runtime or default_runtime()
@@ -47,8 +47,8 @@ class LocalSandbox:
             try:
                 spec = SandboxSpec(image=image, hostname=hostname, env=env or {}, cwd=cwd,
                                    network=network, labels=labels or {},
-                                   limits=Limits(memory=memory, cpus=cpus, pids=pids,
-                                                 disk=disk, inodes=inodes))
+                                   limits=Limits(memory=memory, cpus=cpus, pids=pids, disk=disk,
+                                                 **({} if inodes is None else {"inodes": inodes})))
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
         self.info: SandboxInfo = self.runtime.create(spec)

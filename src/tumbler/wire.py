@@ -97,7 +97,8 @@ class LimitsIn(Request):
     pids: int = Field(default=512, description="most processes and threads at once")
     nofile: int = Field(default=1024, description="open file descriptors per process")
     disk: int | str = Field(default="2g", description="bytes the sandbox may write: bytes, or '2g'")
-    inodes: int = Field(default=131072, description="files the sandbox may create")
+    inodes: int | None = Field(default=None, description="files the sandbox may create "
+                               "(null: 131072, or one per 4 KiB of a smaller disk)")
 
 
 class CreateSandboxRequest(Request):

@@ -346,19 +346,16 @@ def batch(calls: list[tuple[str, Any]]) -> Call:
 
 def create_request(image: str, *, hostname: str = "sandbox", env: dict[str, str] | None = None,
                    cwd: str = "/root", network: str = "none", memory: int | str = "512m",
-                   cpus: float = 1.0, pids: int = 512, ttl: float | None = None,
+                   cpus: float = 1.0, pids: int = 512, disk: int | str = "2g",
+                   inodes: int | None = None, ttl: float | None = None,
                    max_lifetime: float | None = None,
                    labels: dict[str, str] | None = None) -> wire.CreateSandboxRequest:
-    """The create request for LocalSandbox-style arguments (ttl, max_lifetime: seconds)."""
-    from pydantic import ValidationError
-    from tumbler.errors import InvalidRequest
-    try:
-        return wire.CreateSandboxRequest(
-            image=image, hostname=hostname, env=env or {}, cwd=cwd, network=network,
-            limits=wire.LimitsIn(memory=memory, cpus=cpus, pids=pids), ttl_s=ttl,
-            max_lifetime_s=max_lifetime, labels=labels or {})
-    except ValidationError as exc:
-        raise InvalidRequest(str(exc)) from None
+    """The create request for LocalSandbox-style arguments (ttl, max_lifetime: seconds).
+    A bad value raises InvalidRequest naming the field (wire.Request)."""
+    return wire.CreateSandboxRequest(
+        image=image, hostname=hostname, env=env or {}, cwd=cwd, network=network,
+        limits=wire.LimitsIn(memory=memory, cpus=cpus, pids=pids, disk=disk, inodes=inodes),
+        ttl_s=ttl, max_lifetime_s=max_lifetime, labels=labels or {})
 
 
 # -- server-sent events -----------------------------------------------------------------------

@@ -129,11 +129,12 @@ class Sandbox:
                  client: Client | None = None, hostname: str = "sandbox",
                  env: dict[str, str] | None = None, cwd: str = "/root", network: str = "none",
                  memory: int | str = "512m", cpus: float = 1.0, pids: int = 512,
+                 disk: int | str = "2g", inodes: int | None = None,
                  ttl: float | None = None, max_lifetime: float | None = None,
                  labels: dict[str, str] | None = None):
         req = core.create_request(image, hostname=hostname, env=env, cwd=cwd, network=network,
-                                  memory=memory, cpus=cpus, pids=pids, ttl=ttl,
-                                  max_lifetime=max_lifetime, labels=labels)
+                                  memory=memory, cpus=cpus, pids=pids, disk=disk, inodes=inodes,
+                                  ttl=ttl, max_lifetime=max_lifetime, labels=labels)
         self._owns_client = client is None
         self.client = client or Client(url, token)
         try:

@@ -60,7 +60,7 @@ def spec_from_request(req: wire.CreateSandboxRequest) -> SandboxSpec:
     try:
         return SandboxSpec(image=req.image, hostname=req.hostname, env=req.env, cwd=req.cwd,
                            network=req.network, labels=req.labels,
-                           limits=Limits(**req.limits.model_dump()))
+                           limits=Limits(**req.limits.model_dump(exclude_none=True)))
     except ValueError as exc:
         raise InvalidRequest(wire.validation_message(exc)) from None
 
