@@ -233,3 +233,29 @@ def test_exit_in_the_default_session_gives_a_fresh_one(sandbox):
         assert s.run("exit 4").session_alive is False
         with pytest.raises(Conflict, match="has ended"):
             s.run("true")
+
+
+def test_sandboxes_of_a_killed_owner_go_with_the_next_runtime(runtime, tmp_path):
+    """A test run killed mid-suite left 34 sandboxes running; now whoever opens the runtime
+    next removes those whose owner died (SIGKILL included), and keeps the ones made to last."""
+    import subprocess
+    import sys
+    script = ("import os, signal, sys\nfrom tumbler import LocalSandbox\n"
+              f"a = LocalSandbox(image={IMAGE!r})\nb = LocalSandbox(image={IMAGE!r}, keep=True)\n"
+              "print(a.id, b.id, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    orphan, kept = proc.stdout.split()
+    try:
+        assert runtime.get(orphan).state.value == "running"
+        type(runtime)(runtime.paths)          # the next process to open the runtime, in effect
+        with pytest.raises(NotFound):
+            runtime.get(orphan)
+        assert leftovers(runtime, orphan) == []
+        assert runtime.get(kept).state.value == "running"
+    finally:
+        runtime.remove(kept)
+        try:
+            runtime.remove(orphan)
+        except NotFound:
+            pass

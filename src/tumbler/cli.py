@@ -185,9 +185,10 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 @sandbox_app.command("ls")
 def sandbox_ls():
     """List sandboxes."""
-    table = Table("id", "image", "state")
+    from tumbler.runtime.owners import describe
+    table = Table("id", "image", "state", "owner")
     for s in _runtime().list():
-        table.add_row(s.id, s.spec.image, s.state.value)
+        table.add_row(s.id, s.spec.image, s.state.value, describe(s.spec.labels))
     console.print(table)
 
 

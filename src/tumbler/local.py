@@ -22,6 +22,7 @@ from tumbler.errors import InvalidRequest, from_kind
 from tumbler import ops
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
+from tumbler.runtime.owners import OWNER_LABEL, this_process
 from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
 
 from tumbler.ops import DEFAULT_SESSION, DEFAULT_TIMEOUT_S, REPLY_GRACE_S  # noqa: F401 (re-exported)
@@ -41,7 +42,9 @@ class LocalSandbox:
                  memory: int | str = "512m", cpus: float = 1.0, pids: int = 512,
                  disk: int | str = "2g", inodes: int | None = None,
                  labels: dict[str, str] | None = None, runtime: Runtime | None = None,
-                 spec: SandboxSpec | None = None):
+                 spec: SandboxSpec | None = None, keep: bool = False):
+        """keep: let the sandbox outlive this process; by default the next process that opens
+        the runtime removes it once this one is gone (SIGKILL included)."""
         self.runtime = runtime or default_runtime()
         if spec is None:
             try:
@@ -51,6 +54,8 @@ class LocalSandbox:
                                                  **({} if inodes is None else {"inodes": inodes})))
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
+        if not keep:
+            spec = spec.model_copy(update={"labels": {**spec.labels, OWNER_LABEL: this_process()}})
         self.info: SandboxInfo = self.runtime.create(spec)
         self.id = self.info.id
         self._agent: AgentClient | None = None

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
-from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError
-from tumbler.runtime import cgroups, disks, overlay
+from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError, TumblerError
+from tumbler.runtime import cgroups, disks, overlay, owners
 from tumbler.runtime.bundle import oci_config
 from tumbler.runtime.images import ImageStore
 from tumbler.runtime.records import RecordKeeping
@@ -81,6 +81,7 @@ class ProcessRuntime(RecordKeeping):
         for leftover in self.paths.sandboxes.glob(".trash-*"):
             remove_tree(leftover)
         self._sweep_unrecorded()
+        self._sweep_orphans()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -182,6 +183,18 @@ class ProcessRuntime(RecordKeeping):
             return None
 
     # -- internals -------------------------------------------------------------------------
+
+    def _sweep_orphans(self) -> None:
+        """Remove sandboxes whose owner process is gone (`runtime.owners`)."""
+        for info in self.list():
+            owner = info.spec.labels.get(owners.OWNER_LABEL)
+            if owner is None or owners.is_alive(owner):
+                continue
+            log.warning("removing sandbox %s: its owner (process %s) is gone", info.id, owner)
+            try:
+                self.remove(info.id)
+            except TumblerError as exc:   # another process's sweep may be at it too
+                log.info("sandbox %s of a gone owner not removed: %s", info.id, exc)
 
     def _sweep_unrecorded(self, min_age_s: float = UNRECORDED_GRACE_S) -> None:
         """Remove sandbox dirs without a sandbox.json: left by a process killed between the
