@@ -397,3 +397,18 @@ def test_image_round_trip_between_backends(runtime, docker_runtime):
         docker_runtime.api.remove_image("tumbler-roundtrip", force=True)
         if runtime.images.exists("roundtrip-test"):
             runtime.images.remove("roundtrip-test")
+
+
+def test_to_engine_keeps_a_tag_given_with_the_name(runtime, docker_runtime):
+    """Issue 22: `tumbler image to-docker debian python:3.11` made an untagged image on Podman
+    (its import takes the tag inside `repo`), so DOCKER.md's python:3.11 examples found none."""
+    from tumbler.local import LocalSandbox
+    from tumbler.runtime.container_images import to_engine
+    tag = "tumbler-tagged:3.11"
+    to_engine(docker_runtime.client, runtime.images, IMAGE, tag)
+    try:
+        docker_runtime.client.images.get(tag)
+        with LocalSandbox(image=tag, runtime=docker_runtime) as sb:
+            assert sb.run("python3 --version").output.startswith("Python 3")
+    finally:
+        docker_runtime.api.remove_image(tag, force=True)

@@ -34,7 +34,9 @@ CHUNK = 1 << 20
 def to_engine(client, store: ImageStore, name: str, tag: str | None = None) -> str:
     """Import the store's image `name` into the engine as `tag` (default: `name`); returns tag."""
     tag = tag or name
-    repo, _, version = tag.partition(":")
+    # The tag goes in `repo` whole: Podman's import takes `repo` with its tag and ignores `tag`
+    # (an image made as python:3.11 came out untagged).
+    repo = tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
     url = client.api.base_url
     with _merged_root(store, name) as root, tempfile.TemporaryFile(dir=store.root) as tar:
         _write_unshifted_tar(root, tar)
@@ -43,7 +45,7 @@ def to_engine(client, store: ImageStore, name: str, tag: str | None = None) -> s
         log.info("importing image %s (%d bytes) into the engine as %s", name, size_bytes, tag)
         with engine_errors(f"import of image {name} as {tag}", url):
             client.api.post(client.api._url("/images/create"), data=tar,
-                            params={"fromSrc": "-", "repo": repo, "tag": version or "latest"},
+                            params={"fromSrc": "-", "repo": repo},
                             headers={"Content-Type": "application/tar"},
                             timeout=IMAGE_TIMEOUT_S).raise_for_status()
     return tag
