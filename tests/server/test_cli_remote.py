@@ -78,7 +78,7 @@ def test_create_options_start_and_the_dead_agent_fix(server, api, runtime):
     import signal
     import time
     from tumbler.sdk import core
-    made = tumbler(server, "sandbox", "create", "--memory", "256m", "--disk", "1g",
+    made = tumbler(server, "sandbox", "create", "--memory", "256m", "--disk", "64m",
                    "--env", "GREETING=hi there", "--cwd", "/tmp", "--hostname", "box2",
                    "--max-lifetime", "600")
     assert made.returncode == 0, made.stderr
@@ -87,7 +87,7 @@ def test_create_options_start_and_the_dead_agent_fix(server, api, runtime):
     ran = tumbler(server, "sandbox", "exec", sid, "echo $GREETING; pwd; hostname; echo kept > /root/f")
     assert (ran.returncode, ran.stdout) == (0, "hi there\n/tmp\nbox2\n"), ran.stderr
     record = api.send(core.get(sid))
-    assert record.spec["limits"]["disk"] == 1 << 30 and record.expires_at is not None
+    assert record.spec["limits"]["disk"] == 64 << 20 and record.expires_at is not None
     os.kill(runtime.init_pid(sid), signal.SIGKILL)
     deadline = time.monotonic() + 30
     while api.send(core.get(sid)).state == "running":
