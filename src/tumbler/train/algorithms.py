@@ -12,6 +12,8 @@ the two differ the docstring says which one is followed and why.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -252,7 +254,8 @@ def policy_loss(
     are python floats over valid tokens: ``clip_frac`` (tokens whose clipped term was taken),
     ``clip_frac_low``/``clip_frac_high`` (TRL's: rho below 1 - clip_low with A < 0 / above
     1 + clip_high with A > 0), ``dual_clip_frac``, ``approx_kl`` (mean of ``old - logp``, verl's
-    ``ppo_kl``), ``approx_kl_k3``, ``ratio_mean``, ``ratio_min``, ``ratio_max``, ``pg_loss``.
+    ``ppo_kl``), ``approx_kl_k3``, ``ratio_mean``, ``ratio_min``, ``ratio_max`` (1.0 with no valid token),
+    ``pg_loss``; copied to the host in one transfer.
     """
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
@@ -277,18 +280,22 @@ def policy_loss(
         adv = advantages.expand_as(ratio)
         lr = log_ratio.detach()
         r = ratio.detach()
-        metrics = {
-            "pg_loss": float(loss.detach()),
-            "clip_frac": float(_masked_mean((loss_clipped > loss_unclipped).to(r.dtype), mask)),
-            "clip_frac_low": float(_masked_mean(((r < 1 - clip_low) & (adv < 0)).to(r.dtype), mask)),
-            "clip_frac_high": float(_masked_mean(((r > 1 + clip_high) & (adv > 0)).to(r.dtype), mask)),
-            "dual_clip_frac": float(_masked_mean(dual_taken.to(r.dtype), mask)),
-            "approx_kl": float(_masked_mean(-lr, mask)),
-            "approx_kl_k3": float(_masked_mean(torch.exp(-lr) + lr - 1, mask)),
-            "ratio_mean": float(_masked_mean(r, mask)),
-            "ratio_min": float(r[valid].min()) if valid.any() else 1.0,
-            "ratio_max": float(r[valid].max()) if valid.any() else 1.0,
+        inf = torch.tensor(float("inf"), dtype=r.dtype, device=r.device)
+        stats = {
+            "pg_loss": loss.detach().to(r.dtype),
+            "clip_frac": _masked_mean((loss_clipped > loss_unclipped).to(r.dtype), mask),
+            "clip_frac_low": _masked_mean(((r < 1 - clip_low) & (adv < 0)).to(r.dtype), mask),
+            "clip_frac_high": _masked_mean(((r > 1 + clip_high) & (adv > 0)).to(r.dtype), mask),
+            "dual_clip_frac": _masked_mean(dual_taken.to(r.dtype), mask),
+            "approx_kl": _masked_mean(-lr, mask),
+            "approx_kl_k3": _masked_mean(torch.exp(-lr) + lr - 1, mask),
+            "ratio_mean": _masked_mean(r, mask),
+            "ratio_min": torch.where(valid, r, inf).min(),
+            "ratio_max": torch.where(valid, r, -inf).max(),
         }
+        # One device-to-host copy for all metrics, not one sync each.
+        values = torch.stack(list(stats.values())).tolist()
+        metrics = {k: (v if math.isfinite(v) else 1.0) for k, v in zip(stats, values)}
     return loss, metrics
 
 
