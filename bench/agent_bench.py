@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tumbler.agent.client import AgentClient  # noqa: E402
+from tumbler.agentclient.blocking import AgentClient  # noqa: E402
 
 
 def start_agent(directory: str, python: str) -> tuple[subprocess.Popen, str, float]:

@@ -15,9 +15,9 @@ import functools
 from pathlib import Path
 from typing import Callable
 
-from tumbler.agent.client import AgentClient
+from tumbler.agentclient.blocking import AgentClient
 from tumbler.archives import extract_tar, tar_directory
-from tumbler.agent_errors import agent_errors
+from tumbler.agentclient.errors import agent_errors
 from tumbler.errors import InvalidRequest, from_kind
 from tumbler import ops
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo

@@ -8,7 +8,7 @@ Every host-side caller of an agent (`LocalSandbox`, the server's `SandboxService
 `NodeHost`) builds its requests here and parses the replies here, so an op's argument names, its
 timeout plus grace, the default-session policy and how its reply turns into a result exist once.
 What carries the request (a unix socket, HTTP, Ray) is the caller's business. The reply caps
-that guard the host against a hostile agent are `tumbler.agent.client.reply_limit`, per op too.
+that guard the host against a hostile agent are `tumbler.agentclient.blocking.reply_limit`, per op too.
 """
 from __future__ import annotations
 

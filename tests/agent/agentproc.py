@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.agent.client import AgentClient
+from tumbler.agentclient.blocking import AgentClient
 
 AGENT_PARENT = Path(__file__).resolve().parents[2] / "src" / "tumbler"
 START_TIMEOUT = 10.0    # seconds for the agent's socket to appear

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tumbler.agent.client import AgentClient, AgentGone
+from tumbler.agentclient.blocking import AgentClient, AgentGone
 from tumbler.agent.protocol import PROTOCOL_VERSION, AgentRequestError, read_frame, send_frame
 
 

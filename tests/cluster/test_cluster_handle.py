@@ -24,7 +24,7 @@ def _episode(env, seed: int) -> list:
 
 def test_hosted_env_and_batches_through_a_cluster_sandbox(runtime, make_sandbox):
     ids: list = []
-    with local_cluster(["a"]) as lc:
+    with local_cluster(["a"]):
         client = ClusterClient(ClusterConfig(start_timeout_s=60, op_timeout_s=60))
         try:
             client.start_hosts()

@@ -15,7 +15,7 @@ from checks import IMAGE, leftovers
 from scripted import serve_until_ended
 from tumbler.modelservice import AsyncModelBridge
 from tumbler.sdk.model import HttpEndpoint
-from tumbler.server import routes_model
+from tumbler.server.routes import model as routes_model
 from tumbler.server.app import create_app
 from tumbler.server.config import ServerConfig
 

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from hostile_agent import HEADER, HostileAgent, drip, reply
-from tumbler.agent.aclient import AsyncAgentClient
-from tumbler.agent.client import AgentClient, AgentGone
+from tumbler.agentclient.aio import AsyncAgentClient
+from tumbler.agentclient.blocking import AgentClient, AgentGone
 from tumbler.errors import InvalidRequest
 
 pytestmark = [pytest.mark.security]

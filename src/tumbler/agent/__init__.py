@@ -3,8 +3,8 @@ this folder is bind-mounted into sandboxes at /.tumbler/agent and run by the ima
 
 Wire: `protocol.py` (frames). Modules: `server.py` (accept, dispatch), `sessions.py` (bash on a
 pty), `execs.py` (one program to completion), `files.py`, `processes.py`, `children.py` (owned
-children and the zombie reaper), `args.py` (argument checks), `client.py` (host side, blocking),
-`aclient.py` (host side, asyncio: many requests on one connection).
+children and the zombie reaper), `args.py` (argument checks). The host's clients of it live
+outside this folder, in `tumbler.agentclient`.
 
 Ops (args -> result; "body" is the frame's raw bytes; every error reply has a kind of
 protocol.py: invalid, not_found, exists, conflict, internal):

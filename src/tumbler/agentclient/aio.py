@@ -16,8 +16,8 @@ import json
 import logging
 from typing import Callable
 
-from .client import MAX_EVENTS, AgentGone, reply_limit
-from .protocol import HEADER, MAX_HEADER, AgentRequestError
+from tumbler.agent.protocol import HEADER, MAX_HEADER, AgentRequestError
+from tumbler.agentclient.blocking import MAX_EVENTS, AgentGone, reply_limit
 
 log = logging.getLogger(__name__)
 

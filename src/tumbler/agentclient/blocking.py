@@ -6,7 +6,8 @@
 
 A call takes an idle connection (or opens one), sends one request, reads events and the reply,
 and gives the connection back. That is the lowest latency for synchronous callers and safe from
-any number of threads. Standard library only, so it sits beside the protocol it speaks.
+any number of threads. Host side only: it lives outside `agent/`, the folder mounted into
+sandboxes, and imports the protocol from there.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import socket
 import threading
 import time
 
-from .protocol import (HEADER, MAX_BODY, MAX_HEADER, AgentRequestError, ProtocolError,
+from tumbler.agent.protocol import (HEADER, MAX_BODY, MAX_HEADER, AgentRequestError, ProtocolError,
                        parse_header, send_frame)
 
 CONNECT_TIMEOUT = 5.0       # seconds to connect to the agent's socket

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
-from tumbler.agent.client import AgentGone
+from tumbler.agentclient.blocking import AgentGone
 from tumbler.agent.protocol import AgentRequestError
 from tumbler.errors import AgentDied, CommandTimeout, TumblerError, from_kind
 

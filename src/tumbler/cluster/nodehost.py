@@ -35,8 +35,8 @@ from typing import Awaitable, Callable, TypeVar
 from pydantic import BaseModel, Field
 
 from tumbler import memstats, ops
-from tumbler.agent.aclient import AsyncAgentClient
-from tumbler.agent_errors import agent_errors
+from tumbler.agentclient.aio import AsyncAgentClient
+from tumbler.agentclient.errors import agent_errors
 from tumbler.config import Paths
 from tumbler.ops import DEFAULT_SESSION
 from tumbler.errors import NotFound, TumblerError

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from tumbler.agent.aclient import AsyncAgentClient
-from tumbler.agent_errors import agent_errors
+from tumbler.agentclient.aio import AsyncAgentClient
+from tumbler.agentclient.errors import agent_errors
 from tumbler.errors import Conflict
 from tumbler.local import LocalSandbox
 from tumbler.runtime.spec import SandboxState

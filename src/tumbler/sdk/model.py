@@ -4,7 +4,7 @@
     await bridge.attach(HttpEndpoint("http://127.0.0.1:8040", sandbox_id, token="..."))
 
 Everything else (episodes, calls, recording, proxy mode) is AsyncModelBridge's, unchanged; the
-server's routes are `tumbler.server.routes_model`.
+server's routes are `tumbler.server.routes.model`.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@
     routes/         one module per resource (sandboxes, sessions, files, processes, system)
     cli.py          `tumbler serve`
 
-May import runtime, local, agent (client side: `agent.aclient`), wire, errors, models. Nothing
+May import runtime, local, agentclient, ops, wire, errors, models. Nothing
 imports server except cli.py; a warm pool plugs in through `service.SandboxSource`, ROCK routes
 as a router.
 """

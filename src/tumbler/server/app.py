@@ -19,8 +19,7 @@ from tumbler.server.fastpath import FastRun
 from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
 from tumbler.server.registry import Registry
-from tumbler.server import routes_model
-from tumbler.server.routes import envs, files, ops, pools as pool_routes, processes, rock, sandboxes, sessions, system
+from tumbler.server.routes import envs, files, model, ops, pools as pool_routes, processes, rock, sandboxes, sessions, system
 from tumbler.server.pools import PoolManager
 from tumbler.server.service import SandboxService, SandboxSource, spec_from_request
 from tumbler.server.statelock import StateLock
@@ -105,7 +104,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     app.state.metrics_registry = CollectorRegistry(auto_describe=True)
     errors.install(app)
     for router in (system.router, sandboxes.router, sessions.router, files.router, processes.router,
-                   envs.router, envs.rock_router, rock.router, pool_routes.router, routes_model.router,
+                   envs.router, envs.rock_router, rock.router, pool_routes.router, model.router,
                    ops.router):
         app.include_router(router)
     # Added last = outermost: auth first, so an unauthenticated request reaches nothing.

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from tumbler import wire
-from tumbler.agent.client import AgentClient
+from tumbler.agentclient.blocking import AgentClient
 from tumbler.errors import InvalidRequest, NotFound
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec

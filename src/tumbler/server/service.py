@@ -14,8 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Protocol, TypeVar
 
-from tumbler.agent.aclient import AsyncAgentClient
-from tumbler.agent_errors import agent_errors
+from tumbler.agentclient.aio import AsyncAgentClient
+from tumbler.agentclient.errors import agent_errors
 from tumbler.errors import AgentDied, Conflict, InvalidRequest, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime

@@ -3,7 +3,7 @@
 Each route calls one model op of the sandbox's agent (`tumbler.agent.modelhost`) through
 SandboxService.call; `tumbler.sdk.model.HttpEndpoint` is the client, so an AsyncModelBridge
 serves a remote sandbox exactly as a local one. Mount with
-`app.include_router(routes_model.router)`. The request models belong in tumbler.wire once the
+`app.include_router(model.router)`. The request models belong in tumbler.wire once the
 wire module takes them.
 """
 from __future__ import annotations
