@@ -146,40 +146,85 @@ def bench_peers(results: dict, quick: bool) -> dict:
 async def bench_async(url: str, sessions: int, seconds: float, burst: int) -> dict:
     res = {}
     async with AsyncClient(url, TOKEN) as client:
-        boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client) for _ in range(sessions)))
-        try:
-            sess = await asyncio.gather(*(sb.session("agg") for sb in boxes))
-            count = 0
-            stop_at = 0.0
-
-            async def worker(s):
-                nonlocal count
-                while time.perf_counter() < stop_at:
-                    await s.run("echo hi")
-                    count += 1
-            stop_at = time.perf_counter() + 0.5
-            await asyncio.gather(*(worker(s) for s in sess))           # warm up
-            count = 0
-            t = time.perf_counter()
-            stop_at = t + seconds
-            await asyncio.gather(*(worker(s) for s in sess))
-            res[f"aggregate_{sessions}_sessions_cmds_per_s"] = count / (time.perf_counter() - t)
-        finally:
-            await asyncio.gather(*(sb.remove() for sb in boxes))
-
+        if seconds:
+            res.update(await _aggregate(client, sessions, seconds))
         if burst:
-            t = time.perf_counter()
-            made = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client, memory="64m",
-                                                              **COLD)
-                                          for _ in range(burst)), return_exceptions=True)
-            ok = [m for m in made if isinstance(m, AsyncSandbox)]
-            await asyncio.gather(*(sb.run("echo ready") for sb in ok))
-            res[f"create_{burst}_concurrent_all_ready_s"] = time.perf_counter() - t
-            res[f"create_{burst}_concurrent_failed"] = len(made) - len(ok)
-            t = time.perf_counter()
-            await asyncio.gather(*(sb.remove() for sb in ok), return_exceptions=True)
-            res[f"remove_{burst}_concurrent_s"] = time.perf_counter() - t
+            res.update(await _burst(client, burst))
     return res
+
+
+async def _aggregate(client: AsyncClient, sessions: int, seconds: float) -> dict:
+    """Commands/s of `sessions` sessions, one per sandbox, each running echo back to back."""
+    boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client) for _ in range(sessions)))
+    try:
+        sess = await asyncio.gather(*(sb.session("agg") for sb in boxes))
+        count, stop_at = 0, 0.0
+
+        async def worker(s):
+            nonlocal count
+            while time.perf_counter() < stop_at:
+                await s.run("echo hi")
+                count += 1
+        stop_at = time.perf_counter() + 0.5
+        await asyncio.gather(*(worker(s) for s in sess))           # warm up
+        count = 0
+        t = time.perf_counter()
+        stop_at = t + seconds
+        await asyncio.gather(*(worker(s) for s in sess))
+        return {f"aggregate_{sessions}_sessions_cmds_per_s": count / (time.perf_counter() - t)}
+    finally:
+        await asyncio.gather(*(sb.remove() for sb in boxes))
+
+
+async def _burst(client: AsyncClient, burst: int) -> dict:
+    """`burst` cold creates at once, each to its first command's result; then their removal."""
+    res = {}
+    t = time.perf_counter()
+    made = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client, memory="64m", **COLD)
+                                  for _ in range(burst)), return_exceptions=True)
+    ok = [m for m in made if isinstance(m, AsyncSandbox)]
+    await asyncio.gather(*(sb.run("echo ready") for sb in ok))
+    res[f"create_{burst}_concurrent_all_ready_s"] = time.perf_counter() - t
+    res[f"create_{burst}_concurrent_failed"] = len(made) - len(ok)
+    t = time.perf_counter()
+    await asyncio.gather(*(sb.remove() for sb in ok), return_exceptions=True)
+    res[f"remove_{burst}_concurrent_s"] = time.perf_counter() - t
+    return res
+
+
+def bench_local(sessions: int, seconds: float) -> dict:
+    """The same 8-session workload through LocalSandbox (threads, no server): the in-process
+    figure the server's aggregate is judged against, in the same sitting."""
+    import threading
+
+    from tumbler import LocalSandbox
+    boxes = [LocalSandbox(IMAGE) for _ in range(sessions)]
+    try:
+        sess = [sb.session("agg") for sb in boxes]
+        counts = [0] * sessions
+        stop_at = [0.0]
+
+        def worker(i):
+            while time.perf_counter() < stop_at[0]:
+                sess[i].run("echo hi")
+                counts[i] += 1
+
+        def window(length: float) -> float:
+            for i in range(sessions):
+                counts[i] = 0
+            t = time.perf_counter()
+            stop_at[0] = t + length
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(sessions)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            return sum(counts) / (time.perf_counter() - t)
+        window(0.5)   # warm up
+        return {f"local_aggregate_{sessions}_sessions_cmds_per_s": window(seconds)}
+    finally:
+        for sb in boxes:
+            sb.remove()
 
 
 def main() -> None:
@@ -195,7 +240,17 @@ def main() -> None:
             with Client(url, TOKEN) as client:
                 results = bench_sync(client, n)
                 results.update(bench_pool(client, 10 if args.quick else 30))
-            results.update(asyncio.run(bench_async(url, 8, seconds, burst)))
+            # Server and local windows alternate, so both see the same load on the machine.
+            server_rates, local_rates = [], []
+            for _ in range(2):
+                server_rates.append(asyncio.run(bench_async(url, 8, seconds / 2, 0))
+                                    ["aggregate_8_sessions_cmds_per_s"])
+                local_rates.append(bench_local(8, seconds / 2)["local_aggregate_8_sessions_cmds_per_s"])
+            results["aggregate_8_sessions_cmds_per_s"] = sum(server_rates) / 2
+            results["local_aggregate_8_sessions_cmds_per_s"] = sum(local_rates) / 2
+            results["server_vs_local_aggregate_ratio"] = sum(server_rates) / sum(local_rates)
+            if burst:
+                results.update(asyncio.run(bench_async(url, 8, 0, burst)))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
