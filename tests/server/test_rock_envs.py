@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from checks import IMAGE
+from tumbler.runtime.pip_images import GEM_IMAGE
 from server_process import ServerProcess, sweep
 
 PEERS_PYTHON = Path(os.environ.get("PEERS_VENV", "/opt/peers-venv")) / "bin" / "python"
@@ -42,9 +42,12 @@ needs_rock = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "")
 
 @pytest.fixture(scope="module")
 def env_server(runtime, tmp_path_factory):
-    """A server without tokens (RockEnv cannot send one) whose env sandboxes use the test image."""
+    """A server without tokens (RockEnv cannot send one) whose env sandboxes use the image with
+    gem-llm (GEM ids run GEM's own envs), built by `make gem-image`."""
+    if not runtime.images.exists(GEM_IMAGE):
+        pytest.skip(f"no image {GEM_IMAGE!r}: `make gem-image` builds it")
     saved = os.environ.get("TUMBLER_ROCK_ENV_IMAGE")
-    os.environ["TUMBLER_ROCK_ENV_IMAGE"] = IMAGE       # the child inherits it at spawn
+    os.environ["TUMBLER_ROCK_ENV_IMAGE"] = GEM_IMAGE    # the child inherits it at spawn
     try:
         srv = ServerProcess(tmp_path_factory.mktemp("rock-env-server"), tokens=[]).start()
     finally:
@@ -87,7 +90,7 @@ def raised(value) -> bool:
 
 @needs_rock
 def test_rock_env_plays_guess_the_number(env_server, http):
-    """GEM's id runs as the built-in GuessTheNumber with GEM's easy range (1..10, 4 turns)."""
+    """GEM's id runs GEM's own GuessTheNumber (image gem): its easy range, 1..10 in 4 turns."""
     out = run_client(env_server, "play", "game:GuessTheNumber-v0-easy")
     assert out["is_rock_env"] and out["sandbox_id"], out
     obs, info = out["reset"]
@@ -139,3 +142,17 @@ def test_gem_routes_shapes_over_http(env_server, http):
 
     assert http.post(f"{GEM}/close", json={"sandbox_id": sid}).json() == {"sandbox_id": sid}
     assert env_sandboxes(http) == []
+
+
+def test_an_id_names_one_env(env_server, http):
+    """GEM's id gets GEM's env (its own observation text); Tumbler's look-alike only by name."""
+    for env_id, words in (("game:GuessTheNumber-v0-easy", "At turn 1, you guessed"),
+                          ("tumbler:game:GuessTheNumber-v0-easy", "Lower")):
+        made = http.post(f"{GEM}/make", json={"env_id": env_id})
+        assert made.status_code == 200, made.text
+        sid = made.json()["sandbox_id"]
+        env_server.tracker.made.append(sid)
+        http.post(f"{GEM}/reset", json={"sandbox_id": sid, "seed": 3})
+        step = http.post(f"{GEM}/step", json={"sandbox_id": sid, "action": "\\boxed{10}"}).json()
+        assert words.lower() in step["observation"].lower() or step["terminated"], (env_id, step)
+        assert http.post(f"{GEM}/close", json={"sandbox_id": sid}).status_code == 200

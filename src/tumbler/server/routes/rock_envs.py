@@ -13,11 +13,13 @@
   a body that fails validation is its HTTP 200 `{"status": "Failed", "message": "invalid
   parameter", ...}`.
 
-Env ids are ROCK's, i.e. GEM's ("game:GuessTheNumber-v0-easy"). Those in GEM_EQUIVALENTS run as
-the built-in game with GEM's parameters (no gem-llm needed in the image); any other "ns:Name" id
-runs as "gem:ns:Name" (GEM inside the sandbox: the image needs gem-llm); Tumbler's own ids
-("Sokoban-v0", "gem:...", "package.module:Class") pass unchanged. The env's code always runs in
-the sandbox, never in the server.
+Env ids are ROCK's, i.e. GEM's ("game:GuessTheNumber-v0-easy"), and an id names one env: a GEM
+id runs GEM's own env, as "gem:ns:Name" inside the sandbox (the image needs gem-llm: the setup
+builds the image `gem`, which the admin routes use by default), so a researcher comparing curves
+with GEM gets GEM's observations and rewards. Tumbler's look-alikes (a built-in game with GEM's
+parameters, no gem-llm needed) run only when asked for by name: "tumbler:game:GuessTheNumber-v0-easy".
+Tumbler's own ids ("Sokoban-v0", "gem:...", "package.module:Class") pass unchanged. The env's
+code always runs in the sandbox, never in the server.
 """
 from __future__ import annotations
 
@@ -45,7 +47,10 @@ ENV_IMAGE_ENV = "TUMBLER_ROCK_ENV_IMAGE"
 GEM_ENV_LABEL = "rock.gem_env"  # marks a sandbox that /apis/v1/envs/gem/make made (and close removes)
 GEM_ENV_TTL_S = 1800.0
 
-# GEM ids served by a built-in game with GEM's parameters (gem/envs/__init__.py registrations).
+GEM_IMAGE = "gem"              # the setup's image with gem-llm (`make gem-image`)
+LOOKALIKE_PREFIX = "tumbler:"
+# Built-in games with GEM's parameters (gem/envs/__init__.py registrations), asked for by name
+# with the prefix: not GEM's env (other observations and rewards), but no gem-llm needed.
 GEM_EQUIVALENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "game:GuessTheNumber-v0-easy": ("GuessTheNumber-v0", {"low": 1, "high": 10, "max_turns": 4}),
     "game:GuessTheNumber-v0-hard": ("GuessTheNumber-v0", {"low": 1, "high": 50, "max_turns": 7}),
@@ -137,8 +142,8 @@ async def _handle(request: Request, sandbox_id: str) -> tuple[str, str]:
 
 def translate(env_id: str, kwargs: dict) -> tuple[str, dict]:
     """A ROCK (GEM) env id as the agent's env.make takes it."""
-    if env_id in GEM_EQUIVALENTS:
-        ours, defaults = GEM_EQUIVALENTS[env_id]
+    if env_id.startswith(LOOKALIKE_PREFIX) and env_id[len(LOOKALIKE_PREFIX):] in GEM_EQUIVALENTS:
+        ours, defaults = GEM_EQUIVALENTS[env_id[len(LOOKALIKE_PREFIX):]]
         return ours, {**defaults, **kwargs}
     module, colon, _ = env_id.partition(":")
     if not colon or env_id.startswith("gem:") or "." in module:
@@ -155,8 +160,9 @@ async def make(request: Request, sandbox_id: str, env_id: str, kwargs: dict) -> 
     except Failure as exc:
         if exc.cls is ValueError:
             hint = ("" if ours == env_id else f" (run as {ours!r})") + (
-                f"; served here without gem-llm: {', '.join(sorted(GEM_EQUIVALENTS))} and "
-                f"{', '.join(_game_ids())}")
+                f"; GEM ids need gem-llm in the sandbox's image (image {GEM_IMAGE!r}); served "
+                f"without it: {', '.join(LOOKALIKE_PREFIX + i for i in sorted(GEM_EQUIVALENTS))} "
+                f"and {', '.join(_game_ids())}")
             raise Failure(ValueError, f"env {env_id!r}{hint}: {exc.message}") from None
         raise
     handles = _handles(request)
@@ -207,8 +213,9 @@ def _game_ids() -> list[str]:
 
 
 def env_ids() -> list[str]:
-    """What make accepts without gem-llm in the image."""
-    return sorted(GEM_EQUIVALENTS) + _game_ids()
+    """GEM's ids we know (they need gem-llm in the image), the look-alikes, the built-in games."""
+    return (sorted(GEM_EQUIVALENTS) + [LOOKALIKE_PREFIX + i for i in sorted(GEM_EQUIVALENTS)]
+            + _game_ids())
 
 
 # -- /env/...: rocklet's shapes -------------------------------------------------------------------
@@ -314,8 +321,16 @@ async def _admin(request: Request, model: type[BaseModel] | None, handler) -> JS
         return _admin_failure(500, f"{type(exc).__name__}: {exc}")
 
 
-def _env_image() -> str:
-    return os.environ.get(ENV_IMAGE_ENV) or wire.CreateSandboxRequest.model_fields["image"].default
+def _env_image(request: Request | None = None) -> str:
+    """The image of a sandbox made for an env: the operator's choice, else `gem` where the
+    setup built it (GEM ids need gem-llm), else the default image."""
+    chosen = os.environ.get(ENV_IMAGE_ENV)
+    if chosen:
+        return chosen
+    images = getattr(service(request).runtime, "images", None) if request is not None else None
+    if images is not None and images.exists(GEM_IMAGE):
+        return GEM_IMAGE
+    return wire.CreateSandboxRequest.model_fields["image"].default
 
 
 @router.post("/apis/v1/envs/gem/make")
@@ -330,10 +345,10 @@ async def gem_make(request: Request):
         svc = service(request)
         try:
             record = await svc.create(wire.CreateSandboxRequest(
-                image=_env_image(), labels={GEM_ENV_LABEL: env_id[:200]}, ttl_s=GEM_ENV_TTL_S))
+                image=_env_image(request), labels={GEM_ENV_LABEL: env_id[:200]}, ttl_s=GEM_ENV_TTL_S))
         except TumblerError as exc:
             raise Failure(RuntimeError, f"could not create a sandbox for env {env_id!r} on image "
-                                        f"{_env_image()!r} ({ENV_IMAGE_ENV}): {exc.message}") from None
+                                        f"{_env_image(request)!r} ({ENV_IMAGE_ENV}): {exc.message}") from None
         try:
             await make(request, record.id, env_id, kwargs)
         except BaseException:
