@@ -17,7 +17,7 @@ import logging
 from typing import Callable
 
 from tumbler.agent.protocol import HEADER, MAX_HEADER, AgentRequestError
-from tumbler.agentclient.blocking import MAX_EVENTS, AgentGone, reply_limit
+from tumbler.agentclient.blocking import MAX_EVENTS, AgentGone, reply_limit, reply_of
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,7 @@ class AsyncAgentClient:
             raise AgentGone(f"agent at {self.path} hung up during {op}: {exc}") from None
         finally:
             self._pending.pop(rid, None)
-        if not header.get("ok"):
-            error = header.get("error") or {}
-            raise AgentRequestError(str(error.get("kind", "internal")),
-                                    str(error.get("message", "unknown error"))[:4096])
-        result = header.get("result") or {}
-        if not isinstance(result, dict):
-            raise AgentGone(f"agent at {self.path} sent a result for {op} that is not an object")
-        return result, reply_body
+        return reply_of(header, reply_body, op, self.path)
 
     async def close(self) -> None:
         self._closed = True

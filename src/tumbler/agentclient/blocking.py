@@ -103,14 +103,7 @@ class AgentClient:
             sock.close()
             raise
         self._release(sock)
-        if not header.get("ok"):
-            error = header.get("error") or {}
-            raise AgentRequestError(str(error.get("kind", "internal")),
-                                    str(error.get("message", "unknown error"))[:4096])
-        result = header.get("result") or {}
-        if not isinstance(result, dict):
-            raise AgentGone(f"agent at {self.path} sent a result for {op} that is not an object")
-        return result, reply_body
+        return reply_of(header, reply_body, op, self.path)
 
     def close(self) -> None:
         """Close every idle connection; later calls raise AgentGone."""
@@ -152,6 +145,19 @@ class AgentClient:
                 self._idle.append(sock)
                 return
         sock.close()
+
+
+def reply_of(header: dict, body: bytes, op: str, path: str) -> tuple[dict, bytes]:
+    """(result, body) of a reply, or its error raised; what the agent wrote is held to shape
+    (an error's text is cut to 4 KiB, a result must be an object)."""
+    if not header.get("ok"):
+        error = header.get("error") or {}
+        raise AgentRequestError(str(error.get("kind", "internal")),
+                                str(error.get("message", "unknown error"))[:4096])
+    result = header.get("result") or {}
+    if not isinstance(result, dict):
+        raise AgentGone(f"agent at {path} sent a result for {op} that is not an object")
+    return result, body
 
 
 def _read_reply(sock: socket.socket, rid: int, on_event, deadline: float,
