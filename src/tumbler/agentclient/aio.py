@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Callable
 
-from tumbler.agent.protocol import HEADER, MAX_HEADER, AgentRequestError
+from tumbler.agent.protocol import HEADER, MAX_HEADER
 from tumbler.agentclient.blocking import MAX_EVENTS, AgentGone, reply_limit, reply_of
 
 log = logging.getLogger(__name__)
