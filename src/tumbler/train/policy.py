@@ -1,0 +1,265 @@
+"""The policy interface and its Hugging Face backend.
+
+    policy = HFPolicy.load("smollm2")                    # or "tiny", a directory, a .gguf file
+    batch = policy.open_batch(3)                         # 3 episodes, each with its own KV cache
+    outs = batch.generate({0: ids0, 1: ids1, 2: ids2}, GenerationParams(max_new_tokens=16))
+    # next turn: pass each live episode's whole token list again; only the tokens the cache has
+    # not seen are prefilled (the earlier turns are never re-encoded)
+    outs = batch.generate({0: ids0 + outs[0].token_ids + new_turn_ids}, params)
+
+Generation runs every live episode's turn in one batch: the new tokens are left-padded into one
+chunk, padding inside the cache is masked, and each row's position ids count only its real
+tokens, so a row's numbers equal those of that row run alone. Sampling returns the exact token
+ids and the sampler's log-probs (log-softmax of logits / temperature, before top-p filtering: the
+same quantity `token_logprobs` computes for training).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tumbler.errors import Conflict, InvalidRequest
+
+log = logging.getLogger("tumbler.train.policy")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How one turn is sampled. max_new_tokens: tokens per turn; temperature 0 means greedy."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.8
+    top_p: float = 1.0
+
+
+@dataclass
+class Generation:
+    """One row's turn: the sampled ids (ending with the end-of-turn id when it stopped there),
+    the sampler's log-prob of each, and whether it stopped at the end-of-turn token."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    stopped: bool
+    text: str = ""
+
+
+class Batch(Protocol):
+    def generate(self, prompts: dict[int, list[int]], params: GenerationParams) -> dict[int, Generation]: ...
+    def close(self) -> None: ...
+
+
+class Policy(Protocol):
+    """What rollouts and the trainer need from a policy."""
+
+    tokenizer: object
+    eot_id: int
+
+    def open_batch(self, n: int) -> Batch: ...
+
+
+@dataclass
+class HFPolicy:
+    """A causal LM from transformers on CPU or GPU (bf16 on GPU, fp32 on CPU by default).
+
+    Args:
+        model, tokenizer: the loaded pair. reuse_cache: keep each episode's KV cache across
+            turns (False re-prefills the whole history every turn; for measurement).
+    """
+
+    model: object
+    tokenizer: object
+    reuse_cache: bool = True
+    eot_id: int = field(init=False)
+
+    def __post_init__(self):
+        eot = getattr(self.tokenizer, "eos_token_id", None)
+        if eot is None:
+            raise InvalidRequest("the tokenizer has no end-of-turn (eos) token to stop at")
+        self.eot_id = int(eot)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_id
+
+    @classmethod
+    def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", seed: int = 0,
+             reuse_cache: bool = True) -> "HFPolicy":
+        """Load `spec` (see tumbler.train.models). device "auto": cuda when present, else cpu."""
+        import torch
+        from tumbler.train import models
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                       "float16": torch.float16}.get(dtype)
+        if torch_dtype is None:
+            raise InvalidRequest(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+        tokenizer = models.load_tokenizer(spec)
+        model = models.load_model(spec, torch_dtype, seed=seed).to(device)
+        return cls(model, tokenizer, reuse_cache=reuse_cache)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def open_batch(self, n: int) -> "HFBatch":
+        return HFBatch(self, n)
+
+    def token_logprobs(self, input_ids, attention_mask, temperature: float = 1.0,
+                       with_entropy: bool = False):
+        """Log-probs [B, T-1] of input_ids[:, 1:] under the model (grad flows), and the
+        per-position entropy [B, T-1] when asked (else None). Right-padded input expected."""
+        import torch
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                            use_cache=False).logits[:, :-1].float()
+        if temperature and temperature != 1.0:
+            logits = logits / temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logp = logp_all.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        entropy = None
+        if with_entropy:
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy
+
+    def save(self, directory: Path) -> None:
+        """Weights and tokenizer, loadable with HFPolicy.load(str(directory))."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+
+class HFBatch:
+    """`n` episodes generated together; row i keeps its KV cache between calls.
+
+    The cache holds, per row, every token fed so far, with padding positions masked out. A call
+    feeds each listed row the tokens of its prompt the cache has not seen, then samples."""
+
+    def __init__(self, policy: HFPolicy, n: int):
+        import torch
+        if n < 1:
+            raise InvalidRequest("a generation batch needs at least one row")
+        self.policy, self.n = policy, n
+        self.rows = list(range(n))        # episode index of each row of the cache
+        self.fed: dict[int, list[int]] = {i: [] for i in range(n)}
+        self.cache = None
+        self.mask = torch.zeros((n, 0), dtype=torch.long, device=policy.device)
+        self.closed = False
+
+    def close(self) -> None:
+        self.cache, self.closed = None, True
+
+    def generate(self, prompts: dict[int, list[int]], params: GenerationParams) -> dict[int, Generation]:
+        """Sample one turn for each episode in `prompts` (episode index -> its whole token list)."""
+        import torch
+        if self.closed:
+            raise Conflict("this generation batch is closed")
+        if not prompts:
+            return {}
+        if not self.policy.reuse_cache:
+            self._drop_cache()
+        self._keep(sorted(prompts))
+        new = []
+        for ep in self.rows:
+            ids, fed = prompts[ep], self.fed[ep]
+            if ids[:len(fed)] != fed:
+                raise Conflict(f"episode {ep}: its prompt does not extend the tokens already fed "
+                               "(a rewritten history needs a batch of its own)")
+            if len(ids) == len(fed):
+                raise InvalidRequest(f"episode {ep}: no new tokens to feed")
+            new.append(ids[len(fed):])
+        with torch.inference_mode():
+            outs = self._sample(new, params)
+        for ep, ids in zip(self.rows, new):
+            self.fed[ep] = self.fed[ep] + ids + outs[ep].token_ids[:-1]
+        return outs
+
+    def _drop_cache(self) -> None:
+        import torch
+        self.cache = None
+        self.mask = torch.zeros((len(self.rows), 0), dtype=torch.long, device=self.policy.device)
+        self.fed = {ep: [] for ep in self.fed}
+
+    def _keep(self, episodes: list[int]) -> None:
+        """Shrink the cache to the rows of `episodes` (episodes that ended leave the batch)."""
+        import torch
+        unknown = [ep for ep in episodes if ep not in self.rows]
+        if unknown:
+            raise InvalidRequest(f"episodes {unknown} are not (or no longer) in this batch")
+        if episodes == self.rows:
+            return
+        index = torch.tensor([self.rows.index(ep) for ep in episodes], device=self.policy.device)
+        if self.cache is not None:
+            self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        self.rows = episodes
+
+    def _forward(self, ids, chunk_mask):
+        """Feed one chunk [R, L] (its padding masked) on top of the cache; last logits [R, V]."""
+        import torch
+        from transformers import DynamicCache
+        if self.cache is None:
+            self.cache = DynamicCache(config=self.policy.model.config)
+        past = self.mask.sum(1, keepdim=True)
+        positions = (past + chunk_mask.cumsum(1) - 1).clamp(min=0)
+        self.mask = torch.cat([self.mask, chunk_mask], dim=1)
+        out = self.policy.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
+                                cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        return out.logits[:, -1].float()
+
+    def _sample(self, new: list[list[int]], params: GenerationParams) -> dict[int, Generation]:
+        import torch
+        policy, device = self.policy, self.policy.device
+        width = max(len(ids) for ids in new)
+        ids = torch.full((len(new), width), policy.pad_id, dtype=torch.long, device=device)
+        chunk_mask = torch.zeros_like(ids)
+        for r, row in enumerate(new):        # left padding: every row's last token is real
+            ids[r, width - len(row):] = torch.tensor(row, device=device)
+            chunk_mask[r, width - len(row):] = 1
+        logits = self._forward(ids, chunk_mask)
+        tokens: list[list[int]] = [[] for _ in new]
+        logps: list[list[float]] = [[] for _ in new]
+        live = torch.ones(len(new), dtype=torch.bool, device=device)
+        for step in range(params.max_new_tokens):
+            token, logp = _pick(logits, params)
+            for r in live.nonzero().flatten().tolist():
+                tokens[r].append(int(token[r]))
+                logps[r].append(float(logp[r]))
+            live &= token != policy.eot_id
+            if not live.any() or step == params.max_new_tokens - 1:
+                break
+            # finished rows still take a (masked) step so the batch stays rectangular
+            logits = self._forward(torch.where(live, token, policy.pad_id).unsqueeze(1),
+                                   live.long().unsqueeze(1))
+        decode = policy.tokenizer.decode
+        return {ep: Generation(tokens[r], logps[r], bool(tokens[r] and tokens[r][-1] == policy.eot_id),
+                               decode(tokens[r], skip_special_tokens=True))
+                for r, ep in enumerate(self.rows)}
+
+
+def _pick(logits, params: GenerationParams):
+    """Sample (or take the argmax of) each row; returns (token [R], sampler log-prob [R])."""
+    import torch
+    if params.temperature <= 0:
+        logp_all = torch.log_softmax(logits, dim=-1)
+        token = logp_all.argmax(-1)
+        return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
+    logp_all = torch.log_softmax(logits / params.temperature, dim=-1)
+    probs = logp_all.exp()
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        # keep the smallest head whose mass reaches top_p (the first token always stays)
+        drop = sorted_p.cumsum(-1) - sorted_p >= params.top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    token = torch.multinomial(probs, 1).squeeze(-1)
+    logp = logp_all.gather(-1, token[:, None]).squeeze(-1)
+    if not torch.isfinite(logp).all():
+        raise InvalidRequest("sampling produced a non-finite log-prob (the model's weights may be NaN)")
+    return token, logp
+
+
+def check_params(params: GenerationParams) -> None:
+    if params.max_new_tokens < 1:
+        raise InvalidRequest("max_new_tokens must be at least 1")
+    if not (0 < params.top_p <= 1) or math.isnan(params.temperature) or params.temperature < 0:
+        raise InvalidRequest("need 0 < top_p <= 1 and temperature >= 0")
