@@ -30,10 +30,12 @@ def wait_for(predicate, timeout_s: float = DEADLINE_S, what: str = "condition"):
 def reaping_server(runtime, tmp_path):
     srv = ServerProcess(tmp_path, reap_interval_s=0.3).start()
     client = srv.client()
-    yield srv, client
-    sweep(client, runtime, client.made)
-    client.close()
-    assert srv.terminate() in (0, -signal.SIGTERM)
+    try:
+        yield srv, client
+        sweep(client, runtime, client.made)
+    finally:   # a failed sweep must not leave the server running after the test
+        client.close()
+        assert srv.terminate() in (0, -signal.SIGTERM)
 
 
 def test_a_vanished_sandbox_does_not_stop_the_reaper(reaping_server, runtime):
