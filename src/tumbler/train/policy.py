@@ -202,20 +202,41 @@ class HFBatch:
         positions = (past + chunk_mask.cumsum(1) - 1).clamp(min=0)
         self.mask = torch.cat([self.mask, chunk_mask], dim=1)
         out = self.policy.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
-                                cache=self.cache, use_cache=True)
+                                cache=self.cache, use_cache=True, logits_to_keep=1)
         self.cache = out.cache
         return out.logits[:, -1].float()
+
+    def _prefill(self, new: list[list[int]]):
+        """Feed each row its new tokens; last logits [R, V]. A first call feeds each distinct
+        prompt once and copies its cache (a GRPO group's episodes share their first prompt)."""
+        import torch
+        device = self.policy.device
+        distinct: dict[tuple, int] = {}
+        if self.cache is None:
+            for row in new:
+                distinct.setdefault(tuple(row), len(distinct))
+            feed = [list(row) for row in distinct]
+        else:
+            feed = new
+        width = max(len(ids) for ids in feed)
+        ids = torch.full((len(feed), width), self.policy.pad_id, dtype=torch.long, device=device)
+        chunk_mask = torch.zeros_like(ids)
+        for r, row in enumerate(feed):        # left padding: every row's last token is real
+            ids[r, width - len(row):] = torch.tensor(row, device=device)
+            chunk_mask[r, width - len(row):] = 1
+        if len(feed) < len(new):
+            self.mask = self.mask[:len(feed)]
+        logits = self._forward(ids, chunk_mask)
+        if len(feed) < len(new):
+            expand = torch.tensor([distinct[tuple(row)] for row in new], device=device)
+            self.cache.batch_select_indices(expand)
+            self.mask, logits = self.mask[expand], logits[expand]
+        return logits
 
     def _sample(self, new: list[list[int]], params: GenerationParams) -> dict[int, Generation]:
         import torch
         policy, device = self.policy, self.policy.device
-        width = max(len(ids) for ids in new)
-        ids = torch.full((len(new), width), policy.pad_id, dtype=torch.long, device=device)
-        chunk_mask = torch.zeros_like(ids)
-        for r, row in enumerate(new):        # left padding: every row's last token is real
-            ids[r, width - len(row):] = torch.tensor(row, device=device)
-            chunk_mask[r, width - len(row):] = 1
-        logits = self._forward(ids, chunk_mask)
+        logits = self._prefill(new)
         tokens: list[list[int]] = [[] for _ in new]
         logps: list[list[float]] = [[] for _ in new]
         live = torch.ones(len(new), dtype=torch.bool, device=device)

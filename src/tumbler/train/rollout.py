@@ -1,0 +1,190 @@
+"""Env-mode rollouts: GRPO groups of multi-turn episodes, every live episode's turn in one batch.
+
+    envs = EnvPool.in_process("GuessTheNumber-v0", n=16, low=1, high=8)   # or EnvPool.hosted(...)
+    episodes, stats = rollout(policy, renderer, envs, seeds=[7] * 8 + [9] * 8,
+                              groups=[0] * 8 + [1] * 8, params=GenerationParams(max_new_tokens=16))
+
+An episode's tokens are one sequence: the first prompt, then per turn the response (trained,
+mask 1) and the next turn's tokens (mask 0). The episode's reward is the sum of the env's rewards
+plus an optional bonus per unused turn on success. Env resets and steps run in a thread pool, so
+sandbox-hosted envs wait in parallel.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tumbler.train.chat import ChatRenderer
+from tumbler.train.policy import GenerationParams
+
+log = logging.getLogger("tumbler.train.rollout")
+
+
+@dataclass
+class Episode:
+    """One trajectory. token_ids/mask/logprobs are aligned: mask[i] = 1 for a generated token,
+    whose sampler log-prob is logprobs[i] (0.0 elsewhere)."""
+
+    seed: int
+    group: int
+    token_ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    reward: float = 0.0
+    success: bool = False
+    turns: int = 0
+    done: bool = False
+    error: str | None = None
+    transcript: list[dict] = field(default_factory=list)
+
+    def extend(self, ids: list[int], trained: bool, logprobs: list[float] | None = None) -> None:
+        self.token_ids += ids
+        self.mask += [int(trained)] * len(ids)
+        self.logprobs += logprobs if logprobs is not None else [0.0] * len(ids)
+
+
+@dataclass
+class RolloutStats:
+    """Counts and seconds of one rollout (generation and env time are wall-clock, seconds)."""
+
+    generated_tokens: int = 0
+    env_steps: int = 0
+    generation_s: float = 0.0
+    env_s: float = 0.0
+    failed_episodes: int = 0
+
+
+class EnvPool:
+    """`n` envs, reused across episodes: in-process (`tumbler.envs.make`) or one per sandbox."""
+
+    def __init__(self, envs: list, sandboxes: list | None = None, workers: int = 16):
+        self.envs, self.sandboxes = envs, sandboxes or []
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(envs))),
+                                       thread_name_prefix="rollout-env")
+
+    @classmethod
+    def in_process(cls, env_id: str, n: int, **kwargs) -> "EnvPool":
+        from tumbler import envs
+        return cls([envs.make(env_id, **kwargs) for _ in range(n)])
+
+    @classmethod
+    def hosted(cls, env_id: str, n: int, *, image: str = "debian", step_timeout: float = 30.0,
+               **kwargs) -> "EnvPool":
+        """n sandboxes, each hosting one env (removed on close)."""
+        from tumbler.envs.hosted import HostedEnv
+        from tumbler.local import LocalSandbox
+        sandboxes: list = []
+        try:
+            with ThreadPoolExecutor(max_workers=min(n, 8)) as pool:
+                for sb in pool.map(lambda _: LocalSandbox(image=image), range(n), timeout=300):
+                    sandboxes.append(sb)
+            envs = [HostedEnv(sb, env_id, step_timeout=step_timeout, **kwargs) for sb in sandboxes]
+        except Exception:
+            for sb in sandboxes:
+                sb.remove()
+            raise
+        return cls(envs, sandboxes)
+
+    def __len__(self) -> int:
+        return len(self.envs)
+
+    def map(self, fn, items: list) -> list:
+        """fn(env_i, item_i) for each item, concurrently; an exception comes back as the value."""
+        def guarded(i, item):
+            try:
+                return fn(self.envs[i], item)
+            except Exception as exc:   # one failing env must not stop the others' episodes
+                return exc
+        futures = [self.pool.submit(guarded, i, item) for i, item in enumerate(items)]
+        # every env call is bounded by its own timeout (hosted envs: step_timeout)
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for env in self.envs:
+            try:
+                env.close()
+            except Exception as exc:
+                log.info("closing an env failed: %s", exc)
+        for sb in self.sandboxes:
+            try:
+                sb.remove()
+            except Exception as exc:
+                log.warning("removing sandbox %s failed: %s", sb.id, exc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def rollout(policy, renderer: ChatRenderer, envs: EnvPool, seeds: list[int], groups: list[int],
+            params: GenerationParams, max_turns: int = 10, turn_bonus: float = 0.0,
+            stats: RolloutStats | None = None) -> tuple[list[Episode], RolloutStats]:
+    """Play one episode per seed, env i for episode i (len(seeds) <= len(envs)).
+
+    An episode whose env raised, or whose hosted env reported an error, has `error` set."""
+    if len(seeds) > len(envs):
+        raise ValueError(f"{len(seeds)} episodes need as many envs, the pool has {len(envs)}")
+    stats = stats or RolloutStats()
+    episodes = [Episode(seed=s, group=g) for s, g in zip(seeds, groups)]
+    started = time.monotonic()
+    resets = envs.map(lambda env, ep: env.reset(seed=ep.seed), episodes)
+    stats.env_s += time.monotonic() - started
+    for ep, result in zip(episodes, resets):
+        if isinstance(result, Exception):
+            ep.error, ep.done = f"reset: {result}", True
+        else:
+            ep.extend(renderer.first_turn(str(result[0])), trained=False)
+            ep.transcript.append({"role": "user", "content": str(result[0])})
+    batch = policy.open_batch(len(episodes))
+    try:
+        for _ in range(max_turns):
+            live = [i for i, ep in enumerate(episodes) if not ep.done]
+            if not live:
+                break
+            t0 = time.monotonic()
+            outs = batch.generate({i: episodes[i].token_ids for i in live}, params)
+            stats.generation_s += time.monotonic() - t0
+            for i in live:
+                ep, out = episodes[i], outs[i]
+                ep.extend(out.token_ids, trained=True, logprobs=out.logprobs)
+                ep.transcript.append({"role": "assistant", "content": out.text})
+                stats.generated_tokens += len(out.token_ids)
+            t0 = time.monotonic()
+            steps = envs.map(lambda env, i: env.step(outs[i].text), live)
+            stats.env_s += time.monotonic() - t0
+            stats.env_steps += len(live)
+            for i, result in zip(live, steps):
+                _record_step(episodes[i], result, outs[i].stopped, renderer, turn_bonus, envs.envs[i])
+        for ep in episodes:
+            ep.done = True     # out of turns: what was played is the episode
+    finally:
+        batch.close()
+    stats.failed_episodes += sum(ep.error is not None for ep in episodes)
+    return episodes, stats
+
+
+def _record_step(ep: Episode, result, stopped: bool, renderer: ChatRenderer, turn_bonus: float,
+                 env) -> None:
+    ep.turns += 1
+    if isinstance(result, Exception):
+        ep.error, ep.done = f"step: {result}", True
+        return
+    obs, reward, terminated, truncated, info = result
+    if info.get("error"):
+        ep.error, ep.done = f"step: {info['error']}", True
+        return
+    ep.reward += float(reward)
+    ep.transcript.append({"role": "user", "content": str(obs)})
+    if terminated or truncated:
+        ep.success = bool(info.get("success"))
+        if ep.success and turn_bonus:
+            limit = getattr(getattr(env, "unwrapped", env), "max_turns", None) or ep.turns
+            ep.reward += turn_bonus * max(0, limit - ep.turns)
+        ep.done = True
+        return
+    ep.extend(renderer.next_turn(str(obs), stopped), trained=False)
