@@ -25,6 +25,9 @@ app.add_typer(remote_sandbox_app, name="sandbox")
 app.add_typer(sandbox_app, name="local")
 app.add_typer(pool_app, name="pool")
 app.command("serve")(serve)
+# the trainer's command; torch loads only when it runs
+from tumbler.train.cli import train  # noqa: E402
+app.command("train")(train)
 console = Console()
 
 

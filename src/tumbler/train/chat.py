@@ -17,8 +17,15 @@ DUMMY_SYSTEM = "dummy"
 class ChatRenderer:
     """Renders turns for `tokenizer` (one with a chat template and an end-of-turn token)."""
 
-    def __init__(self, tokenizer, eot_id: int, system_prompt: str | None = None):
+    def __init__(self, tokenizer, eot_id: int, system_prompt: str | None = None,
+                 first_template: str = "{obs}", turn_template: str = "{obs}"):
+        """first_template/turn_template: the user message made of the first / a later
+        observation (`{obs}` is replaced by it)."""
+        for template in (first_template, turn_template):
+            if "{obs}" not in template:
+                raise InvalidRequest(f"observation template {template!r} has no {{obs}}")
         self.tokenizer, self.eot_id, self.system_prompt = tokenizer, eot_id, system_prompt
+        self.first_template, self.turn_template = first_template, turn_template
         prefix = self._render([{"role": "system", "content": DUMMY_SYSTEM}], generation_prompt=False)
         if eot_id not in prefix:
             raise InvalidRequest("the chat template does not end a message with the end-of-turn "
@@ -29,7 +36,7 @@ class ChatRenderer:
 
     def first_turn(self, observation: str) -> list[int]:
         """The whole first prompt: system prompt (when set), the observation, the assistant cue."""
-        messages = [{"role": "user", "content": observation}]
+        messages = [{"role": "user", "content": self.first_template.replace("{obs}", observation)}]
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return self._render(messages, generation_prompt=True)
@@ -38,7 +45,8 @@ class ChatRenderer:
         """The tokens that follow a response: an end-of-turn token when the response was cut
         short without one, the separator, then the new user message and the assistant cue."""
         ids = self._render([{"role": "system", "content": DUMMY_SYSTEM},
-                            {"role": "user", "content": observation}], generation_prompt=True)
+                            {"role": "user", "content": self.turn_template.replace("{obs}", observation)}],
+                           generation_prompt=True)
         if ids[:len(self._dummy_prefix)] != self._dummy_prefix:
             raise InvalidRequest("the chat template is not prefix-stable for a dummy system message")
         closing = [] if response_stopped else [self.eot_id]

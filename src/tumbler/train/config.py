@@ -50,6 +50,13 @@ class EnvConfig(_Section):
     """Seconds one reset or step may take before the episode is cut (hosted only)."""
     system_prompt: str | None = None
     """A system message before the first observation (None: the template's default)."""
+    format_penalty: float | None = None
+    """When set, replies without a \\boxed{...} action are not passed to the env: they earn
+    this reward (e.g. -0.1) and a note saying what was expected (tumbler.envs ActionParser)."""
+    first_template: str = "{obs}"
+    """The first user message; `{obs}` is the env's first observation."""
+    turn_template: str = "{obs}"
+    """Each later user message; `{obs}` is the env's feedback."""
 
 
 class RolloutConfig(_Section):

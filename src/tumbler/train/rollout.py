@@ -59,19 +59,25 @@ class RolloutStats:
 class EnvPool:
     """`n` envs, reused across episodes: in-process (`tumbler.envs.make`) or one per sandbox."""
 
-    def __init__(self, envs: list, sandboxes: list | None = None, workers: int = 16):
+    def __init__(self, envs: list, sandboxes: list | None = None, workers: int = 16,
+                 format_penalty: float | None = None):
+        """format_penalty: wrap each env in ActionParser (replies without \\boxed{} earn it)."""
+        if format_penalty is not None:
+            from tumbler.envs.wrappers import ActionParser
+            envs = [ActionParser(env, format_penalty=format_penalty) for env in envs]
         self.envs, self.sandboxes = envs, sandboxes or []
         self.pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(envs))),
                                        thread_name_prefix="rollout-env")
 
     @classmethod
-    def in_process(cls, env_id: str, n: int, **kwargs) -> "EnvPool":
+    def in_process(cls, env_id: str, n: int, *, format_penalty: float | None = None,
+                   **kwargs) -> "EnvPool":
         from tumbler import envs
-        return cls([envs.make(env_id, **kwargs) for _ in range(n)])
+        return cls([envs.make(env_id, **kwargs) for _ in range(n)], format_penalty=format_penalty)
 
     @classmethod
     def hosted(cls, env_id: str, n: int, *, image: str = "debian", step_timeout: float = 30.0,
-               **kwargs) -> "EnvPool":
+               format_penalty: float | None = None, **kwargs) -> "EnvPool":
         """n sandboxes, each hosting one env (removed on close)."""
         from tumbler.envs.hosted import HostedEnv
         from tumbler.local import LocalSandbox
@@ -85,19 +91,20 @@ class EnvPool:
             for sb in sandboxes:
                 sb.remove()
             raise
-        return cls(envs, sandboxes)
+        return cls(envs, sandboxes, format_penalty=format_penalty)
 
     def __len__(self) -> int:
         return len(self.envs)
 
-    def map(self, fn, items: list) -> list:
-        """fn(env_i, item_i) for each item, concurrently; an exception comes back as the value."""
-        def guarded(i, item):
+    def map(self, fn, indices: list[int]) -> list:
+        """fn(envs[i], i) for each i in `indices`, concurrently; an exception comes back as the
+        value (episode i always plays on env i)."""
+        def guarded(i):
             try:
-                return fn(self.envs[i], item)
+                return fn(self.envs[i], i)
             except Exception as exc:   # one failing env must not stop the others' episodes
                 return exc
-        futures = [self.pool.submit(guarded, i, item) for i, item in enumerate(items)]
+        futures = [self.pool.submit(guarded, i) for i in indices]
         # every env call is bounded by its own timeout (hosted envs: step_timeout)
         return [f.result() for f in futures]
 
@@ -132,7 +139,7 @@ def rollout(policy, renderer: ChatRenderer, envs: EnvPool, seeds: list[int], gro
     stats = stats or RolloutStats()
     episodes = [Episode(seed=s, group=g) for s, g in zip(seeds, groups)]
     started = time.monotonic()
-    resets = envs.map(lambda env, ep: env.reset(seed=ep.seed), episodes)
+    resets = envs.map(lambda env, i: env.reset(seed=episodes[i].seed), list(range(len(episodes))))
     stats.env_s += time.monotonic() - started
     for ep, result in zip(episodes, resets):
         if isinstance(result, Exception):

@@ -53,7 +53,8 @@ class Trainer:
         self.policy = policy or HFPolicy.load(config.model.name, device=config.model.device,
                                               dtype=config.model.dtype, seed=config.seed,
                                               reuse_cache=config.model.reuse_cache)
-        self.renderer = ChatRenderer(self.policy.tokenizer, self.policy.eot_id, config.env.system_prompt)
+        self.renderer = ChatRenderer(self.policy.tokenizer, self.policy.eot_id, config.env.system_prompt,
+                                     config.env.first_template, config.env.turn_template)
         n = max(config.rollout.groups_per_step * config.rollout.group_size, config.eval.episodes, 1)
         self._own_envs = envs is None
         self.envs = envs or self._make_envs(n)
@@ -69,8 +70,9 @@ class Trainer:
     def _make_envs(self, n: int) -> EnvPool:
         env = self.config.env
         if env.hosted:
-            return EnvPool.hosted(env.id, n, image=env.image, step_timeout=env.step_timeout_s, **env.kwargs)
-        return EnvPool.in_process(env.id, n, **env.kwargs)
+            return EnvPool.hosted(env.id, n, image=env.image, step_timeout=env.step_timeout_s,
+                                  format_penalty=env.format_penalty, **env.kwargs)
+        return EnvPool.in_process(env.id, n, format_penalty=env.format_penalty, **env.kwargs)
 
     def _make_reference(self):
         import copy
@@ -244,7 +246,7 @@ class Trainer:
                 raise TrainingDiverged(f"the loss became {float(loss)}; stopping with the last "
                                        "checkpoint as it was")
             (loss * weight).backward()
-            loss_sum += float(loss) * weight
+            loss_sum += float(loss.detach()) * weight
             for k, v in pg_metrics.items():
                 agg_metrics[k] = agg_metrics.get(k, 0.0) + float(v) * weight
         max_norm = cfg.optim.max_grad_norm or float("inf")

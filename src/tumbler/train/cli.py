@@ -1,0 +1,76 @@
+"""`tumbler train CONFIG.yaml [--set key=value ...]`: one run with a rich progress display."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from tumbler.cli_errors import reports_errors
+
+console = Console()
+
+
+def _step_table(history: list[dict], evals: list[dict], started: float, target) -> Table:
+    table = Table(title=f"GRPO · {time.monotonic() - started:.0f} s", expand=False)
+    for column in ("step", "reward", "success", "turns", "tokens/s", "env steps/s",
+                   "gen s", "env s", "update s", "loss"):
+        table.add_column(column, justify="right")
+    for m in history[-12:]:
+        table.add_row(str(m["step"]), f"{m['reward_mean']:.3f}", f"{m['success_rate']:.2f}",
+                      f"{m['turns_mean']:.2f}", f"{m['tokens_per_s']:.0f}",
+                      f"{m['env_steps_per_s']:.0f}", f"{m['generation_s']:.1f}",
+                      f"{m['env_s']:.2f}", f"{m['update_s']:.1f}", f"{m['loss']:+.4f}")
+    if evals:
+        line = "  ".join(f"step {e['step']}: {e['success_rate']:.2f}" for e in evals)
+        goal = f"  (target {target:.2f})" if target is not None else ""
+        table.caption = f"held-out success — {line}{goal}"
+    return table
+
+
+@reports_errors
+def train(config: Path = typer.Argument(..., help="a YAML config (see docs/TRAINER.md)"),
+          set_: Optional[list[str]] = typer.Option(None, "--set", help="override: key=value "
+                                                   "(dotted keys, YAML values), repeatable"),
+          verbose: bool = typer.Option(False, "-v", help="log each step too")):
+    """Train a policy with GRPO on an env (examples/train/*.yaml)."""
+    from tumbler.train.config import load_config
+    cfg = load_config(config, set_ or [])
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    history: list[dict] = []
+    evals: list[dict] = []
+    started = time.monotonic()
+    with console.status(f"loading {cfg.model.name} and starting "
+                        f"{'sandboxes' if cfg.env.hosted else 'envs'}..."):
+        from tumbler.train.trainer import Trainer
+        setup_start = time.monotonic()
+        trainer = Trainer(cfg, on_step=history.append, on_eval=evals.append)
+        setup_s = time.monotonic() - setup_start
+    console.print(f"setup {setup_s:.1f} s · run dir [bold]{trainer.run_dir.path}[/bold]")
+    with Live(_step_table(history, evals, started, cfg.target_success), console=console,
+              refresh_per_second=1) as live:
+        trainer.on_step = lambda m: (history.append(m), live.update(
+            _step_table(history, evals, started, cfg.target_success)))
+        trainer.on_eval = lambda r: (evals.append(r), live.update(
+            _step_table(history, evals, started, cfg.target_success)))
+        result = trainer.run()
+    before = result.eval_before or {}
+    after = result.eval_after or {}
+    console.print(f"trained {result.steps} steps in {result.train_seconds:.0f} s "
+                  f"(evaluations and setup not counted; setup {setup_s:.0f} s)")
+    if before:
+        console.print(f"held-out success: [bold]{before['success_rate']:.2f}[/bold] before -> "
+                      f"[bold]{after['success_rate']:.2f}[/bold] after "
+                      f"({cfg.eval.episodes} episodes each; reward {before['reward_mean']:.3f} -> "
+                      f"{after['reward_mean']:.3f})")
+        if cfg.target_success is not None:
+            met = after["success_rate"] >= cfg.target_success
+            console.print(f"target {cfg.target_success:.2f}: "
+                          + ("[green]reached[/green]" if met else "[yellow]not reached[/yellow]"))
+    console.print(f"plot: {result.plot}\nmetrics: {result.run_dir}/metrics.jsonl")
