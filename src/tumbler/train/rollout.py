@@ -80,11 +80,15 @@ class EnvPool:
                format_penalty: float | None = None, **kwargs) -> "EnvPool":
         """n sandboxes, each hosting one env (removed on close)."""
         from tumbler.envs.hosted import HostedEnv
-        from tumbler.local import LocalSandbox
+        from tumbler.local import LocalSandbox, default_runtime
+        # one runtime for all: each new one sweeps orphaned sandboxes, and sweeps running at
+        # once in several threads race on the same orphan's files
+        runtime = default_runtime()
         sandboxes: list = []
         try:
             with ThreadPoolExecutor(max_workers=min(n, 8)) as pool:
-                for sb in pool.map(lambda _: LocalSandbox(image=image), range(n), timeout=300):
+                for sb in pool.map(lambda _: LocalSandbox(image=image, runtime=runtime), range(n),
+                                   timeout=300):
                     sandboxes.append(sb)
             envs = [HostedEnv(sb, env_id, step_timeout=step_timeout, **kwargs) for sb in sandboxes]
         except Exception:
