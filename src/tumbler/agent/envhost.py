@@ -175,16 +175,20 @@ def _gem_make(gem_id: str, kwargs: dict):
 def _use_site_packages() -> None:
     """Put the image's site-packages on sys.path (once), for envs from installed packages.
 
-    The agent runs `python3 -I -S`: no site-packages, so its own start stays lean and nothing
-    installed in the image runs in it unasked. An env that comes from an installed package
-    (gem:..., package.module:Class) needs them, so they are added, with their .pth files, on
-    its first make."""
+    The agent runs its own interpreter (`python3 -I -S` from the read-only /.tumbler mount): no
+    site-packages, so nothing installed in the image runs in it unasked. An env that comes from
+    an installed package (gem:..., package.module:Class) needs the image's, so they are added,
+    with their .pth files, on its first make: the image's own directories for this Python
+    version (Debian's dist-packages and the usual site-packages), not the interpreter's."""
     global _site_added
     with _site_lock:
         if _site_added:
             return
         import site
-        for d in site.getsitepackages():
+        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        for d in (f"/usr/local/lib/{version}/dist-packages", "/usr/lib/python3/dist-packages",
+                  f"/usr/lib/{version}/dist-packages", f"/usr/local/lib/{version}/site-packages",
+                  f"/usr/lib/{version}/site-packages"):
             if os.path.isdir(d) and d not in sys.path:
                 site.addsitedir(d)
         _site_added = True

@@ -214,6 +214,37 @@ class _Stream:
             self._broken = True
 
 
+# Every module the agent may need, imported once at start (in the background, at the lowest
+# priority, so the first command is not kept waiting). Its interpreter and stdlib sit on a
+# read-only mount anyway; importing them all up front leaves nothing to import later, from any
+# path. Envs from the image's own packages (gem:..., module:Class) are the exception: that is
+# image code, run in the agent by request, and the host treats the agent as hostile regardless.
+PRELOAD = ("execs", "files", "processes", "envhost", "modelhost", "children", "envgames")
+PRELOAD_STDLIB = ("subprocess", "tarfile", "shutil", "difflib", "site", "logging", "ctypes",
+                  "http.server", "importlib", "json", "io", "select", "termios", "pty", "fcntl")
+
+
+def _preload() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
+    except OSError:
+        pass
+    for name in PRELOAD_STDLIB:
+        __import__(name)
+    for name in PRELOAD:
+        __import__(f"{__package__}.{name}")
+
+
+def _not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: root inside (no CAP_SYS_PTRACE) can no longer ptrace the agent, nor
+    read its memory or environment through /proc/1. Its children become dumpable again at exec."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)   # 4: PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        log.warning("could not make the agent non-dumpable")
+
+
 def _lazy(module: str, function: str):
     """A handler that imports its module on first use, to keep the agent's start lean."""
     def handler(req_args, body, emit):
@@ -286,6 +317,7 @@ def _raise_exit(signum, frame):
 def main(argv: list[str] | None = None) -> None:
     """Run the agent until shutdown or SIGTERM; sessions are closed on the way out."""
     opts = _parse_argv(sys.argv[1:] if argv is None else argv)
+    _not_dumpable()
     logs.configure(opts["log_level"])
     from . import children
 
@@ -294,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     children.start_reaper()
     agent = Agent()
     listener = _listener(opts)
+    threading.Thread(target=_preload, name="preload", daemon=True).start()
     # As PID 1 the agent gets no default action for SIGTERM: without a handler it would ignore it.
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGINT, _raise_exit)

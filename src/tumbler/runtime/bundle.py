@@ -3,17 +3,18 @@
 The jail: its own user namespace (root inside = HOST_BASE outside), pid, mount, ipc, uts,
 cgroup and (unless network="host") network namespaces; Docker's default capabilities and
 seccomp profile; no_new_privs; read-only and masked /proc paths; cgroup limits from `Limits`.
-The agent is bind-mounted read-only at /.tumbler/agent and started as the sandbox's pid 1.
+The agent's own interpreter and package (`agentpy`) are bind-mounted read-only at /.tumbler,
+and the agent is started from there as the sandbox's pid 1: nothing of the image runs it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from tumbler.runtime import idmap
+from tumbler.runtime import agentpy, idmap
 from tumbler.runtime.seccomp import oci_seccomp
 from tumbler.runtime.spec import SandboxSpec
 
-AGENT_MOUNT = "/.tumbler/agent"
+AGENT_MOUNT = agentpy.MOUNT
 LISTEN_FD = 0  # the host passes the listening socket as the container process's stdin
 CPU_PERIOD_US = 100_000
 
@@ -39,15 +40,16 @@ BASE_ENV = {
     "LANG": "C.UTF-8",
 }
 
-AGENT_BOOT = ("import sys; sys.path.insert(0, '/.tumbler'); "
+# sys.path is the read-only mount's alone: the agent's package, then the interpreter's stdlib.
+AGENT_BOOT = (f"import sys; sys.path.insert(0, {agentpy.MOUNT!r}); "
               "from agent.server import main; main()")
 
 
 def agent_args() -> list[str]:
-    return ["/usr/bin/python3", "-I", "-S", "-c", AGENT_BOOT, "--listen-fd", str(LISTEN_FD)]
+    return [*agentpy.AGENT_ARGV, "-c", AGENT_BOOT, "--listen-fd", str(LISTEN_FD)]
 
 
-def oci_config(spec: SandboxSpec, *, rootfs: Path, agent_dir: Path, cgroup_path: str) -> dict:
+def oci_config(spec: SandboxSpec, *, rootfs: Path, agent_root: Path, cgroup_path: str) -> dict:
     env = {**BASE_ENV, **spec.env}
     return {
         "ociVersion": "1.0.2",
@@ -63,7 +65,7 @@ def oci_config(spec: SandboxSpec, *, rootfs: Path, agent_dir: Path, cgroup_path:
         },
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": spec.hostname,
-        "mounts": _mounts(spec, agent_dir),
+        "mounts": _mounts(spec, agent_root),
         "linux": {
             "uidMappings": [{"containerID": 0, "hostID": idmap.HOST_BASE, "size": idmap.SIZE}],
             "gidMappings": [{"containerID": 0, "hostID": idmap.HOST_BASE, "size": idmap.SIZE}],
@@ -85,7 +87,7 @@ def _namespaces(spec: SandboxSpec) -> list[dict]:
     return [{"type": k} for k in kinds]
 
 
-def _mounts(spec: SandboxSpec, agent_dir: Path) -> list[dict]:
+def _mounts(spec: SandboxSpec, agent_root: Path) -> list[dict]:
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -96,7 +98,7 @@ def _mounts(spec: SandboxSpec, agent_dir: Path) -> list[dict]:
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": AGENT_MOUNT, "type": "bind", "source": str(agent_dir),
+        {"destination": AGENT_MOUNT, "type": "bind", "source": str(agent_root),
          "options": ["rbind", "ro", "nosuid", "nodev"]},
     ]
     if spec.network == "none":

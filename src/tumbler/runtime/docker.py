@@ -12,7 +12,8 @@
 A container is created with the sandbox (so a stopped sandbox keeps its files) and named
 `tumbler-<id>`, labelled `tumbler.sandbox=<id>` and `tumbler.owner=<owner>` (host and home of the
 runtime that made it); on construction, containers of ours whose record is gone are removed.
-The agent is mounted read-only at /.tumbler/agent and runs on the image's own python3 as pid 1.
+The agent's own interpreter and package are mounted read-only at /.tumbler (`agentpy`) and it
+runs from there as pid 1: nothing of the image runs it.
 Security: Docker's default capabilities only, no-new-privileges, our own seccomp profile (the
 process runtime's, `seccomp.oci_seccomp`: stricter than the engine's default, e.g. no unshare,
 mount or keyctl; the engine's default if the host has no profile to build it from), the
@@ -24,7 +25,6 @@ its own range of 65536 ids (`--userns=auto`, from the `containers` entry of /etc
 """
 from __future__ import annotations
 
-import compileall
 import json
 import logging
 import os
@@ -38,6 +38,7 @@ from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
 from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError
 from tumbler.runtime import agent_socket, container_layers, disks, engine
+from tumbler.runtime import agentpy
 from tumbler.runtime.bundle import AGENT_BOOT, AGENT_MOUNT, CAPABILITIES
 from tumbler.runtime.records import RecordKeeping
 from tumbler.runtime.spec import (SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
@@ -89,9 +90,10 @@ class DockerRuntime(RecordKeeping):
         # A disk per sandbox needs the layer in Podman's overlay storage on this host.
         self.own_disks = self.podman and engine_info.get("Driver") == "overlay"
         self._say_what_is_not_enforced(engine_info, userns)
-        self.agent_dir = Path(agent_protocol.__file__).parent
-        compileall.compile_dir(self.agent_dir, quiet=1)
-        self._has_python: set[str] = set()  # ids of images found to have python3
+        # The agent's own interpreter and package, mounted read-only at /.tumbler (agentpy):
+        # any image will do, python3 or not.
+        self.agent_root = agentpy.ensure(self.paths.home / "agent-root",
+                                         Path(agent_protocol.__file__).parent)
         self._seccomp: str | None = None      # the security_opt entry, made on first use
         self._init_records(self.records)
         self.reclaim_orphans()
@@ -237,20 +239,19 @@ class DockerRuntime(RecordKeeping):
     def _create_container(self, info: SandboxInfo) -> None:
         spec, sid = info.spec, info.id
         with engine.engine_errors(f"sandbox {sid}: image {spec.image!r}", self.url):
-            image = self.api.inspect_image(spec.image)
+            self.api.inspect_image(spec.image)   # a missing image is NotFound now, named
         self._mount_run_dir(sid)
         self._drop_disk(sid)  # a new container starts from the image, on a new disk
-        command = ["python3", "-I", "-S", "-c", AGENT_BOOT, "--socket", f"{RUN_MOUNT}/{SOCKET_NAME}"]
+        command = [*agentpy.AGENT_ARGV, "-c", AGENT_BOOT, "--socket", f"{RUN_MOUNT}/{SOCKET_NAME}"]
         with engine.engine_errors(f"creating the container of sandbox {sid}", self.url):
-            cid = self.api.create_container(
+            self.api.create_container(
                 spec.image, command=command, entrypoint=[], name=self._name(sid),
                 hostname=spec.hostname if spec.network == "none" else None,
                 environment=spec.env, working_dir=spec.cwd,
                 labels={**spec.labels, LABEL_SANDBOX: sid, LABEL_OWNER: self.owner},
-                host_config=self._host_config(spec, self.box(sid)))["Id"]
+                host_config=self._host_config(spec, self.box(sid)))
         try:
             self._mount_disk(info)
-            self._check_python(sid, cid, image)
         except BaseException:
             self._remove_container(sid)
             self._drop_disk(sid)
@@ -269,7 +270,7 @@ class DockerRuntime(RecordKeeping):
             security_opt=["no-new-privileges", *self._seccomp_opt()],
             log_config=docker.types.LogConfig(type="k8s-file" if self.podman else "json-file",
                                               config={"max-size": LOG_MAX_SIZE}),
-            mounts=[docker.types.Mount(AGENT_MOUNT, str(self.agent_dir), type="bind", read_only=True),
+            mounts=[docker.types.Mount(AGENT_MOUNT, str(self.agent_root), type="bind", read_only=True),
                     docker.types.Mount(RUN_MOUNT, str(box), type="bind")])
         if self.userns:
             # docker's client refuses any mode but "host"; Podman's API takes "auto:size=N".
@@ -331,22 +332,6 @@ class DockerRuntime(RecordKeeping):
                 log.warning("%s", exc)
             last.unlink()
         image.unlink(missing_ok=True)
-
-    def _check_python(self, sid: str, cid: str, image: dict) -> None:
-        """Refuse an image without python3 on its PATH now, not at start (cached per image)."""
-        if image["Id"] in self._has_python:
-            return
-        env = dict(e.partition("=")[::2] for e in (image.get("Config") or {}).get("Env") or [])
-        for d in (env.get("PATH") or DEFAULT_PATH).split(":"):
-            with engine.engine_errors(f"looking for python3 in sandbox {sid}", self.url):
-                found = self.api.head(self.api._url("/containers/{0}/archive", cid),
-                                      params={"path": f"{d}/python3"}).status_code == 200
-            if found:
-                self._has_python.add(image["Id"])
-                return
-        raise InvalidRequest(f"image {image.get('RepoTags') or image['Id'][:12]} has no python3 on "
-                             "its PATH, which the in-sandbox agent runs on; use an image with "
-                             "python3 (e.g. python:3.11-slim) or add it to this one")
 
     def _start(self, info: SandboxInfo) -> None:
         sid = info.id
