@@ -92,3 +92,28 @@ def reap(pid: int | None, timeout_s: float = 5.0) -> None:
         except ChildProcessError:
             return
         time.sleep(0.01)
+
+
+def busybox_tar() -> bytes:
+    """An image with a static busybox and nothing else: no python3, no glibc, no bash."""
+    import io
+    import shutil
+    import tarfile
+    from pathlib import Path
+
+    import pytest
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not Path(busybox).exists():
+        pytest.skip("needs Debian's busybox-static (the Makefile installs it)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "tmp", "root", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "ls", "cat", "echo", "false"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return buf.getvalue()

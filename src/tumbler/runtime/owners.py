@@ -1,6 +1,6 @@
 """Who owns a sandbox made by a library process, and whether that owner still lives.
 
-A `LocalSandbox` labels its sandbox with its process (`tumbler.owner` = "pid:start time", the
+A `LocalSandbox` labels its sandbox with its process (`tumbler.owner-process` = "pid:start time", the
 start time from /proc so a reused pid is not mistaken for the owner). A test run killed
 mid-suite, or a trainer that crashed, left its whole batch running with no one to remove it;
 now the next process that opens the runtime removes every sandbox whose owner is gone
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-OWNER_LABEL = "tumbler.owner"
+OWNER_LABEL = "tumbler.owner-process"   # (the docker backend's "tumbler.owner" is its host and home)
 
 
 def _start_time(pid: int) -> str | None:

@@ -191,7 +191,7 @@ class ProcessRuntime(RecordKeeping):
             log.warning("removing sandbox %s: its owner (process %s) is gone", info.id, owner)
             try:
                 self.remove(info.id)
-            except TumblerError as exc:   # another process's sweep may be at it too
+            except (TumblerError, OSError) as exc:   # another sweep may be at it too: its job
                 log.info("sandbox %s of a gone owner not removed: %s", info.id, exc)
 
     def _sweep_unrecorded(self, min_age_s: float = UNRECORDED_GRACE_S) -> None:
