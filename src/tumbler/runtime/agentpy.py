@@ -38,7 +38,22 @@ SOURCE_STDLIB = Path("/usr/lib/python3.11")
 LOADER = "ld-linux-x86-64.so.2"
 # Libraries the interpreter and the stdlib modules the agent uses link to.
 LIBS = ("libc.so.6", "libm.so.6", "libz.so.1", "libexpat.so.1", "libffi.so.8", "liblzma.so.5",
-        "libbz2.so.1.0", "libuuid.so.1")
+        "libbz2.so.1.0", "libuuid.so.1", "libgcc_s.so.1")
+# Paths in our copies of the loader and libc that would read the sandbox's own files, pointed at
+# our mount instead (same length, so nothing else moves). /etc/ld.so.preload is read by every
+# dynamic start: root inside could write one and have its library loaded into the next agent
+# (a snapshot carries it). Without the cache, a library is looked up in our lib dir only (all
+# the agent needs is there); our nsswitch.conf names only the services built into libc, so no
+# NSS module is ever loaded from the image.
+BINARY_PATCHES = {
+    LOADER: ((b"/etc/ld.so.preload\0", b"/.tumbler/py/nopre\0"),
+             (b"/etc/ld.so.cache\0", b"/.tumbler/py/noc\0")),
+    "libc.so.6": ((b"/etc/nsswitch.conf\0", b"/.tumbler/py/nsswc\0"),),
+}
+NSSWITCH = "".join(f"{db}: files\n" for db in (
+    "passwd", "group", "shadow", "gshadow", "hosts", "networks", "protocols", "services",
+    "ethers", "rpc", "netgroup", "aliases", "publickey", "initgroups"))
+BUILD_VERSION = "2"   # bump when the build changes
 LIB_DIRS = (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu"), Path("/lib64"))
 # Parts of the stdlib the agent never imports; leaving them out keeps the copy at ~30 MB.
 STDLIB_SKIP = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
@@ -75,7 +90,7 @@ def ensure(root: Path, agent_dir: Path) -> Path:
 def _key(agent_dir: Path) -> str:
     h = hashlib.sha256()
     st = SOURCE_PYTHON.stat()
-    h.update(f"{SOURCE_PYTHON}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(f"{BUILD_VERSION}:{SOURCE_PYTHON}:{st.st_size}:{st.st_mtime_ns}".encode())
     for path in sorted(agent_dir.rglob("*.py")):
         h.update(str(path.relative_to(agent_dir)).encode())
         h.update(path.read_bytes())
@@ -96,6 +111,9 @@ def _build(stage: Path, agent_dir: Path) -> None:
             log.info("agent runtime: %s not found; modules that need it will not load", name)
             continue
         shutil.copy2(source.resolve(), py / "lib" / name)
+        if name in BINARY_PATCHES:
+            _patch(py / "lib" / name, BINARY_PATCHES[name])
+    (py / "nsswc").write_text(NSSWITCH)
     shutil.copytree(SOURCE_STDLIB, py / "lib" / "python3.11", symlinks=True,
                     ignore=_stdlib_ignore)
     shutil.copytree(agent_dir, stage / "agent", ignore=shutil.ignore_patterns("__pycache__"))
@@ -108,6 +126,17 @@ def _build(stage: Path, agent_dir: Path) -> None:
     for path in [stage, *stage.rglob("*")]:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+
+
+def _patch(path: Path, patches) -> None:
+    data = path.read_bytes()
+    for old, new in patches:
+        assert len(old) == len(new), (old, new)
+        if old not in data:
+            raise RuntimeFailure(f"cannot pin {old[:-1].decode()} in the agent's copy of {path.name} "
+                                 "(an unknown glibc build?): refusing to run the agent on it")
+        data = data.replace(old, new)
+    path.write_bytes(data)
 
 
 def _stdlib_ignore(directory: str, names: list[str]) -> set[str]:
