@@ -112,6 +112,9 @@ class OptimConfig(_Section):
     """Learning rate after warmup, over `steps`."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient clipping by global norm (None: off)."""
+    trainable_layers: int | None = Field(None, ge=1)
+    """Train only the top N decoder layers and the final norm (None: the whole model). On a
+    CPU this cuts the backward pass to those layers."""
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward; gradients accumulate over a step's micro-batches."""
 

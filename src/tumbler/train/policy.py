@@ -106,20 +106,55 @@ class HFPolicy:
         return HFBatch(self, n)
 
     def token_logprobs(self, input_ids, attention_mask, temperature: float = 1.0,
-                       with_entropy: bool = False):
+                       with_entropy: bool = False, positions=None):
         """Log-probs [B, T-1] of input_ids[:, 1:] under the model (grad flows), and the
-        per-position entropy [B, T-1] when asked (else None). Right-padded input expected."""
+        per-position entropy [B, T-1] when asked (else None). Right-padded input expected.
+
+        positions [B, T-1] (bool): compute only there (the trained tokens), 0 elsewhere; the
+        vocabulary projection and softmax over every prompt position would cost more than the
+        transformer's own forward on a 49k vocabulary."""
         import torch
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            use_cache=False).logits[:, :-1].float()
+        body = getattr(self.model, "model", None)
+        head = getattr(self.model, "lm_head", None)
+        if positions is None or body is None or head is None:
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                use_cache=False).logits[:, :-1].float()
+            targets = input_ids[:, 1:]
+        else:
+            hidden = body(input_ids=input_ids, attention_mask=attention_mask,
+                          use_cache=False).last_hidden_state[:, :-1]
+            where = positions.bool()
+            logits = head(hidden[where]).float()
+            targets = input_ids[:, 1:][where]
         if temperature and temperature != 1.0:
             logits = logits / temperature
         logp_all = torch.log_softmax(logits, dim=-1)
-        logp = logp_all.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        entropy = None
-        if with_entropy:
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+        if positions is not None and body is not None and head is not None:
+            full = torch.zeros(positions.shape, dtype=logp.dtype, device=logp.device)
+            logp = full.masked_scatter(where, logp)
+            if entropy is not None:
+                entropy = torch.zeros_like(full).masked_scatter(where, entropy)
         return logp, entropy
+
+    def freeze_below(self, trainable_layers: int | None) -> None:
+        """Train only the top `trainable_layers` decoder layers and the final norm (None: all).
+        Autograd then stops at the first trainable layer: the backward pass, two thirds of a
+        step's compute, runs through those layers only."""
+        if trainable_layers is None:
+            return
+        layers = getattr(getattr(self.model, "model", None), "layers", None)
+        if layers is None:
+            raise InvalidRequest("this model has no .model.layers to freeze below")
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for layer in list(layers)[-trainable_layers:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        norm = getattr(self.model.model, "norm", None)
+        for p in (norm.parameters() if norm is not None else ()):
+            p.requires_grad_(True)
 
     def save(self, directory: Path) -> None:
         """Weights and tokenizer, loadable with HFPolicy.load(str(directory))."""

@@ -59,7 +59,10 @@ class Trainer:
         self._own_envs = envs is None
         self.envs = envs or self._make_envs(n)
         self.reference = self._make_reference() if config.algorithm.kl_coef > 0 else None
-        self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=config.optim.lr,
+        if hasattr(self.policy, "freeze_below"):
+            self.policy.freeze_below(config.optim.trainable_layers)
+        trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr,
                                            weight_decay=config.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.run_dir = RunDir(config.run_dir)
@@ -221,7 +224,8 @@ class Trainer:
             mb_adv = adv[index]
             logp, entropy = self.policy.token_logprobs(mb.input_ids, mb.attention_mask,
                                                        temperature=cfg.rollout.temperature or 1.0,
-                                                       with_entropy=alg.entropy_coef != 0)
+                                                       with_entropy=alg.entropy_coef != 0,
+                                                       positions=mb.loss_mask > 0)
             loss, pg_metrics = algorithms.policy_loss(
                 logp, mb.old_logprobs, mb_adv, mb.loss_mask, clip_low=alg.clip_low,
                 clip_high=alg.clip_high, dual_clip=alg.dual_clip, agg=alg.loss_agg, scale=scale)
@@ -250,7 +254,8 @@ class Trainer:
             for k, v in pg_metrics.items():
                 agg_metrics[k] = agg_metrics.get(k, 0.0) + float(v) * weight
         max_norm = cfg.optim.max_grad_norm or float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], max_norm))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(f"the gradient norm became {grad_norm}; stopping")
