@@ -84,6 +84,9 @@ def test_an_image_without_python_or_glibc_runs(make_sandbox, runtime, tmp_path):
                                         "2>/dev/null; echo $?"]).stdout.startswith("/")
         r = sb.exec(["sh", "-c", "echo hello from busybox; false"])
         assert (r.stdout, r.exit_code) == ("hello from busybox\n", 1)
+        from tumbler.errors import InvalidRequest
+        with pytest.raises(InvalidRequest, match="no /bin/bash"):   # sessions need bash; said so
+            sb.run("echo hi")
         sb.write_file("/root/a.txt", "x")
         assert sb.read_file("/root/a.txt") == "x"
         sb.remove()

@@ -114,6 +114,10 @@ class Session:
 
         The agent keeps the slave open (close-on-exec) to flush stale input before each command.
         """
+        if not os.path.exists(BASH):
+            # The protocol relies on bash's `read -d '' -u N`, which a POSIX sh lacks; exec works.
+            raise AgentRequestError(INVALID, f"this image has no {BASH}, which sessions run on; "
+                                    "use exec (e.g. [\"sh\", \"-c\", ...]) or add bash to the image")
         master, slave = os.openpty()
         _configure_tty(slave)
         cmd_r, cmd_w = os.pipe()
