@@ -55,7 +55,8 @@ def test_hosted_contract_errors(sandbox):
 
 
 def test_a_hanging_step_is_truncated_and_the_env_recovers(sandbox):
-    sandbox.write_file("/usr/lib/python3.11/slowenv.py", SLOW_ENV)
+    # importable by the image's python3: its site-packages (the agent adds them for module:Class)
+    sandbox.write_file("/usr/local/lib/python3.11/dist-packages/slowenv.py", SLOW_ENV)
     env = HostedEnv(sandbox, "slowenv:Slow", step_timeout=0.5)
     env.reset()
     start = time.monotonic()
