@@ -19,8 +19,9 @@ def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
         time.sleep(0.05)
 
 
-def pooled_ids(runtime) -> set[str]:
-    return {i.id for i in runtime.list() if POOL_LABEL in i.spec.labels}
+def pooled_ids(runtime, pool: str = "warm") -> set[str]:
+    """This test's pool's sandboxes (another server on the machine may keep a pool too)."""
+    return {i.id for i in runtime.list() if i.spec.labels.get(POOL_LABEL) == pool}
 
 
 def ready(client, name: str) -> int:
