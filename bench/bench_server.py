@@ -158,6 +158,9 @@ async def _aggregate(client: AsyncClient, sessions: int, seconds: float) -> dict
     boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client) for _ in range(sessions)))
     try:
         sess = await asyncio.gather(*(sb.session("agg") for sb in boxes))
+        # Those came from the warm pool, which now starts as many anew: wait for it, or the
+        # window would time the pool's cold starts too (the local windows start none).
+        await _pool_refilled(client)
         count, stop_at = 0, 0.0
 
         async def worker(s):
@@ -174,6 +177,14 @@ async def _aggregate(client: AsyncClient, sessions: int, seconds: float) -> dict
         return {f"aggregate_{sessions}_sessions_cmds_per_s": count / (time.perf_counter() - t)}
     finally:
         await asyncio.gather(*(sb.remove() for sb in boxes))
+
+
+async def _pool_refilled(client: AsyncClient, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while next((p.ready for p in await client.pools() if p.name == POOL), POOL_SIZE) < POOL_SIZE:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the warm pool did not refill within {timeout_s} s")
+        await asyncio.sleep(0.02)
 
 
 async def _burst(client: AsyncClient, burst: int) -> dict:

@@ -38,12 +38,12 @@ class AsyncClient:
 
     async def send(self, call: core.Call):
         """Make the request (retrying connection failures only) and read its reply."""
-        request = self._builder.build(call)
+        head, body, host, port = self._builder.raw(call)
         for attempt in range(self.retries + 1):
             try:
-                # Straight to the transport: no cookies, redirects or hooks to run (see core).
-                resp = await self._transport.handle_async_request(request)
-                await resp.aread()
+                # Straight to the transport, as bytes: no cookies, redirects or hooks to run
+                # (see core), nor httpx's Request and Response to build (see transport.fetch).
+                status, content = await self._transport.fetch(head, body, host, port, call.timeout)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt == self.retries:
                     raise ServerUnreachable(f"cannot reach the server at {self.url}: {exc}") from None
@@ -53,7 +53,7 @@ class AsyncClient:
                 raise CommandTimeout(f"no reply to {call.method} {call.path} within {call.timeout} s") from None
             except httpx.TransportError as exc:
                 raise ServerUnreachable(f"connection to {self.url} failed mid-request: {exc}") from None
-            return core.finish(call, core.Reply(resp.status_code, resp.content))
+            return core.finish(call, core.Reply(status, content))
 
     async def stream_run(self, call: core.Call, on_output: Callable[[bytes], None]) -> CommandResult:
         body, headers = call.body_and_headers()

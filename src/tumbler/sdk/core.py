@@ -83,6 +83,41 @@ class RequestBuilder:
         self.base_url = base_url.rstrip("/")
         self.auth = [("authorization", f"Bearer {token}")] if token else []
         self._urls: dict[str, httpx.URL] = {}
+        self._heads: dict[tuple[str, str], tuple[bytes, str, int]] = {}
+
+    def raw(self, call: Call) -> tuple[bytes, bytes, str, int]:
+        """(head, body, host, port) of a Call for `transport.*.fetch`: the bytes `build` and
+        the transport would send (the same request line, Host, auth, content type and length),
+        the request line and fixed headers made once per distinct method and URL."""
+        body, headers = call.body_and_headers()
+        url = self.base_url + call.path
+        if call.params:
+            url += "?" + urlencode(call.params, doseq=True)
+        key = (call.method, url)
+        cached = self._heads.get(key)
+        if cached is None:
+            if len(self._heads) >= self.MAX_CACHED_URLS:
+                self._heads.clear()
+            parsed = self._url(url)
+            lines = [f"{call.method} {parsed.raw_path.decode('ascii')} HTTP/1.1",
+                     f"Host: {parsed.netloc.decode('ascii')}"]
+            lines += [f"{name}: {value}" for name, value in self.auth]
+            cached = self._heads[key] = (("\r\n".join(lines) + "\r\n").encode("latin-1"),
+                                         parsed.host, parsed.port or 80)
+        prefix, host, port = cached
+        body = body or b""
+        head = prefix + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
+        if body or call.method in ("POST", "PUT", "PATCH"):
+            head += b"Content-Length: %d\r\n" % len(body)
+        return head + b"\r\n", body, host, port
+
+    def _url(self, url: str) -> httpx.URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= self.MAX_CACHED_URLS:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        return parsed
 
     def build(self, call: Call) -> httpx.Request:
         body, headers = call.body_and_headers()

@@ -137,15 +137,102 @@ class AsyncTumblerTransport(httpx.AsyncBaseTransport):
                               stream=_AsyncBody(self, conn, chunked, keep_alive, read_timeout, request),
                               extensions={"http_version": b"HTTP/1.1"})
 
-    async def _acquire(self, request: httpx.Request, timeout: float | None,
-                       fresh: bool = False) -> tuple[_AsyncConn, bool]:
-        """(a connection, whether it was reused from the pool)."""
+    async def fetch(self, head: bytes, body: bytes, host: str, port: int,
+                    timeout: float | None) -> tuple[int, bytes]:
+        """One whole exchange without httpx's Request and Response: send `head` (request line
+        and headers, as `core.RequestBuilder.raw` makes them) and `body`, read the reply to its
+        end -> (status, body). What `handle_async_request` and then `aread` do, with the same
+        errors (httpx's) and the same resend of a request the server never read; building and
+        reading httpx's objects cost more CPU than the rest of a command's round trip here.
+        `timeout`: seconds for each read, as the read timeout of a Request."""
+        conn, reused = await self._acquire(None, timeout, host=host, port=port)
+        try:
+            return await self._fetch_on(conn, head, body, timeout)
+        except _StaleConnection:
+            if not reused:
+                raise httpx.ReadError("server closed the connection before answering")
+        conn, _ = await self._acquire(None, timeout, fresh=True, host=host, port=port)
+        try:
+            return await self._fetch_on(conn, head, body, timeout)
+        except _StaleConnection:
+            raise httpx.ReadError("server closed the connection before answering") from None
+
+    async def _fetch_on(self, conn: "_AsyncConn", head: bytes, body: bytes,
+                        timeout: float | None) -> tuple[int, bytes]:
+        # One timer that closes the connection, not asyncio.wait_for around each read: a
+        # read then fails at once, and `expired` says it was the timeout.
+        loop = asyncio.get_running_loop()
+        expired = False
+        timer = None
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            conn.close()
+
+        def arm() -> None:   # re-armed before each read: "no data within timeout", per read
+            nonlocal timer
+            if timeout is not None:
+                if timer is not None:
+                    timer.cancel()
+                timer = loop.call_later(timeout, expire)
+        reader = conn.reader
+        try:
+            conn.writer.write(head + body)
+            arm()
+            try:
+                raw = await reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                if expired or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                    raise
+                conn.close()
+                raise _StaleConnection() from None
+            status, _headers, length, chunked, keep_alive = parse_head(raw)
+            if chunked:
+                parts = []
+                while True:
+                    arm()
+                    size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                    if size == 0:
+                        await reader.readuntil(b"\r\n")
+                        break
+                    arm()
+                    parts.append((await reader.readexactly(size + 2))[:-2])
+                content = b"".join(parts)
+            elif length is None:   # read to the end: the server closes after the body
+                parts = []
+                while True:
+                    arm()
+                    data = await reader.read(CHUNK)
+                    if not data:
+                        break
+                    parts.append(data)
+                content, keep_alive = b"".join(parts), False
+            else:
+                content = await reader.readexactly(length) if length else b""
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            conn.close()
+            if expired:
+                raise httpx.ReadTimeout(f"no response within {timeout} s") from None
+            raise httpx.ReadError(f"connection failed: {exc!r}") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+        self._release(conn, keep_alive)
+        return status, content
+
+    async def _acquire(self, request: httpx.Request | None, timeout: float | None,
+                       fresh: bool = False, host: str | None = None,
+                       port: int | None = None) -> tuple[_AsyncConn, bool]:
+        """(a connection, whether it was reused from the pool). The origin is the request's,
+        or `host` and `port` without one."""
         while self._idle and not fresh:
             conn = self._idle.pop()
             if conn.usable():
                 return conn, True
             conn.close()
-        host, port = request.url.host, request.url.port or 80
+        if request is not None:
+            host, port = request.url.host, request.url.port or 80
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, limit=MAX_HEAD), timeout)
@@ -321,9 +408,66 @@ class TumblerTransport(httpx.BaseTransport):
                               stream=_SyncBody(self, conn, chunked, keep_alive, request),
                               extensions={"http_version": b"HTTP/1.1"})
 
-    def _acquire(self, request: httpx.Request, timeout: float | None,
-                 fresh: bool = False) -> tuple[_SyncConn, bool]:
-        """(a connection, whether it was reused from the pool)."""
+    def fetch(self, head: bytes, body: bytes, host: str, port: int,
+              timeout: float | None) -> tuple[int, bytes]:
+        """As AsyncTumblerTransport.fetch: one whole exchange as bytes -> (status, body)."""
+        conn, reused = self._acquire(None, timeout, host=host, port=port)
+        try:
+            return self._fetch_on(conn, head, body, timeout)
+        except _StaleConnection:
+            if not reused:
+                raise httpx.ReadError("server closed the connection before answering")
+        conn, _ = self._acquire(None, timeout, fresh=True, host=host, port=port)
+        try:
+            return self._fetch_on(conn, head, body, timeout)
+        except _StaleConnection:
+            raise httpx.ReadError("server closed the connection before answering") from None
+
+    def _fetch_on(self, conn: "_SyncConn", head: bytes, body: bytes,
+                  timeout: float | None) -> tuple[int, bytes]:
+        try:
+            conn.sock.settimeout(timeout)
+            try:
+                conn.sock.sendall(head + body)
+                raw = conn.read_until(b"\r\n\r\n")
+            except (ConnectionError, EOFError):
+                if conn.buf:
+                    raise
+                conn.close()
+                raise _StaleConnection() from None
+            status, _headers, length, chunked, keep_alive = parse_head(raw)
+            if chunked:
+                parts = []
+                while True:
+                    size = int(conn.read_until(b"\r\n").split(b";")[0], 16)
+                    if size == 0:
+                        conn.read_until(b"\r\n")
+                        break
+                    parts.append(conn.read_exactly(size + 2)[:-2])
+                content = b"".join(parts)
+            elif length is None:   # read to the end: the server closes after the body
+                parts = []
+                while data := conn.read_some():
+                    parts.append(data)
+                content, keep_alive = b"".join(parts), False
+            else:
+                content = conn.read_exactly(length) if length else b""
+        except socket.timeout:
+            conn.close()
+            raise httpx.ReadTimeout(f"no response within {timeout} s") from None
+        except (OSError, EOFError, ValueError) as exc:
+            conn.close()
+            raise httpx.ReadError(f"connection failed: {exc!r}") from None
+        self._release(conn, keep_alive)
+        return status, content
+
+    def _acquire(self, request: httpx.Request | None, timeout: float | None,
+                 fresh: bool = False, host: str | None = None,
+                 port: int | None = None) -> tuple[_SyncConn, bool]:
+        """(a connection, whether it was reused from the pool); the origin is the request's,
+        or `host` and `port` without one."""
+        if request is not None:
+            host, port = request.url.host, request.url.port or 80
         while not fresh:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -333,7 +477,7 @@ class TumblerTransport(httpx.BaseTransport):
                 return conn, True
             conn.close()
         try:
-            sock = socket.create_connection((request.url.host, request.url.port or 80), timeout)
+            sock = socket.create_connection((host, port), timeout)
         except socket.timeout:
             raise httpx.ConnectTimeout("connect timed out", request=request) from None
         except OSError as exc:

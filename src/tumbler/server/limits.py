@@ -19,11 +19,20 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE"):
             return await self.app(scope, receive, send)
         limit = self.max_upload if scope["path"].endswith(RAW_SUFFIXES) else self.max_json
+        length, lengths, framed_otherwise = None, 0, False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    return await self._refuse(scope, receive, send, limit)
-                break
+                if length is None:
+                    if value.isdigit() and int(value) > limit:
+                        return await self._refuse(scope, receive, send, limit)
+                    length = value
+                lengths += 1
+            elif name == b"transfer-encoding":
+                framed_otherwise = True
+        if lengths == 1 and not framed_otherwise and length.isdigit():
+            # The server reads exactly content-length bytes of body (the rest would be the
+            # next request), and that is within the limit: nothing to count.
+            return await self.app(scope, receive, send)
         seen = 0
         refused = False
 

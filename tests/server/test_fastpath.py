@@ -1,0 +1,47 @@
+"""The hot path's hand-made bytes against the reference ones: the command reply JSON against
+wire.CommandResponse's, the SDK's request bytes against an httpx.Request's."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tumbler import wire
+from tumbler.models import CommandResult
+from tumbler.sdk import core, transport
+from tumbler.server.fastpath import command_json
+
+RESULTS = [
+    CommandResult(output_bytes=b"hi\n", exit_code=0),
+    CommandResult(output_bytes="é\x00\x1b[0m\"\\\u2028 ".encode() + b"\xff\xfe", exit_code=None,
+                  timed_out=True, truncated=True, output_size=10 ** 12, duration_s=1e-05,
+                  session_alive=False),
+    CommandResult(output_bytes=b"", exit_code=-1, duration_s=12345678.123456789),
+    CommandResult(output_bytes=b"\t\n\r", exit_code=255, duration_s=1e300),
+    CommandResult(output_bytes=b"x", exit_code=3, duration_s=float("nan")),
+]
+
+
+@pytest.mark.parametrize("result", RESULTS)
+@pytest.mark.parametrize("text", [True, False])
+def test_command_json_is_the_models_document(result, text):
+    reference = wire.CommandResponse.from_result(result, text).model_dump_json()
+    assert json.loads(command_json(result, text)) == json.loads(reference)
+
+
+CALLS = [
+    core.run("sb-1", "my sess/é", "echo hi", 5, None),
+    core.run("sb-1", None, "echo ü", 5, 10),
+    core.get("sb-1"), core.remove("sb-1"), core.lifecycle("sb-1", "stop"),
+    core.read_bytes("sb-1", "/a b", 0, None), core.write_bytes("sb-1", "/x", b"abc", None, False),
+]
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_raw_request_bytes_are_httpx_requests(call):
+    builder = core.RequestBuilder("http://127.0.0.1:8040", "tok")
+    request = builder.build(call)
+    body = request.read()
+    head, raw_body, host, port = builder.raw(call)
+    assert head + raw_body == transport.request_head(request, len(body)) + body
+    assert (host, port) == ("127.0.0.1", 8040)
