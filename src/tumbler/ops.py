@@ -155,7 +155,12 @@ def upload_tar(path: str, tar: bytes) -> Op:
               parse=lambda r, _b: int(r.get("members", 0)))
 
 
-def download_tar(path: str) -> Op:
+def download_tar(path: str, to: str | None = None) -> Op:
+    """The tar of `path` as the reply's body; or, with `to`, written to that file in the sandbox
+    (its size in the reply) for the caller to read out in parts."""
+    if to is not None:
+        return Op("file.download_tar", {"path": path, "to": to}, timeout=BULK_TIMEOUT_S,
+                  parse=lambda r, _b: int(r.get("size", 0)))
     return Op("file.download_tar", {"path": path}, timeout=BULK_TIMEOUT_S,
               parse=lambda _r, body: body)
 

@@ -145,13 +145,22 @@ def download_tar(req: dict, body: bytes) -> tuple[dict, bytes]:
 
     path = a.absolute_path(req)
     info = _stat(path)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    to = a.get(req, "to", str, None)
+    if to is not None and not to.startswith("/"):
+        raise AgentRequestError(INVALID, f"'to' must be an absolute path, not {to!r}")
+    # With `to` the tar is written to that file (on the sandbox's own disk) instead of the
+    # reply, so the host can read it out in parts and no process holds it whole.
+    buf = io.BytesIO() if to is None else None
+    skip = (lambda t: None if os.path.join(path, t.name) == to else t) if to else None
+    with tarfile.open(fileobj=buf, mode="w") if to is None else tarfile.open(to, mode="w") as tar:
         if st.S_ISDIR(info.st_mode):
             for name in sorted(os.listdir(path)):
-                tar.add(os.path.join(path, name), arcname=name)
+                if os.path.join(path, name) != to:
+                    tar.add(os.path.join(path, name), arcname=name, filter=skip)
         else:
             tar.add(path, arcname=os.path.basename(path))
+    if to is not None:
+        return {"size": os.path.getsize(to), "to": to}, b""
     data = buf.getvalue()
     if len(data) > MAX_BODY:
         raise AgentRequestError(INVALID, f"{path}: the tar is {len(data)} bytes, more than one reply "

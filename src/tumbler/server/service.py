@@ -485,6 +485,32 @@ class SandboxService:
     async def download_tar(self, sandbox_id: str, path: str) -> bytes:
         return await self.do(sandbox_id, ops.download_tar(sandbox_path(path)))
 
+    async def download_tar_chunks(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+        """The tar of `path` in chunks: the agent writes it to a file on the sandbox's own disk,
+        which is read out READ_CHUNK bytes at a time and removed, so no tar of any size sits
+        whole in the server (or in the agent)."""
+        scratch = f"/.tumbler-download-{secrets.token_hex(8)}.tar"
+        await self.do(sandbox_id, ops.download_tar(sandbox_path(path), to=scratch))
+        try:
+            chunks = await self.read_file_chunks(sandbox_id, scratch, 0, None)
+        except BaseException:
+            await self._remove_scratch(sandbox_id, scratch)
+            raise
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await self._remove_scratch(sandbox_id, scratch)
+        return stream()
+
+    async def _remove_scratch(self, sandbox_id: str, scratch: str) -> None:
+        try:
+            await self.do(sandbox_id, ops.remove_file(scratch))
+        except TumblerError as exc:   # the sandbox went meanwhile: the file went with it
+            log.info("sandbox %s: scratch %s not removed: %s", sandbox_id, scratch, exc)
+
     async def processes(self, sandbox_id: str) -> list[ProcessInfo]:
         return await self.do(sandbox_id, ops.processes())
 

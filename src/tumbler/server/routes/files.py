@@ -76,5 +76,6 @@ async def upload_tar(sandbox_id: str, request: Request, path: str = PATH):
 
 @router.get("/tar", response_class=Response, responses={200: {"content": {"application/x-tar": {}}}})
 async def download_tar(sandbox_id: str, request: Request, path: str = PATH):
-    """The directory `path` as a tar."""
-    return Response(await service(request).download_tar(sandbox_id, path), media_type="application/x-tar")
+    """The directory `path` as a tar, streamed (written on the sandbox's disk, read out in parts)."""
+    chunks = await service(request).download_tar_chunks(sandbox_id, path)
+    return StreamingResponse(chunks, media_type="application/x-tar")
