@@ -148,7 +148,8 @@ class TrainConfig(_Section):
     steps: int = Field(10, ge=0)
     """Training steps (one rollout and one update each)."""
     time_limit_s: float | None = Field(None, gt=0)
-    """Stop training after this many seconds (evaluations not counted); None: run all steps."""
+    """Seconds of training at most (evaluations not counted): no step starts that would likely
+    end past it, judged by the last step's duration. None: run all steps."""
     seed: int = 0
     """Seeds torch's sampling and the training seeds: group g of step s plays seed
     seed + s * groups_per_step + g."""

@@ -113,8 +113,11 @@ class Trainer:
                     self.save(f"step-{step:04d}")
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.steps:
                     self.evaluate(step)
-                if cfg.time_limit_s and time.monotonic() - started - self._eval_s > cfg.time_limit_s:
-                    log.info("time limit of %.0f s reached after step %d", cfg.time_limit_s, step)
+                # stop before a step that would likely end past the limit (steps vary little)
+                spent = time.monotonic() - started - self._eval_s
+                if cfg.time_limit_s and spent + metrics["step_s"] > cfg.time_limit_s:
+                    log.info("time limit of %.0f s: stopping after step %d (%.0f s spent)",
+                             cfg.time_limit_s, step, spent)
                     break
             result.train_seconds = time.monotonic() - started - self._eval_s
             result.eval_after = self.evaluate(step=result.steps)
