@@ -102,3 +102,21 @@ def test_update_changes_the_policy_towards_rewarded_tokens(tiny_policy):
         assert after > before
     finally:
         trainer.close()
+
+
+def test_turn_bonus_rewards_fewer_turns_in_hosted_envs(tokenizer):
+    """Found in 2 turns out of 4 with a 0.25 bonus a turn saved: reward 1 + 2 * 0.25."""
+    policy = ScriptedPolicy(tokenizer, binary_search)
+    renderer = ChatRenderer(tokenizer, policy.eot_id)
+    with EnvPool.hosted("GuessTheNumber-v0", 1, low=1, high=4, max_turns=4) as pool:
+        target_seed = next(s for s in range(50) if _target(s) == 1)
+        (ep,), _ = rollout(policy, renderer, pool, [target_seed], [0], GenerationParams(max_new_tokens=8),
+                           max_turns=4, turn_bonus=0.25)
+    assert ep.success and ep.turns == 2 and ep.reward == pytest.approx(1.5)
+
+
+def _target(seed):
+    from tumbler import envs
+    env = envs.make("GuessTheNumber-v0", low=1, high=4, max_turns=4)
+    env.reset(seed=seed)
+    return env.unwrapped.target

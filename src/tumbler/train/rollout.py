@@ -6,7 +6,7 @@
 
 An episode's tokens are one sequence: the first prompt, then per turn the response (trained,
 mask 1) and the next turn's tokens (mask 0). The episode's reward is the sum of the env's rewards
-plus an optional bonus per unused turn on success. Env resets and steps run in a thread pool, so
+plus `turn_bonus` for each of the rollout's `max_turns` left unused on success. Env resets and steps run in a thread pool, so
 sandbox-hosted envs wait in parallel.
 """
 from __future__ import annotations
@@ -170,7 +170,7 @@ def rollout(policy, renderer: ChatRenderer, envs: EnvPool, seeds: list[int], gro
             stats.env_s += time.monotonic() - t0
             stats.env_steps += len(live)
             for i, result in zip(live, steps):
-                _record_step(episodes[i], result, outs[i].stopped, renderer, turn_bonus, envs.envs[i])
+                _record_step(episodes[i], result, outs[i].stopped, renderer, turn_bonus, max_turns)
         for ep in episodes:
             ep.done = True     # out of turns: what was played is the episode
     finally:
@@ -180,7 +180,7 @@ def rollout(policy, renderer: ChatRenderer, envs: EnvPool, seeds: list[int], gro
 
 
 def _record_step(ep: Episode, result, stopped: bool, renderer: ChatRenderer, turn_bonus: float,
-                 env) -> None:
+                 max_turns: int) -> None:
     ep.turns += 1
     if isinstance(result, Exception):
         ep.error, ep.done = f"step: {result}", True
@@ -194,8 +194,7 @@ def _record_step(ep: Episode, result, stopped: bool, renderer: ChatRenderer, tur
     if terminated or truncated:
         ep.success = bool(info.get("success"))
         if ep.success and turn_bonus:
-            limit = getattr(getattr(env, "unwrapped", env), "max_turns", None) or ep.turns
-            ep.reward += turn_bonus * max(0, limit - ep.turns)
+            ep.reward += turn_bonus * max(0, max_turns - ep.turns)
         ep.done = True
         return
     ep.extend(renderer.next_turn(str(obs), stopped), trained=False)
