@@ -30,7 +30,8 @@ def cache_comparison(cfg) -> dict:
     seeds = [g for g in range(r.groups_per_step) for _ in range(r.group_size)]
     out = {}
     with EnvPool.in_process(cfg.env.id, n, format_penalty=cfg.env.format_penalty, **cfg.env.kwargs) as envs:
-        for reuse in (True, False):
+        # each mode twice, alternating: the first rollout of a process pays one-off warm-up
+        for reuse in (False, True, False, True):
             policy.reuse_cache = reuse
             torch.manual_seed(0)
             _, stats = rollout(policy, renderer, envs, seeds, seeds,
