@@ -117,3 +117,15 @@ def busybox_tar() -> bytes:
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
     return buf.getvalue()
+
+
+def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
+    """predicate()'s first true value, polled every 50 ms; fails the test after timeout_s."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what}"
+        time.sleep(0.05)

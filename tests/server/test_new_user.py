@@ -5,25 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from checks import IMAGE
-from server_process import TOKEN, ServerProcess, free_port, leftovers_after, sweep
+from checks import IMAGE, wait_for
+from server_process import ServerProcess, free_port, leftovers_after, sweep
 from tumbler.sdk import core
-
-DEADLINE_S = 30.0
-
-
-def wait_for(predicate, timeout_s: float = DEADLINE_S, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

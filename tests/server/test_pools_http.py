@@ -2,21 +2,11 @@
 API, and pooled sandboxes of a killed server reclaimed at its next start."""
 from __future__ import annotations
 
-import time
 
+from checks import wait_for
 from server_process import TOKEN, ServerProcess, leftovers_after, reap, sweep
 from tumbler.sdk import core
 from tumbler.server.pools import POOL_LABEL
-
-
-def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def pooled_ids(runtime, pool: str = "warm") -> set[str]:
