@@ -17,8 +17,7 @@ from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.sdk import core
 from tumbler.sdk.transport import AsyncTumblerTransport
-from tumbler.archives import tar_directory
-from tumbler.sdk.sync import untar
+from tumbler.archives import extract_tar, tar_directory
 
 DEFAULT_TIMEOUT_S = wire.DEFAULT_TIMEOUT_S
 
@@ -276,7 +275,7 @@ class AsyncSandbox:
             await asyncio.to_thread(local.write_bytes, data)
             return
         data = await self.client.send(core.download_tar(self.id, remote))
-        await asyncio.to_thread(untar, data, local, links)
+        await asyncio.to_thread(extract_tar, data, local, links=links)
 
     # -- processes -------------------------------------------------------------------------
 

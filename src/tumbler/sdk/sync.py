@@ -280,7 +280,8 @@ class Sandbox:
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(self.read_bytes(remote))
             return
-        untar(self.client.send(core.download_tar(self.id, remote)), local, links)
+        # The archive comes from inside the sandbox: hostile input (see tumbler.archives).
+        extract_tar(self.client.send(core.download_tar(self.id, remote)), local, links=links)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -387,8 +388,3 @@ class SandboxGroup:
 
     def __exit__(self, *exc) -> None:
         self.remove()
-
-
-def untar(data: bytes, directory: Path, links: bool = False) -> None:
-    # The archive comes from inside the sandbox: hostile input (see tumbler.archives).
-    extract_tar(data, directory, links=links)

@@ -482,9 +482,6 @@ class SandboxService:
     async def upload_tar(self, sandbox_id: str, path: str, tar: bytes) -> int:
         return await self.do(sandbox_id, ops.upload_tar(sandbox_path(path), tar))
 
-    async def download_tar(self, sandbox_id: str, path: str) -> bytes:
-        return await self.do(sandbox_id, ops.download_tar(sandbox_path(path)))
-
     async def download_tar_chunks(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
         """The tar of `path` in chunks: the agent writes it to a file on the sandbox's own disk,
         which is read out READ_CHUNK bytes at a time and removed, so no tar of any size sits
