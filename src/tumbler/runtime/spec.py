@@ -145,25 +145,42 @@ class SandboxSpec(BaseModel):
 
 
 class SandboxState(str, enum.Enum):
+    """A sandbox's life cycle, the one vocabulary of the runtimes, the server, the node host and
+    the wire (`TRANSITIONS` says which operation moves it where)."""
+
     CREATED = "created"    # files prepared, nothing running
     RUNNING = "running"    # jail and agent up
-    STOPPED = "stopped"    # nothing running, files kept
+    PAUSED = "paused"      # every process frozen (cgroup freezer): memory kept, no CPU used
+    STOPPED = "stopped"    # nothing running, files kept (stopped, or its init died: see `error`)
+    ERROR = "error"        # a record whose sandbox is gone from the runtime: only remove works
     REMOVED = "removed"    # gone
 
 
-# Which operation may move a sandbox from which state to which.
-TRANSITIONS: dict[str, tuple[set[SandboxState], SandboxState]] = {
-    "start": ({SandboxState.CREATED, SandboxState.STOPPED}, SandboxState.RUNNING),
-    "stop": ({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.STOPPED}, SandboxState.STOPPED),
-    "reset": ({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.STOPPED}, SandboxState.RUNNING),
-    "remove": (set(SandboxState) - {SandboxState.REMOVED}, SandboxState.REMOVED),
+# The states in which a sandbox holds its place in a node's budget (admission).
+HOLDING = frozenset({SandboxState.CREATED, SandboxState.RUNNING})
+
+_ANY = frozenset(SandboxState) - {SandboxState.REMOVED}
+_ALIVE = frozenset({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.STOPPED})
+
+# Which operation may move a sandbox from which state to which. `die` (its init exited while
+# it ran) and `lose` (its record outlived it) are what a watcher finds, not what a caller asks.
+TRANSITIONS: dict[str, tuple[frozenset[SandboxState], SandboxState]] = {
+    "start": (frozenset({SandboxState.CREATED, SandboxState.STOPPED}), SandboxState.RUNNING),
+    "stop": (_ALIVE, SandboxState.STOPPED),
+    "reset": (_ALIVE, SandboxState.RUNNING),
+    "die": (frozenset({SandboxState.RUNNING}), SandboxState.STOPPED),
+    "lose": (_ANY - {SandboxState.ERROR}, SandboxState.ERROR),
+    "remove": (_ANY, SandboxState.REMOVED),
 }
 
 
 def transition(sandbox_id: str, state: SandboxState, op: str) -> SandboxState:
+    """The state `op` moves a sandbox in `state` to; Conflict if the table does not allow it."""
     allowed, target = TRANSITIONS[op]
     if state not in allowed:
-        raise Conflict(f"cannot {op} sandbox {sandbox_id}: it is {state.value}")
+        hint = HINTS.get((op, state))
+        raise Conflict(f"cannot {op} sandbox {sandbox_id}: it is {state.value}"
+                       + (f" ({hint})" if hint else ""))
     return target
 
 
