@@ -144,9 +144,10 @@ class SandboxSpec(BaseModel):
         return v
 
 
-class SandboxState(str, enum.Enum):
+class SandboxState(enum.StrEnum):
     """A sandbox's life cycle, the one vocabulary of the runtimes, the server, the node host and
-    the wire (`TRANSITIONS` says which operation moves it where)."""
+    the wire (`TRANSITIONS` says which operation moves it where). A StrEnum: it compares equal
+    to, and formats as, its value ("running")."""
 
     CREATED = "created"    # files prepared, nothing running
     RUNNING = "running"    # jail and agent up
