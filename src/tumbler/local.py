@@ -23,7 +23,8 @@ from tumbler import ops
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.owners import OWNER_LABEL, this_process
-from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
+from tumbler.runtime.spec import (Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats,
+                                  new_sandbox_id)
 
 from tumbler.ops import DEFAULT_SESSION, DEFAULT_TIMEOUT_S, REPLY_GRACE_S  # noqa: F401 (re-exported)
 
@@ -92,6 +93,28 @@ class LocalSandbox:
         self._disconnect()
         self.info = self.runtime.reset(self.id)
         self._reconnect()
+
+    def pause(self) -> None:
+        """Freeze every process: memory kept, no CPU used; calls are refused until resume()."""
+        self.info = self.runtime.pause(self.id)
+
+    def resume(self) -> None:
+        self.info = self.runtime.resume(self.id)
+
+    def fork(self, count: int, *, labels: dict[str, str] | None = None) -> list["LocalSandbox"]:
+        """`count` new running sandboxes with copies of this one's files (not its processes),
+        owned by this process like any LocalSandbox; this one keeps running."""
+        children = self.runtime.fork(self.id, [new_sandbox_id() for _ in range(count)], labels)
+        started: list[LocalSandbox] = []
+        try:
+            for child in children:
+                self.runtime.start(child.id)
+                started.append(LocalSandbox.attach(child.id, self.runtime))
+        except BaseException:
+            for child in children:
+                self.runtime.remove(child.id)
+            raise
+        return started
 
     def snapshot(self, image: str) -> str:
         """Save this sandbox's files as a new image; later sandboxes can start from it."""

@@ -6,7 +6,10 @@ after a removal make sure nothing is left.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+from tumbler.errors import RuntimeFailure
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio",
@@ -14,6 +17,8 @@ V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "free
 # On a hybrid host (v1 controllers plus an empty v2 tree at /sys/fs/cgroup/unified) runc makes
 # the sandbox's cgroup in the v2 tree too; a sandbox whose runc state was lost leaves it there.
 HYBRID_V2 = "unified"
+FREEZE_TIMEOUT_S = 10.0
+FREEZE_POLL_S = 0.001
 
 
 def is_v2() -> bool:
@@ -81,3 +86,42 @@ def remove(rel: str) -> None:
             os.rmdir(path)
         except OSError:
             pass
+
+
+def _freezer(rel: str) -> tuple[Path, str, str]:
+    """The file that freezes `rel`, and what to write there to freeze and to thaw it."""
+    if is_v2():
+        return _dir("", rel) / "cgroup.freeze", "1", "0"
+    return _dir("freezer", rel) / "freezer.state", "FROZEN", "THAWED"
+
+
+def freeze(rel: str, timeout_s: float = FREEZE_TIMEOUT_S) -> None:
+    """Freeze every process of `rel` and return once the kernel says all are frozen.
+
+    Written here rather than through `runc pause`: runc 1.1 gives up after a few milliseconds
+    of retries ("unable to freeze") when the CPU is busy, while the kernel finishes the freeze
+    on its own if one waits. runc reads the same file, so `runc state` says paused."""
+    path, frozen, thawed = _freezer(rel)
+    path.write_text(frozen)
+    deadline = time.monotonic() + timeout_s
+    while not _is_frozen(rel):
+        if time.monotonic() > deadline:
+            path.write_text(thawed)
+            raise RuntimeFailure(f"the processes of cgroup {rel} did not freeze within "
+                                 f"{timeout_s:g} s (one may be stuck in the kernel); left running")
+        time.sleep(FREEZE_POLL_S)
+
+
+def _is_frozen(rel: str) -> bool:
+    if is_v2():
+        return "frozen 1" in (_dir("", rel) / "cgroup.events").read_text()
+    return (_dir("freezer", rel) / "freezer.state").read_text().strip() == "FROZEN"
+
+
+def thaw(rel: str) -> None:
+    """Unfreeze `rel` if it is frozen (a paused sandbox being stopped); nothing if it is not."""
+    path, _, thawed = _freezer(rel)
+    try:
+        path.write_text(thawed)
+    except OSError:   # no such cgroup (gone already) or no freezer: nothing is frozen
+        pass

@@ -106,6 +106,18 @@ def make_image(template_path: Path, dest: Path) -> None:
             offset = hole
 
 
+def sync(target: Path) -> None:
+    """Write the mounted filesystem at `target` through to its image file (syncfs(2)), so a
+    copy of the file taken now holds every write made before (the fork's disk copy)."""
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise RuntimeFailure(f"syncing the sandbox disk at {target} failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def mount(image: Path, target: Path, loop_dir: Path) -> str:
     """Attach `image` to a free loop device and mount it at `target`, then make sure the
     overlay's upper and work dirs exist on it, owned by the sandbox's root. Returns the device."""

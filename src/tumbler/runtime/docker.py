@@ -133,6 +133,8 @@ class DockerRuntime(RecordKeeping):
         with self._lock(sandbox_id):
             info = self.get(sandbox_id)
             transition(sandbox_id, info.state, "stop")
+            if info.state == SandboxState.PAUSED:
+                self._unpause(sandbox_id)
             self._kill(sandbox_id)
             return self._set_state(info, SandboxState.STOPPED)
 
@@ -140,6 +142,8 @@ class DockerRuntime(RecordKeeping):
         with self._lock(sandbox_id):
             info = self.get(sandbox_id)
             transition(sandbox_id, info.state, "remove")
+            if info.state == SandboxState.PAUSED:
+                self._unpause(sandbox_id)
             self._remove_container(sandbox_id)
             self._forget(sandbox_id)
         self._forget_lock(sandbox_id)
@@ -153,10 +157,37 @@ class DockerRuntime(RecordKeeping):
         with self._lock(sandbox_id):
             info = self.get(sandbox_id)
             transition(sandbox_id, info.state, "reset")
+            if info.state == SandboxState.PAUSED:
+                self._unpause(sandbox_id)
             self._remove_container(sandbox_id)
             self._create_container(info)
             self._start(info)
             return self._set_state(info, SandboxState.RUNNING)
+
+    def pause(self, sandbox_id: str) -> SandboxInfo:
+        """Freeze the container's processes (the engine's cgroup freezer)."""
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "pause")
+            with engine.engine_errors(f"pausing sandbox {sandbox_id}", self.url):
+                self.api.pause(self._name(sandbox_id))
+            return self._set_state(info, SandboxState.PAUSED)
+
+    def resume(self, sandbox_id: str) -> SandboxInfo:
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "resume")
+            self._unpause(sandbox_id)
+            return self._set_state(info, SandboxState.RUNNING)
+
+    def fork(self, sandbox_id: str, child_ids: list[str],
+             labels: dict[str, str] | None = None) -> list[SandboxInfo]:
+        raise InvalidRequest("the docker backend cannot fork a sandbox; snapshot it to an image "
+                             "and create sandboxes from that, or use the process backend")
+
+    def _unpause(self, sandbox_id: str) -> None:
+        with engine.engine_errors(f"resuming sandbox {sandbox_id}", self.url):
+            self.api.unpause(self._name(sandbox_id))
 
     def snapshot(self, sandbox_id: str, image: str) -> str:
         """Commit the sandbox's files to the engine's local image `image` (tag `latest` unless

@@ -86,23 +86,7 @@ class ProcessRuntime(RecordKeeping):
     def create(self, spec: SandboxSpec, sandbox_id: str | None = None) -> SandboxInfo:
         self._check_image(spec.image)
         sandbox_id = sandbox_id or secrets.token_hex(ID_LEN // 2)
-        if not sandbox_id.isalnum() or len(sandbox_id) > 32:
-            raise InvalidRequest(f"bad sandbox id {sandbox_id!r}: up to 32 letters and digits")
-        sdir = self._dir(sandbox_id)
-        try:
-            sdir.mkdir(mode=SANDBOXES_MODE)
-        except FileExistsError:
-            raise Conflict(f"sandbox {sandbox_id} exists") from None
-        try:
-            self._fresh_disk(sdir, spec)
-        except BaseException:
-            remove_tree(sdir)
-            raise
-        (sdir / "rootfs").mkdir()
-        info = SandboxInfo(id=sandbox_id, state=SandboxState.CREATED, spec=spec,
-                           created=time.time(), runtime=self.name)
-        self._save(info)
-        return info
+        return self._new_record(sandbox_id, spec, lambda image: self._fresh_disk(image.parent, spec))
 
     def start(self, sandbox_id: str) -> SandboxInfo:
         with self._lock(sandbox_id):
@@ -137,24 +121,99 @@ class ProcessRuntime(RecordKeeping):
             self._start(info)
             return self._set_state(info, SandboxState.RUNNING)
 
+    def pause(self, sandbox_id: str) -> SandboxInfo:
+        """Freeze every process of the sandbox (cgroup freezer): memory kept, no CPU used."""
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "pause")
+            cgroups.freeze(self._cgroup(sandbox_id))
+            return self._set_state(info, SandboxState.PAUSED)
+
+    def resume(self, sandbox_id: str) -> SandboxInfo:
+        """Thaw a paused sandbox: its processes go on where they were."""
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "resume")
+            cgroups.thaw(self._cgroup(sandbox_id))
+            return self._set_state(info, SandboxState.RUNNING)
+
+    def fork(self, sandbox_id: str, child_ids: list[str],
+             labels: dict[str, str] | None = None) -> list[SandboxInfo]:
+        """New sandboxes (created, not started) with copies of the running or paused source's
+        files; its processes and memory are not copied. The source is frozen only while its
+        disk is synced and copied once; the other copies are made from that first one.
+        `labels` are added to the source's in the children's specs."""
+        if not child_ids:
+            raise InvalidRequest("fork needs at least one new sandbox")
+        with self._lock(sandbox_id):
+            info = self.get(sandbox_id)
+            transition(sandbox_id, info.state, "fork")
+            spec = info.spec.model_copy(update={"labels": {**info.spec.labels, **(labels or {})}})
+            sdir = self._dir(sandbox_id)
+            made: list[SandboxInfo] = []
+            try:
+                made.append(self._fork_child(sdir, spec, child_ids[0], frozen=info.state))
+                first = self._dir(child_ids[0]) / "disk.img"
+                for child in child_ids[1:]:
+                    made.append(self._new_record(child, spec, lambda d: disks.make_image(first, d)))
+            except BaseException:
+                for child in made:
+                    self.remove(child.id)
+                raise
+        return made
+
+    def _fork_child(self, source_dir: Path, spec: SandboxSpec, child: str,
+                    frozen: SandboxState) -> SandboxInfo:
+        """The first child: the source's disk, synced and copied while its processes are frozen."""
+        rel = self._cgroup(source_dir.name)
+        if frozen == SandboxState.RUNNING:
+            cgroups.freeze(rel)
+        try:
+            disks.sync(source_dir / "layer")
+            return self._new_record(child, spec,
+                                    lambda d: disks.make_image(source_dir / "disk.img", d))
+        finally:
+            if frozen == SandboxState.RUNNING:
+                cgroups.thaw(rel)
+
+    def _new_record(self, sandbox_id: str, spec: SandboxSpec, make_disk) -> SandboxInfo:
+        """A created sandbox whose disk `make_disk(path)` writes (nothing left if it fails)."""
+        if not sandbox_id.isalnum() or len(sandbox_id) > 32:
+            raise InvalidRequest(f"bad sandbox id {sandbox_id!r}: up to 32 letters and digits")
+        sdir = self._dir(sandbox_id)
+        try:
+            sdir.mkdir(mode=SANDBOXES_MODE)
+        except FileExistsError:
+            raise Conflict(f"sandbox {sandbox_id} exists") from None
+        try:
+            make_disk(sdir / "disk.img")
+            (sdir / "rootfs").mkdir()
+        except BaseException:
+            remove_tree(sdir)
+            raise
+        info = SandboxInfo(id=sandbox_id, state=SandboxState.CREATED, spec=spec,
+                           created=time.time(), runtime=self.name)
+        self._save(info)
+        return info
+
     def snapshot(self, sandbox_id: str, image: str) -> str:
         """Save the sandbox's files as image `image`, stacked on its own image."""
         with self._lock(sandbox_id):
             info = self.get(sandbox_id)
             running = info.state == SandboxState.RUNNING
-            cid = self._cid(sandbox_id)
+            rel = self._cgroup(sandbox_id)
             sdir = self._dir(sandbox_id)
             if running:
-                self._runc("pause", cid)
-            else:
+                cgroups.freeze(rel)
+            elif info.state != SandboxState.PAUSED:   # a paused one is frozen, its disk mounted
                 self._mount_disk(sdir, info.spec)
             try:
                 self.images.add_layer(image, info.spec.image, self.upper_dir(sandbox_id),
                                       source=f"snapshot:{sandbox_id}", copy=_copy_layer)
             finally:
                 if running:
-                    self._runc("resume", cid)
-                else:
+                    cgroups.thaw(rel)
+                elif info.state != SandboxState.PAUSED:
                     disks.unmount(sdir / "layer")
         return image
 
@@ -262,6 +321,9 @@ class ProcessRuntime(RecordKeeping):
             # ~1 ms; `runc delete --force` takes ~100 ms (it polls for the processes to go).
             if _in_cgroup(pid, self._cgroup(sandbox_id)):
                 _kill(pid)
+                # A frozen process dies only once thawed: the kill is queued first, so a paused
+                # sandbox's processes never run again.
+                cgroups.thaw(self._cgroup(sandbox_id))
                 _reap(pid)
             (sdir / "init.pid").unlink(missing_ok=True)
         cid = self._cid(sandbox_id)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import re
+import secrets
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -158,10 +159,11 @@ class SandboxState(enum.StrEnum):
 
 
 # The states in which a sandbox holds its place in a node's budget (admission).
-HOLDING = frozenset({SandboxState.CREATED, SandboxState.RUNNING})
+HOLDING = frozenset({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.PAUSED})
 
 _ANY = frozenset(SandboxState) - {SandboxState.REMOVED}
-_ALIVE = frozenset({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.STOPPED})
+_ALIVE = frozenset({SandboxState.CREATED, SandboxState.RUNNING, SandboxState.PAUSED,
+                    SandboxState.STOPPED})
 
 # Which operation may move a sandbox from which state to which. `die` (its init exited while
 # it ran) and `lose` (its record outlived it) are what a watcher finds, not what a caller asks.
@@ -169,10 +171,20 @@ TRANSITIONS: dict[str, tuple[frozenset[SandboxState], SandboxState]] = {
     "start": (frozenset({SandboxState.CREATED, SandboxState.STOPPED}), SandboxState.RUNNING),
     "stop": (_ALIVE, SandboxState.STOPPED),
     "reset": (_ALIVE, SandboxState.RUNNING),
+    "pause": (frozenset({SandboxState.RUNNING}), SandboxState.PAUSED),
+    "resume": (frozenset({SandboxState.PAUSED}), SandboxState.RUNNING),
+    # The source of a fork keeps its state; the target is that of the new sandboxes.
+    "fork": (frozenset({SandboxState.RUNNING, SandboxState.PAUSED}), SandboxState.RUNNING),
     "die": (frozenset({SandboxState.RUNNING}), SandboxState.STOPPED),
     "lose": (_ANY - {SandboxState.ERROR}, SandboxState.ERROR),
     "remove": (_ANY, SandboxState.REMOVED),
 }
+
+# What to do instead, where a refused operation has an obvious alternative.
+HINTS = {("start", SandboxState.PAUSED): "resume it",
+         ("resume", SandboxState.STOPPED): "start it",
+         ("fork", SandboxState.STOPPED): "start it first",
+         ("fork", SandboxState.CREATED): "start it first"}
 
 
 def transition(sandbox_id: str, state: SandboxState, op: str) -> SandboxState:
@@ -183,6 +195,11 @@ def transition(sandbox_id: str, state: SandboxState, op: str) -> SandboxState:
         raise Conflict(f"cannot {op} sandbox {sandbox_id}: it is {state.value}"
                        + (f" ({hint})" if hint else ""))
     return target
+
+
+def new_sandbox_id() -> str:
+    """A fresh sandbox id: 12 hex digits."""
+    return secrets.token_hex(6)
 
 
 class SandboxInfo(BaseModel):
