@@ -14,12 +14,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from tumbler.errors import InvalidRequest
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
+from tumbler.runtime.spec import SandboxState
 
 API_PREFIX = "/v1"
 DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 24 * 3600.0
-
-SandboxStateName = Literal["created", "running", "stopped", "error"]
 
 
 class Request(BaseModel):
@@ -145,8 +144,8 @@ class PoolList(BaseModel):
 
 class SandboxOut(BaseModel):
     id: str
-    state: SandboxStateName = Field(description="created, running, stopped, or error (its "
-                                                "container is gone; see `error`)")
+    state: SandboxState = Field(description="the life cycle's state (runtime/spec.py): created, "
+                                "running, stopped, or error (its container is gone; see `error`)")
     image: str
     spec: dict = Field(description="the full sandbox spec (limits in bytes, cores, counts)")
     labels: dict[str, str] = Field(default_factory=dict)

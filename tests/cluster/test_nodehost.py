@@ -12,10 +12,31 @@ import time
 
 from checks import IMAGE, leftovers, reap
 from tumbler.cluster import HOST_LABEL, NodeHost, host_id_for
-from tumbler.errors import NotFound
+from tumbler.errors import AgentDied, NotFound
 from tumbler.runtime.spec import Limits, SandboxSpec
 
 SPEC = SandboxSpec(image=IMAGE, limits=Limits(memory="128m"))
+
+
+def test_a_dead_init_is_stopped_until_reset(runtime):
+    """The life cycle's table holds on the node host as on the server: a sandbox whose init
+    died answers AgentDied (again, not a hang), and a reset brings it back running."""
+    async def scenario():
+        host = NodeHost(host_id_for("test", f"died-{os.getpid()}"))
+        [sid] = await host.create([SPEC])
+        try:
+            os.kill(runtime.init_pid(sid), 9)
+            first, = await host.run([(sid, "echo hi")], timeout=5)
+            assert isinstance(first, AgentDied), first
+            second, = await host.run([(sid, "echo hi")], timeout=5)
+            assert isinstance(second, AgentDied) and "reset" in second.message
+            assert await host.reset([sid]) == [None]
+            assert (await host.run([(sid, "echo back")], timeout=5))[0].output == "back\n"
+        finally:
+            assert await host.remove([sid]) == [None]
+        assert await host.close() == 0
+        assert leftovers(runtime, sid) == []
+    asyncio.run(scenario())
 
 
 def test_batches_answer_each_item_in_order(runtime):

@@ -39,11 +39,12 @@ from tumbler.agentclient.aio import AsyncAgentClient
 from tumbler.agentclient.errors import agent_errors
 from tumbler.config import Paths
 from tumbler.ops import DEFAULT_SESSION
-from tumbler.errors import NotFound, TumblerError
+from tumbler.errors import AgentDied, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
-from tumbler.runtime.spec import SandboxInfo, SandboxSpec
+from tumbler.runtime.liveness import init_alive
+from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxState, transition
 from tumbler.runtime.trees import remove_tree
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,12 @@ class HostInfo(BaseModel):
 
 @dataclass
 class _Held:
-    """A sandbox this host made: its agent connection and the spec it was made to."""
+    """A sandbox this host made: its agent connection, the spec it was made to and its state in
+    the life cycle's table (running; stopped once its init died, until a reset)."""
 
     agent: AsyncAgentClient
     spec: SandboxSpec
+    state: SandboxState = SandboxState.RUNNING
 
 
 class NodeHost:
@@ -173,13 +176,16 @@ class NodeHost:
 
     async def _reset_one(self, sandbox_id: str) -> None:
         held = self._get(sandbox_id)
+        target = transition(sandbox_id, held.state, "reset")
         await held.agent.close()
         await self._blocking(self.runtime.reset, sandbox_id)
-        held.agent = AsyncAgentClient(self.runtime.agent_socket(sandbox_id))
+        held.agent, held.state = AsyncAgentClient(self.runtime.agent_socket(sandbox_id)), target
         await self._open_session(sandbox_id)
 
     async def _remove_one(self, sandbox_id: str) -> None:
-        await self._get(sandbox_id).agent.close()
+        held = self._get(sandbox_id)
+        transition(sandbox_id, held.state, "remove")
+        await held.agent.close()
         await self._blocking(self._remove_now, sandbox_id)
         self._held.pop(sandbox_id, None)
 
@@ -255,9 +261,24 @@ class NodeHost:
 
     async def _call(self, sandbox_id: str, op: str, args: dict, body: bytes = b"", *,
                     timeout: float) -> tuple[dict, bytes]:
-        agent = self._get(sandbox_id).agent
-        with agent_errors(sandbox_id, op, timeout):
-            return await agent.call(op, args, body, timeout=timeout)
+        held = self._get(sandbox_id)
+        if held.state is not SandboxState.RUNNING:
+            raise self._agent_died(sandbox_id, "its init had died")
+        with agent_errors(sandbox_id, op, timeout, on_gone=lambda why: self._hung_up(sandbox_id, why)):
+            return await held.agent.call(op, args, body, timeout=timeout)
+
+    def _hung_up(self, sandbox_id: str, why: str) -> TumblerError:
+        """The agent closed its connection: if the sandbox's init is gone it died (stopped, by
+        the table, until a reset); either way the call failed with AgentDied."""
+        held = self._held.get(sandbox_id)
+        if held is not None and held.state is SandboxState.RUNNING \
+                and not init_alive(self.runtime, sandbox_id):
+            held.state = transition(sandbox_id, held.state, "die")
+        return self._agent_died(sandbox_id, why)
+
+    def _agent_died(self, sandbox_id: str, why: str) -> AgentDied:
+        return AgentDied(f"the agent of sandbox {sandbox_id} is gone ({why}); its processes died "
+                         f"or were killed. Fix: reset it (ClusterClient.reset) or remove it")
 
     async def _do(self, sandbox_id: str, op: ops.Op):
         return op.parse(*await self._call(sandbox_id, op.name, op.args, op.body, timeout=op.timeout))

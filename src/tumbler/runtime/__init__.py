@@ -8,6 +8,7 @@
     overlay.py, disks.py, cgroups.py, idmap.py   the kernel pieces, by ioctl and syscall
     trees.py        tree removal that survives any tree a sandbox makes
     owners.py       whose a library-made sandbox is, and whether its owner still lives
+    liveness.py     whether a sandbox's init still runs (the server's and node host's death watch)
 
 Backends import their heavy parts only when chosen (`tumbler.runtime.process` needs root and
 runc; `tumbler.runtime.docker` an engine).

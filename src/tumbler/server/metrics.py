@@ -5,6 +5,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from tumbler import memstats
+from tumbler.runtime.spec import SandboxState
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -23,11 +24,11 @@ class SandboxCollector:
 
     def collect(self):
         family = GaugeMetricFamily("tumbler_sandboxes", "sandboxes by state", labels=["state"])
-        counts: dict[str, int] = {s: 0 for s in ("created", "running", "stopped", "error")}
+        counts = {state: 0 for state in SandboxState if state is not SandboxState.REMOVED}
         for record in self.service.list():
-            counts[record.state] = counts.get(record.state, 0) + 1
+            counts[record.state] += 1
         for state, n in counts.items():
-            family.add_metric([state], n)
+            family.add_metric([state.value], n)
         yield family
         usage = self.service.admission.usage()
         held = GaugeMetricFamily("tumbler_admitted", "limits held by admitted sandboxes "

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Float, String, Text, create_engine, event, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from tumbler.runtime.spec import SandboxState
+
 
 class Base(DeclarativeBase):
     pass
@@ -39,7 +41,7 @@ class SandboxRecord:
 
     id: str
     spec: dict
-    state: str
+    state: SandboxState
     created: float
     last_active: float
     ttl_s: float | None
@@ -50,7 +52,7 @@ class SandboxRecord:
 
     @classmethod
     def from_row(cls, row: SandboxRow) -> "SandboxRecord":
-        return cls(id=row.id, spec=json.loads(row.spec_json), state=row.state, created=row.created,
+        return cls(id=row.id, spec=json.loads(row.spec_json), state=SandboxState(row.state), created=row.created,
                    last_active=row.last_active, ttl_s=row.ttl_s, expires_at=row.expires_at,
                    runtime=row.runtime, labels=json.loads(row.labels_json), error=row.error)
 
@@ -69,7 +71,7 @@ class Registry:
 
     def add(self, record: SandboxRecord) -> None:
         with self._session.begin() as s:
-            s.add(SandboxRow(id=record.id, spec_json=json.dumps(record.spec), state=record.state,
+            s.add(SandboxRow(id=record.id, spec_json=json.dumps(record.spec), state=record.state.value,
                              created=record.created, last_active=record.last_active,
                              ttl_s=record.ttl_s, expires_at=record.expires_at,
                              labels_json=json.dumps(record.labels), runtime=record.runtime,
@@ -84,10 +86,10 @@ class Registry:
         with self._session() as s:
             return [SandboxRecord.from_row(r) for r in s.scalars(select(SandboxRow).order_by(SandboxRow.created))]
 
-    def set_state(self, sandbox_id: str, state: str, error: str | None = None) -> None:
+    def set_state(self, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
         with self._session.begin() as s:
             s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
-                      .values(state=state, error=error, last_active=time.time()))
+                      .values(state=state.value, error=error, last_active=time.time()))
 
     def touch_many(self, last_active: dict[str, float]) -> None:
         """Write back last-active times (unix seconds) gathered in memory."""

@@ -19,10 +19,11 @@ from tumbler.agentclient.errors import agent_errors
 from tumbler.errors import AgentDied, Conflict, InvalidRequest, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
-from tumbler.runtime.spec import Limits, SandboxInfo, SandboxSpec, SandboxState, SandboxStats
+from tumbler.runtime.liveness import init_alive, reap_zombies_of
+from tumbler.runtime.spec import (HOLDING, Limits, SandboxInfo, SandboxSpec, SandboxState,
+                                  SandboxStats, transition)
 from tumbler.server.capacity import Admission, Budget
 from tumbler.server.config import ServerConfig
-from tumbler.server.liveness import init_alive, reap_zombies_of
 from tumbler.server.registry import Registry, SandboxRecord
 from tumbler import ops, wire
 from tumbler.ops import DEFAULT_SESSION  # noqa: F401 (the routes' name for it)
@@ -35,14 +36,14 @@ OP_TIMEOUT_S = 60.0          # agent ops that carry no timeout of their own
 READ_CHUNK = 4 << 20         # bytes of a file asked of the agent at once when streaming it out
 MAX_STREAM = 1 << 40         # bytes of one streamed file read without a length
 RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst overlap)
-# States in which a sandbox holds a place in the node budget.
-HOLDING = {"created", "running"}
 # The init closes its sockets a moment before /proc shows it exited: how long, in seconds, a
 # hang-up is followed by looks at /proc before it counts as a closed connection, not a death.
 EXIT_GRACE_S = 2.0
 EXIT_POLL_S = 0.02
 DIED = ("its agent (the sandbox's init) died while the server ran: its processes exited or were "
         "killed; start or reset it")
+FOUND_STOPPED = ("found stopped at server start: its processes had exited (host reboot or "
+                 "killed); start or reset it")
 GONE = ("its container is gone from the runtime (removed outside the server, or the host's "
         "state was wiped); remove this record with `tumbler sandbox rm ID` (DELETE)")
 OnOutput = Callable[[bytes], None]
@@ -82,7 +83,6 @@ class SandboxService:
         self._executor = ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="runtime")
         self._background: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # one life-cycle change at a time per sandbox
-        self._died: set[str] = set()   # stopped by the death watch, until their next change
 
     # -- start and stop of the service -------------------------------------------------------
 
@@ -111,19 +111,23 @@ class SandboxService:
         try:
             info = self.runtime.get(record.id)
         except NotFound:
-            if record.state != "error":
-                record.state, record.error = "error", GONE
-                self.registry.set_state(record.id, record.state, record.error)
+            if record.state is not SandboxState.ERROR:
+                self._move(record, "lose", GONE)
             return record
-        if info.state == SandboxState.RUNNING and not self._init_alive(record.id):
+        if info.state is SandboxState.RUNNING and not self._init_alive(record.id):
             self.runtime.stop(record.id)
-            record.state, record.error = "stopped", (
-                "found stopped at server start: its processes had exited (host reboot or killed); "
-                "start or reset it")
-            self.registry.set_state(record.id, record.state, record.error)
-        elif info.state.value != record.state and record.state != "error":
-            record.state = info.state.value
+            record.state = info.state   # the runtime's word, then what the look found
+            self._move(record, "die", FOUND_STOPPED)
+        elif info.state is not record.state and record.state is not SandboxState.ERROR:
+            record.state = info.state
             self.registry.set_state(record.id, record.state)
+        return record
+
+    def _move(self, record: SandboxRecord, op: str, error: str | None = None) -> SandboxRecord:
+        """Move `record` by `op` of the life cycle's table (Conflict if it may not), note
+        why (`error`, None for a change the caller asked for) and write it to the registry."""
+        record.state, record.error = transition(record.id, record.state, op), error
+        self.registry.set_state(record.id, record.state, error)
         return record
 
     def _init_alive(self, sandbox_id: str) -> bool:
@@ -136,7 +140,7 @@ class SandboxService:
 
         Each sandbox on its own: one that cannot be checked is logged and the pass goes on."""
         dead = []
-        for sid in [r.id for r in self.list("running")]:
+        for sid in [r.id for r in self.list(SandboxState.RUNNING)]:
             try:
                 if await self.check_alive(sid):
                     dead.append(sid)
@@ -150,27 +154,25 @@ class SandboxService:
         restart's reconcile does) and return True; False if it lives or is not running."""
         record = self._records.get(sandbox_id)
         lock = self._lock(sandbox_id)
-        if record is None or record.state != "running" or lock.locked():
+        if record is None or record.state is not SandboxState.RUNNING or lock.locked():
             return False  # a life-cycle change in flight decides its state itself
         if self._init_alive(sandbox_id):
             return False
         async with lock:
-            if self._records.get(sandbox_id) is not record or record.state != "running":
+            if self._records.get(sandbox_id) is not record or record.state is not SandboxState.RUNNING:
                 return False
             log.warning("sandbox %s: its agent died; marking it stopped", sandbox_id)
             await self._drop_agent(sandbox_id)
-            state, why = "stopped", DIED
+            op, why = "die", DIED
             try:
                 await self.blocking(self.runtime.stop, sandbox_id)
             except NotFound:  # removed behind the server's back (`tumbler local rm`)
-                state, why = "error", GONE
+                op, why = "lose", GONE
                 await self.blocking(reap_zombies_of, sandbox_id)
                 log.warning("sandbox %s: its container is gone from the runtime; marking it "
                             "error", sandbox_id)
             self.admission.release(sandbox_id)
-            record.state, record.error = state, why
-            await self.blocking(self.registry.set_state, sandbox_id, state, why)
-            self._died.add(sandbox_id)
+            await self.blocking(self._move, record, op, why)
         return True
 
     async def _agent_hung_up(self, sandbox_id: str) -> None:
@@ -178,7 +180,7 @@ class SandboxService:
         deadline = time.monotonic() + EXIT_GRACE_S
         while time.monotonic() < deadline:
             record = self._records.get(sandbox_id)
-            if record is None or record.state != "running" or await self.check_alive(sandbox_id):
+            if record is None or record.state is not SandboxState.RUNNING or await self.check_alive(sandbox_id):
                 return
             await asyncio.sleep(EXIT_POLL_S)
 
@@ -203,7 +205,7 @@ class SandboxService:
         ttl = req.ttl_s or self.config.default_ttl_s
         lifetime = req.max_lifetime_s or self.config.default_max_lifetime_s
 
-        def record_of(sandbox_id: str, state: str, runtime: str) -> SandboxRecord:
+        def record_of(sandbox_id: str, state: SandboxState, runtime: str) -> SandboxRecord:
             return SandboxRecord(id=sandbox_id, spec=spec.model_dump(), state=state,
                                  created=now, last_active=now, ttl_s=ttl,
                                  expires_at=now + lifetime if lifetime else None,
@@ -216,7 +218,7 @@ class SandboxService:
                 # record (reconciled at its next start, removable), never a sandbox no one knows.
                 sandbox_id = secrets.token_hex(6)
                 await self.blocking(self.registry.add, record_of(
-                    sandbox_id, "created", getattr(self.runtime, "name", "process")))
+                    sandbox_id, SandboxState.CREATED, getattr(self.runtime, "name", "process")))
                 recorded = True
                 try:
                     info = await self.blocking(self._create_cold, spec, sandbox_id)
@@ -226,7 +228,7 @@ class SandboxService:
         finally:
             self.admission.release(placeholder)
         self.admission.reserve(info.id, spec.limits)  # cannot fail: the placeholder held its place
-        record = record_of(info.id, info.state.value, info.runtime)
+        record = record_of(info.id, info.state, info.runtime)
         try:
             if recorded:
                 await self.blocking(self.registry.set_state, record.id, record.state)
@@ -259,7 +261,7 @@ class SandboxService:
             record.last_active = self._dirty_active[sandbox_id]
         return record
 
-    def list(self, state: str | None = None, labels: dict[str, str] | None = None) -> list[SandboxRecord]:
+    def list(self, state: SandboxState | None = None, labels: dict[str, str] | None = None) -> list[SandboxRecord]:
         out = []
         for sid in list(self._records):
             record = self.get(sid)
@@ -273,31 +275,32 @@ class SandboxService:
     async def stop(self, sandbox_id: str) -> SandboxRecord:
         record = self.get(sandbox_id)
         async with self._lock(sandbox_id):
+            transition(sandbox_id, record.state, "stop")
             await self._drop_agent(sandbox_id)
             await self.blocking(self.runtime.stop, sandbox_id)
             self.admission.release(sandbox_id)
-            return await self._set_state(record, "stopped")
+            return await self.blocking(self._move, record, "stop")
 
     async def start(self, sandbox_id: str) -> SandboxRecord:
         record = self.get(sandbox_id)
         async with self._lock(sandbox_id):
-            if record.state == "running":
-                raise Conflict(f"sandbox {sandbox_id} is running already")
+            transition(sandbox_id, record.state, "start")
             self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
             try:
                 await self.blocking(self.runtime.start, sandbox_id)
             except BaseException:
                 self.admission.release(sandbox_id)
                 raise
-            return await self._set_state(record, "running")
+            return await self.blocking(self._move, record, "start")
 
     async def reset(self, sandbox_id: str) -> SandboxRecord:
         record = self.get(sandbox_id)
         async with self._lock(sandbox_id):
+            transition(sandbox_id, record.state, "reset")
             self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
             await self._drop_agent(sandbox_id)
             await self.blocking(self.runtime.reset, sandbox_id)
-            return await self._set_state(record, "running")
+            return await self.blocking(self._move, record, "reset")
 
     async def snapshot(self, sandbox_id: str, image: str) -> str:
         self.get(sandbox_id)
@@ -319,13 +322,12 @@ class SandboxService:
         except NotFound:
             pass  # its container was gone already (state error): drop the record all the same
         except BaseException as exc:
-            if not (isinstance(exc, Conflict) and record.state == "error"):
+            if not (isinstance(exc, Conflict) and record.state is SandboxState.ERROR):
                 self._records[sandbox_id] = record
                 raise
         self.admission.release(sandbox_id)
         self._dirty_active.pop(sandbox_id, None)
         self._busy.pop(sandbox_id, None)
-        self._died.discard(sandbox_id)
         self._locks.pop(sandbox_id, None)
         await self.blocking(self.registry.delete, sandbox_id)
 
@@ -334,12 +336,6 @@ class SandboxService:
             await self.remove(sandbox_id)
         except TumblerError as exc:
             log.warning("could not remove sandbox %s: %s", sandbox_id, exc.message)
-
-    async def _set_state(self, record: SandboxRecord, state: str) -> SandboxRecord:
-        record.state, record.error = state, None
-        self._died.discard(record.id)
-        await self.blocking(self.registry.set_state, record.id, state)
-        return record
 
     # -- activity (for the reaper) --------------------------------------------------------------
 
@@ -359,11 +355,8 @@ class SandboxService:
                    timeout: float = OP_TIMEOUT_S, on_event=None) -> tuple[dict, bytes]:
         """One request to the sandbox's agent, its failures turned into tumbler.errors."""
         record = self.get(sandbox_id)
-        if sandbox_id in self._died:
-            raise self._agent_died(sandbox_id, "it was stopped")
-        if record.state != "running":
-            raise Conflict(f"sandbox {sandbox_id} is {record.state}; start it first"
-                           + (f" ({record.error})" if record.error else ""))
+        if record.state is not SandboxState.RUNNING:
+            raise self._not_running(record)
         client = self._agents.get(sandbox_id)
         if client is None:
             client = self._agents[sandbox_id] = AsyncAgentClient(
@@ -378,6 +371,14 @@ class SandboxService:
         finally:
             self._busy[sandbox_id] -= 1
             self._dirty_active[sandbox_id] = time.time()
+
+    def _not_running(self, record: SandboxRecord) -> TumblerError:
+        # A sandbox stopped because its init died (`error` says so) answers as a call to it
+        # would have before the death watch saw it; any other state is the caller's to change.
+        if record.state is SandboxState.STOPPED and record.error:
+            return self._agent_died(record.id, "it was stopped")
+        return Conflict(f"sandbox {record.id} is {record.state.value}; start it first"
+                        + (f" ({record.error})" if record.error else ""))
 
     @staticmethod
     def _agent_died(sandbox_id: str, detail: str) -> AgentDied:

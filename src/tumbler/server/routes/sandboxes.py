@@ -6,6 +6,7 @@ from starlette.responses import Response
 
 from tumbler import wire
 from tumbler.errors import InvalidRequest
+from tumbler.runtime.spec import SandboxState
 from tumbler.server.routes import json_response, service
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
@@ -20,7 +21,7 @@ async def create_sandbox(body: wire.CreateSandboxRequest, request: Request):
 
 @router.get("", response_model=wire.SandboxList)
 async def list_sandboxes(request: Request,
-                         state: wire.SandboxStateName | None = Query(None, description="only this state"),
+                         state: SandboxState | None = Query(None, description="only this state"),
                          label: list[str] = Query([], description="key=value; repeat to AND them")):
     labels = {}
     for item in label:

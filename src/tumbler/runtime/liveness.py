@@ -1,8 +1,9 @@
-"""Is a sandbox's init (its agent) alive? Read from /proc, for the service's death watch.
+"""Is a sandbox's init (its agent) alive? Read from /proc, for the death watches of the server
+and the node host.
 
-The process runtime makes the server a child subreaper, so a killed init stays a zombie of the
-server until the runtime stops the sandbox: /proc/<pid> existing is not enough, its state must
-not be Z (zombie) or X (dead).
+The process runtime makes its process (the server, a node host) a child subreaper, so a killed
+init stays a zombie of that process until the runtime stops the sandbox: /proc/<pid> existing
+is not enough, its state must not be Z (zombie) or X (dead).
 """
 from __future__ import annotations
 
