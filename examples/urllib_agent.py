@@ -24,18 +24,21 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stream", action="store_true", help="ask for streamed answers")
+    parser.add_argument("--system", default=SYSTEM, help="the system message")
+    parser.add_argument("--instructions", default="", help="text added after every observation")
     opts = parser.parse_args()
 
     env = GuessTheNumber(low=opts.low, high=opts.high, max_turns=opts.max_turns)
     obs, _ = env.reset(seed=opts.seed)
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": obs}]
+    say = (lambda o: f"{o}\n{opts.instructions}") if opts.instructions else str
+    messages = [{"role": "system", "content": opts.system}, {"role": "user", "content": say(obs)}]
     reward, turns, done = 0.0, 0, False
     while not done:
         reply = ask(messages, opts.stream)
         messages.append({"role": "assistant", "content": reply})
         obs, r, terminated, truncated, _ = env.step(reply)
         reward, turns, done = reward + r, turns + 1, terminated or truncated
-        messages.append({"role": "user", "content": obs})
+        messages.append({"role": "user", "content": say(obs)})
     print(json.dumps({"reward": reward, "turns": turns, "solved": reward > 0}))
 
 

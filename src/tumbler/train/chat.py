@@ -44,8 +44,13 @@ class ChatRenderer:
     def next_turn(self, observation: str, response_stopped: bool) -> list[int]:
         """The tokens that follow a response: an end-of-turn token when the response was cut
         short without one, the separator, then the new user message and the assistant cue."""
-        ids = self._render([{"role": "system", "content": DUMMY_SYSTEM},
-                            {"role": "user", "content": self.turn_template.replace("{obs}", observation)}],
+        message = {"role": "user", "content": self.turn_template.replace("{obs}", observation)}
+        return self.continuation([message], response_stopped)
+
+    def continuation(self, messages: list[dict], response_stopped: bool) -> list[int]:
+        """The tokens that follow a response when `messages` (user or tool messages, as an
+        agent program sends them) come next, ending with the assistant cue."""
+        ids = self._render([{"role": "system", "content": DUMMY_SYSTEM}, *messages],
                            generation_prompt=True)
         if ids[:len(self._dummy_prefix)] != self._dummy_prefix:
             raise InvalidRequest("the chat template is not prefix-stable for a dummy system message")

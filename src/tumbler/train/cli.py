@@ -34,13 +34,21 @@ def _step_table(history: list[dict], evals: list[dict], started: float, target) 
 
 
 @reports_errors
-def train(config: Path = typer.Argument(..., help="a YAML config (see docs/TRAINER.md)"),
+def train(config: Optional[Path] = typer.Argument(None, help="a YAML config (see docs/TRAINER.md)"),
           set_: Optional[list[str]] = typer.Option(None, "--set", help="override: key=value "
                                                    "(dotted keys, YAML values), repeatable"),
+          resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run "
+                                                "directory from its last checkpoint"),
           verbose: bool = typer.Option(False, "-v", help="log each step too")):
-    """Train a policy with GRPO on an env (examples/train/*.yaml)."""
+    """Train a policy with GRPO on an env (examples/train/*.yaml), or --resume a killed run."""
+    from tumbler.errors import InvalidRequest
     from tumbler.train.config import load_config
-    cfg = load_config(config, set_ or [])
+    if (config is None) == (resume is None):
+        raise InvalidRequest("give a config file, or --resume RUN_DIR (not both)")
+    if resume:
+        from tumbler.train.trainer import latest_checkpoint
+        latest_checkpoint(resume)      # not a run dir, or finished: a clear error before loading
+    cfg = load_config(resume / "config.yaml" if resume else config, set_ or [])
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
     history: list[dict] = []
@@ -50,7 +58,8 @@ def train(config: Path = typer.Argument(..., help="a YAML config (see docs/TRAIN
                         f"{'sandboxes' if cfg.env.hosted else 'envs'}..."):
         from tumbler.train.trainer import Trainer
         setup_start = time.monotonic()
-        trainer = Trainer(cfg, on_step=history.append, on_eval=evals.append)
+        trainer = Trainer(cfg, on_step=history.append, on_eval=evals.append,
+                          resume=str(resume) if resume else None)
         setup_s = time.monotonic() - setup_start
     console.print(f"setup {setup_s:.1f} s · run dir [bold]{trainer.run_dir.path}[/bold]")
     with Live(_step_table(history, evals, started, cfg.target_success), console=console,

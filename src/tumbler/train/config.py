@@ -59,6 +59,30 @@ class EnvConfig(_Section):
     """Each later user message; `{obs}` is the env's feedback."""
 
 
+class AgentConfig(_Section):
+    """Agent mode (mode: agent): an unmodified agent program per episode, in a sandbox whose
+    model endpoint the trainer answers (docs/TRAINER.md, "Agent mode")."""
+
+    command: list[str] = Field(default_factory=list)
+    """The program's argv; '{seed}' in any part becomes the episode's seed, e.g.
+    [python3, /root/openai_agent.py, --seed, '{seed}']."""
+    files: dict[str, str] = Field(default_factory=dict)
+    """Files put in every sandbox before the first episode: sandbox path -> host path."""
+    image: str = "openai"
+    """The sandboxes' image (`make openai-image` builds 'openai': debian with the openai package)."""
+    cwd: str | None = None
+    """The program's working directory (None: the sandbox's default)."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Seconds one episode's program may run; it is killed then and the episode counts as failed."""
+    wave_s: float = Field(1.0, gt=0)
+    """Seconds to wait, after the first call of a wave, for the other programs' calls before
+    generating the waiting ones in one batch."""
+    reward: str = "replay"
+    """'replay': the policy's replies stepped through env.id (with env.kwargs) at the episode's
+    seed, on the host; or 'module:function' called as fn(seed=, replies=, ended=) -> (reward,
+    success). Nothing the program prints or returns is trusted."""
+
+
 class RolloutConfig(_Section):
     groups_per_step: int = Field(4, ge=1)
     """Distinct seeds (GRPO groups) per training step."""
@@ -135,8 +159,13 @@ class TrainConfig(_Section):
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The policy."""
+    mode: Literal["env", "agent"] = "env"
+    """'env': the trainer steps GEM-style envs itself; 'agent': an agent program in each sandbox
+    calls the model service and the trainer answers (see `agent`)."""
     env: EnvConfig = Field(default_factory=EnvConfig)
-    """The environment."""
+    """The environment (in agent mode: the game 'replay' rewards with)."""
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    """The agent program (agent mode only)."""
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     """How episodes are played."""
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
@@ -156,11 +185,19 @@ class TrainConfig(_Section):
     run_dir: str = "runs/{time}"
     """Where the run writes; '{time}' becomes the start time."""
     checkpoint_every: int = Field(0, ge=0)
-    """Save the policy every this many steps (0: only at the end)."""
+    """Save the policy, optimizer and RNG every this many steps (0: only at the end); a run
+    killed in between resumes from the last one (`tumbler train --resume RUN_DIR`)."""
+    keep_checkpoints: int = Field(2, ge=0)
+    """How many step-N checkpoints to keep (the newest; 0: all). final is always kept."""
     save_final: bool = True
     """Save the trained policy in run_dir/checkpoints/final."""
     target_success: float | None = Field(None, ge=0, le=1)
     """A held-out success rate to report against (the demo's stated target)."""
+
+
+def _check_mode(config: "TrainConfig", source: str) -> None:
+    if config.mode == "agent" and not config.agent.command:
+        raise TrainConfigError(f"{source}: agent.command: agent mode needs the program's argv")
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
@@ -193,9 +230,11 @@ def build_config(data: dict | None = None, overrides: list[str] = (), source: st
             raise TrainConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=2e-5")
         _set(data, key.strip(), yaml.safe_load(raw))
     try:
-        return TrainConfig.model_validate(data)
+        config = TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise TrainConfigError(_format_errors(exc, source)) from None
+    _check_mode(config, source)
+    return config
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

@@ -38,11 +38,25 @@ class Episode:
     done: bool = False
     error: str | None = None
     transcript: list[dict] = field(default_factory=list)
+    # sequences closed before the current one: (token_ids, mask, logprobs) each. An agent program
+    # that rewrites its history (drops turns, edits a message) starts a new sequence.
+    earlier: list[tuple[list[int], list[int], list[float]]] = field(default_factory=list)
 
     def extend(self, ids: list[int], trained: bool, logprobs: list[float] | None = None) -> None:
         self.token_ids += ids
         self.mask += [int(trained)] * len(ids)
         self.logprobs += logprobs if logprobs is not None else [0.0] * len(ids)
+
+    def restart(self) -> None:
+        """Close the current sequence (kept for training) and begin an empty one."""
+        if self.token_ids:
+            self.earlier.append((self.token_ids, self.mask, self.logprobs))
+        self.token_ids, self.mask, self.logprobs = [], [], []
+
+    def sequences(self) -> list[tuple[list[int], list[int], list[float]]]:
+        """Every sequence with at least one trained token, in order: the training samples."""
+        every = [*self.earlier, (self.token_ids, self.mask, self.logprobs)]
+        return [seq for seq in every if any(seq[1])]
 
 
 @dataclass
@@ -54,6 +68,8 @@ class RolloutStats:
     generation_s: float = 0.0
     env_s: float = 0.0
     failed_episodes: int = 0
+    rewritten_histories: int = 0    # agent mode: calls that did not extend the episode's sequence
+    generation_calls: int = 0       # batched generations (env mode: turns; agent mode: waves)
 
 
 class EnvPool:
@@ -99,6 +115,11 @@ class EnvPool:
 
     def __len__(self) -> int:
         return len(self.envs)
+
+    def play(self, policy, renderer: ChatRenderer, seeds: list[int], groups: list[int],
+             params: GenerationParams, **kwargs) -> tuple[list["Episode"], RolloutStats]:
+        """`rollout` on this pool (the trainer calls every pool, env or agent, this way)."""
+        return rollout(policy, renderer, self, seeds, groups, params, **kwargs)
 
     def map(self, fn, indices: list[int]) -> list:
         """fn(envs[i], i) for each i in `indices`, concurrently; an exception comes back as the
@@ -160,6 +181,7 @@ def rollout(policy, renderer: ChatRenderer, envs: EnvPool, seeds: list[int], gro
             t0 = time.monotonic()
             outs = batch.generate({i: episodes[i].token_ids for i in live}, params)
             stats.generation_s += time.monotonic() - t0
+            stats.generation_calls += 1
             for i in live:
                 ep, out = episodes[i], outs[i]
                 ep.extend(out.token_ids, trained=True, logprobs=out.logprobs)

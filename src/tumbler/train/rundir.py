@@ -28,9 +28,26 @@ class RunDir:
                  "error": ep.error, "chat": ep.transcript} for ep in episodes[:count]]
         (self.path / "episodes" / f"step-{step:04d}.json").write_text(json.dumps(rows, indent=1))
 
+    def truncate(self, step: int) -> None:
+        """Drop the log lines of steps after `step` (a resume plays them again)."""
+        for name in ("metrics", "eval"):
+            kept = [r for r in self.read(name) if r.get("step", 0) <= step]
+            path = self.path / f"{name}.jsonl"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(path)
+
     def read(self, name: str) -> list[dict]:
         path = self.path / f"{name}.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:     # the half line a kill cut short
+                break
+        return rows
 
     def plot(self) -> Path:
         """curve.png: training reward and success per step, held-out success at evaluations."""

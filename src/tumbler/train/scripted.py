@@ -22,6 +22,7 @@ class ScriptedPolicy:
 class ScriptedBatch:
     def __init__(self, policy: ScriptedPolicy, n: int):
         self.policy, self.turns = policy, [0] * n
+        self.fed: dict[int, list[int]] = {i: [] for i in range(n)}   # as HFBatch: what was seen
 
     def generate(self, prompts: dict[int, list[int]], params: GenerationParams) -> dict[int, Generation]:
         out = {}
@@ -33,6 +34,7 @@ class ScriptedBatch:
             tokens = self.policy.tokenizer(text, add_special_tokens=False).input_ids
             tokens = tokens[:params.max_new_tokens - 1] + [self.policy.eot_id]
             out[ep] = Generation(tokens, [0.0] * len(tokens), True, text)
+            self.fed[ep] = ids + tokens[:-1]
         return out
 
     def close(self) -> None:

@@ -11,16 +11,24 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from tumbler.errors import TumblerError
+from pathlib import Path
+
+from tumbler.errors import Conflict, NotFound, TumblerError
 from tumbler.train import algorithms
 from tumbler.train.chat import ChatRenderer
 from tumbler.train.config import TrainConfig
 from tumbler.train.policy import GenerationParams, HFPolicy
-from tumbler.train.rollout import EnvPool, RolloutStats, rollout
+from tumbler.train.rollout import EnvPool, RolloutStats
 from tumbler.train.rundir import RunDir
 from tumbler.train.samples import to_batch
 
 log = logging.getLogger("tumbler.train")
+
+TRAINER_STATE = "trainer.pt"     # in a checkpoint, beside the weights: what a resume restores
+
+
+class RolloutFailed(TumblerError):
+    """Every episode of a rollout failed (the env, the image or the agent program is broken)."""
 
 
 class TrainingDiverged(TumblerError):
@@ -43,16 +51,17 @@ class Trainer:
     (the CLI draws its progress display from them)."""
 
     def __init__(self, config: TrainConfig, *, policy=None, envs: EnvPool | None = None,
-                 on_step=None, on_eval=None):
+                 on_step=None, on_eval=None, resume: str | None = None):
+        """resume: a run directory to continue from its last checkpoint (`config` should be
+        that run's; `Trainer.resuming(run_dir)` reads it for you)."""
         import torch
         self.config = config
         self.on_step, self.on_eval = on_step or (lambda m: None), on_eval or (lambda r: None)
         if config.model.threads:
             torch.set_num_threads(config.model.threads)
         torch.manual_seed(config.seed)
-        self.policy = policy or HFPolicy.load(config.model.name, device=config.model.device,
-                                              dtype=config.model.dtype, seed=config.seed,
-                                              reuse_cache=config.model.reuse_cache)
+        self.checkpoint = latest_checkpoint(resume) if resume else None
+        self.policy = policy or self._load_policy(str(self.checkpoint or config.model.name))
         self.renderer = ChatRenderer(self.policy.tokenizer, self.policy.eot_id, config.env.system_prompt,
                                      config.env.first_template, config.env.turn_template)
         n = max(config.rollout.groups_per_step * config.rollout.group_size, config.eval.episodes, 1)
@@ -65,13 +74,47 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr,
                                            weight_decay=config.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.run_dir = RunDir(config.run_dir)
-        self.run_dir.write_config(config)
+        self.start_step, self._spent_before = 0, 0.0
+        self.run_dir = RunDir(str(resume) if resume else config.run_dir)
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+        else:
+            self.run_dir.write_config(config)
+
+    @classmethod
+    def resuming(cls, run_dir: str, **kwargs) -> "Trainer":
+        """A Trainer continuing `run_dir` from its last checkpoint, with the run's own config."""
+        from tumbler.train.config import load_config
+        latest_checkpoint(run_dir)     # not a run, or nothing to resume: say so before loading
+        config = load_config(Path(run_dir) / "config.yaml", kwargs.pop("overrides", ()))
+        return cls(config, resume=run_dir, **kwargs)
+
+    def _load_policy(self, source: str) -> HFPolicy:
+        m = self.config.model
+        return HFPolicy.load(source, device=m.device, dtype=m.dtype, seed=self.config.seed,
+                             reuse_cache=m.reuse_cache)
+
+    def _restore(self, checkpoint: Path) -> None:
+        """Optimizer, schedule, sampling RNG and step from `checkpoint`; the run's logs are cut
+        back to that step (lines written after it belong to steps that will be played again)."""
+        import torch
+        state = torch.load(checkpoint / TRAINER_STATE, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.start_step, self._spent_before = state["step"], state["train_seconds"]
+        self.run_dir.truncate(self.start_step)
+        log.info("resuming %s from step %d (%s)", self.run_dir.path, self.start_step, checkpoint.name)
 
     # -- setup -------------------------------------------------------------------------------
 
-    def _make_envs(self, n: int) -> EnvPool:
+    def _make_envs(self, n: int):
         env = self.config.env
+        if self.config.mode == "agent":
+            from tumbler.train.agentmode import AgentPool
+            return AgentPool(n, self.config.agent, env)
         if env.hosted:
             return EnvPool.hosted(env.id, n, image=env.image, step_timeout=env.step_timeout_s,
                                   format_penalty=env.format_penalty, **env.kwargs)
@@ -79,7 +122,9 @@ class Trainer:
 
     def _make_reference(self):
         import copy
-        reference = copy.deepcopy(self.policy.model).eval()
+        # the frozen starting policy: on resume that is the model the run began with
+        start = self._load_policy(self.config.model.name).model if self.checkpoint else self.policy.model
+        reference = copy.deepcopy(start).eval()
         for p in reference.parameters():
             p.requires_grad_(False)
         return reference
@@ -99,33 +144,39 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.config
-        result = TrainResult(str(self.run_dir.path), 0, 0.0)
+        result = TrainResult(str(self.run_dir.path), self.start_step, 0.0)
         try:
-            result.eval_before = self.evaluate(step=0)
-            started = time.monotonic()
-            for step in range(1, cfg.steps + 1):
+            if self.start_step:
+                result.history = self.run_dir.read("metrics")
+                result.eval_before = next(iter(self.run_dir.read("eval")), None)
+                for m in result.history:
+                    self.on_step(m)
+            else:
+                result.eval_before = self.evaluate(step=0)
+            self._started, self._eval_s = time.monotonic(), 0.0   # evaluations are not training
+            for step in range(self.start_step + 1, cfg.steps + 1):
                 metrics = self.train_step(step)
                 result.history.append(metrics)
                 result.steps = step
                 self.run_dir.log("metrics", metrics)
                 self.on_step(metrics)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    self.save(f"step-{step:04d}")
+                    self.save(f"step-{step:04d}", step)
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.steps:
                     self.evaluate(step)
                 # stop before a step that would likely end past the limit (steps vary little)
-                spent = time.monotonic() - started - self._eval_s
+                spent = self.train_seconds()
                 if cfg.time_limit_s and spent + metrics["step_s"] > cfg.time_limit_s:
                     log.info("time limit of %.0f s: stopping after step %d (%.0f s spent)",
                              cfg.time_limit_s, step, spent)
                     break
-            result.train_seconds = time.monotonic() - started - self._eval_s
+            result.train_seconds = self.train_seconds()
             result.eval_after = self.evaluate(step=result.steps)
             if cfg.save_final:
-                self.save("final")
+                self.save("final", result.steps)
         except KeyboardInterrupt:
-            log.warning("interrupted: saving the policy as it is")
-            self.save("interrupted")
+            log.warning("interrupted: saving the policy and the optimizer as they are")
+            self.save("interrupted", result.steps)
             raise
         finally:
             result.plot = str(self.run_dir.plot())
@@ -133,6 +184,13 @@ class Trainer:
         return result
 
     _eval_s = 0.0
+    _started: float | None = None
+
+    def train_seconds(self) -> float:
+        """Seconds spent training in this run, earlier lives of a resumed run included."""
+        if self._started is None:
+            return self._spent_before
+        return self._spent_before + time.monotonic() - self._started - self._eval_s
 
     def close(self) -> None:
         if self._own_envs:
@@ -144,8 +202,14 @@ class Trainer:
 
     def _play(self, seeds, groups, temperature, stats):
         r = self.config.rollout
-        return rollout(self.policy, self.renderer, self.envs, seeds, groups, self._params(temperature),
-                       max_turns=r.max_turns, turn_bonus=r.turn_bonus, stats=stats)
+        episodes, stats = self.envs.play(self.policy, self.renderer, seeds, groups,
+                                         self._params(temperature), max_turns=r.max_turns,
+                                         turn_bonus=r.turn_bonus, stats=stats)
+        if episodes and all(ep.error for ep in episodes):
+            # nothing was played: a broken image, program or env, not bad luck; say so at once
+            raise RolloutFailed(f"every one of {len(episodes)} episodes failed; the first: "
+                                f"{episodes[0].error}")
+        return episodes, stats
 
     def collect(self, step: int, stats: RolloutStats):
         """A step's episodes, groups with a failed episode replayed up to max_retries times and
@@ -176,16 +240,21 @@ class Trainer:
         episodes, dropped = self.collect(step, stats)
         rollout_s = time.monotonic() - t0
         metrics = {"step": step, "episodes": len(episodes), "groups_dropped": dropped,
-                   "failed_episodes": stats.failed_episodes}
+                   "failed_episodes": stats.failed_episodes,
+                   "rewritten_histories": stats.rewritten_histories,
+                   "generation_calls": stats.generation_calls}
         metrics.update(_episode_metrics(episodes))
         t1 = time.monotonic()
         update = {"loss": 0.0, "grad_norm": 0.0, "trained_sequences": 0, "uniform_groups": 0}
         if episodes:
             batch = to_batch(episodes, self.policy.pad_id, self.policy.device)
-            advantages = algorithms.compute_advantages(batch.rewards, batch.group_index,
-                                                       estimator=alg.estimator, std_eps=alg.std_eps)
+            rewards = torch.tensor([ep.reward for ep in episodes], device=batch.rewards.device)
+            group_index = torch.tensor([ep.group for ep in episodes], device=batch.rewards.device)
+            # per episode, then to its rows: an episode of several sequences counts once
+            advantages = algorithms.compute_advantages(rewards, group_index, estimator=alg.estimator,
+                                                       std_eps=alg.std_eps)[batch.episode_index]
             keep = torch.arange(len(batch), device=batch.rewards.device)
-            uniform = _uniform_groups(batch.rewards, batch.group_index)
+            uniform = _uniform_groups(rewards, group_index)
             update["uniform_groups"] = len(uniform)
             if alg.skip_uniform_groups and uniform:
                 keep = keep[~torch.isin(batch.group_index, torch.tensor(sorted(uniform), device=keep.device))]
@@ -273,9 +342,13 @@ class Trainer:
         ev = self.config.eval
         if ev.episodes == 0:
             return None
+        import torch
         t0 = time.monotonic()
         seeds = [ev.seed + i for i in range(ev.episodes)]
-        episodes, stats = self._play(seeds, list(range(len(seeds))), ev.temperature, RolloutStats())
+        # on a fork of the RNG: evaluating (or not, or more often) leaves the training curve as
+        # it is, so a resumed run samples what the uninterrupted one would have
+        with torch.random.fork_rng(devices=[]):
+            episodes, stats = self._play(seeds, list(range(len(seeds))), ev.temperature, RolloutStats())
         record = {"step": step, **_episode_metrics(episodes), "failed_episodes": stats.failed_episodes,
                   "seconds": round(time.monotonic() - t0, 2)}
         self._eval_s += time.monotonic() - t0
@@ -283,15 +356,53 @@ class Trainer:
         self.on_eval(record)
         return record
 
-    def save(self, name: str) -> None:
-        """The policy in run_dir/checkpoints/NAME (written aside, then renamed into place)."""
+    def save(self, name: str, step: int) -> None:
+        """The policy, optimizer, schedule and sampling RNG after `step` in
+        run_dir/checkpoints/NAME (written aside, then renamed into place: a SIGKILL mid-write
+        leaves the last checkpoint whole)."""
+        import shutil
+
+        import torch
         target = self.run_dir.path / "checkpoints" / name
         tmp = target.with_name(name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
         self.policy.save(tmp)
+        torch.save({"step": step, "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "train_seconds": self.train_seconds()}, tmp / TRAINER_STATE)
         if target.exists():
-            import shutil
             shutil.rmtree(target)
         tmp.rename(target)
+        self._prune_checkpoints()
+
+    def _prune_checkpoints(self) -> None:
+        import shutil
+        keep = self.config.keep_checkpoints
+        steps = sorted((self.run_dir.path / "checkpoints").glob("step-*"))
+        for old in steps[:-keep] if keep else ():
+            if not old.name.endswith(".tmp"):
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir) -> Path:
+    """The checkpoint of `run_dir` a resume starts from: the one after the most steps."""
+    import torch
+    root = Path(run_dir) / "checkpoints"
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise NotFound(f"{run_dir} is not a training run directory (no config.yaml)")
+    found = []
+    for path in root.glob("*") if root.is_dir() else ():
+        if path.name.endswith(".tmp") or not (path / TRAINER_STATE).is_file():
+            continue        # .tmp: a save a kill cut short
+        found.append((torch.load(path / TRAINER_STATE, weights_only=False)["step"], path.name == "final", path))
+    if not found:
+        raise NotFound(f"{run_dir} has no checkpoint to resume from (set checkpoint_every)")
+    step, final, path = max(found, key=lambda f: (f[0], f[1]))
+    if final:
+        raise Conflict(f"{run_dir} finished (checkpoints/final after step {step}); nothing to resume")
+    return path
 
 
 def _uniform_groups(rewards, group_index) -> set[int]:
