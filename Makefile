@@ -6,20 +6,24 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := runc mmdebstrap golang-github-containers-common e2fsprogs iproute2 procps tar python3-venv busybox-static
 APT_STAMP := /var/lib/tumbler/.apt-installed
 
-.PHONY: demo tour test test-all bench system venv image gem-image podman peers clean
+.PHONY: demo demo-agent tour test test-all bench system venv image gem-image openai-image podman peers clean
 
 # The main job: GRPO trains SmolLM2-135M-Instruct on GuessTheNumber hosted in sandboxes (CPU).
 demo: venv image
 	$(VENV)/bin/tumbler train examples/train/guess.yaml
 
+# The second example: the same game played by examples/openai_agent.py through the model service.
+demo-agent: venv image openai-image
+	$(VENV)/bin/tumbler train examples/train/agent.yaml
+
 # The sandbox tour (the demo before the trainer).
 tour: venv image
 	$(PY) -m tumbler.demo
 
-test: venv image gem-image podman peers
+test: venv image gem-image openai-image podman peers
 	$(VENV)/bin/pytest -q
 
-test-all: venv image gem-image podman peers
+test-all: venv image gem-image openai-image podman peers
 	$(VENV)/bin/pytest -q -m ''
 
 bench: venv image podman peers
@@ -55,6 +59,10 @@ image: venv
 # GEM (gem-llm) inside an image, so GEM's envs can be hosted in sandboxes (cached by name).
 gem-image: image
 	$(VENV)/bin/tumbler image add-pip gem gem-llm==0.1.0 --check 'import gem'
+
+# The openai package inside an image, for agent programs that use it (cached by name).
+openai-image: image
+	$(VENV)/bin/tumbler image add-pip openai openai==3.57.0 --check 'import openai'
 
 clean:
 	rm -rf $(VENV)
