@@ -169,6 +169,12 @@ class SnapshotResponse(BaseModel):
     image: str
 
 
+class ForkRequest(Request):
+    count: int = Field(default=1, ge=1, le=256, description="new sandboxes to make")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="added to the source's labels in the new ones")
+
+
 class StatsOut(BaseModel):
     memory_bytes: int = Field(description="memory in use now, bytes")
     memory_limit_bytes: int

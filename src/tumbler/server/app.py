@@ -20,6 +20,7 @@ from tumbler.server import fastpath
 from tumbler.server.fastpath import FastRun
 from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
+from tumbler.server.routes import pause_fork as pause_fork_routes
 from tumbler.server.registry import Registry
 from tumbler.server.routes import envs, files, model, ops, pools as pool_routes, processes, rock, sandboxes, sessions, system
 from tumbler.server.pools import PoolManager
@@ -127,7 +128,8 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     app.state.config = config
     app.state.metrics_registry = CollectorRegistry(auto_describe=True)
     errors.install(app)
-    for router in (system.router, sandboxes.router, sessions.router, files.router, processes.router,
+    for router in (system.router, sandboxes.router, pause_fork_routes.router, sessions.router,
+                   files.router, processes.router,
                    envs.router, envs.rock_router, rock.router, pool_routes.router, model.router,
                    ops.router):
         app.include_router(router)
