@@ -71,6 +71,8 @@ class ServerProcess:
 def _remember(made: list[str], call, result) -> None:
     if call.method == "POST" and call.path == "/v1/sandboxes":
         made.append(result.id)
+    elif call.method == "POST" and call.path.endswith("/fork"):
+        made.extend(sb.id for sb in result)
 
 
 class TrackingClient(Client):

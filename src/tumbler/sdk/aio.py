@@ -138,12 +138,20 @@ class AsyncSandbox:
     @classmethod
     async def attach(cls, sandbox_id: str, *, url: str | None = None, token: str | None = None,
                      client: AsyncClient | None = None) -> "AsyncSandbox":
+        owns = client is None
+        client = client or AsyncClient(url, token)
+        self = cls._of(await client.send(core.get(sandbox_id)), client)
+        self._owns_client = owns
+        return self
+
+    @classmethod
+    def _of(cls, info: wire.SandboxOut, client: AsyncClient) -> "AsyncSandbox":
         self = cls.__new__(cls)
         self._request = None
-        self._owns_client = client is None
-        self.client = client or AsyncClient(url, token)
-        self.info = await self.client.send(core.get(sandbox_id))
-        self.id = sandbox_id
+        self._owns_client = False
+        self.client = client
+        self.info = info
+        self.id = info.id
         self._removed = False
         return self
 
@@ -174,6 +182,18 @@ class AsyncSandbox:
 
     async def reset(self) -> None:
         self.info = await self.client.send(core.lifecycle(self.id, "reset"))
+
+    async def pause(self) -> None:
+        """Freeze every process (memory kept, no CPU used); calls are refused until resume()."""
+        self.info = await self.client.send(core.lifecycle(self.id, "pause"))
+
+    async def resume(self) -> None:
+        self.info = await self.client.send(core.lifecycle(self.id, "resume"))
+
+    async def fork(self, count: int, *, labels: dict[str, str] | None = None) -> list["AsyncSandbox"]:
+        """`count` new running sandboxes with copies of this one's files (not its processes)."""
+        return [AsyncSandbox._of(info, self.client)
+                for info in await self.client.send(core.fork(self.id, count, labels))]
 
     async def snapshot(self, image: str) -> str:
         return await self.client.send(core.snapshot(self.id, image))
@@ -357,6 +377,15 @@ class AsyncSandboxGroup:
             raise failures[0]
         return self
 
+    @classmethod
+    async def fork(cls, sandbox: AsyncSandbox, count: int, *,
+                   labels: dict[str, str] | None = None) -> "AsyncSandboxGroup":
+        """A group of `count` forks of `sandbox` (its files), on its client; already made, so
+        `async with await AsyncSandboxGroup.fork(sb, 8) as group:` removes them on exit."""
+        self = cls(count, client=sandbox.client)
+        self.sandboxes = await sandbox.fork(count, labels=labels)
+        return self
+
     async def remove(self) -> None:
         await asyncio.gather(*(sb.remove() for sb in self.sandboxes), return_exceptions=True)
         if self._owns_client:
@@ -375,7 +404,7 @@ class AsyncSandboxGroup:
         return self.sandboxes[i]
 
     async def __aenter__(self) -> "AsyncSandboxGroup":
-        return await self.start()
+        return self if self.sandboxes else await self.start()
 
     async def __aexit__(self, *exc) -> None:
         await self.remove()

@@ -225,12 +225,18 @@ def list_sandboxes(state: str | None, labels: dict[str, str] | None) -> Call:
 
 
 def lifecycle(sandbox_id: str, op: str) -> Call:
-    """op: stop, start or reset."""
+    """op: stop, start, reset, pause or resume."""
     return Call("POST", _sb(sandbox_id, f"/{op}"), _model(wire.SandboxOut), timeout=BULK_TIMEOUT_S)
 
 
 def remove(sandbox_id: str) -> Call:
     return Call("DELETE", _sb(sandbox_id), _none, timeout=BULK_TIMEOUT_S)
+
+
+def fork(sandbox_id: str, count: int, labels: dict[str, str] | None) -> Call:
+    return Call("POST", _sb(sandbox_id, "/fork"),
+                lambda r: wire.SandboxList.model_validate_json(r.content).sandboxes,
+                json_body=wire.ForkRequest(count=count, labels=labels or {}), timeout=BULK_TIMEOUT_S)
 
 
 def snapshot(sandbox_id: str, image: str) -> Call:

@@ -150,11 +150,19 @@ class Sandbox:
     def attach(cls, sandbox_id: str, *, url: str | None = None, token: str | None = None,
                client: Client | None = None) -> "Sandbox":
         """The object for a sandbox that exists on the server."""
+        owns = client is None
+        client = client or Client(url, token)
+        self = cls._of(client.send(core.get(sandbox_id)), client)
+        self._owns_client = owns
+        return self
+
+    @classmethod
+    def _of(cls, info: wire.SandboxOut, client: Client) -> "Sandbox":
         self = cls.__new__(cls)
-        self._owns_client = client is None
-        self.client = client or Client(url, token)
-        self.info = self.client.send(core.get(sandbox_id))
-        self.id = sandbox_id
+        self._owns_client = False
+        self.client = client
+        self.info = info
+        self.id = info.id
         self._removed = False
         return self
 
@@ -177,6 +185,19 @@ class Sandbox:
     def reset(self) -> None:
         """Back to the pristine image: processes, sessions and written files all gone."""
         self.info = self.client.send(core.lifecycle(self.id, "reset"))
+
+    def pause(self) -> None:
+        """Freeze every process (memory kept, no CPU used); calls are refused until resume()."""
+        self.info = self.client.send(core.lifecycle(self.id, "pause"))
+
+    def resume(self) -> None:
+        self.info = self.client.send(core.lifecycle(self.id, "resume"))
+
+    def fork(self, count: int, *, labels: dict[str, str] | None = None) -> list["Sandbox"]:
+        """`count` new running sandboxes with copies of this one's files (not its processes),
+        on this one's client; this one keeps its state. All are made, or none."""
+        return [Sandbox._of(info, self.client)
+                for info in self.client.send(core.fork(self.id, count, labels))]
 
     def snapshot(self, image: str) -> str:
         return self.client.send(core.snapshot(self.id, image))
@@ -362,6 +383,17 @@ class SandboxGroup:
         if errors:
             self.remove()
             raise errors[0]
+
+    @classmethod
+    def fork(cls, sandbox: Sandbox, count: int, *,
+             labels: dict[str, str] | None = None) -> "SandboxGroup":
+        """A group of `count` forks of `sandbox` (its files; e.g. the members of a GRPO group
+        started from one prepared state), on its client. Removing the group leaves `sandbox`."""
+        self = cls.__new__(cls)
+        self._owns_client = False
+        self.client = sandbox.client
+        self.sandboxes = sandbox.fork(count, labels=labels)
+        return self
 
     def remove(self) -> None:
         """Remove every sandbox of the group (concurrently)."""
