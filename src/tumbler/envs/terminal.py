@@ -14,7 +14,11 @@ Only then is the verifier script written there, outside workdir, and run with `/
 absolute path. So a replaced `python3`, a doctored `/etc`, a planted `.bashrc` or a background
 process in the agent's sandbox cannot reach the verifier; only workdir's files do, and verifiers
 treat those as data (Python verifiers run `python3 -I` and load the agent's modules by path).
-The verifier's sandbox is reset to its image after every check.
+The verifier's sandbox is reset to its image before every check.
+
+The two sandboxes are the env's own `LocalSandbox`es by default; pass `sandbox=` and `verifier=`
+to play through any sandbox with the common sandbox API (`LocalSandbox`, a server's
+`tumbler.Sandbox`): the env then resets them for each episode and leaves them to their owner.
 """
 from __future__ import annotations
 
@@ -24,7 +28,6 @@ import re
 import tempfile
 from pathlib import Path
 
-from tumbler.archives import extract_tar, tar_directory
 from tumbler.envs.core import Env, Step
 from tumbler.envs.taskfile import BUILTIN_TASKS, TerminalTask, load_tasks
 from tumbler.errors import NotFound, RuntimeFailure
@@ -44,11 +47,15 @@ class TerminalEnv(Env):
     Args:
         tasks: a task file (.jsonl/.json), a list of TerminalTask, or None for the built-in set.
         task_id: always pose this task; otherwise reset(seed) picks one with the env's generator.
-        runtime: the sandbox runtime (default: this host's process runtime).
+        runtime: the runtime of the sandboxes the env makes (default: this host's process runtime).
+        sandbox, verifier: sandboxes to use instead of making them (a `LocalSandbox` or a
+            server's `tumbler.Sandbox`, of the tasks' image): reset for each episode, never
+            removed by the env. Each None: a `LocalSandbox` of the task's image, the env's own.
     """
 
     def __init__(self, tasks: str | Path | list[TerminalTask] | None = None,
-                 task_id: str | None = None, runtime=None, seed: int | None = None):
+                 task_id: str | None = None, runtime=None, seed: int | None = None,
+                 sandbox=None, verifier=None):
         self.tasks = tasks if isinstance(tasks, list) else load_tasks(tasks or BUILTIN_TASKS)
         self._by_id = {t.id: t for t in self.tasks}
         if task_id is not None and task_id not in self._by_id:
@@ -56,8 +63,8 @@ class TerminalEnv(Env):
         self.task_id, self.runtime = task_id, runtime
         self.rng = random.Random(seed)
         self.task: TerminalTask | None = None
-        self.sandbox = None
-        self.verifier = None
+        self.sandbox, self.verifier = sandbox, verifier
+        self._given = {id(sb) for sb in (sandbox, verifier) if sb is not None}
         self.steps = 0
 
     def reset(self, seed: int | None = None):
@@ -99,7 +106,7 @@ class TerminalEnv(Env):
 
     def close(self) -> None:
         for sb in (self.sandbox, self.verifier):
-            if sb is not None:
+            if sb is not None and id(sb) not in self._given:
                 sb.remove()
         self.sandbox = self.verifier = None
 
@@ -111,7 +118,7 @@ class TerminalEnv(Env):
 
     def _pristine(self, sb):
         from tumbler.local import LocalSandbox
-        if sb is not None and sb.info.spec.image == self.task.image:
+        if sb is not None and (id(sb) in self._given or sb.info.spec.image == self.task.image):
             sb.reset()
             return sb
         if sb is not None:
@@ -150,27 +157,21 @@ class TerminalEnv(Env):
     def verify(self) -> tuple[bool, str]:
         """Run the task's verifier on a copy of workdir in a pristine sandbox: (passed, output)."""
         task = self.task
-        archive = self.sandbox.call("file.download_tar", {"path": task.workdir}, timeout=120)[1]
         self.verifier = self._pristine(self.verifier)
-        self.verifier.call("file.upload_tar", {"path": task.workdir}, _rebuilt(archive), timeout=120)
+        with tempfile.TemporaryDirectory(prefix="tumbler-verify-") as tmp:
+            # The agent's sandbox made the tar of workdir (root there can forge it): unpacked
+            # on the host by the strict routine (`download`: only files, directories and links
+            # kept inside workdir), and packed again by us for the verifier's sandbox, whose
+            # own tar code never sees what the agent made.
+            copy = Path(tmp) / "workdir"
+            self.sandbox.download(task.workdir, copy, links=True)
+            self.verifier.upload(copy, task.workdir)
         self.verifier.write_file(VERIFY_SCRIPT, task.verify, mode=0o500)
         result = self.verifier.exec(["/bin/bash", VERIFY_SCRIPT], cwd=task.workdir,
                                     timeout=task.verify_timeout_s)
         output = (result.stdout_bytes + result.stderr_bytes).decode(errors="replace")[-4000:]
         log.debug("task %s verifier exit %s", task.id, result.exit_code)
         return result.exit_code == 0, output
-
-
-def _rebuilt(archive: bytes) -> bytes:
-    """The agent's tar unpacked on the host by the strict routine, and packed again by us.
-
-    The agent's sandbox made that tar (root there can forge it); unpacked as it is inside the
-    verifier's sandbox, a member exploiting that sandbox's tar code could replace its /bin/bash
-    before the verifier runs. Only files, directories and links kept inside workdir pass.
-    """
-    with tempfile.TemporaryDirectory(prefix="tumbler-verify-") as tmp:
-        extract_tar(archive, Path(tmp) / "w", links=True)
-        return tar_directory(Path(tmp) / "w")
 
 
 def task_ids(path: str | Path | None = None) -> list[str]:

@@ -50,16 +50,18 @@ def _question(rng: random.Random) -> tuple[str, str, str]:
 
 class ToolUseEnv(Env):
     """Args: max_turns (tool calls and answers per episode), tool_timeout (seconds per call),
-    format_penalty, image, runtime (for the sandbox, made on first reset and reused)."""
+    format_penalty, image and runtime (of the env's own LocalSandbox, made on the first reset
+    and reused), or `sandbox`: one to use instead (a `LocalSandbox` or a server's
+    `tumbler.Sandbox`), reset for each episode and never removed by the env."""
 
     def __init__(self, max_turns: int = 6, tool_timeout: float = 10.0, format_penalty: float = -0.1,
-                 image: str = "debian", runtime=None, seed: int | None = None):
+                 image: str = "debian", runtime=None, seed: int | None = None, sandbox=None):
         if not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
         self.max_turns, self.tool_timeout, self.format_penalty = max_turns, tool_timeout, format_penalty
         self.image, self.runtime = image, runtime
         self.rng = random.Random(seed)
-        self.sandbox = None
+        self.sandbox, self._owns_sandbox = sandbox, sandbox is None
         self.question = self.answer = self.solver_code = ""
         self.turn = 0
 
@@ -108,9 +110,9 @@ class ToolUseEnv(Env):
                              "runtime": self.runtime, **kwargs})
 
     def close(self) -> None:
-        if self.sandbox is not None:
+        if self.sandbox is not None and self._owns_sandbox:
             self.sandbox.remove()
-            self.sandbox = None
+        self.sandbox = None
 
     def _fresh_sandbox(self) -> None:
         from tumbler.local import LocalSandbox
