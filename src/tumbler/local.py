@@ -12,6 +12,7 @@ The server wraps these same objects; the SDK offers the same methods over HTTP.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,9 @@ from tumbler.runtime.spec import (Limits, SandboxInfo, SandboxSpec, SandboxState
                                   new_sandbox_id)
 
 from tumbler.ops import DEFAULT_SESSION, DEFAULT_TIMEOUT_S, REPLY_GRACE_S  # noqa: F401 (re-exported)
+
+
+FORK_STARTS = 16   # forked sandboxes started at once
 
 
 @functools.lru_cache(maxsize=1)
@@ -105,16 +109,14 @@ class LocalSandbox:
         """`count` new running sandboxes with copies of this one's files (not its processes),
         owned by this process like any LocalSandbox; this one keeps running."""
         children = self.runtime.fork(self.id, [new_sandbox_id() for _ in range(count)], labels)
-        started: list[LocalSandbox] = []
-        try:
-            for child in children:
-                self.runtime.start(child.id)
-                started.append(LocalSandbox.attach(child.id, self.runtime))
-        except BaseException:
+        with ThreadPoolExecutor(min(FORK_STARTS, len(children))) as pool:
+            futures = [pool.submit(self.runtime.start, child.id) for child in children]
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
             for child in children:
                 self.runtime.remove(child.id)
-            raise
-        return started
+            raise failed[0]
+        return [LocalSandbox.attach(child.id, self.runtime) for child in children]
 
     def snapshot(self, image: str) -> str:
         """Save this sandbox's files as a new image; later sandboxes can start from it."""

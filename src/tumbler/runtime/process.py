@@ -26,6 +26,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tumbler.agent import protocol as agent_protocol
@@ -46,6 +47,7 @@ UNRECORDED_GRACE_S = 60.0  # a dir without a record this old is a leftover, not 
 PR_SET_CHILD_SUBREAPER = 36
 ID_LEN = 12
 AGENT_LOG = "agent.log"    # on the sandbox's disk, beside its overlay's upper dir
+FORK_THREADS = 8           # disk copies of one fork in flight at once
 SANDBOXES_MODE = 0o711     # host users may not list the sandboxes; runc's init (uid 100000) must pass
 
 
@@ -150,16 +152,17 @@ class ProcessRuntime(RecordKeeping):
             transition(sandbox_id, info.state, "fork")
             spec = info.spec.model_copy(update={"labels": {**info.spec.labels, **(labels or {})}})
             sdir = self._dir(sandbox_id)
-            made: list[SandboxInfo] = []
-            try:
-                made.append(self._fork_child(sdir, spec, child_ids[0], frozen=info.state))
-                first = self._dir(child_ids[0]) / "disk.img"
-                for child in child_ids[1:]:
-                    made.append(self._new_record(child, spec, lambda d: disks.make_image(first, d)))
-            except BaseException:
-                for child in made:
-                    self.remove(child.id)
-                raise
+            made = [self._fork_child(sdir, spec, child_ids[0], frozen=info.state)]
+        first = self._dir(child_ids[0]) / "disk.img"
+        copy = lambda child: self._new_record(child, spec, lambda d: disks.make_image(first, d))
+        with ThreadPoolExecutor(min(FORK_THREADS, len(child_ids))) as pool:
+            futures = [pool.submit(copy, child) for child in child_ids[1:]]
+        made += [f.result() for f in futures if f.exception() is None]
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            for child in made:
+                self.remove(child.id)
+            raise failed[0]
         return made
 
     def _fork_child(self, source_dir: Path, spec: SandboxSpec, child: str,
