@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := runc mmdebstrap golang-github-containers-common e2fsprogs iproute2 procps tar python3-venv busybox-static
+APT_PACKAGES := runc mmdebstrap golang-github-containers-common e2fsprogs iproute2 procps tar python3-venv busybox-static chromium
 APT_STAMP := /var/lib/tumbler/.apt-installed
 
 .PHONY: demo demo-agent tour test test-all bench system venv image gem-image openai-image podman peers clean

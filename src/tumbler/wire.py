@@ -202,6 +202,22 @@ class SessionList(BaseModel):
     sessions: list[SessionOut]
 
 
+class HistoryEntry(BaseModel):
+    """One command a session ran through the server, with the end of its output."""
+
+    command: str = Field(description="the command's text (its first 1,024 characters)")
+    started: float = Field(description="unix time, seconds")
+    output_tail_b64: str = Field(description="the last 4 KiB of its output, base64")
+    output_size: int = Field(description="bytes it wrote in all")
+    exit_code: int | None
+    timed_out: bool = False
+    duration_s: float = Field(description="seconds")
+
+
+class SessionHistory(BaseModel):
+    entries: list[HistoryEntry] = Field(description="the session's last 20 commands, oldest first")
+
+
 class RunRequest(Request):
     command: str = Field(description="bash text, run as if typed at the prompt")
     timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S,
@@ -357,6 +373,57 @@ class Ok(BaseModel):
 class Health(BaseModel):
     ok: bool
     version: str
+
+
+# -- nodes and training runs (what the console at /ui shows) ------------------------------------
+
+class NodeOut(BaseModel):
+    """A machine that runs sandboxes for this server, its admission budget and its load."""
+
+    name: str = Field(description="the host's name")
+    budget: dict[str, float] = Field(description="what it admits in all: memory_bytes, pids, cpus")
+    admitted: dict[str, float] = Field(description="the limits of the sandboxes holding a place")
+    sandboxes: dict[str, int] = Field(description="sandboxes by state")
+    cpus: int = Field(description="CPU cores of the host")
+    load: list[float] = Field(description="load average over 1, 5 and 15 minutes")
+    memory_total_bytes: int
+    memory_available_bytes: int
+
+
+class NodeList(BaseModel):
+    nodes: list[NodeOut]
+
+
+class TrainRunOut(BaseModel):
+    """A trainer's run directory (docs/TRAINER.md): what it has written so far."""
+
+    name: str = Field(description="the directory's name under the server's runs dir")
+    modified: float = Field(description="unix time of its last write, seconds")
+    steps: int = Field(description="lines in metrics.jsonl")
+    last: dict = Field(default_factory=dict, description="the last metrics line")
+    evals: list[dict] = Field(default_factory=list, description="eval.jsonl, every line")
+    episode_steps: list[int] = Field(default_factory=list,
+                                     description="steps with rendered episodes (episodes/)")
+
+
+class TrainRunList(BaseModel):
+    runs_dir: str = Field(description="where the server looks for runs (--runs-dir)")
+    runs: list[TrainRunOut]
+
+
+class TrainRunConfig(BaseModel):
+    config_yaml: str = Field(description="config.yaml as the trainer wrote it (resolved)")
+
+
+class TrainRunMetrics(BaseModel):
+    records: list[dict] = Field(description="metrics.jsonl lines from `after` on")
+    next: int = Field(description="the `after` that asks for the lines after these")
+
+
+class TrainEpisodes(BaseModel):
+    step: int
+    episodes: list[dict] = Field(description="episodes/step-NNNN.json: seed, reward, success, "
+                                             "turns, error, chat (role/content turns)")
 
 
 # -- agent ops, one or many (the sandbox handle over HTTP) --------------------------------------

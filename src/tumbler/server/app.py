@@ -22,7 +22,10 @@ from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
 from tumbler.server.routes import pause_fork as pause_fork_routes
 from tumbler.server.registry import Registry
-from tumbler.server.routes import envs, files, model, ops, pools as pool_routes, processes, rock, sandboxes, sessions, system
+from tumbler.server.routes import (envs, events, files, model, nodes, ops, pools as pool_routes,
+                                   processes, rock, runs, sandboxes, sessions, system)
+from tumbler.server.runs import RunStore
+from tumbler import console
 from tumbler.server.pools import PoolManager
 from tumbler.server.service import SandboxService, SandboxSource, spec_from_request
 from tumbler.server.statelock import StateLock
@@ -127,11 +130,13 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
                               '{"error": {"kind", "message"}}.')
     app.state.config = config
     app.state.metrics_registry = CollectorRegistry(auto_describe=True)
+    app.state.runs = RunStore(config.runs_dir)
+    app.state.event_streams = 0
     errors.install(app)
     for router in (system.router, sandboxes.router, pause_fork_routes.router, sessions.router,
                    files.router, processes.router,
                    envs.router, envs.rock_router, rock.router, pool_routes.router, model.router,
-                   ops.router):
+                   ops.router, nodes.router, runs.router, events.router, console.router):
         app.include_router(router)
     # Added last = outermost: auth first, so an unauthenticated request reaches nothing.
     # FastRun answers the command routes before FastAPI's routing (see fastpath.py).

@@ -8,6 +8,12 @@ from tumbler.server.errors import error_response
 OPEN_PATHS = frozenset({"/healthz"})  # liveness probes need no token and learn nothing
 
 
+def is_open(path: str) -> bool:
+    """/healthz, and the console's own files (/ui, /ui/NAME): static page code that holds no
+    data; the page asks for the token and sends it with every API call it makes."""
+    return path in OPEN_PATHS or path == "/ui" or path.startswith("/ui/")
+
+
 class BearerAuth:
     """Let through requests whose `Authorization: Bearer <token>` matches one of `tokens`."""
 
@@ -16,7 +22,7 @@ class BearerAuth:
         self.tokens = [t.encode() for t in tokens]
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or is_open(scope["path"]):
             return await self.app(scope, receive, send)
         given = b""
         for name, value in scope["headers"]:

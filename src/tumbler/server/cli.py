@@ -50,8 +50,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
                                               help="leave sandboxes running at shutdown (for a restart)"),
           pool: Optional[list[str]] = typer.Option(None, help="warm pool NAME=SIZE[:IMAGE] "
                                                               "(repeatable), e.g. debian=8"),
+          runs_dir: Optional[Path] = typer.Option(None, help="trainer run directories the "
+                                                  "console shows (default ./runs)"),
           log_level: str = typer.Option("info", help="debug, info, warning or error")):
-    """Serve the REST API (docs at /docs)."""
+    """Serve the REST API (docs at /docs) and the web console (/ui)."""
     from tumbler.runtime.spec import parse_bytes
     try:
         config = ServerConfig.from_env(
@@ -60,7 +62,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
             node_pids=node_pids, node_cpus=node_cpus, default_ttl_s=ttl,
             default_max_lifetime_s=max_lifetime, reap_interval_s=reap_interval,
             max_json_bytes=max_json, max_upload_bytes=max_upload,
-            keep_sandboxes=keep_sandboxes or None, log_level=log_level,
+            keep_sandboxes=keep_sandboxes or None, log_level=log_level, runs_dir=runs_dir,
             pools=[PoolConfig.parse(p) for p in pool] if pool else None)
     except ValueError as exc:
         typer.echo(f"error: {_first_message(exc)}", err=True)

@@ -66,6 +66,9 @@ class ServerConfig(BaseModel):
     reap_interval_s: float = Field(default=5.0, gt=0, description="seconds between reaper passes")
     keep_sandboxes: bool = Field(default=False, description="leave sandboxes running at shutdown")
     pools: list[PoolConfig] = Field(default_factory=list, description="warm pools made at start")
+    runs_dir: Path = Field(default=Path("runs"), description="where the trainer's run "
+                           "directories are (each a `run_dir` of `tumbler train`), for "
+                           "GET /v1/runs and the console; relative: to the server's cwd")
     log_level: str = "info"
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from tumbler.runtime.spec import (HOLDING, Limits, SandboxInfo, SandboxSpec, San
                                   SandboxStats, transition)
 from tumbler.server.capacity import Admission, Budget
 from tumbler.server.config import ServerConfig
+from tumbler.server.history import OUTPUT_TAIL, SessionHistory
 from tumbler.server.registry import Registry, SandboxRecord
 from tumbler import ops, wire
 from tumbler.ops import DEFAULT_SESSION  # noqa: F401 (the routes' name for it)
@@ -83,6 +84,7 @@ class SandboxService:
         self._executor = ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="runtime")
         self._background: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # one life-cycle change at a time per sandbox
+        self.history = SessionHistory()   # recent commands per session, for viewers
 
     # -- start and stop of the service -------------------------------------------------------
 
@@ -278,6 +280,7 @@ class SandboxService:
             transition(sandbox_id, record.state, "stop")
             await self._drop_agent(sandbox_id)
             await self.blocking(self.runtime.stop, sandbox_id)
+            self.history.drop(sandbox_id)
             self.admission.release(sandbox_id)
             return await self.blocking(self._move, record, "stop")
 
@@ -300,6 +303,7 @@ class SandboxService:
             self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
             await self._drop_agent(sandbox_id)
             await self.blocking(self.runtime.reset, sandbox_id)
+            self.history.drop(sandbox_id)
             return await self.blocking(self._move, record, "reset")
 
     async def snapshot(self, sandbox_id: str, image: str) -> str:
@@ -329,6 +333,7 @@ class SandboxService:
         self._dirty_active.pop(sandbox_id, None)
         self._busy.pop(sandbox_id, None)
         self._locks.pop(sandbox_id, None)
+        self.history.drop(sandbox_id)
         await self.blocking(self.registry.delete, sandbox_id)
 
     async def _remove_quietly(self, sandbox_id: str) -> None:
@@ -415,8 +420,17 @@ class SandboxService:
         op = ops.run(command, session=session, timeout=timeout, max_output=max_output,
                      stream=on_output is not None,
                      cwd=self.get(sandbox_id).spec["cwd"] if session is None else None)
-        on_event = (lambda _h, chunk: on_output(chunk)) if on_output else None
-        return await self.do(sandbox_id, op, on_event)
+        streamed = bytearray()   # a streamed run's reply carries no output: keep its tail here
+
+        def on_event(_h, chunk: bytes) -> None:
+            on_output(chunk)
+            streamed.extend(chunk)
+            del streamed[:-OUTPUT_TAIL]
+        started = time.time()
+        result = await self.do(sandbox_id, op, on_event if on_output else None)
+        self.history.record(sandbox_id, session or DEFAULT_SESSION, command, result, started,
+                            bytes(streamed) if on_output else result.output_bytes)
+        return result
 
     async def input(self, sandbox_id: str, session: str, data: bytes) -> None:
         await self.do(sandbox_id, ops.session_input(session, data))

@@ -14,3 +14,8 @@ def service(request: Request) -> SandboxService:
 def json_response(model, status_code: int = 200) -> Response:
     """Serialize a wire model straight to bytes: skips FastAPI's re-validation of the return value."""
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+def sse_event(kind: str, data: str) -> bytes:
+    """One server-sent event: `event: KIND`, `data: DATA` (one line of JSON)."""
+    return f"event: {kind}\ndata: {data}\n\n".encode()

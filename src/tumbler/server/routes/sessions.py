@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tumbler import wire
 from tumbler.errors import TumblerError
-from tumbler.server.routes import json_response, service
+from tumbler.server.routes import json_response, service, sse_event
 from tumbler.server.service import DEFAULT_SESSION, SandboxService
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}", tags=["sessions"])
@@ -30,6 +30,18 @@ async def create_session(sandbox_id: str, body: wire.SessionCreateRequest, reque
 async def list_sessions(sandbox_id: str, request: Request):
     sessions = await service(request).list_sessions(sandbox_id)
     return wire.SessionList(sessions=[wire.SessionOut(**s) for s in sessions])
+
+
+@router.get("/sessions/{name}/history", response_model=wire.SessionHistory)
+async def session_history(sandbox_id: str, name: str, request: Request):
+    """The session's last commands run through the server, each with the end of its output
+    (the default session is `default`); kept in the server's memory, gone at stop or reset."""
+    svc = service(request)
+    svc.get(sandbox_id)
+    return json_response(wire.SessionHistory(entries=[
+        wire.HistoryEntry(**{k: v for k, v in e.items() if k != "output_tail"},
+                          output_tail_b64=wire.b64(e["output_tail"]))
+        for e in svc.history.entries(sandbox_id, name)]))
 
 
 @router.post("/run", response_model=wire.CommandResponse)
@@ -117,10 +129,6 @@ async def _interrupt_quietly(svc: SandboxService, sandbox_id: str, name: str) ->
         pass  # the command may have ended meanwhile; nothing is waiting for this reply
 
 
-def _event(kind: str, data: str) -> bytes:
-    return f"event: {kind}\ndata: {data}\n\n".encode()
-
-
 async def _stream(svc: SandboxService, request: Request, sandbox_id: str, name: str | None,
                   body: wire.RunRequest):
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -130,13 +138,13 @@ async def _stream(svc: SandboxService, request: Request, sandbox_id: str, name: 
     finished = False
     try:
         while (chunk := await chunks.get()) is not None:
-            yield _event("output", wire.StreamChunk(data_b64=wire.b64(chunk)).model_dump_json())
+            yield sse_event("output", wire.StreamChunk(data_b64=wire.b64(chunk)).model_dump_json())
         try:
             result = task.result()
         except TumblerError as exc:
-            yield _event("error", json.dumps({"error": {"kind": exc.kind, "message": exc.message}}))
+            yield sse_event("error", json.dumps({"error": {"kind": exc.kind, "message": exc.message}}))
         else:
-            yield _event("result", wire.CommandResponse.from_result(result, body.text).model_dump_json())
+            yield sse_event("result", wire.CommandResponse.from_result(result, body.text).model_dump_json())
         finished = True
     finally:
         if not finished and not task.done():

@@ -1,0 +1,44 @@
+"""/v1/nodes: the machines that run this server's sandboxes (one: this host), budget and load."""
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+
+from fastapi import APIRouter, Request
+
+from tumbler import wire
+from tumbler.server.routes import json_response, service
+
+router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+
+
+@router.get("", response_model=wire.NodeList)
+async def list_nodes(request: Request):
+    return json_response(wire.NodeList(nodes=[this_node(request)]))
+
+
+def this_node(request: Request) -> wire.NodeOut:
+    svc = service(request)
+    budget = svc.admission.budget
+    total, available = _meminfo()
+    return wire.NodeOut(
+        name=socket.gethostname(),
+        budget={"memory_bytes": budget.memory_bytes, "pids": budget.pids, "cpus": budget.cpus},
+        admitted=svc.admission.usage(),
+        sandboxes=dict(Counter(r.state for r in svc.list())),
+        cpus=os.cpu_count() or 1, load=list(os.getloadavg()),
+        memory_total_bytes=total, memory_available_bytes=available)
+
+
+def _meminfo() -> tuple[int, int]:
+    """MemTotal and MemAvailable, bytes (0 where /proc/meminfo does not say)."""
+    values = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                values[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return values.get("MemTotal", 0), values.get("MemAvailable", 0)

@@ -1,0 +1,54 @@
+"""/v1/runs: the trainer's run directories under the server's runs dir, read-only."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+
+from tumbler import wire
+from tumbler.server.routes import json_response
+from tumbler.server.runs import RunStore
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+
+def store(request: Request) -> RunStore:
+    return request.app.state.runs
+
+
+@router.get("", response_model=wire.TrainRunList)
+async def list_runs(request: Request):
+    """Runs newest first, each with its last metrics line and its evaluations."""
+    runs = store(request)
+
+    def summaries():
+        return [runs.summary(name) for name in runs.names()]
+    items = await asyncio.to_thread(summaries)
+    return json_response(wire.TrainRunList(runs_dir=str(runs.root),
+                                           runs=[wire.TrainRunOut(**s) for s in items]))
+
+
+@router.get("/{name}", response_model=wire.TrainRunOut)
+async def get_run(name: str, request: Request):
+    return json_response(wire.TrainRunOut(**await asyncio.to_thread(store(request).summary, name)))
+
+
+@router.get("/{name}/config", response_model=wire.TrainRunConfig)
+async def run_config(name: str, request: Request):
+    return wire.TrainRunConfig(config_yaml=await asyncio.to_thread(store(request).config_text, name))
+
+
+@router.get("/{name}/metrics", response_model=wire.TrainRunMetrics)
+async def run_metrics(name: str, request: Request,
+                      after: int = Query(0, ge=0, description="skip this many lines (the "
+                                                              "`next` of the previous answer)")):
+    """metrics.jsonl from line `after` on: one record a step (reward, success, phase seconds...)."""
+    records = await asyncio.to_thread(store(request).records, name, "metrics", after)
+    return json_response(wire.TrainRunMetrics(records=records, next=after + len(records)))
+
+
+@router.get("/{name}/episodes/{step}", response_model=wire.TrainEpisodes)
+async def run_episodes(name: str, step: int, request: Request):
+    """The episodes the trainer rendered at `step`, turn by turn."""
+    episodes = await asyncio.to_thread(store(request).episodes, name, step)
+    return json_response(wire.TrainEpisodes(step=step, episodes=episodes))

@@ -1,0 +1,248 @@
+"""The web console at /ui in a real browser (Debian's chromium, driven by Playwright) against a
+real server with real sandboxes: what the SDK made shows in the table, an action in the page
+takes effect (checked through the SDK), the console shows a command's output, a bad token is
+refused, and each view leaves a screenshot in tests/artifacts/console/."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from checks import IMAGE
+from server_process import TOKEN, ServerProcess, leftovers_after, sweep
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+WAIT_MS = 20_000      # longest a page waits for something to appear, milliseconds
+expect.set_options(timeout=WAIT_MS)
+
+
+def write_run(runs: Path) -> None:
+    """A training run as the trainer writes it, through the trainer's own RunDir."""
+    from tumbler.train.rundir import RunDir
+    run = RunDir(str(runs / "guess-demo"))
+    run.write_config(SimpleNamespace(model_dump=lambda: {"model": {"name": "tiny"}, "steps": 6}))
+    run.log("eval", {"step": 0, "success_rate": 0.1, "reward_mean": -0.2})
+    for step in range(1, 7):
+        run.log("metrics", {"step": step, "reward_mean": -0.3 + 0.15 * step, "success_rate": 0.1 * step,
+                            "turns_mean": 3 - 0.1 * step, "generation_s": 5.0, "env_s": 0.02,
+                            "update_s": 3.5, "step_s": 8.6, "tokens_per_s": 60 + step, "loss": 0.01})
+    run.log("eval", {"step": 6, "success_rate": 0.7, "reward_mean": 0.8})
+    episode = SimpleNamespace(seed=7, reward=1.0, success=True, turns=2, error=None,
+                              transcript=[{"role": "user", "content": "Guess 1-4."},
+                                          {"role": "assistant", "content": "\\boxed{2}"},
+                                          {"role": "user", "content": "higher"},
+                                          {"role": "assistant", "content": "\\boxed{3}"},
+                                          {"role": "user", "content": "<b>Correct!</b>"}])
+    run.write_episodes(6, [episode])
+
+
+@pytest.fixture(scope="module")
+def console_server(runtime, tmp_path_factory):
+    state = tmp_path_factory.mktemp("console")
+    write_run(state / "runs")
+    srv = ServerProcess(state, runs_dir=str(state / "runs"), reap_interval_s=1.0).start()
+    yield srv
+    srv.terminate()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def client(console_server, runtime):
+    c = console_server.client()
+    yield c
+    for pool in c.pools():
+        c.remove_pool(pool.name)
+    sweep(c, runtime, c.made)
+    c.close()
+
+
+@pytest.fixture
+def page(browser, console_server):
+    """A signed-in page (the token typed into the prompt, as a user would)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(console_server.url + "/ui/")
+    page.fill("#token", TOKEN)
+    page.click("#login-form button")
+    yield page
+    context.close()
+    assert errors == []
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(300)    # let the last event render
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def row(page, sandbox_id: str):
+    return page.locator(f"#sandbox-table tr[data-id='{sandbox_id}']")
+
+
+def test_bad_token_is_refused(browser, console_server, client):
+    sb = client.create(IMAGE, labels={"who": "bad-token-test"})
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(console_server.url + "/ui/")
+    assert page.locator("#login").is_visible()          # a token is needed, and asked for
+    page.fill("#token", "not-the-token")
+    page.click("#login-form button")
+    expect(page.locator("#login-msg")).to_contain_text("wrong bearer token")
+    assert page.locator("#login").is_visible()
+    assert page.locator(f"tr[data-id='{sb.id}']").count() == 0
+    shot(page, "login-refused")
+    context.close()
+    # the page's files are open, the data is not
+    assert httpx.get(console_server.url + "/ui/console.js").status_code == 200
+    assert httpx.get(console_server.url + "/v1/events").status_code == 401
+    assert httpx.get(console_server.url + "/ui/../v1/sandboxes").status_code in (401, 404)
+    sb.remove()
+
+
+def test_table_lists_what_the_sdk_made_and_filters(page, client):
+    a = client.create(IMAGE, labels={"job": "eval", "team": "a"}, memory="256m")
+    b = client.create(IMAGE, labels={"job": "train"})
+    b.stop()
+    page.goto(page.url.split("#")[0] + "#/sandboxes")
+    row(page, a.id).wait_for()
+    row(page, b.id).wait_for()
+    assert "running" in row(page, a.id).inner_text() and "256 MiB" in row(page, a.id).inner_text()
+    assert "job=eval" in row(page, a.id).inner_text()
+    shot(page, "sandboxes")
+    page.fill("#filter-label", "job=train")
+    page.press("#filter-label", "Enter")
+    row(page, a.id).wait_for(state="detached")
+    assert row(page, b.id).is_visible()
+    page.fill("#filter-label", "")
+    page.press("#filter-label", "Enter")
+    page.select_option("#filter-state", "running")
+    row(page, b.id).wait_for(state="detached")
+    assert row(page, a.id).is_visible()
+    page.select_option("#filter-state", "")
+    # an SDK change streams in without a reload
+    c = client.create(IMAGE, labels={"job": "late"})
+    row(page, c.id).wait_for()
+
+
+def test_page_actions_take_effect(page, client, runtime):
+    sb = client.create(IMAGE, labels={"job": "actions"})
+    sb.write_file("/root/scratch.txt", "to be reset away")
+    page.goto(page.url.split("#")[0] + "#/sandboxes")
+    row(page, sb.id).get_by_role("button", name="reset").click()
+    page.wait_for_selector("#toast.show")
+    assert "/root/scratch.txt" not in [f.path for f in sb.list_dir("/root")]
+    row(page, sb.id).get_by_role("button", name="stop").click()
+    _until(lambda: sb.refresh().state == "stopped")
+    row(page, sb.id).get_by_role("button", name="start").wait_for()
+    row(page, sb.id).get_by_role("button", name="start").click()
+    _until(lambda: sb.refresh().state == "running")
+    row(page, sb.id).get_by_role("button", name="remove").click()   # the confirm is accepted
+    _until(lambda: sb.id not in [s.id for s in client.list()])
+    assert leftovers_after(runtime, sb.id) == []
+
+
+def test_sandbox_console_files_processes(page, client, tmp_path):
+    sb = client.create(IMAGE, labels={"job": "console"})
+    sb.run("echo from-the-sdk > /root/hello.txt")
+    page.goto(page.url.split("#")[0] + "#/sandboxes/" + sb.id)
+    page.wait_for_selector(".stats .meter")                     # live stats arrived
+    page.fill("#console-in", "echo console-says-$((6*7)); ls /root")
+    page.press("#console-in", "Enter")
+    expect(page.locator("#console-out")).to_contain_text("console-says-42")
+    expect(page.locator("#console-out")).to_contain_text("exit 0")
+    assert "hello.txt" in page.inner_text("#console-out")
+    # a line typed while a command runs is its input
+    page.fill("#console-in", "read answer; echo got-$answer")
+    page.press("#console-in", "Enter")
+    expect(page.locator("#console-status")).to_have_text("running")
+    page.fill("#console-in", "blue")
+    page.press("#console-in", "Enter")
+    expect(page.locator("#console-out")).to_contain_text("got-blue")
+    # state carries over between lines, as in one bash session
+    assert sb.run("echo $answer").output.strip() == "blue"
+    shot(page, "sandbox-console")
+
+    page.click(".tabs button[data-tab='Sessions']")
+    page.click("#session-table tr:has-text('default') >> text=recent output")
+    expect(page.locator("#session-history")).to_contain_text("console-says-42")
+    shot(page, "sandbox-sessions")
+
+    sb.exec(["sh", "-c", "sleep 300 & echo started"])
+    page.click(".tabs button[data-tab='Processes']")
+    page.wait_for_selector("#process-table td:has-text('sleep 300')")
+    shot(page, "sandbox-processes")
+    page.locator("#process-table tr:has-text('sleep 300')").get_by_role("button", name="KILL").click()
+    _until(lambda: not any("sleep 300" in p.cmd for p in sb.processes()))
+
+    page.click(".tabs button[data-tab='Files']")
+    page.click("#file-table >> text=hello.txt")
+    expect(page.locator("#file-content")).to_contain_text("from-the-sdk")
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"\x00\x01uploaded from the page\xff")
+    page.set_input_files("#file-upload", str(upload))
+    page.wait_for_selector("#file-table >> text=upload.bin")
+    assert sb.read_bytes("/root/upload.bin") == upload.read_bytes()
+    with page.expect_download() as got:
+        page.locator("#file-table tr:has-text('hello.txt')").get_by_role("button", name="download").click()
+    assert Path(got.value.path()).read_bytes() == b"from-the-sdk\n"
+    shot(page, "sandbox-files")
+
+
+def test_pool_resized_from_the_page(page, client):
+    client.set_pool("small", 1, IMAGE, memory="256m")
+    page.goto(page.url.split("#")[0] + "#/pools")
+    pool_row = page.locator("#pool-table tr[data-pool='small']")
+    pool_row.wait_for()
+    pool_row.locator("input.pool-size").fill("2")
+    pool_row.get_by_role("button", name="resize").click()
+    _until(lambda: [p.size for p in client.pools() if p.name == "small"] == [2])
+    assert [p.spec["limits"]["memory"] for p in client.pools()] == [256 << 20]  # spec kept
+    expect(pool_row).to_contain_text("2 / 2", timeout=60_000)
+    shot(page, "pools")
+    page.goto(page.url.split("#")[0] + "#/nodes")
+    page.wait_for_selector(".card .meter")
+    shot(page, "nodes")
+
+
+def test_training_run_view(page):
+    page.goto(page.url.split("#")[0] + "#/runs")
+    page.wait_for_selector("#run-table >> text=guess-demo")
+    assert "0.1 → 0.7" in page.inner_text("#run-table")
+    shot(page, "runs")
+    page.click("#run-table >> text=guess-demo")
+    page.wait_for_selector("svg.chart polyline")
+    page.wait_for_selector(".turn.assistant.trained")
+    # what the run wrote is shown as text, never as HTML
+    assert page.locator(".turn .content b").count() == 0
+    assert "<b>Correct!</b>" in page.inner_text("#episodes")
+    expect(page.locator("#run-config")).to_contain_text("steps: 6")
+    shot(page, "run")
+
+
+def _until(check, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("the page's action did not take effect in time")
+        time.sleep(0.1)
