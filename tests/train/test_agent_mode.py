@@ -181,3 +181,24 @@ def test_training_in_agent_mode_with_the_tiny_model(tmp_path):
     assert result.steps == 2 and [h["episodes"] for h in result.history] == [4, 4]
     assert all(h["failed_episodes"] == 0 and h["trained_sequences"] >= 4 for h in result.history)
     assert result.eval_before is not None and result.eval_after is not None
+
+
+def test_the_openai_example_program_plays_in_agent_mode(tokenizer):
+    """examples/openai_agent.py, unmodified, with the `openai` package in its image, answered by
+    the trainer: what examples/train/agent.yaml trains."""
+    from tumbler.runtime.images import ImageStore
+    from tumbler.train.agentmode import AgentPool
+    from tumbler.train.config import load_config
+    if not ImageStore().exists("openai"):
+        pytest.skip("no 'openai' image: make openai-image (make test builds it)")
+    cfg = load_config(EXAMPLES / "train" / "agent.yaml")
+    agent = cfg.agent.model_copy(update={"files": {"/root/openai_agent.py": str(EXAMPLES / "openai_agent.py")}})
+    policy = ScriptedPolicy(tokenizer, searcher(tokenizer))
+    with AgentPool(2, agent, cfg.env) as pool:
+        episodes, stats = pool.play(policy, ChatRenderer(tokenizer, policy.eot_id), [3, 4], [0, 1],
+                                    GenerationParams(max_new_tokens=8), max_turns=3,
+                                    turn_bonus=cfg.rollout.turn_bonus)
+    assert [ep.error for ep in episodes] == [None, None]
+    assert all(ep.success and ep.reward >= 1.0 for ep in episodes)
+    assert stats.rewritten_histories == 0
+    assert "Reply with only your guess" in episodes[0].transcript[0]["content"]

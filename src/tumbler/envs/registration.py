@@ -106,7 +106,7 @@ def _load_plugins() -> None:
 
 
 def _register_builtins() -> None:
-    for name in ("Sokoban", "FrozenLake", "GuessTheNumber", "Countdown"):
+    for name in ("Sokoban", "FrozenLake", "GuessTheNumber", "Countdown", "Math", "Code"):
         register(f"{name}-v0", f"tumbler.agent.envgames:{name}")
     register("ToolUse-v0", "tumbler.envs.tooluse:ToolUseEnv")
     register("Terminal-v0", "tumbler.envs.terminal:TerminalEnv")

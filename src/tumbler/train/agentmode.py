@@ -93,12 +93,16 @@ class AgentPool:
             raise ValueError(f"{len(seeds)} episodes need as many sandboxes, the pool has {len(self)}")
         stats = stats or RolloutStats()
         episodes = [Episode(seed=s, group=g) for s, g in zip(seeds, groups)]
+        started, generating = time.monotonic(), stats.generation_s
         playing = self._start(episodes)
         generator = _Generator(policy)
         try:
             self._serve(episodes, playing, generator, renderer, params, max_turns, stats)
         finally:
             generator.close()
+        # the programs' own time (their env steps, start-up, HTTP): the rollout less generation
+        stats.env_s += time.monotonic() - started - (stats.generation_s - generating)
+        stats.env_steps += sum(ep.turns for ep in episodes)
         for ep, p in zip(episodes, playing):
             self._score(ep, p, turn_bonus, max_turns)
         stats.failed_episodes += sum(ep.error is not None for ep in episodes)

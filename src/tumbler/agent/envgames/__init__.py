@@ -7,12 +7,14 @@ the host (`tumbler.envs.games`) and inside a sandbox as `agent.envgames`, hosted
 from __future__ import annotations
 
 from .base import GameEnv, extract_move
+from .codefn import Code
 from .countdown import Countdown
 from .frozenlake import FrozenLake
 from .guess import GuessTheNumber
+from .mathproblems import Math
 from .sokoban import Sokoban
 
-GAMES = {cls.name: cls for cls in (Sokoban, FrozenLake, GuessTheNumber, Countdown)}
+GAMES = {cls.name: cls for cls in (Sokoban, FrozenLake, GuessTheNumber, Countdown, Math, Code)}
 
 
 def make_game(name: str, **kwargs) -> GameEnv:
@@ -23,5 +25,5 @@ def make_game(name: str, **kwargs) -> GameEnv:
     return cls(**kwargs)
 
 
-__all__ = ["GAMES", "GameEnv", "Countdown", "FrozenLake", "GuessTheNumber", "Sokoban",
+__all__ = ["GAMES", "GameEnv", "Code", "Countdown", "Math", "FrozenLake", "GuessTheNumber", "Sokoban",
            "extract_move", "make_game"]
