@@ -76,6 +76,19 @@ class ImageStore:
         return Image(name=name, path=meta_path.parent, parent=meta.get("parent"),
                      source=meta.get("source", ""), created=meta.get("created", 0.0))
 
+    def meta(self, name: str) -> dict:
+        """The image's meta.json as a dict (NotFound as `get`)."""
+        self.get(name)
+        return json.loads((self.root / name / "meta.json").read_text())
+
+    def update_meta(self, name: str, **fields) -> None:
+        """Set fields of the image's meta.json (its source, a build's config), atomically."""
+        meta = {**self.meta(name), **fields}
+        path = self.root / name / "meta.json"
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=1))
+        tmp.replace(path)
+
     def exists(self, name: str) -> bool:
         return (self.root / check_name(name) / "meta.json").exists()
 

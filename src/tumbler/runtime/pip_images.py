@@ -12,7 +12,6 @@ image is cached by name: an existing one is returned unless `force`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -159,12 +158,7 @@ def _lines(on_output: Callable[[str], None] | None):
 
 def _describe(store, name: str, source: str) -> None:
     """Record what the image holds (`tumbler image ls` shows it) in place of "snapshot:<id>"."""
-    meta_path = store.root / name / "meta.json"
     try:
-        meta = json.loads(meta_path.read_text())
-        meta["source"] = source
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(meta_path)
+        store.update_meta(name, source=source)
     except (OSError, ValueError, TumblerError) as exc:   # the image is fine without it
         log.warning("could not record the source of image %s: %s", name, exc)
