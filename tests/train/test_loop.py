@@ -64,6 +64,11 @@ def test_short_training_run_writes_its_run_dir(tmp_path):
     evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2] and result.eval_after == evals[-1]
     assert (run / "curve.png").stat().st_size > 1000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    board = EventAccumulator(str(run / "tensorboard"))
+    board.Reload()
+    assert [e.step for e in board.Scalars("metrics/reward_mean")] == [1, 2]
+    assert [e.step for e in board.Scalars("eval/success_rate")] == [0, 2]
     assert (run / "checkpoints" / "final" / "config.json").is_file()
     assert "tiny" in (run / "config.yaml").read_text()
 

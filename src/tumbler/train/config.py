@@ -187,6 +187,8 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(0, ge=0)
     """Save the policy, optimizer and RNG every this many steps (0: only at the end); a run
     killed in between resumes from the last one (`tumbler train --resume RUN_DIR`)."""
+    tensorboard: bool = True
+    """Write the metrics as TensorBoard scalars too (run_dir/tensorboard)."""
     keep_checkpoints: int = Field(2, ge=0)
     """How many step-N checkpoints to keep (the newest; 0: all). final is always kept."""
     save_final: bool = True

@@ -1,5 +1,5 @@
-"""A run's directory: config.yaml (resolved), metrics.jsonl, eval.jsonl, episodes/, curve.png,
-checkpoints/."""
+"""A run's directory: config.yaml (resolved), metrics.jsonl, eval.jsonl, tensorboard/ (the same
+numbers as TensorBoard scalars: `tensorboard --logdir runs`), episodes/, curve.png, checkpoints/."""
 from __future__ import annotations
 
 import json
@@ -8,19 +8,40 @@ from pathlib import Path
 
 
 class RunDir:
-    def __init__(self, pattern: str):
+    def __init__(self, pattern: str, tensorboard: bool = True):
         self.path = Path(pattern.replace("{time}", time.strftime("%Y%m%d-%H%M%S")))
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         (self.path / "episodes").mkdir(exist_ok=True)
+        self.tensorboard, self._writer, self._purge = tensorboard, None, None
 
     def write_config(self, config) -> None:
         import yaml
         (self.path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
 
     def log(self, name: str, record: dict) -> None:
-        """Append one JSON line to NAME.jsonl (metrics, eval)."""
+        """Append one JSON line to NAME.jsonl (metrics, eval), and its numbers to TensorBoard
+        as NAME/KEY at the record's step."""
         with open(self.path / f"{name}.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard:
+            writer = self._tensorboard()
+            step = int(record.get("step", 0))
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(f"{name}/{key}", value, step)
+            writer.flush()
+
+    def _tensorboard(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            # purge_step: a resumed run hides the events a killed one wrote past its checkpoint
+            self._writer = SummaryWriter(str(self.path / "tensorboard"), purge_step=self._purge)
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def write_episodes(self, step: int, episodes, count: int = 3) -> None:
         """A few rendered episodes of this step, to read what the policy does."""
@@ -30,6 +51,7 @@ class RunDir:
 
     def truncate(self, step: int) -> None:
         """Drop the log lines of steps after `step` (a resume plays them again)."""
+        self._purge = step + 1
         for name in ("metrics", "eval"):
             kept = [r for r in self.read(name) if r.get("step", 0) <= step]
             path = self.path / f"{name}.jsonl"

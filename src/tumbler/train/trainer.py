@@ -75,7 +75,7 @@ class Trainer:
                                            weight_decay=config.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.start_step, self._spent_before = 0, 0.0
-        self.run_dir = RunDir(str(resume) if resume else config.run_dir)
+        self.run_dir = RunDir(str(resume) if resume else config.run_dir, config.tensorboard)
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         else:
@@ -193,6 +193,7 @@ class Trainer:
         return self._spent_before + time.monotonic() - self._started - self._eval_s
 
     def close(self) -> None:
+        self.run_dir.close()
         if self._own_envs:
             self.envs.close()
 
