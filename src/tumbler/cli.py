@@ -83,6 +83,10 @@ def image_add_pip(name: str = typer.Argument(..., help="the new image's name"), 
     console.print(f"built image [bold]{name}[/bold] in {time.monotonic() - started:.0f} s")
 
 
+from tumbler.image_cli import build_file  # noqa: E402
+image_app.command("build-file")(build_file)
+
+
 @image_app.command("import")
 @reports_errors
 def image_import(name: str = typer.Argument(..., help="the new image's name"),

@@ -126,7 +126,7 @@ def build_dockerfile(context: str | Path, *, name: str | None = None,
         build_args: values for the Dockerfile's ARGs (`--build-arg`).
         base_map: extra or replacing FROM mappings, e.g. {"alpine": BaseImage("busybox")}.
         network: the build sandboxes' network ("host", or "none" for a build with no network).
-        no_cache: run every step again (their cache images are replaced).
+        no_cache: run every step again (as new cache images; the old ones stay).
         step_timeout_s: seconds one step may run.
     """
     if runtime is None:
@@ -239,10 +239,11 @@ class _Build:
         sources = self._sources(x, values) if x.op in ("COPY", "ADD") else []
         text = x.text if x.op == "RUN" else substitute(x.text, values)
         key = _digest(self.key, text, json.dumps(self._state(), sort_keys=True),
-                      _content_digest(sources, self.context))
+                      _content_digest(sources, self.context),
+                      os.urandom(8).hex() if self.no_cache else "")   # no_cache: a new chain
         cache = f"build.{key[:24]}"
         label = f"{x.op} {x.args or '<<heredoc'}"[:120]
-        if self.store.exists(cache) and not self.no_cache:
+        if self.store.exists(cache):
             self.on_event("cached", n, total, label)
             self.image, self.key = cache, key
             return 1
@@ -257,8 +258,6 @@ class _Build:
                   sources: list[Path], cache: str) -> None:
         from tumbler.local import LocalSandbox
         from tumbler.runtime.pip_images import HOST_CA_PATH, _pip_env
-        if self.store.exists(cache):   # --no-cache: the old image goes
-            self.store.remove(cache)
         where = f"{self.path}:{x.line}: step {n}/{total} `{x.op} {x.args}`"[:300]
         with LocalSandbox(self.image, network=self.network, runtime=self.runtime,
                           cwd="/", **self.limits) as sb:

@@ -46,16 +46,19 @@ class Instruction:
             "\n" + self.heredoc if self.heredoc is not None else "")
 
 
-def parse_dockerfile(path: Path) -> list[Instruction]:
-    """The instructions of Dockerfile `path`; InvalidRequest names the line at fault."""
+def parse_dockerfile(path: Path, *, single_stage: bool = True) -> list[Instruction]:
+    """The instructions of Dockerfile `path`; InvalidRequest names the line at fault.
+
+    single_stage: refuse a second FROM and `--from` (the process backend's builder does)."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"cannot read {path}: {exc}") from None
-    return parse_text(text, str(path))
+    return parse_text(text, str(path), single_stage=single_stage)
 
 
-def parse_text(text: str, where: str = "Dockerfile") -> list[Instruction]:
+def parse_text(text: str, where: str = "Dockerfile", *, single_stage: bool = True
+               ) -> list[Instruction]:
     lines = text.splitlines()
     out: list[Instruction] = []
     i = 0
@@ -66,7 +69,7 @@ def parse_text(text: str, where: str = "Dockerfile") -> list[Instruction]:
             continue
         instr, i = _instruction(logical, start, lines, i, where)
         out.append(instr)
-    _check_stages(out, where)
+    _check_stages(out, where, single_stage)
     return out
 
 
@@ -143,13 +146,15 @@ def _heredoc_body(lines: list[str], i: int, marker: str, *, strip_tabs: bool, li
     raise InvalidRequest(f"{where}:{line}: here-document {marker} is never closed")
 
 
-def _check_stages(instructions: list[Instruction], where: str) -> None:
+def _check_stages(instructions: list[Instruction], where: str, single_stage: bool) -> None:
     if not instructions or not any(x.op == "FROM" for x in instructions):
         raise InvalidRequest(f"{where}: no FROM instruction")
     first = next(n for n, x in enumerate(instructions) if x.op == "FROM")
     for x in instructions[:first]:
         if x.op != "ARG":
             raise InvalidRequest(f"{where}:{x.line}: only ARG may come before FROM, not {x.op}")
+    if not single_stage:
+        return
     for x in instructions[first + 1:]:
         if x.op == "FROM":
             raise InvalidRequest(f"{where}:{x.line}: a second FROM (multi-stage builds) is not "
