@@ -81,3 +81,50 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     done = Trainer(build_config(config(tmp_path / "done", steps=1))).run()
     with pytest.raises(Conflict, match="finished"):
         Trainer.resuming(done.run_dir)
+
+
+def test_lora_trains_only_the_adapters_and_resumes(tmp_path):
+    """With model.lora the base weights never move; the adapters do, and a checkpoint of them
+    (adapter files naming the base) resumes onto the same curve."""
+    import torch
+    lora = {"r": 4, "alpha": 8}
+    cfg = config(tmp_path / "lora", steps=3)
+    cfg["model"]["lora"] = lora
+    trainer = Trainer(build_config(cfg))
+    base = {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" not in n}
+    trainable = [n for n, p in trainer.policy.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    adapters = {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if p.requires_grad}
+    _one_update(trainer)
+    moved = dict(trainer.policy.model.named_parameters())
+    assert any(not torch.equal(adapters[n], moved[n]) for n in adapters)
+    straight = trainer.run()
+    after = dict(trainer.policy.model.named_parameters())
+    assert all(torch.equal(base[n], after[n]) for n in base)
+    step2 = tmp_path / "lora" / "checkpoints" / "step-0002"
+    assert (step2 / "adapter_config.json").is_file() and not (step2 / "model.safetensors").exists()
+
+    # a run cut after step 2: resumed from that checkpoint, it draws step 3 as the straight one did
+    run = tmp_path / "cut"
+    import shutil
+    shutil.copytree(tmp_path / "lora", run, ignore=shutil.ignore_patterns("step-0003", "final"))
+    resumed = Trainer.resuming(str(run))
+    assert resumed.start_step == 2
+    assert curve(resumed.run().history) == curve(straight.history)
+
+
+def _one_update(trainer):
+    """One update on a rewarded and an unrewarded reply (advantages +-0.7)."""
+    import torch
+    from tumbler.train import algorithms
+    from tumbler.train.rollout import Episode
+    from tumbler.train.samples import to_batch
+    tok, prompt = trainer.policy.tokenizer, trainer.renderer.first_turn("guess")
+    episodes = []
+    for text, reward in (("\\boxed{2}", 1.0), ("no", 0.0)):
+        ep = Episode(seed=0, group=0, reward=reward)
+        ep.extend(prompt, trained=False)
+        ep.extend(tok(text, add_special_tokens=False).input_ids, trained=True)
+        episodes.append(ep)
+    batch = to_batch(episodes, trainer.policy.pad_id)
+    trainer._update(batch, algorithms.compute_advantages(batch.rewards, batch.group_index), torch.arange(2))

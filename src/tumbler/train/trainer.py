@@ -68,7 +68,11 @@ class Trainer:
         self._own_envs = envs is None
         self.envs = envs or self._make_envs(n)
         self.reference = self._make_reference() if config.algorithm.kl_coef > 0 else None
-        if hasattr(self.policy, "freeze_below"):
+        if config.model.lora is not None:
+            lora = config.model.lora
+            self.policy.add_lora(config.model.name, lora.r, lora.alpha, lora.dropout,
+                                 lora.target_modules)
+        elif hasattr(self.policy, "freeze_below"):
             self.policy.freeze_below(config.optim.trainable_layers)
         trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr,
