@@ -125,3 +125,35 @@ def _target(seed):
     env = envs.make("GuessTheNumber-v0", low=1, high=4, max_turns=4)
     env.reset(seed=seed)
     return env.unwrapped.target
+
+
+def test_dynamic_sampling_replaces_uniform_groups(tokenizer, tmp_path):
+    """Guesses 1 and 2 alternate within each group of two on GuessTheNumber 1..3 with one
+    guess: a group whose number is 3 fails twice (no gradient) and is replaced by a fresh seed."""
+    from tumbler.train import Trainer, build_config
+    from tumbler.train.rollout import RolloutStats
+
+    def base(dynamic):
+        return build_config({
+            "model": {"name": "tiny", "device": "cpu"},
+            "env": {"id": "GuessTheNumber-v0", "hosted": False, "kwargs": {"low": 1, "high": 3, "max_turns": 1}},
+            "rollout": {"groups_per_step": 6, "group_size": 2, "max_turns": 1},
+            "algorithm": {"dynamic_sampling": dynamic, "max_resample_rounds": 3},
+            "eval": {"episodes": 0}, "run_dir": str(tmp_path / f"run-{dynamic}")})
+
+    found = {}
+    for dynamic in (False, True):
+        trainer = Trainer(base(dynamic))
+        trainer.policy = ScriptedPolicy(tokenizer, lambda ep, turn, ids: "\\boxed{" + str(1 + ep % 2) + "}")
+        try:
+            episodes, dropped, resampled = trainer.collect(1, RolloutStats())
+        finally:
+            trainer.close()
+        groups = {}
+        for ep in episodes:
+            groups.setdefault(ep.group, set()).add(ep.reward)
+        found[dynamic] = (sum(len(v) == 1 for v in groups.values()), resampled, len(episodes))
+    uniform_before, _, _ = found[False]
+    uniform_after, resampled, n = found[True]
+    assert uniform_before > 0 and resampled >= uniform_before
+    assert uniform_after < uniform_before and n == 12

@@ -136,6 +136,12 @@ class AlgorithmConfig(_Section):
     """Weight of the k3 KL to the frozen starting policy in the loss (0: no reference model)."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (subtracted from the loss)."""
+    dynamic_sampling: bool = False
+    """Replace groups whose rewards are all equal by groups of fresh seeds before the update,
+    so each step trains on groups_per_step informative groups where it can (DAPO); counted as
+    groups_resampled."""
+    max_resample_rounds: int = Field(2, ge=1)
+    """Rounds of replacement per step at most (each plays the still-uniform groups again)."""
     skip_uniform_groups: bool = True
     """Leave groups whose rewards are all equal out of the update: their advantages are zero,
     so they carry no policy gradient (counted in the metrics)."""
@@ -216,6 +222,9 @@ class TrainConfig(_Section):
 def _check_mode(config: "TrainConfig", source: str) -> None:
     if config.mode == "agent" and not config.agent.command:
         raise TrainConfigError(f"{source}: agent.command: agent mode needs the program's argv")
+    if config.algorithm.dynamic_sampling and config.rollout.group_size < 2:
+        raise TrainConfigError(f"{source}: algorithm.dynamic_sampling needs rollout.group_size "
+                               "of 2 or more (a group of one always looks uniform)")
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

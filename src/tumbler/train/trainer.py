@@ -24,6 +24,7 @@ from tumbler.train.samples import to_batch
 
 log = logging.getLogger("tumbler.train")
 
+RESAMPLE_SEEDS = 500_000       # dynamic sampling's seeds start here (held-out ones at eval.seed)
 TRAINER_STATE = "trainer.pt"     # in a checkpoint, beside the weights: what a resume restores
 
 
@@ -217,34 +218,54 @@ class Trainer:
         return episodes, stats
 
     def collect(self, step: int, stats: RolloutStats):
-        """A step's episodes, groups with a failed episode replayed up to max_retries times and
-        then dropped. Returns (episodes, dropped group count)."""
-        r = self.config.rollout
+        """A step's episodes: groups with a failed episode replayed up to max_retries times and
+        then dropped; with algorithm.dynamic_sampling, groups whose rewards are all equal (no
+        gradient) replaced by groups of fresh seeds, up to max_resample_rounds times (DAPO).
+        Returns (episodes, dropped group count, resampled group count)."""
+        r, alg = self.config.rollout, self.config.algorithm
         first = self.config.seed + (step - 1) * r.groups_per_step
-        pending = {g: first + g for g in range(r.groups_per_step)}
-        kept, dropped = [], 0
+        kept, dropped = self._play_groups({g: first + g for g in range(r.groups_per_step)}, stats)
+        resampled = 0
+        for round_ in range(1, alg.max_resample_rounds + 1 if alg.dynamic_sampling else 1):
+            uniform = _uniform_groups([ep.reward for ep in kept], [ep.group for ep in kept])
+            if not uniform:
+                break
+            resampled += len(uniform)
+            kept = [ep for ep in kept if ep.group not in uniform]
+            # fresh seeds, apart from the steps' own and below the held-out ones
+            base = self.config.seed + RESAMPLE_SEEDS + ((step - 1) * alg.max_resample_rounds
+                                                        + round_ - 1) * r.groups_per_step
+            more, lost = self._play_groups({g: base + g for g in sorted(uniform)}, stats)
+            kept, dropped = kept + more, dropped + lost
+        return kept, dropped, resampled
+
+    def _play_groups(self, pending: dict[int, int], stats: RolloutStats):
+        """Play group g at seed pending[g] (group_size episodes each), replaying groups with a
+        failed episode up to max_retries times; returns (episodes, groups dropped)."""
+        r = self.config.rollout
+        kept = []
         for attempt in range(r.max_retries + 1):
             groups = [g for g in pending for _ in range(r.group_size)]
             episodes, _ = self._play([pending[g] for g in groups], groups, r.temperature, stats)
             failed = {ep.group for ep in episodes if ep.error}
             for ep in episodes:
                 if ep.error:
-                    log.warning("step %d: episode of seed %d failed: %s", step, ep.seed, ep.error)
+                    log.warning("episode of seed %d failed: %s", ep.seed, ep.error)
             kept += [ep for ep in episodes if ep.group not in failed]
             pending = {g: pending[g] for g in failed}
             if not pending:
                 break
-        dropped = len(pending)
-        return kept, dropped
+        return kept, len(pending)
 
     def train_step(self, step: int) -> dict:
         import torch
         cfg, alg = self.config, self.config.algorithm
         t0 = time.monotonic()
         stats = RolloutStats()
-        episodes, dropped = self.collect(step, stats)
+        episodes, dropped, resampled = self.collect(step, stats)
         rollout_s = time.monotonic() - t0
         metrics = {"step": step, "episodes": len(episodes), "groups_dropped": dropped,
+                   "groups_resampled": resampled,
                    "failed_episodes": stats.failed_episodes,
                    "rewritten_histories": stats.rewritten_histories,
                    "generation_calls": stats.generation_calls}
@@ -259,7 +280,7 @@ class Trainer:
             advantages = algorithms.compute_advantages(rewards, group_index, estimator=alg.estimator,
                                                        std_eps=alg.std_eps)[batch.episode_index]
             keep = torch.arange(len(batch), device=batch.rewards.device)
-            uniform = _uniform_groups(rewards, group_index)
+            uniform = _uniform_groups(rewards.tolist(), group_index.tolist())
             update["uniform_groups"] = len(uniform)
             if alg.skip_uniform_groups and uniform:
                 keep = keep[~torch.isin(batch.group_index, torch.tensor(sorted(uniform), device=keep.device))]
@@ -410,9 +431,9 @@ def latest_checkpoint(run_dir) -> Path:
     return path
 
 
-def _uniform_groups(rewards, group_index) -> set[int]:
+def _uniform_groups(rewards: list[float], group_index: list[int]) -> set[int]:
     groups: dict[int, set[float]] = {}
-    for r, g in zip(rewards.tolist(), group_index.tolist()):
+    for r, g in zip(rewards, group_index):
         groups.setdefault(g, set()).add(round(r, 9))
     return {g for g, values in groups.items() if len(values) == 1}
 
