@@ -209,7 +209,7 @@ def test_sandbox_console_files_processes(page, client, tmp_path):
     shot(page, "sandbox-files")
 
 
-def test_pool_resized_from_the_page(page, client):
+def test_pool_resized_from_the_page(page, client, console_server):
     client.set_pool("small", 1, IMAGE, memory="256m")
     page.goto(page.url.split("#")[0] + "#/pools")
     pool_row = page.locator("#pool-table tr[data-pool='small']")
@@ -217,7 +217,8 @@ def test_pool_resized_from_the_page(page, client):
     pool_row.locator("input.pool-size").fill("2")
     pool_row.get_by_role("button", name="resize").click()
     _until(lambda: [p.size for p in client.pools() if p.name == "small"] == [2])
-    assert [p.spec["limits"]["memory"] for p in client.pools()] == [256 << 20]  # spec kept
+    pools = _get(console_server, "/v1/pools").json()["pools"]
+    assert [p["spec"]["limits"]["memory"] for p in pools] == [256 << 20]  # the spec is kept
     expect(pool_row).to_contain_text("2 / 2", timeout=60_000)
     shot(page, "pools")
     page.goto(page.url.split("#")[0] + "#/nodes")
@@ -246,3 +247,90 @@ def _until(check, timeout_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the page's action did not take effect in time")
         time.sleep(0.1)
+
+
+# -- the routes the console reads, through plain HTTP ------------------------------------------
+
+def _get(server, path: str, **kw) -> httpx.Response:
+    return httpx.get(server.url + path, headers={"authorization": f"Bearer {TOKEN}"}, timeout=30, **kw)
+
+
+def test_runs_route_reads_only_inside_the_runs_dir(console_server, tmp_path):
+    runs = Path(console_server.config["runs_dir"])
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "config.yaml").write_text("password: hunter2\n")
+    (secret / "metrics.jsonl").write_text('{"step": 1}\n')
+    (runs / "escape").symlink_to(secret)
+    try:
+        assert [r["name"] for r in _get(console_server, "/v1/runs").json()["runs"]] == ["guess-demo"]
+        assert _get(console_server, "/v1/runs/escape/config").status_code == 404
+        assert _get(console_server, "/v1/runs/..%2F..%2Fetc/config").status_code in (400, 404)
+        assert _get(console_server, "/v1/runs/.hidden").status_code == 400
+    finally:
+        (runs / "escape").unlink()
+    page = _get(console_server, "/v1/runs/guess-demo/metrics", params={"after": 4}).json()
+    assert [r["step"] for r in page["records"]] == [5, 6] and page["next"] == 6
+    assert _get(console_server, "/v1/runs/guess-demo/episodes/999").status_code == 404
+    # a line the trainer is still writing is left for the next read, not an error
+    with open(runs / "guess-demo" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "rew')
+    try:
+        assert _get(console_server, "/v1/runs/guess-demo").json()["steps"] == 6
+    finally:
+        path = runs / "guess-demo" / "metrics.jsonl"
+        path.write_text(path.read_text().rsplit("\n", 1)[0] + "\n")
+
+
+def test_session_history_is_bounded_and_goes_with_reset(console_server, client):
+    sb = client.create(IMAGE)
+    for i in range(25):
+        sb.run(f"echo line-{i}")
+    sb.run("head -c 10000 /dev/zero | tr '\\0' x")
+    entries = _get(console_server, f"/v1/sandboxes/{sb.id}/sessions/default/history").json()["entries"]
+    assert len(entries) == 20 and entries[0]["command"] == "echo line-6"
+    import base64
+    assert entries[-1]["output_size"] == 10000
+    assert base64.b64decode(entries[-1]["output_tail_b64"]) == b"x" * 4096
+    sb.reset()
+    assert _get(console_server, f"/v1/sandboxes/{sb.id}/sessions/default/history").json() == {"entries": []}
+    assert _get(console_server, "/v1/sandboxes/nope/sessions/default/history").status_code == 404
+
+
+def test_events_stream_sends_state_and_stats(console_server, client):
+    assert _get(console_server, "/v1/events", params={"sandbox": "nope"}).status_code == 404
+    assert _get(console_server, "/v1/events", params={"run": "nope"}).status_code == 404
+    sb = client.create(IMAGE, labels={"job": "events"})
+    seen: dict[str, int] = {}
+    with httpx.stream("GET", console_server.url + "/v1/events",
+                      params={"sandbox": sb.id, "run": "guess-demo", "interval": 0.2},
+                      headers={"authorization": f"Bearer {TOKEN}"}, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                seen[line[7:]] = seen.get(line[7:], 0) + 1
+            if seen.get("stats", 0) >= 3:
+                break
+    assert {"sandboxes", "pools", "nodes", "stats", "sessions", "processes", "run", "metrics"} <= set(seen)
+    assert seen["sandboxes"] == 1 and seen["metrics"] == 1   # unchanged parts are not sent again
+
+
+def test_watching_a_sandbox_does_not_keep_it_alive(console_server, client, runtime):
+    import json
+    sb = client.create(IMAGE, ttl=2)
+    gone = False
+    deadline = time.monotonic() + 20
+    with httpx.stream("GET", console_server.url + "/v1/events", params={"sandbox": sb.id, "interval": 0.2},
+                      headers={"authorization": f"Bearer {TOKEN}"}, timeout=30) as stream:
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif kind == "sandboxes" and line.startswith("data: "):
+                if sb.id not in [s["id"] for s in json.loads(line[6:])["sandboxes"]]:
+                    gone = True
+                    break
+            if time.monotonic() > deadline:
+                break
+    assert gone, "the idle TTL reaped nothing while the console watched"
+    assert leftovers_after(runtime, sb.id) == []

@@ -357,8 +357,10 @@ class SandboxService:
     # -- agent calls ---------------------------------------------------------------------------
 
     async def call(self, sandbox_id: str, op: str, args: dict | None = None, body: bytes = b"", *,
-                   timeout: float = OP_TIMEOUT_S, on_event=None) -> tuple[dict, bytes]:
-        """One request to the sandbox's agent, its failures turned into tumbler.errors."""
+                   timeout: float = OP_TIMEOUT_S, on_event=None,
+                   touch: bool = True) -> tuple[dict, bytes]:
+        """One request to the sandbox's agent, its failures turned into tumbler.errors.
+        `touch=False`: a look that is not use (a viewer's poll) leaves the idle TTL running."""
         record = self.get(sandbox_id)
         if record.state is not SandboxState.RUNNING:
             raise self._not_running(record)
@@ -368,14 +370,16 @@ class SandboxService:
                 self.runtime.agent_socket(sandbox_id),
                 on_lost=lambda: self.spawn(self._agent_hung_up(sandbox_id)))
         self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
-        self._dirty_active[sandbox_id] = time.time()
+        if touch:
+            self._dirty_active[sandbox_id] = time.time()
         try:
             with agent_errors(sandbox_id, op, timeout,
                               on_gone=lambda detail: self._agent_died(sandbox_id, detail)):
                 return await client.call(op, args, body, timeout=timeout, on_event=on_event)
         finally:
             self._busy[sandbox_id] -= 1
-            self._dirty_active[sandbox_id] = time.time()
+            if touch:
+                self._dirty_active[sandbox_id] = time.time()
 
     def _not_running(self, record: SandboxRecord) -> TumblerError:
         # A sandbox stopped because its init died (`error` says so) answers as a call to it
@@ -400,17 +404,17 @@ class SandboxService:
 
     # -- sessions ------------------------------------------------------------------------------
 
-    async def do(self, sandbox_id: str, op: ops.Op, on_event=None):
+    async def do(self, sandbox_id: str, op: ops.Op, on_event=None, touch: bool = True):
         """Send one op of `tumbler.ops` to the sandbox's agent and parse its reply."""
         return op.parse(*await self.call(sandbox_id, op.name, op.args, op.body,
-                                         timeout=op.timeout, on_event=on_event))
+                                         timeout=op.timeout, on_event=on_event, touch=touch))
 
     async def create_session(self, sandbox_id: str, name: str, env: dict[str, str],
                              cwd: str | None) -> None:
         await self.do(sandbox_id, ops.session_create(name, env, cwd or self.get(sandbox_id).spec["cwd"]))
 
-    async def list_sessions(self, sandbox_id: str) -> list[dict]:
-        return await self.do(sandbox_id, ops.sessions())
+    async def list_sessions(self, sandbox_id: str, touch: bool = True) -> list[dict]:
+        return await self.do(sandbox_id, ops.sessions(), touch=touch)
 
     async def run(self, sandbox_id: str, session: str | None, command: str, *,
                   timeout: float = wire.DEFAULT_TIMEOUT_S, max_output: int | None = None,
@@ -523,8 +527,8 @@ class SandboxService:
         except TumblerError as exc:   # the sandbox went meanwhile: the file went with it
             log.info("sandbox %s: scratch %s not removed: %s", sandbox_id, scratch, exc)
 
-    async def processes(self, sandbox_id: str) -> list[ProcessInfo]:
-        return await self.do(sandbox_id, ops.processes())
+    async def processes(self, sandbox_id: str, touch: bool = True) -> list[ProcessInfo]:
+        return await self.do(sandbox_id, ops.processes(), touch=touch)
 
     async def signal(self, sandbox_id: str, pid: int, signal: int | str) -> None:
         await self.do(sandbox_id, ops.signal(pid, signal))

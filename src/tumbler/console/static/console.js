@@ -465,7 +465,7 @@ function sessionsPanel(id, live) {
         h("div", { class: "mono cmd" }, "$ " + e.command),
         h("div", { class: "muted small" }, when(e.started) + " · " + (e.timed_out ? "timed out" : e.exit_code === null ? "interrupted" : "exit " + e.exit_code) +
           " · " + num(e.duration_s, 3) + " s · " + bytes(e.output_size) + (e.output_size > 4096 ? " (last 4 KiB shown)" : "")),
-        h("pre", { class: "terminal small" }, plain(decoder.decode(fromB64(e.output_tail_b64))))))
+        e.output_size ? h("pre", { class: "terminal small" }, plain(decoder.decode(fromB64(e.output_tail_b64)))) : null))
         : [h("p", { class: "muted" }, "no command has run in this session through the server since it started")]));
   };
   const draw = () => {

@@ -7,7 +7,8 @@ look, a time series). Events:
 `sandboxes` (SandboxList), `pools` (PoolList), `nodes` (NodeList), `stats` / `sessions` /
 `processes` (of `sandbox`; an `{"error": ...}` body when the sandbox cannot answer),
 `run` (TrainRunOut of `run`) and `metrics` (TrainRunMetrics: only lines not sent yet).
-A comment line every PING_S keeps proxies from closing a quiet stream.
+A comment line every PING_S keeps proxies from closing a quiet stream. Watching is not use:
+the looks leave a sandbox's idle TTL running.
 """
 from __future__ import annotations
 
@@ -112,13 +113,13 @@ async def _stats(svc, sandbox: str) -> dict:
 async def _sessions(svc, sandbox: str) -> dict:
     if svc.get(sandbox).state != "running":
         return {"sessions": []}
-    return {"sessions": [wire.SessionOut(**s).model_dump() for s in await svc.list_sessions(sandbox)]}
+    return {"sessions": [wire.SessionOut(**s).model_dump() for s in await svc.list_sessions(sandbox, touch=False)]}
 
 
 async def _processes(svc, sandbox: str) -> dict:
     if svc.get(sandbox).state != "running":
         return {"processes": []}
-    return wire.ProcessList(processes=await svc.processes(sandbox)).model_dump()
+    return wire.ProcessList(processes=await svc.processes(sandbox, touch=False)).model_dump()
 
 
 async def _run_summary(request: Request, run: str) -> dict:

@@ -26,9 +26,18 @@ def this_node(request: Request) -> wire.NodeOut:
         name=socket.gethostname(),
         budget={"memory_bytes": budget.memory_bytes, "pids": budget.pids, "cpus": budget.cpus},
         admitted=svc.admission.usage(),
-        sandboxes=dict(Counter(r.state for r in svc.list())),
+        sandboxes=_by_state(request),
         cpus=os.cpu_count() or 1, load=list(os.getloadavg()),
         memory_total_bytes=total, memory_available_bytes=available)
+
+
+def _by_state(request: Request) -> dict[str, int]:
+    """Sandboxes by state; those waiting in warm pools (no one's yet) as `pooled`."""
+    counts = dict(Counter(r.state for r in service(request).list()))
+    pooled = sum(p.ready + p.starting for p in request.app.state.pools.list())
+    if pooled:
+        counts["pooled"] = pooled
+    return counts
 
 
 def _meminfo() -> tuple[int, int]:
