@@ -20,6 +20,7 @@ from tumbler.server import fastpath
 from tumbler.server.fastpath import FastRun
 from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
+from tumbler.server.routes import e2b, e2b_envd, pause_fork as pause_fork_routes
 from tumbler.server.routes import pause_fork as pause_fork_routes
 from tumbler.server.registry import Registry
 from tumbler.server.routes import (envs, events, files, model, nodes, ops, pools as pool_routes,
@@ -133,7 +134,8 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     app.state.runs = RunStore(config.runs_dir)
     app.state.event_streams = 0
     errors.install(app)
-    for router in (system.router, sandboxes.router, pause_fork_routes.router, sessions.router,
+    for router in (system.router, sandboxes.router, pause_fork_routes.router, e2b.router,
+                   e2b_envd.router, sessions.router,
                    files.router, processes.router,
                    envs.router, envs.rock_router, rock.router, pool_routes.router, model.router,
                    ops.router, nodes.router, runs.router, events.router, console.router):

@@ -91,6 +91,12 @@ class Registry:
             s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
                       .values(state=state.value, error=error, last_active=time.time()))
 
+    def set_expires(self, sandbox_id: str, expires_at: float | None) -> None:
+        """A new removal deadline (unix seconds; None: none), as E2B's set_timeout gives."""
+        with self._session.begin() as s:
+            s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
+                      .values(expires_at=expires_at))
+
     def touch_many(self, last_active: dict[str, float]) -> None:
         """Write back last-active times (unix seconds) gathered in memory."""
         if not last_active:
