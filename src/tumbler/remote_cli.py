@@ -63,7 +63,7 @@ def create(image: str = typer.Option("debian", help="image to start (on the serv
     try:
         req = wire.CreateSandboxRequest(
             image=image, env=_pairs(env, "--env"), cwd=cwd, hostname=hostname, network=network,
-            limits=wire.LimitsIn(memory=memory, cpus=cpus, pids=pids, disk=disk), ttl_s=ttl,
+            limits={"memory": memory, "cpus": cpus, "pids": pids, "disk": disk}, ttl_s=ttl,
             max_lifetime_s=max_lifetime, labels=_pairs(label, "--label"))
     except ValidationError as exc:
         raise InvalidRequest(_first_error(exc)) from None
@@ -315,12 +315,11 @@ def pool_resize(name: str = typer.Argument(..., help="the pool's name"),
                                       pids=512 if pids is None else pids)
         else:
             spec = current.spec
-            limits = {k: v for k, v in spec["limits"].items() if k in wire.LimitsIn.model_fields}
+            limits = spec.limits.model_dump()
             limits.update({k: v for k, v in (("memory", memory), ("cpus", cpus), ("pids", pids))
                            if v is not None})
-            req = wire.CreateSandboxRequest(
-                image=image or spec["image"], hostname=spec["hostname"], env=spec["env"],
-                cwd=spec["cwd"], network=spec["network"], limits=wire.LimitsIn(**limits))
+            req = wire.CreateSandboxRequest(**{**spec.model_dump(exclude={"labels"}),
+                                               "image": image or spec.image, "limits": limits})
         pool = client.send(core.set_pool(name, size, req))
     console.print(f"pool [bold]{pool.name}[/bold] ({pool.image}): {pool.ready}/{pool.size} ready, "
                   f"{pool.starting} starting")

@@ -1,20 +1,25 @@
 """The REST API's messages: one pydantic model per request and response, shared by server and SDK.
 
-Requests forbid unknown fields, so a typo is a 400/422 that names the field, not a silent no-op.
-Bytes cross as base64 in JSON (`*_b64` fields) beside a text form, so output that is not UTF-8
-survives exactly; file contents and tars travel as raw request/response bodies instead.
-Imports only pydantic and tumbler.models: the SDK depends on this module and nothing server-side.
+Requests forbid unknown fields, so a typo is a 400 that names the field, not a silent no-op.
+Bytes cross as base64 in JSON (`*_b64` fields), with a text form only where asked for, so output
+that is not UTF-8 survives exactly; file contents and tars travel as raw bodies instead.
+A message that is also a value elsewhere is that value's model, not a copy: a command's reply
+is `models.CommandResult`, exec's `models.ExecResult`, a create request is a `SandboxSpec` with
+the server's deadlines, a sandbox is the runtime's `SandboxInfo` with the server's fields, and
+stats are `SandboxStats`. Imports only pydantic, tumbler.models and the runtime's plain models
+(`runtime/spec.py`): the SDK depends on this module and nothing server-side.
 """
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, computed_field,
+                      model_validator)
 
 from tumbler.errors import InvalidRequest
-from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
-from tumbler.runtime.spec import SandboxState
+from tumbler.models import FileInfo, ProcessInfo
+from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxState, SandboxStats
 
 API_PREFIX = "/v1"
 DEFAULT_TIMEOUT_S = 300.0
@@ -90,31 +95,19 @@ class ErrorResponse(BaseModel):
 
 # -- sandboxes ----------------------------------------------------------------------------------
 
-class LimitsIn(Request):
-    memory: int | str = Field(default="512m", description="memory limit: bytes, or '512m', '2g'")
-    cpus: float = Field(default=1.0, description="CPU time in cores (0.5 = half a core)")
-    pids: int = Field(default=512, description="most processes and threads at once")
-    nofile: int = Field(default=1024, description="open file descriptors per process")
-    disk: int | str = Field(default="2g", description="bytes the sandbox may write: bytes, or '2g'")
-    inodes: int | None = Field(default=None, description="files the sandbox may create "
-                               "(null: 131072, or one per 4 KiB of a smaller disk)")
+class CreateSandboxRequest(Request, SandboxSpec):
+    """The sandbox's spec (limits take bytes or '512m', '2g') and the server's deadlines."""
 
-
-class CreateSandboxRequest(Request):
-    image: str = Field(default="debian", description="image name in the node's image store")
-    limits: LimitsIn = Field(default_factory=LimitsIn)
-    env: dict[str, str] = Field(default_factory=dict, description="environment of every process")
-    cwd: str = Field(default="/root", description="working directory of sessions and exec")
-    hostname: str = Field(default="sandbox", description="the sandbox's hostname")
-    network: Literal["none", "host"] = Field(default="none",
-                                             description="'none': own namespace, loopback only")
     ttl_s: float | None = Field(default=None, gt=0,
                                 description="idle time in seconds after which the server removes "
                                             "the sandbox; null: the server's default")
     max_lifetime_s: float | None = Field(default=None, gt=0,
                                          description="seconds after creation at which the server "
                                                      "removes it regardless; null: server default")
-    labels: dict[str, str] = Field(default_factory=dict, description="free-form, for filtering")
+
+    def spec(self) -> SandboxSpec:
+        """The runtime's part of the request."""
+        return SandboxSpec.model_construct(**{k: getattr(self, k) for k in SandboxSpec.model_fields})
 
 
 class PoolRequest(Request):
@@ -135,26 +128,33 @@ class PoolOut(BaseModel):
     handed_out: int = Field(description="sandboxes taken from this pool since it was made")
     last_error: str | None = Field(default=None, description="why the last start failed, if it did")
     image: str
-    spec: dict = Field(description="the pooled sandboxes' spec")
+    spec: SandboxSpec = Field(description="the pooled sandboxes' spec")
 
 
 class PoolList(BaseModel):
     pools: list[PoolOut]
 
 
-class SandboxOut(BaseModel):
-    id: str
-    state: SandboxState = Field(description="the life cycle's state (runtime/spec.py): created, "
-                                "running, stopped, or error (its container is gone; see `error`)")
-    image: str
-    spec: dict = Field(description="the full sandbox spec (limits in bytes, cores, counts)")
-    labels: dict[str, str] = Field(default_factory=dict)
-    created: float = Field(description="unix time, seconds")
+class SandboxOut(SandboxInfo):
+    """A sandbox as the server knows it: the runtime's SandboxInfo (id, state, the full spec
+    with limits in bytes, cores and counts, created, runtime) and the server's own fields. The
+    server's registry keeps exactly this record."""
+
     last_active: float = Field(description="unix time of the last request that used it, seconds")
     ttl_s: float | None = Field(description="idle seconds before removal; null: never")
     expires_at: float | None = Field(description="unix time at which it is removed; null: never")
-    runtime: str
-    error: str | None = Field(default=None, description="why the state is error")
+    error: str | None = Field(default=None, description="why the state is error, or why it "
+                              "stopped when its init died")
+
+    @computed_field(description="the image it was made from (spec.image)")
+    @property
+    def image(self) -> str:
+        return self.spec.image
+
+    @computed_field(description="free-form, for filtering (spec.labels)")
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.spec.labels
 
 
 class SandboxList(BaseModel):
@@ -173,14 +173,6 @@ class ForkRequest(Request):
     count: int = Field(default=1, ge=1, le=256, description="new sandboxes to make")
     labels: dict[str, str] = Field(default_factory=dict,
                                    description="added to the source's labels in the new ones")
-
-
-class StatsOut(BaseModel):
-    memory_bytes: int = Field(description="memory in use now, bytes")
-    memory_limit_bytes: int
-    cpu_seconds: float = Field(description="CPU time used since start, seconds")
-    pids: int = Field(description="processes and threads now")
-    pids_limit: int
 
 
 # -- sessions -----------------------------------------------------------------------------------
@@ -229,27 +221,6 @@ class RunRequest(Request):
                        "crosses the wire once")
 
 
-class CommandResponse(BaseModel):
-    output: str | None = Field(None, description="the output as text (non-UTF-8 bytes become "
-                               "U+FFFD); null when the request said text=false")
-    output_b64: str = Field(description="the output's exact bytes, base64")
-    exit_code: int | None = Field(description="exit status; null when interrupted")
-    timed_out: bool = False
-    truncated: bool = Field(False, description="output is the head of a longer output")
-    output_size: int = Field(0, description="bytes the command wrote in all")
-    duration_s: float = Field(0.0, description="seconds")
-    session_alive: bool = True
-
-    @classmethod
-    def from_result(cls, result: CommandResult, text: bool = True) -> "CommandResponse":
-        return cls(output=result.output if text else None, output_b64=b64(result.output_bytes),
-                   **result.model_dump(exclude={"output_bytes"}))
-
-    def to_result(self) -> CommandResult:
-        return CommandResult(output_bytes=unb64(self.output_b64),
-                             **self.model_dump(exclude={"output", "output_b64"}))
-
-
 class InputRequest(Request):
     data: str | None = Field(default=None, description="text typed on the terminal (add the newline)")
     data_b64: Base64Text | None = Field(default=None, description="or the exact bytes, base64")
@@ -269,7 +240,7 @@ class InterruptResponse(BaseModel):
 
 
 # Streamed runs (`.../run/stream`, text/event-stream): zero or more `output` events whose data
-# is a StreamChunk, then one `result` event whose data is a CommandResponse with an empty
+# is a StreamChunk, then one `result` event whose data is a CommandResult with an empty
 # output (the output is the chunks, in order), or one `error` event whose data is ErrorResponse.
 class StreamChunk(BaseModel):
     data_b64: str = Field(description="a chunk of output, base64")
@@ -295,31 +266,6 @@ class ExecRequest(Request):
         if self.argv is not None and not self.argv:
             raise ValueError("argv is empty")
         return self
-
-
-class ExecResponse(BaseModel):
-    stdout: str | None = None
-    stderr: str | None = None
-    stdout_b64: str
-    stderr_b64: str
-    exit_code: int | None
-    timed_out: bool = False
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    stdout_size: int = Field(0, description="bytes")
-    stderr_size: int = Field(0, description="bytes")
-    duration_s: float = Field(0.0, description="seconds")
-
-    @classmethod
-    def from_result(cls, r: ExecResult, text: bool = True) -> "ExecResponse":
-        return cls(stdout=r.stdout if text else None, stderr=r.stderr if text else None,
-                   stdout_b64=b64(r.stdout_bytes),
-                   stderr_b64=b64(r.stderr_bytes),
-                   **r.model_dump(exclude={"stdout_bytes", "stderr_bytes"}))
-
-    def to_result(self) -> ExecResult:
-        return ExecResult(stdout_bytes=unb64(self.stdout_b64), stderr_bytes=unb64(self.stderr_b64),
-                          **self.model_dump(exclude={"stdout", "stderr", "stdout_b64", "stderr_b64"}))
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -424,6 +370,62 @@ class TrainEpisodes(BaseModel):
     step: int
     episodes: list[dict] = Field(description="episodes/step-NNNN.json: seed, reward, success, "
                                              "turns, error, chat (role/content turns)")
+
+
+# -- hosted envs: /v1/sandboxes/{id}/envs/... ---------------------------------------------------
+
+class MakeEnvRequest(Request):
+    env_id: str
+    """A built-in game ("Sokoban-v0"), "gem:<id>" (image with gem-llm) or "module:Class"."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """The env's own arguments."""
+
+
+class ResetEnvRequest(Request):
+    seed: int | None = None
+    """Same seed, same instance."""
+
+
+class StepEnvRequest(Request):
+    action: str
+    step_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Seconds the step may take; past it the episode is reported truncated."""
+
+
+# -- the model service: /v1/sandboxes/{id}/model/... (sdk.model.HttpEndpoint is the client) -----
+
+class EnableModelRequest(Request):
+    port: int = Field(8377, ge=0, le=65535)
+    """Port of the endpoint inside the sandbox (0: any free one)."""
+    call_timeout_s: float = Field(300.0, gt=0, le=86400)
+    """Seconds a program's call waits for an answer before it gets a 504."""
+    models: list[str] = Field(default_factory=lambda: ["policy"], min_length=1)
+    """Model names GET /v1/models lists."""
+
+
+class NextCallsRequest(Request):
+    owner: int
+    """The owner token model/enable returned."""
+    timeout_s: float = Field(10.0, gt=0, le=600)
+    """Seconds to wait for something to report."""
+    max_calls: int = Field(256, ge=1, le=4096)
+
+
+class RespondRequest(Request):
+    call_id: str
+    status: int = Field(200, ge=200, le=599)
+    body: dict[str, Any]
+    """A chat.completion object, or with status >= 400 an OpenAI-style error body."""
+
+
+class StartEpisodeRequest(Request):
+    episode: str
+    argv: list[str] | None = None
+    command: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    timeout_s: float = Field(3600.0, gt=0, le=86400)
+    """Seconds before the program is killed (its episode then ends with reason "timeout")."""
 
 
 # -- agent ops, one or many (the sandbox handle over HTTP) --------------------------------------

@@ -59,8 +59,8 @@ def test_pool_resize_changes_the_size_only(server, api):
         assert grown.returncode == 0, grown.stderr
         pool = next(p for p in api.pools() if p.name == "resized")
         assert pool.size == 2
-        assert pool.spec["limits"]["memory"] == parse_bytes("256m")
-        assert pool.spec["limits"]["cpus"] == 0.5
+        assert pool.spec.limits.memory == parse_bytes("256m")
+        assert pool.spec.limits.cpus == 0.5
         assert pool.ready >= 1  # the sandbox already waiting was kept, not replaced
         emptied = tumbler(server, "pool", "resize", "resized", "0")
         assert emptied.returncode == 0, emptied.stderr
@@ -87,7 +87,7 @@ def test_create_options_start_and_the_dead_agent_fix(server, api, runtime):
     ran = tumbler(server, "sandbox", "exec", sid, "echo $GREETING; pwd; hostname; echo kept > /root/f")
     assert (ran.returncode, ran.stdout) == (0, "hi there\n/tmp\nbox2\n"), ran.stderr
     record = api.send(core.get(sid))
-    assert record.spec["limits"]["disk"] == 64 << 20 and record.expires_at is not None
+    assert record.spec.limits.disk == 64 << 20 and record.expires_at is not None
     os.kill(runtime.init_pid(sid), signal.SIGKILL)
     deadline = time.monotonic() + 30
     while api.send(core.get(sid)).state == "running":

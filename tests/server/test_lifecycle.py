@@ -15,7 +15,7 @@ def test_life_cycle_sync(api, runtime):
     sb = Sandbox(IMAGE, client=api, env={"GREETING": "hello"}, cwd="/tmp", hostname="box1",
                  memory="256m", labels={"team": "a", "job": "life"})
     assert sb.state == "running"
-    assert sb.info.spec["limits"]["memory"] == 256 << 20
+    assert sb.info.spec.limits.memory == 256 << 20
     assert sb.run("echo $GREETING $PWD $(hostname)").output == "hello /tmp box1\n"
     sb.run("cd /etc && export X=1")
     assert sb.run("echo $X $PWD").output == "1 /etc\n"

@@ -15,6 +15,7 @@ import httpx
 from tumbler import wire
 from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
+from tumbler.runtime.spec import SandboxStats
 from tumbler.sdk import core
 from tumbler.sdk.transport import AsyncTumblerTransport
 from tumbler.archives import extract_tar, tar_directory
@@ -198,7 +199,7 @@ class AsyncSandbox:
     async def snapshot(self, image: str) -> str:
         return await self.client.send(core.snapshot(self.id, image))
 
-    async def stats(self) -> wire.StatsOut:
+    async def stats(self) -> SandboxStats:
         return await self.client.send(core.stats(self.id))
 
     async def remove(self) -> None:

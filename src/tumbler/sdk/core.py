@@ -17,6 +17,7 @@ import httpx
 from tumbler import wire
 from tumbler.errors import TumblerError, from_kind
 from tumbler.models import CommandResult, ExecResult, FileInfo
+from tumbler.runtime.spec import SandboxStats
 
 DEFAULT_URL = "http://127.0.0.1:8040"
 # Seconds on top of a command's own timeout for the server to interrupt it and answer.
@@ -176,11 +177,11 @@ def _raw(reply: Reply) -> bytes:
 
 
 def _command(reply: Reply) -> CommandResult:
-    return wire.CommandResponse.model_validate_json(reply.content).to_result()
+    return CommandResult.model_validate_json(reply.content)
 
 
 def _exec(reply: Reply) -> ExecResult:
-    return wire.ExecResponse.model_validate_json(reply.content).to_result()
+    return ExecResult.model_validate_json(reply.content)
 
 
 # -- calls ------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ def snapshot(sandbox_id: str, image: str) -> Call:
 
 
 def stats(sandbox_id: str) -> Call:
-    return Call("GET", _sb(sandbox_id, "/stats"), _model(wire.StatsOut))
+    return Call("GET", _sb(sandbox_id, "/stats"), _model(SandboxStats))
 
 
 def create_session(sandbox_id: str, name: str, env: dict | None, cwd: str | None) -> Call:
@@ -395,7 +396,8 @@ def create_request(image: str, *, hostname: str = "sandbox", env: dict[str, str]
     A bad value raises InvalidRequest naming the field (wire.Request)."""
     return wire.CreateSandboxRequest(
         image=image, hostname=hostname, env=env or {}, cwd=cwd, network=network,
-        limits=wire.LimitsIn(memory=memory, cpus=cpus, pids=pids, disk=disk, inodes=inodes),
+        limits={"memory": memory, "cpus": cpus, "pids": pids, "disk": disk,
+                **({} if inodes is None else {"inodes": inodes})},
         ttl_s=ttl, max_lifetime_s=max_lifetime, labels=labels or {})
 
 
@@ -431,6 +433,6 @@ def stream_event(event: str, data: str, on_output: Callable[[bytes], None],
     if event == "error":
         raise error_for(Reply(500, data.encode()))
     if event == "result":
-        result = wire.CommandResponse.model_validate_json(data).to_result()
+        result = CommandResult.model_validate_json(data)
         return result.model_copy(update={"output_bytes": b"".join(output)})
     return None

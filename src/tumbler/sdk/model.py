@@ -12,6 +12,7 @@ import json
 
 import httpx
 
+from tumbler import wire
 from tumbler.errors import CommandTimeout, ServerUnreachable
 from tumbler.modelservice import AsyncModelBridge
 from tumbler.sdk.core import Reply, error_for
@@ -52,19 +53,22 @@ class HttpEndpoint:
 
 
 def _route(op: str, args: dict, body: bytes) -> tuple[str, str, dict | None]:
-    """(method, path under .../model, JSON body) of an agent model op."""
+    """(method, path under .../model, JSON body) of an agent model op; the bodies are the
+    server's own request models (tumbler.wire)."""
     if op == "model.enable":
-        return "POST", "/enable", {"port": args["port"], "call_timeout_s": args["call_timeout"],
-                                   "models": args["models"]}
+        req = wire.EnableModelRequest(port=args["port"], call_timeout_s=args["call_timeout"],
+                                      models=args["models"])
+        return "POST", "/enable", req.model_dump()
     if op == "model.next":
-        return "POST", "/next", {"owner": args["owner"], "timeout_s": args["timeout"],
-                                 "max_calls": args["max_calls"]}
+        req = wire.NextCallsRequest(owner=args["owner"], timeout_s=args["timeout"],
+                                    max_calls=args["max_calls"])
+        return "POST", "/next", req.model_dump()
     if op == "model.respond":
-        return "POST", "/respond", {"call_id": args["call_id"], "status": args["status"],
-                                    "body": json.loads(body)}
+        req = wire.RespondRequest(call_id=args["call_id"], status=args["status"], body=json.loads(body))
+        return "POST", "/respond", req.model_dump()
     if op == "model.start":
-        payload = {k: v for k, v in args.items() if k != "timeout"}
-        return "POST", "/episodes", {**payload, "timeout_s": args["timeout"]}
+        fields = {k: v for k, v in args.items() if k != "timeout"}
+        return "POST", "/episodes", wire.StartEpisodeRequest(**fields, timeout_s=args["timeout"]).model_dump()
     if op == "model.stop":
         return "DELETE", f"/episodes/{args['episode']}", None
     if op == "model.disable":

@@ -18,6 +18,7 @@ from tumbler import wire
 from tumbler.archives import extract_tar, tar_directory
 from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
+from tumbler.runtime.spec import SandboxStats
 from tumbler.sdk import core
 from tumbler.sdk.transport import TumblerTransport
 
@@ -202,7 +203,7 @@ class Sandbox:
     def snapshot(self, image: str) -> str:
         return self.client.send(core.snapshot(self.id, image))
 
-    def stats(self) -> wire.StatsOut:
+    def stats(self) -> SandboxStats:
         return self.client.send(core.stats(self.id))
 
     def remove(self) -> None:

@@ -28,7 +28,7 @@ from tumbler.server.routes import (envs, events, files, model, nodes, ops, pools
 from tumbler.server.runs import RunStore
 from tumbler import console
 from tumbler.server.pools import PoolManager
-from tumbler.server.service import SandboxService, SandboxSource, spec_from_request
+from tumbler.server.service import SandboxService, SandboxSource
 from tumbler.server.statelock import StateLock
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
         if reclaimed:
             log.info("removed %d pooled sandboxes a previous server left waiting", reclaimed)
         for pool in config.pools:
-            pools.set(pool.name, spec_from_request(wire.CreateSandboxRequest(image=pool.image)),
+            pools.set(pool.name, wire.CreateSandboxRequest(image=pool.image).spec(),
                       pool.size)
         app.state.pools = pools
         app.state.service = service

@@ -10,7 +10,7 @@ for the OpenAPI docs and serve as the reference. Everything else passes through.
 `app.TumblerAPI` also sends these two routes past Starlette's own middleware layers, straight to
 a chain of the server's middlewares that ends here (see there); the reply is written as two raw
 ASGI messages from JSON built with the standard library, the same document
-`wire.CommandResponse` makes, for a third of pydantic's CPU.
+`CommandResult.wire_json` makes, for a third of pydantic's CPU.
 """
 from __future__ import annotations
 
@@ -99,13 +99,12 @@ async def run_watched(svc, receive, sandbox_id: str, name: str | None, body: wir
 
 
 def command_json(result: CommandResult, text: bool) -> bytes:
-    """wire.CommandResponse.from_result(result, text).model_dump_json(), as bytes, written out
-    by hand: the same fields in the same order with the same values (a CommandResult's are
+    """result.wire_json(text), as bytes, written out by hand: the same fields in the same order with the same values (a CommandResult's are
     validated already), for a fraction of the CPU of pydantic's or json's. A duration JSON
     cannot hold (NaN, infinity) goes the pydantic way, which writes null."""
     duration = result.duration_s
     if not math.isfinite(duration):
-        return wire.CommandResponse.from_result(result, text).model_dump_json().encode()
+        return result.wire_json(text).encode()
     exit_code = result.exit_code
     return (_COMMAND % (
         _json_str(result.output) if text else "null", wire.b64(result.output_bytes),

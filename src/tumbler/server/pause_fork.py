@@ -16,7 +16,7 @@ import logging
 import time
 
 from tumbler.errors import InvalidRequest, NotFound, TumblerError
-from tumbler.runtime.spec import Limits, SandboxState, new_sandbox_id, transition
+from tumbler.runtime.spec import SandboxState, new_sandbox_id, transition
 from tumbler.server.registry import SandboxRecord
 from tumbler.server.service import SandboxService
 
@@ -52,7 +52,7 @@ async def fork(svc: SandboxService, sandbox_id: str, count: int,
     held: list[str] = []
     try:
         for record in records:
-            svc.admission.reserve(record.id, Limits(**record.spec["limits"]))
+            svc.admission.reserve(record.id, record.spec.limits)
             held.append(record.id)
             # Recorded before the runtime makes it, as a create is: a server killed mid-fork
             # leaves records its next start reconciles, never sandboxes no one knows.
@@ -78,13 +78,12 @@ def _child_records(source: SandboxRecord, count: int, labels: dict[str, str]) ->
     """The new sandboxes' records: the source's spec with `labels` added, its idle ttl, and a
     max lifetime as long as the source's, counted from now."""
     now = time.time()
-    merged = {**source.labels, **labels}
-    spec = {**source.spec, "labels": {**source.spec.get("labels", {}), **labels}}
+    spec = source.spec.model_copy(update={"labels": {**source.spec.labels, **labels}})
     lifetime = source.expires_at - source.created if source.expires_at is not None else None
     return [SandboxRecord(id=new_sandbox_id(), spec=spec, state=SandboxState.CREATED,
                           created=now, last_active=now, ttl_s=source.ttl_s,
                           expires_at=now + lifetime if lifetime is not None else None,
-                          runtime=source.runtime, labels=dict(merged))
+                          runtime=source.runtime)
             for _ in range(count)]
 
 

@@ -53,7 +53,7 @@ class WarmPool:
         return wire.PoolOut(name=self.name, size=self.size, ready=len(self.ready),
                             starting=self.starting, handed_out=self.handed_out,
                             last_error=self.last_error, image=self.spec.image,
-                            spec=self.spec.model_dump())
+                            spec=self.spec)
 
 
 class PoolManager:

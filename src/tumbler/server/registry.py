@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 
 from sqlalchemy import Float, String, Text, create_engine, event, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from tumbler.runtime.spec import SandboxState
+from tumbler import wire
+from tumbler.runtime.spec import SandboxSpec, SandboxState
 
 
 class Base(DeclarativeBase):
@@ -35,26 +35,16 @@ class SandboxRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-@dataclass
-class SandboxRecord:
-    """One sandbox as the registry knows it (times: unix seconds)."""
+# One sandbox as the registry knows it: the wire's SandboxOut is the record itself (times: unix
+# seconds). SandboxRow above is only how it is stored.
+SandboxRecord = wire.SandboxOut
 
-    id: str
-    spec: dict
-    state: SandboxState
-    created: float
-    last_active: float
-    ttl_s: float | None
-    expires_at: float | None
-    runtime: str
-    labels: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
 
-    @classmethod
-    def from_row(cls, row: SandboxRow) -> "SandboxRecord":
-        return cls(id=row.id, spec=json.loads(row.spec_json), state=SandboxState(row.state), created=row.created,
-                   last_active=row.last_active, ttl_s=row.ttl_s, expires_at=row.expires_at,
-                   runtime=row.runtime, labels=json.loads(row.labels_json), error=row.error)
+def _from_row(row: SandboxRow) -> SandboxRecord:
+    return SandboxRecord(id=row.id, spec=SandboxSpec.model_validate_json(row.spec_json),
+                         state=SandboxState(row.state), created=row.created,
+                         last_active=row.last_active, ttl_s=row.ttl_s, expires_at=row.expires_at,
+                         runtime=row.runtime, error=row.error)
 
 
 class Registry:
@@ -71,7 +61,7 @@ class Registry:
 
     def add(self, record: SandboxRecord) -> None:
         with self._session.begin() as s:
-            s.add(SandboxRow(id=record.id, spec_json=json.dumps(record.spec), state=record.state.value,
+            s.add(SandboxRow(id=record.id, spec_json=record.spec.model_dump_json(), state=record.state.value,
                              created=record.created, last_active=record.last_active,
                              ttl_s=record.ttl_s, expires_at=record.expires_at,
                              labels_json=json.dumps(record.labels), runtime=record.runtime,
@@ -80,11 +70,11 @@ class Registry:
     def get(self, sandbox_id: str) -> SandboxRecord | None:
         with self._session() as s:
             row = s.get(SandboxRow, sandbox_id)
-            return SandboxRecord.from_row(row) if row else None
+            return _from_row(row) if row else None
 
     def list(self) -> list[SandboxRecord]:
         with self._session() as s:
-            return [SandboxRecord.from_row(r) for r in s.scalars(select(SandboxRow).order_by(SandboxRow.created))]
+            return [_from_row(r) for r in s.scalars(select(SandboxRow).order_by(SandboxRow.created))]
 
     def set_state(self, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
         with self._session.begin() as s:

@@ -20,7 +20,7 @@ from tumbler.errors import AgentDied, Conflict, InvalidRequest, NotFound, Tumble
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.liveness import init_alive, reap_zombies_of
-from tumbler.runtime.spec import (HOLDING, Limits, SandboxInfo, SandboxSpec, SandboxState,
+from tumbler.runtime.spec import (HOLDING, SandboxInfo, SandboxSpec, SandboxState,
                                   SandboxStats, transition)
 from tumbler.server.capacity import Admission, Budget
 from tumbler.server.config import ServerConfig
@@ -57,16 +57,6 @@ class SandboxSource(Protocol):
         """A running sandbox made to `spec`, now owned by the caller; None if there is none."""
 
 
-def spec_from_request(req: wire.CreateSandboxRequest) -> SandboxSpec:
-    """The runtime spec a create request asks for; a bad value is a 400 naming the field."""
-    try:
-        return SandboxSpec(image=req.image, hostname=req.hostname, env=req.env, cwd=req.cwd,
-                           network=req.network, labels=req.labels,
-                           limits=Limits(**req.limits.model_dump(exclude_none=True)))
-    except ValueError as exc:
-        raise InvalidRequest(wire.validation_message(exc)) from None
-
-
 class SandboxService:
     """Everything the REST API does, as async methods that raise tumbler.errors."""
 
@@ -95,7 +85,7 @@ class SandboxService:
             record = await self.blocking(self._reconcile, record)
             self._records[record.id] = record
             if record.state in HOLDING:
-                self.admission.reserve(record.id, Limits(**record.spec["limits"]))
+                self.admission.reserve(record.id, record.spec.limits)
         log.info("registry holds %d sandboxes", len(self._records))
 
     async def close(self, keep_sandboxes: bool) -> None:
@@ -192,7 +182,7 @@ class SandboxService:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def create(self, req: wire.CreateSandboxRequest) -> SandboxRecord:
-        spec = spec_from_request(req)
+        spec = req.spec()
         # A pooled sandbox first: taking it frees its place in the budget, which the
         # placeholder below then takes (no await in between, so no one else can).
         info = await self.source.take(spec) if self.source is not None else None
@@ -208,10 +198,9 @@ class SandboxService:
         lifetime = req.max_lifetime_s or self.config.default_max_lifetime_s
 
         def record_of(sandbox_id: str, state: SandboxState, runtime: str) -> SandboxRecord:
-            return SandboxRecord(id=sandbox_id, spec=spec.model_dump(), state=state,
-                                 created=now, last_active=now, ttl_s=ttl,
-                                 expires_at=now + lifetime if lifetime else None,
-                                 runtime=runtime, labels=dict(spec.labels))
+            return SandboxRecord(id=sandbox_id, spec=spec, state=state, created=now,
+                                 last_active=now, ttl_s=ttl,
+                                 expires_at=now + lifetime if lifetime else None, runtime=runtime)
 
         recorded = False
         try:
@@ -288,7 +277,7 @@ class SandboxService:
         record = self.get(sandbox_id)
         async with self._lock(sandbox_id):
             transition(sandbox_id, record.state, "start")
-            self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
+            self.admission.reserve(sandbox_id, record.spec.limits)
             try:
                 await self.blocking(self.runtime.start, sandbox_id)
             except BaseException:
@@ -300,7 +289,7 @@ class SandboxService:
         record = self.get(sandbox_id)
         async with self._lock(sandbox_id):
             transition(sandbox_id, record.state, "reset")
-            self.admission.reserve(sandbox_id, Limits(**record.spec["limits"]))
+            self.admission.reserve(sandbox_id, record.spec.limits)
             await self._drop_agent(sandbox_id)
             await self.blocking(self.runtime.reset, sandbox_id)
             self.history.drop(sandbox_id)
@@ -411,7 +400,7 @@ class SandboxService:
 
     async def create_session(self, sandbox_id: str, name: str, env: dict[str, str],
                              cwd: str | None) -> None:
-        await self.do(sandbox_id, ops.session_create(name, env, cwd or self.get(sandbox_id).spec["cwd"]))
+        await self.do(sandbox_id, ops.session_create(name, env, cwd or self.get(sandbox_id).spec.cwd))
 
     async def list_sessions(self, sandbox_id: str, touch: bool = True) -> list[dict]:
         return await self.do(sandbox_id, ops.sessions(), touch=touch)
@@ -423,7 +412,7 @@ class SandboxService:
         first command and again after `exit`, in the same round trip)."""
         op = ops.run(command, session=session, timeout=timeout, max_output=max_output,
                      stream=on_output is not None,
-                     cwd=self.get(sandbox_id).spec["cwd"] if session is None else None)
+                     cwd=self.get(sandbox_id).spec.cwd if session is None else None)
         streamed = bytearray()   # a streamed run's reply carries no output: keep its tail here
 
         def on_event(_h, chunk: bytes) -> None:
@@ -450,7 +439,7 @@ class SandboxService:
     async def exec(self, sandbox_id: str, req: wire.ExecRequest) -> ExecResult:
         command = req.argv if req.argv is not None else req.command
         return await self.do(sandbox_id, ops.exec_(
-            command, env=req.env, cwd=req.cwd or self.get(sandbox_id).spec["cwd"],
+            command, env=req.env, cwd=req.cwd or self.get(sandbox_id).spec.cwd,
             stdin=wire.unb64(req.stdin_b64), timeout=req.timeout, max_output=req.max_output))
 
     async def read_file(self, sandbox_id: str, path: str, offset: int, length: int | None) -> bytes:
@@ -546,12 +535,6 @@ class SandboxService:
         """Run a blocking call (runc, SQL) in the runtime's worker threads."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def record_out(self, record: SandboxRecord) -> wire.SandboxOut:
-        return wire.SandboxOut(id=record.id, state=record.state, image=record.spec["image"],
-                               spec=record.spec, labels=record.labels, created=record.created,
-                               last_active=record.last_active, ttl_s=record.ttl_s,
-                               expires_at=record.expires_at, runtime=record.runtime,
-                               error=record.error)
 
 
 def sandbox_path(path: str) -> str:

@@ -12,8 +12,10 @@ def service(request: Request) -> SandboxService:
 
 
 def json_response(model, status_code: int = 200) -> Response:
-    """Serialize a wire model straight to bytes: skips FastAPI's re-validation of the return value."""
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+    """Serialize a wire model (or send JSON already made) straight to bytes: skips FastAPI's
+    re-validation of the return value."""
+    content = model if isinstance(model, str) else model.model_dump_json()
+    return Response(content, status_code=status_code, media_type="application/json")
 
 
 def sse_event(kind: str, data: str) -> bytes:

@@ -4,43 +4,20 @@ rock_envs.py, exported here as `rock_router`.
 
 Both call the agent's env ops (`tumbler.agent.envhost`) through SandboxService.call. A step
 that runs past `step_timeout_s` answers 200 with truncated=true and info.error, as HostedEnv does,
-so a rollout never hangs on one env. Both routers are mounted by `create_app`. The request
-models below belong in tumbler.wire once the wire module takes them.
+so a rollout never hangs on one env. Both routers are mounted by `create_app`; the request
+models are tumbler.wire's.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
 
+from tumbler import wire
 from tumbler.errors import CommandTimeout
 from tumbler.server.routes import service
 from tumbler.server.routes.rock_envs import router as rock_router  # noqa: F401 (mounted by app)
 
 CONTROL_TIMEOUT_S = 30.0
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}/envs", tags=["envs"])
-
-
-class MakeEnv(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    env_id: str
-    """A built-in game ("Sokoban-v0"), "gem:<id>" (image with gem-llm) or "module:Class"."""
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    """The env's own arguments."""
-
-
-class ResetEnv(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int | None = None
-    """Same seed, same instance."""
-
-
-class StepEnv(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    action: str
-    step_timeout_s: float = Field(30.0, gt=0, le=3600)
-    """Seconds the step may take; past it the episode is reported truncated."""
 
 
 async def _op(request: Request, sandbox_id: str, op: str, args: dict, timeout: float) -> dict:
@@ -57,7 +34,7 @@ async def _step(request: Request, sandbox_id: str, handle: str, action: str, tim
 
 
 @router.post("", status_code=201)
-async def make_env(sandbox_id: str, body: MakeEnv, request: Request):
+async def make_env(sandbox_id: str, body: wire.MakeEnvRequest, request: Request):
     return await _op(request, sandbox_id, "env.make", body.model_dump(), CONTROL_TIMEOUT_S)
 
 
@@ -67,13 +44,13 @@ async def list_envs(sandbox_id: str, request: Request):
 
 
 @router.post("/{handle}/reset")
-async def reset_env(sandbox_id: str, handle: str, body: ResetEnv, request: Request):
+async def reset_env(sandbox_id: str, handle: str, body: wire.ResetEnvRequest, request: Request):
     return await _op(request, sandbox_id, "env.reset", {"handle": handle, "seed": body.seed},
                      CONTROL_TIMEOUT_S)
 
 
 @router.post("/{handle}/step")
-async def step_env(sandbox_id: str, handle: str, body: StepEnv, request: Request):
+async def step_env(sandbox_id: str, handle: str, body: wire.StepEnvRequest, request: Request):
     return await _step(request, sandbox_id, handle, body.action, body.step_timeout_s)
 
 

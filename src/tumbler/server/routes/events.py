@@ -80,7 +80,7 @@ async def _feed(request: Request, sandbox: str | None, run: str | None, interval
 
 async def _parts(request: Request, sandbox: str | None, run: str | None) -> list[tuple[str, str]]:
     svc = service(request)
-    parts = [("sandboxes", wire.SandboxList(sandboxes=[svc.record_out(r) for r in svc.list()])
+    parts = [("sandboxes", wire.SandboxList(sandboxes=svc.list())
               .model_dump_json()),
              ("pools", wire.PoolList(pools=request.app.state.pools.list()).model_dump_json()),
              ("nodes", wire.NodeList(nodes=[this_node(request)]).model_dump_json())]
@@ -107,7 +107,7 @@ async def _answer(coro) -> dict:
 async def _stats(svc, sandbox: str) -> dict:
     if svc.get(sandbox).state != "running":
         return {"error": {"kind": "conflict", "message": "not running"}}
-    return wire.StatsOut(**(await svc.stats(sandbox)).model_dump()).model_dump()
+    return (await svc.stats(sandbox)).model_dump()
 
 
 async def _sessions(svc, sandbox: str) -> dict:

@@ -7,7 +7,6 @@ from starlette.responses import Response
 from tumbler import wire
 from tumbler.server.pools import PoolManager
 from tumbler.server.routes import json_response
-from tumbler.server.service import spec_from_request
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 
@@ -24,7 +23,7 @@ async def list_pools(request: Request):
 @router.put("/{name}", response_model=wire.PoolOut)
 async def set_pool(name: str, body: wire.PoolRequest, request: Request):
     """Make pool `name`, or change its size or spec; it fills in the background."""
-    return json_response(_pools(request).set(name, spec_from_request(body.sandbox), body.size))
+    return json_response(_pools(request).set(name, body.sandbox.spec(), body.size))
 
 
 @router.delete("/{name}", status_code=204)

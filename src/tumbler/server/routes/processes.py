@@ -4,16 +4,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from tumbler import wire
+from tumbler.models import ExecResult
 from tumbler.server.routes import json_response, service
 
 router = APIRouter(prefix="/v1/sandboxes/{sandbox_id}", tags=["processes"])
 
 
-@router.post("/exec", response_model=wire.ExecResponse)
+@router.post("/exec", response_model=ExecResult)
 async def exec_process(sandbox_id: str, body: wire.ExecRequest, request: Request):
     """Run one program (argv, or a string for /bin/sh -c) to its end."""
     result = await service(request).exec(sandbox_id, body)
-    return json_response(wire.ExecResponse.from_result(result, body.text))
+    return json_response(result.wire_json(body.text))
 
 
 @router.get("/processes", response_model=wire.ProcessList)

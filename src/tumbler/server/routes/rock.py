@@ -129,10 +129,9 @@ def _memory(n: int) -> str:
 
 
 def _sandbox_fields(record: SandboxRecord, sandbox_id: str) -> dict:
-    limits = record.spec["limits"]
-    return {"sandbox_id": sandbox_id, "host_name": record.spec.get("hostname"), "host_ip": None,
-            "cpus": limits.get("cpus"), "memory": _memory(int(limits.get("memory", 0))),
-            "disk": None}
+    limits = record.spec.limits
+    return {"sandbox_id": sandbox_id, "host_name": record.spec.hostname, "host_ip": None,
+            "cpus": limits.cpus, "memory": _memory(limits.memory), "disk": None}
 
 
 # -- life cycle ---------------------------------------------------------------------------------
@@ -168,13 +167,10 @@ async def _create(svc: SandboxService, body: rw.StartIn, labels: dict[str, str])
     minutes = body.auto_clear_time_minutes or body.auto_clear_time
     limits = {k: v for k, v in {"memory": body.memory,
                                 "cpus": body.limit_cpus or body.cpus}.items() if v}
+    req = wire.CreateSandboxRequest(image=image, limits=limits, labels=labels,
+                                    ttl_s=minutes * 60 if minutes and minutes > 0 else None)
     try:
-        spec = dict(limits=wire.LimitsIn(**limits), labels=labels,
-                    ttl_s=minutes * 60 if minutes and minutes > 0 else None)
-    except ValidationError as exc:
-        raise InvalidRequest(_validation_message(exc)) from None
-    try:
-        return await svc.create(wire.CreateSandboxRequest(image=image, **spec))
+        return await svc.create(req)
     except (NotFound, InvalidRequest) as exc:
         # Runtimes differ in how they refuse an image ("no image", "bad image name"); both
         # name it, and any other refusal would recur on the fallback image as well.
@@ -185,12 +181,12 @@ async def _create(svc: SandboxService, body: rw.StartIn, labels: dict[str, str])
                             f"the server's operator can map them: {IMAGE_MAP_ENV}="
                             f"'{body.image}=debian' or {DEFAULT_IMAGE_ENV}=debian") from None
         log.warning("ROCK start: no image %r here; using %r (%s)", image, fallback, DEFAULT_IMAGE_ENV)
-        return await svc.create(wire.CreateSandboxRequest(image=fallback, **spec))
+        return await svc.create(req.model_copy(update={"image": fallback}))
 
 
 def _stages(record: SandboxRecord) -> dict:
     """ROCK's start-up stages: the SDK's start() raises '<stage>: <message>' on a failed one."""
-    pulled = {"status": "success", "message": f"image {record.spec['image']} is local"}
+    pulled = {"status": "success", "message": f"image {record.spec.image} is local"}
     run = {"running": ("success", "running"), "created": ("running", "starting"),
            "stopped": ("success", "stopped")}.get(record.state, ("failed", record.error or record.state))
     return {"image_pull": pulled, "docker_run": {"status": run[0], "message": run[1]}}
@@ -201,7 +197,7 @@ async def _get_status(request: Request, sandbox_id: str) -> dict:
     labels = record.labels
     return {**_sandbox_fields(record, sandbox_id), "status": _stages(record), "port_mapping": {},
             "is_alive": record.state == "running", "state": STATES.get(record.state),
-            "image": labels.get(IMAGE_LABEL, record.spec["image"]),
+            "image": labels.get(IMAGE_LABEL, record.spec.image),
             "user_id": labels.get("rock.user_id"), "experiment_id": labels.get("rock.experiment_id"),
             "namespace": labels.get("rock.namespace"), "create_time": _iso(record.created),
             "start_time": _iso(record.created), "state_history": []}

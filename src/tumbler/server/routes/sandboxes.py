@@ -6,7 +6,7 @@ from starlette.responses import Response
 
 from tumbler import wire
 from tumbler.errors import InvalidRequest
-from tumbler.runtime.spec import SandboxState
+from tumbler.runtime.spec import SandboxState, SandboxStats
 from tumbler.server.routes import json_response, service
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 async def create_sandbox(body: wire.CreateSandboxRequest, request: Request):
     """Create and start a sandbox; returns once its agent accepts requests."""
     svc = service(request)
-    return json_response(svc.record_out(await svc.create(body)), 201)
+    return json_response(await svc.create(body), 201)
 
 
 @router.get("", response_model=wire.SandboxList)
@@ -30,33 +30,33 @@ async def list_sandboxes(request: Request,
             raise InvalidRequest(f"label filter {item!r} must be key=value")
         labels[key] = value
     svc = service(request)
-    return json_response(wire.SandboxList(sandboxes=[svc.record_out(r) for r in svc.list(state, labels)]))
+    return json_response(wire.SandboxList(sandboxes=svc.list(state, labels)))
 
 
 @router.get("/{sandbox_id}", response_model=wire.SandboxOut)
 async def get_sandbox(sandbox_id: str, request: Request):
     svc = service(request)
-    return json_response(svc.record_out(svc.get(sandbox_id)))
+    return json_response(svc.get(sandbox_id))
 
 
 @router.post("/{sandbox_id}/stop", response_model=wire.SandboxOut)
 async def stop_sandbox(sandbox_id: str, request: Request):
     """Stop every process; files are kept. Sessions end."""
     svc = service(request)
-    return json_response(svc.record_out(await svc.stop(sandbox_id)))
+    return json_response(await svc.stop(sandbox_id))
 
 
 @router.post("/{sandbox_id}/start", response_model=wire.SandboxOut)
 async def start_sandbox(sandbox_id: str, request: Request):
     svc = service(request)
-    return json_response(svc.record_out(await svc.start(sandbox_id)))
+    return json_response(await svc.start(sandbox_id))
 
 
 @router.post("/{sandbox_id}/reset", response_model=wire.SandboxOut)
 async def reset_sandbox(sandbox_id: str, request: Request):
     """Back to the pristine image: processes, sessions and written files all gone."""
     svc = service(request)
-    return json_response(svc.record_out(await svc.reset(sandbox_id)))
+    return json_response(await svc.reset(sandbox_id))
 
 
 @router.post("/{sandbox_id}/snapshot", response_model=wire.SnapshotResponse)
@@ -72,7 +72,6 @@ async def delete_sandbox(sandbox_id: str, request: Request):
     return Response(status_code=204)
 
 
-@router.get("/{sandbox_id}/stats", response_model=wire.StatsOut)
+@router.get("/{sandbox_id}/stats", response_model=SandboxStats)
 async def sandbox_stats(sandbox_id: str, request: Request):
-    stats = await service(request).stats(sandbox_id)
-    return wire.StatsOut(**stats.model_dump())
+    return await service(request).stats(sandbox_id)

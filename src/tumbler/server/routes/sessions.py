@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tumbler import wire
 from tumbler.errors import TumblerError
+from tumbler.models import CommandResult
 from tumbler.server.routes import json_response, service, sse_event
 from tumbler.server.service import DEFAULT_SESSION, SandboxService
 
@@ -44,13 +45,13 @@ async def session_history(sandbox_id: str, name: str, request: Request):
         for e in svc.history.entries(sandbox_id, name)]))
 
 
-@router.post("/run", response_model=wire.CommandResponse)
+@router.post("/run", response_model=CommandResult)
 async def run_default(sandbox_id: str, body: wire.RunRequest, request: Request):
     """Run a command in the sandbox's default session (made on first use)."""
     return await _run(request, sandbox_id, None, body)
 
 
-@router.post("/sessions/{name}/run", response_model=wire.CommandResponse)
+@router.post("/sessions/{name}/run", response_model=CommandResult)
 async def run_in_session(sandbox_id: str, name: str, body: wire.RunRequest, request: Request):
     return await _run(request, sandbox_id, name, body)
 
@@ -64,7 +65,7 @@ async def run_default_streamed(sandbox_id: str, body: wire.RunRequest, request: 
 @router.post("/sessions/{name}/run/stream",
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "`output` events (StreamChunk), then `result` "
-                                             "(CommandResponse) or `error` (ErrorResponse)"}})
+                                             "(CommandResult) or `error` (ErrorResponse)"}})
 async def run_streamed(sandbox_id: str, name: str | None, body: wire.RunRequest, request: Request):
     """Run a command and stream its output as server-sent events while it runs."""
     svc = service(request)
@@ -94,7 +95,7 @@ async def close_session(sandbox_id: str, name: str, request: Request):
 
 async def _run(request: Request, sandbox_id: str, name: str | None, body: wire.RunRequest):
     result = await run_unless_disconnected(service(request), request.receive, sandbox_id, name, body)
-    return json_response(wire.CommandResponse.from_result(result, body.text))
+    return json_response(result.wire_json(body.text))
 
 
 async def run_unless_disconnected(svc: SandboxService, receive, sandbox_id: str, name: str | None,
@@ -144,7 +145,7 @@ async def _stream(svc: SandboxService, request: Request, sandbox_id: str, name: 
         except TumblerError as exc:
             yield sse_event("error", json.dumps({"error": {"kind": exc.kind, "message": exc.message}}))
         else:
-            yield sse_event("result", wire.CommandResponse.from_result(result, body.text).model_dump_json())
+            yield sse_event("result", result.wire_json(body.text))
         finished = True
     finally:
         if not finished and not task.done():
