@@ -2,7 +2,10 @@
 (generation, env, update) over a few training steps, and one rollout's generation time with
 and without the per-episode KV cache kept across turns. Prints a table, writes JSON.
 
-    .venv/bin/python bench/bench_train.py [--steps 3] [--config examples/train/guess.yaml]
+    .venv/bin/python bench/bench_train.py [--steps 3] [--config examples/train/guess.yaml] [--trl-seconds 120]
+
+--trl-seconds S also runs TRL's GRPOTrainer and ours side by side on the single-turn form of the
+same task for S seconds of training each (bench/trl_side.py), and reports the step-time ratio.
 """
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ def main() -> None:
     parser.add_argument("--config", default="examples/train/guess.yaml")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", default="bench/results/train.json")
+    parser.add_argument("--trl-seconds", type=float, default=0,
+                        help="also run TRL's GRPOTrainer side by side for this long (0: skip)")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(2)
@@ -65,6 +70,11 @@ def main() -> None:
                "tokens_per_s": round(sum(m["generated_tokens"] for m in h) / sum(m["generation_s"] for m in h), 1),
                "env_steps_per_s": round(sum(m["env_steps"] for m in h) / max(1e-9, sum(m["env_s"] for m in h)), 1),
                "episodes_per_step": h[0]["episodes"], "cache": cache_comparison(cfg)}
+    if args.trl_seconds:
+        import sys
+        sys.path.insert(0, str(Path(__file__).parent))
+        from trl_side import side_by_side
+        figures["trl_side_by_side"] = side_by_side(args.config, args.trl_seconds)
     table = Table(title=f"trainer, {args.config}, median of {len(h)} steps")
     table.add_column("figure")
     table.add_column("value", justify="right")

@@ -50,3 +50,13 @@ def test_every_field_is_documented():
             if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
                 walk(annotation)
     walk(TrainConfig)
+
+
+def test_the_docs_config_reference_is_the_configs_own():
+    """docs/TRAINER.md's table is reference_markdown(): a new or changed key shows up there."""
+    from pathlib import Path
+    from tumbler.train.config import reference_markdown
+    page = (Path(__file__).resolve().parents[2] / "docs" / "TRAINER.md").read_text()
+    begin, end = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
+    assert page[page.index(begin) + len(begin):page.index(end)] == reference_markdown(), \
+        "regenerate the table: python -c 'from tumbler.train.config import reference_markdown; print(reference_markdown())'"

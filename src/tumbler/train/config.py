@@ -8,7 +8,7 @@ number (got 'fast')")`. `--set key=value` values are parsed as YAML (numbers, bo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -277,3 +277,35 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     if not isinstance(data, dict):
         raise TrainConfigError(f"{path}: the top level must be a mapping of keys")
     return build_config(data, overrides, source=str(path))
+
+
+def reference_markdown() -> str:
+    """The config reference of docs/TRAINER.md, from the fields' own docstrings (a test keeps
+    the page equal to this)."""
+    out = []
+    top = [(name, f) for name, f in TrainConfig.model_fields.items()
+           if not _section_of(f.annotation)]
+    for name, field in TrainConfig.model_fields.items():
+        section = _section_of(field.annotation)
+        if section is None:
+            continue
+        out += [f"`{name}` — {field.description}", "", "| key | default | meaning |",
+                "| --- | --- | --- |"]
+        for key, f in section.model_fields.items():
+            out.append(_row(f"{name}.{key}", f))
+            nested = next((a for a in get_args(f.annotation) if _section_of(a)), None)
+            out += [_row(f"{name}.{key}.{k}", g) for k, g in (nested.model_fields.items() if nested else ())]
+        out.append("")
+    out += ["Top level:", "", "| key | default | meaning |", "| --- | --- | --- |"]
+    out += [_row(name, f) for name, f in top]
+    return "\n".join(out) + "\n"
+
+
+def _section_of(annotation):
+    return annotation if isinstance(annotation, type) and issubclass(annotation, _Section) else None
+
+
+def _row(key: str, field) -> str:
+    default = field.default_factory() if field.default_factory is not None else field.default
+    meaning = " ".join((field.description or "").split()).replace("|", "\\|")
+    return f"| `{key}` | `{default!r}` | {meaning} |"
