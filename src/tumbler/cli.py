@@ -24,6 +24,8 @@ app.add_typer(image_app, name="image")
 app.add_typer(remote_sandbox_app, name="sandbox")
 app.add_typer(sandbox_app, name="local")
 app.add_typer(pool_app, name="pool")
+from tumbler.tasks.cli import tasks_app  # noqa: E402
+app.add_typer(tasks_app, name="tasks")
 app.command("serve")(serve)
 # the trainer's command; torch loads only when it runs
 from tumbler.train.cli import train  # noqa: E402

@@ -1,0 +1,80 @@
+"""`tumbler tasks`: list task sets, and run N tasks x K trials with a results table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tumbler.cli_errors import reports_errors
+
+tasks_app = typer.Typer(no_args_is_help=True, help="Task sets (Harbor, Terminal-Bench 1, the "
+                        "shipped scenarios) and their runner.")
+console = Console()
+
+
+@tasks_app.command("ls")
+@reports_errors
+def ls(where: Optional[str] = typer.Argument(None, help="a set name or folder (default: list "
+                                              "the shipped sets)")):
+    """List the shipped sets, or the tasks of one set or folder."""
+    from tumbler.tasks.loader import load_tasks, shipped_sets
+    if where is None:
+        table = Table("set", "tasks")
+        for name in shipped_sets():
+            table.add_row(name, str(len(load_tasks(name))))
+        console.print(table)
+        return
+    table = Table("task", "format", "oracle", "agent timeout s", "instruction")
+    for t in load_tasks(where):
+        table.add_row(t.id, t.format, "yes" if t.has_oracle else "no", f"{t.agent_timeout_s:.0f}",
+                      t.instruction.splitlines()[0][:70])
+    console.print(table)
+
+
+@tasks_app.command("run")
+@reports_errors
+def run(where: str = typer.Argument(..., help="a shipped set (devops, data, support), a folder "
+                                     "of task folders, or one task folder"),
+        task: list[str] = typer.Option([], "--task", help="only this task id (repeatable)"),
+        oracle: bool = typer.Option(False, "--oracle", help="run each task's own solution"),
+        agent: str = typer.Option("nop", help="oracle, nop, or module:factory"),
+        k: int = typer.Option(1, "-k", "--trials", help="trials per task"),
+        concurrency: int = typer.Option(4, "-c", "--concurrency", help="trials at once"),
+        out: Path = typer.Option(Path("runs/tasks"), "--out", "-o", help="results folder; a "
+                                 "run into a folder with results resumes it"),
+        verifier_network: str = typer.Option("none", help="the verifier's network: none or host")):
+    """Run tasks x trials; results go to OUT/results.jsonl, logs to OUT/trials/."""
+    from tumbler.tasks.agents import load_agent
+    from tumbler.tasks.loader import load_tasks
+    from tumbler.tasks.report import table
+    from tumbler.tasks.runner import run_tasks
+    tasks = load_tasks(where, task or None)
+    chosen = load_agent("oracle" if oracle else agent)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
+    with Progress(*columns, console=console) as progress:
+        builds = progress.add_task("images", total=len(tasks), note="")
+        trials = progress.add_task("trials", total=len(tasks) * k, note="")
+        built: set[str] = set()
+
+        def on_build(t, kind, n, total, text):
+            progress.update(builds, note=f"{t.id}: step {n}/{total} {text[:50]}")
+            if kind == "done" and t.id not in built:
+                built.add(t.id)
+                progress.advance(builds)
+
+        def on_trial(result, resumed):
+            mark = "resumed" if resumed else ("passed" if result.passed else (result.error or "failed"))
+            progress.update(trials, note=f"{result.task_id}#{result.trial}: {mark}")
+            progress.advance(trials)
+        results = run_tasks(tasks, chosen, k=k, concurrency=concurrency, out_dir=out,
+                            verifier_network=verifier_network, on_build=on_build,
+                            on_trial=on_trial)
+        progress.update(builds, completed=len(tasks), note="")
+    wanted = {t.id for t in tasks}
+    results = [r for r in results if r.task_id in wanted and r.trial < k]
+    console.print(table(results, k, title=f"{where} with {chosen.name}: {out / 'results.jsonl'}"))

@@ -1,0 +1,168 @@
+"""The verifier, run where nothing the agent left behind can speak for it.
+
+After the agent's turn its sandbox is snapshot (frozen while its files are copied) and the copy
+pruned on the host before anything runs: programs, libraries and startup files the agent
+changed are dropped (`/usr`, `/bin`, `/lib*`, `/etc/ld.so.*`, `/etc/profile*`, shells' and
+Python's startup files, `~/.local`, anything under a `site-packages`/`dist-packages` folder,
+`.pth` files, files at the top of `/`), and so are `/tests`, `/logs` and `/solution`. A fresh
+sandbox starts from that copy, with no process of the agent's and its network off: the
+verifier sees the agent's *data* (its files, configs, databases, deletions) over the pristine
+image's programs. The tests are copied in from the host only now, `/logs/verifier` is made
+empty, the test command runs with a timeout, and the reward is read by our code: at most
+`REWARD_MAX_BYTES` of reward.txt (one finite number) or reward.json (numbers only), or the
+pytest summary of the verifier's output for Terminal-Bench tasks. A verifier that times out or
+writes no reward is an error of the verifier, reported as such, not a failed task.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tumbler.errors import NotFound, TumblerError
+from tumbler.runtime.trees import remove_tree
+
+log = logging.getLogger(__name__)
+
+REWARD_MAX_BYTES = 4096
+OUTPUT_MAX_BYTES = 256 * 1024
+PRUNED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "tests", "logs", "solution",
+          "proc", "sys", "dev", "run", "etc/ld.so.preload", "etc/ld.so.conf", "etc/ld.so.conf.d",
+          "etc/ld.so.cache", "etc/profile", "etc/profile.d", "etc/bash.bashrc", "etc/environment",
+          "etc/python*", "etc/pip.conf", "etc/alternatives", "root/.local", "root/.bashrc",
+          "root/.profile", "root/.bash_profile", "root/.config/pip", "home/*/.local",
+          "home/*/.bashrc", "home/*/.profile", "home/*/.bash_profile", "tmp/.tumbler*")
+PRUNED_ANYWHERE = ("site-packages", "dist-packages", "*.pth", "__pycache__")
+PYTEST_LINE = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS|SKIPPED)\s+(\S+)", re.MULTILINE)
+
+
+@dataclass
+class Verdict:
+    reward: float
+    passed: bool
+    error: str | None = None
+    """Why the verifier gave no reward (timed out, crashed, wrote none); None when it did."""
+    rewards: dict[str, float] = field(default_factory=dict)
+    output: str = ""
+    seconds: float = 0.0
+
+
+def verify(agent_sandbox, task, *, env: dict[str, str], workdir: str, runtime,
+           network: str = "none") -> Verdict:
+    """Run `task`'s verifier on a pruned copy of `agent_sandbox`'s files."""
+    from tumbler.local import LocalSandbox
+    started = time.monotonic()
+    store = runtime.images
+    image = f"verify.{secrets.token_hex(8)}"
+    agent_sandbox.snapshot(image)
+    try:
+        prune_layer(store.get(image).layer)
+        with LocalSandbox(image, env=env, cwd=workdir, network=network, runtime=runtime,
+                          memory=task.memory, cpus=task.cpus, disk=task.disk) as sb:
+            verdict = _run_verifier(sb, task, env, workdir)
+    finally:
+        try:
+            store.remove(image)
+        except TumblerError as exc:
+            log.warning("could not remove verifier image %s: %s", image, exc)
+    verdict.seconds = time.monotonic() - started
+    return verdict
+
+
+def prune_layer(layer: Path) -> None:
+    """Drop from a snapshot's layer what must come from the pristine image (see above)."""
+    for pattern in PRUNED:
+        for hit in layer.glob(pattern):
+            remove_tree(hit)
+    for entry in os.scandir(layer):   # /conftest.py, /pytest.ini...: files at the top of /
+        if not entry.is_dir(follow_symlinks=False):
+            remove_tree(entry.path)
+    for dirpath, dirnames, filenames in os.walk(layer, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            if any(fnmatch.fnmatch(name, p) for p in PRUNED_ANYWHERE):
+                remove_tree(os.path.join(dirpath, name))
+        dirnames[:] = [d for d in dirnames if os.path.isdir(os.path.join(dirpath, d))]
+
+
+def _run_verifier(sb, task, env: dict[str, str], workdir: str) -> Verdict:
+    from tumbler.archives import tar_directory
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="tumbler-tests-") as tmp:
+        for src, name in task.tests:
+            dest = Path(tmp) / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(src.read_bytes())
+            dest.chmod(0o755 if name.endswith(".sh") else 0o644)
+        sb.mkdir("/tests")
+        sb.do(_upload("/tests", tar_directory(Path(tmp))))
+    sb.mkdir("/logs/verifier")
+    result = sb.exec(task.test_command, env={**env, **task.verifier_env}, cwd=workdir,
+                     timeout=task.verifier_timeout_s, max_output=OUTPUT_MAX_BYTES)
+    output = (result.stdout_bytes + result.stderr_bytes).decode(errors="replace")
+    if result.timed_out:
+        return Verdict(0.0, False, f"verifier timed out after {task.verifier_timeout_s:.0f} s",
+                       output=output[-8000:])
+    if task.reward_kind == "pytest":
+        return _pytest_verdict(output)
+    return _file_verdict(sb, output, result.exit_code)
+
+
+def _upload(path: str, data: bytes):
+    from tumbler import ops
+    return ops.upload_tar(path, data)
+
+
+def _file_verdict(sb, output: str, exit_code: int) -> Verdict:
+    for name in ("reward.txt", "reward.json"):
+        try:
+            raw = sb.read_bytes(f"/logs/verifier/{name}", length=REWARD_MAX_BYTES + 1)
+        except NotFound:
+            continue
+        if len(raw) > REWARD_MAX_BYTES:
+            return Verdict(0.0, False, f"{name} is over {REWARD_MAX_BYTES} bytes", output=output[-8000:])
+        try:
+            rewards = parse_reward(name, raw)
+        except ValueError as exc:
+            return Verdict(0.0, False, f"{name}: {exc}", output=output[-8000:])
+        reward = rewards.get("reward", next(iter(rewards.values())))
+        return Verdict(reward, reward >= 1.0, rewards=rewards, output=output[-8000:])
+    return Verdict(0.0, False, f"the verifier (exit code {exit_code}) wrote no "
+                   "/logs/verifier/reward.txt or reward.json", output=output[-8000:])
+
+
+def parse_reward(name: str, raw: bytes) -> dict[str, float]:
+    """reward.txt: one finite number; reward.json: an object of finite numbers."""
+    text = raw.decode("utf-8", errors="strict").strip()
+    if name == "reward.txt":
+        return {"reward": _number(text)}
+    data = json.loads(text)
+    if not isinstance(data, dict) or not data:
+        raise ValueError("must be a JSON object of numbers, e.g. {\"reward\": 1.0}")
+    return {str(k)[:64]: _number(v) for k, v in list(data.items())[:32]}
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"not a number: {str(value)[:40]!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def _pytest_verdict(output: str) -> Verdict:
+    results = dict((name, status) for status, name in PYTEST_LINE.findall(output))
+    if not results:
+        return Verdict(0.0, False, "the verifier's output has no pytest results (run pytest "
+                       "with -rA)", output=output[-8000:])
+    passed = sum(s == "PASSED" for s in results.values())
+    ok = all(s in ("PASSED", "XFAIL", "SKIPPED") for s in results.values()) and passed > 0
+    return Verdict(float(ok), ok, rewards={"tests_passed": float(passed),
+                                           "tests": float(len(results))}, output=output[-8000:])
