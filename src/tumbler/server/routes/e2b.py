@@ -73,11 +73,6 @@ def _timeout(body: dict, key: str = "timeout") -> int:
     return value
 
 
-def _spec(record) -> dict:
-    spec = record.spec
-    return spec if isinstance(spec, dict) else spec.model_dump()
-
-
 def _iso(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace(
         "+00:00", "Z")
@@ -89,7 +84,7 @@ def _state(record) -> str:
 
 def _sandbox(request: Request, record) -> dict:
     """E2B's `Sandbox`: what create, connect and resume answer."""
-    out = {"templateID": record.labels.get(TEMPLATE_LABEL, _spec(record)["image"]),
+    out = {"templateID": record.labels.get(TEMPLATE_LABEL, record.spec.image),
            "sandboxID": record.id, "clientID": "tumbler", "envdVersion": ENVD_VERSION}
     token = e2b_auth.access_token(request.app.state.config.tokens, record.id)
     if token:
@@ -99,13 +94,13 @@ def _sandbox(request: Request, record) -> dict:
 
 def _listed(record) -> dict:
     """E2B's `ListedSandbox` (and the body of `SandboxDetail`)."""
-    limits = _spec(record)["limits"]
+    limits = record.spec.limits
     metadata = {k: v for k, v in record.labels.items() if k != TEMPLATE_LABEL}
-    return {"templateID": record.labels.get(TEMPLATE_LABEL, _spec(record)["image"]),
+    return {"templateID": record.labels.get(TEMPLATE_LABEL, record.spec.image),
             "sandboxID": record.id, "clientID": "tumbler", "startedAt": _iso(record.created),
             "endAt": _iso(record.expires_at or FAR_FUTURE),
-            "cpuCount": max(1, math.ceil(limits["cpus"])),
-            "memoryMB": limits["memory"] >> 20, "diskSizeMB": limits["disk"] >> 20,
+            "cpuCount": max(1, math.ceil(limits.cpus)),
+            "memoryMB": limits.memory >> 20, "diskSizeMB": limits.disk >> 20,
             "state": _state(record), "envdVersion": ENVD_VERSION, "metadata": metadata}
 
 
@@ -329,11 +324,11 @@ async def metrics(sandbox_id: str, request: Request):
             return _json([])
         stats = await svc.stats(sandbox_id)
         now = time.time()
-        limits = _spec(record)["limits"]
-        cpus = max(1, math.ceil(limits["cpus"]))
+        limits = record.spec.limits
+        cpus = max(1, math.ceil(limits.cpus))
         used_pct = 100.0 * stats.cpu_seconds / max(now - record.created, 1e-3) / cpus
         return _json([{"timestamp": _iso(now), "timestampUnix": int(now), "cpuCount": cpus,
                        "cpuUsedPct": round(min(used_pct, 100.0), 2),
                        "memUsed": stats.memory_bytes, "memTotal": stats.memory_limit_bytes,
-                       "memCache": 0, "diskUsed": 0, "diskTotal": limits["disk"]}])
+                       "memCache": 0, "diskUsed": 0, "diskTotal": limits.disk}])
     return await _answer(go())
