@@ -155,3 +155,49 @@ def test_envd_token_opens_only_its_own_sandbox(sbx, e2b_env, api):
         assert httpx.get(e2b_env.url + "/v2/sandboxes", headers={"X-API-Key": "wrong"}).status_code == 401
     finally:
         other.kill()
+
+
+def test_fork_and_snapshot(sbx, e2b_env):
+    from tumbler.runtime.images import ImageStore
+    sbx.files.write("/root/prepared.txt", "state")
+    forks = sbx.fork(count=2, timeout=60)
+    try:
+        assert len(forks) == 2 and all(isinstance(f, Sandbox) for f in forks)
+        assert [f.files.read("/root/prepared.txt") for f in forks] == ["state", "state"]
+        assert len({f.sandbox_id for f in forks} | {sbx.sandbox_id}) == 3
+    finally:
+        for f in forks:
+            if isinstance(f, Sandbox):
+                f.kill()
+    snap = sbx.create_snapshot()
+    try:
+        from_snap = Sandbox.create(template=snap.snapshot_id, timeout=60)
+        assert from_snap.files.read("/root/prepared.txt") == "state"
+        from_snap.kill()
+    finally:
+        ImageStore().remove(snap.snapshot_id)
+
+
+def test_async_sdk_streams_watch_events_and_stdin(e2b_env):
+    import asyncio
+    from e2b import AsyncSandbox
+
+    async def main():
+        sb = await AsyncSandbox.create(timeout=120)
+        try:
+            events = []
+            watch = await sb.files.watch_dir("/root", on_event=events.append)
+            await sb.files.write("/root/x.txt", "1")
+            for _ in range(100):
+                if any(e.name == "x.txt" for e in events):
+                    break
+                await asyncio.sleep(0.05)
+            await watch.stop()
+            assert ("x.txt", "create") in {(e.name, e.type.value) for e in events}
+            cat = await sb.commands.run("cat", background=True, stdin=True)
+            await sb.commands.send_stdin(cat.pid, "abc\n")
+            await sb.commands.close_stdin(cat.pid)
+            assert (await cat.wait()).stdout == "abc\n"
+        finally:
+            await sb.kill()
+    asyncio.run(main())
