@@ -14,7 +14,7 @@ Ops (errors carry the usual kinds: invalid, not_found, conflict, internal):
 
 The host enforces a timeout per step; a step still running refuses further calls on its handle
 ("conflict") until it returns, while env.close always answers at once. There is one EnvHost per
-agent process (the agent serves one sandbox), held by this module.
+agent process (the agent serves one sandbox), made and held by the agent (`server.Agent`).
 """
 from __future__ import annotations
 
@@ -41,12 +41,14 @@ class _Hosted:
 
 
 class EnvHost:
-    """The open envs of this agent, by handle."""
+    """The open envs of this agent, by handle. The agent makes one at its first env op and
+    holds it (`agent.server.Agent`): no state lives in this module."""
 
     def __init__(self):
         self._envs: dict[str, _Hosted] = {}
         self._lock = threading.Lock()
         self._next = 0
+        self._site_added = False
 
     def make(self, req, body):
         env_id = a.get(req, "env_id", str)
@@ -54,7 +56,7 @@ class EnvHost:
         with self._lock:
             if len(self._envs) >= MAX_OPEN:
                 raise AgentRequestError(CONFLICT, f"{MAX_OPEN} envs are open here; close some first")
-        env = _construct(env_id, kwargs)
+        env = _construct(env_id, kwargs, self._use_site_packages)
         with self._lock:
             self._next += 1
             handle = f"env-{self._next}"
@@ -121,6 +123,27 @@ class EnvHost:
             raise AgentRequestError(NOT_FOUND, f"no open env {handle!r}; make one with env.make")
         return hosted
 
+    def _use_site_packages(self) -> None:
+        """Put the image's site-packages on sys.path (once), for envs from installed packages.
+
+        The agent runs its own interpreter (`python3 -I -S` from the read-only /.tumbler
+        mount): no site-packages, so nothing installed in the image runs in it unasked. An env
+        that comes from an installed package (gem:..., package.module:Class) needs the image's,
+        so they are added, with their .pth files, on its first make: the image's own
+        directories for this Python version (Debian's dist-packages and the usual
+        site-packages), not the interpreter's."""
+        with self._lock:
+            if self._site_added:
+                return
+            import site
+            version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+            for d in (f"/usr/local/lib/{version}/dist-packages", "/usr/lib/python3/dist-packages",
+                      f"/usr/lib/{version}/dist-packages", f"/usr/local/lib/{version}/site-packages",
+                      f"/usr/lib/{version}/site-packages"):
+                if os.path.isdir(d) and d not in sys.path:
+                    site.addsitedir(d)
+            self._site_added = True
+
 
 class _busy:
     """Holds an env's lock without waiting: a second call while one runs is refused."""
@@ -137,14 +160,15 @@ class _busy:
         self.hosted.lock.release()
 
 
-def _construct(env_id: str, kwargs: dict):
-    """A new env: a built-in game, a GEM env, or an importable class."""
+def _construct(env_id: str, kwargs: dict, use_site_packages):
+    """A new env: a built-in game, a GEM env, or an importable class (`use_site_packages()`
+    first, for the last two)."""
     try:
         if env_id.startswith("gem:"):
-            return _gem_make(env_id[4:], kwargs)
+            return _gem_make(env_id[4:], kwargs, use_site_packages)
         if ":" in env_id:
             module, _, attr = env_id.partition(":")
-            _use_site_packages()
+            use_site_packages()
             return getattr(importlib.import_module(module), attr)(**kwargs)
         return make_game(env_id, **kwargs)
     except AgentRequestError:
@@ -155,8 +179,8 @@ def _construct(env_id: str, kwargs: dict):
         raise AgentRequestError(INVALID, f"bad env id or arguments for {env_id!r}: {e}") from None
 
 
-def _gem_make(gem_id: str, kwargs: dict):
-    _use_site_packages()
+def _gem_make(gem_id: str, kwargs: dict, use_site_packages):
+    use_site_packages()
     try:
         import gem
     except ImportError as e:
@@ -170,32 +194,6 @@ def _gem_make(gem_id: str, kwargs: dict):
         raise AgentRequestError(NOT_FOUND, f"GEM has no env {gem_id!r}"
                                 + (f"; did you mean {', '.join(close)}?" if close else ""))
     return gem.make(gem_id, **kwargs)
-
-
-def _use_site_packages() -> None:
-    """Put the image's site-packages on sys.path (once), for envs from installed packages.
-
-    The agent runs its own interpreter (`python3 -I -S` from the read-only /.tumbler mount): no
-    site-packages, so nothing installed in the image runs in it unasked. An env that comes from
-    an installed package (gem:..., package.module:Class) needs the image's, so they are added,
-    with their .pth files, on its first make: the image's own directories for this Python
-    version (Debian's dist-packages and the usual site-packages), not the interpreter's."""
-    global _site_added
-    with _site_lock:
-        if _site_added:
-            return
-        import site
-        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-        for d in (f"/usr/local/lib/{version}/dist-packages", "/usr/lib/python3/dist-packages",
-                  f"/usr/lib/{version}/dist-packages", f"/usr/local/lib/{version}/site-packages",
-                  f"/usr/lib/{version}/site-packages"):
-            if os.path.isdir(d) and d not in sys.path:
-                site.addsitedir(d)
-        _site_added = True
-
-
-_site_added = False
-_site_lock = threading.Lock()
 
 
 def _run(hosted: _Hosted, what: str, fn, *args, **kwargs):
@@ -213,8 +211,3 @@ def _plain(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return json.loads(json.dumps(value, default=str))
-
-
-_host = EnvHost()
-make, reset, step, sample, close = _host.make, _host.reset, _host.step, _host.sample, _host.close
-list_envs = _host.list

@@ -454,8 +454,3 @@ def _drain(out, episode: _Episode) -> None:
         pass
     finally:
         out.close()
-
-
-_host = ModelHost()
-enable, disable, next_calls, respond = _host.enable, _host.disable, _host.next, _host.respond
-start, stop = _host.start, _host.stop

@@ -39,6 +39,8 @@ class Agent:
         self.sessions = sessions_mod.Sessions()
         self.started = time.monotonic()
         self.listener: socket.socket | None = None
+        self._hosts: dict[str, object] = {}       # the env and model hosts, made at first use
+        self._hosts_lock = threading.Lock()
         self.ops = {
             "health": self.health,
             "shutdown": self.shutdown,
@@ -67,19 +69,23 @@ class Agent:
             "job.resize": _lazy("jobs", "resize"),
             "job.signal": _lazy("jobs", "send_signal"),
             "job.list": _lazy("jobs", "list_jobs"),
-            "env.make": _lazy("envhost", "make"),
-            "env.reset": _lazy("envhost", "reset"),
-            "env.step": _lazy("envhost", "step"),
-            "env.sample": _lazy("envhost", "sample"),
-            "env.close": _lazy("envhost", "close"),
-            "env.list": _lazy("envhost", "list_envs"),
-            "model.enable": _lazy("modelhost", "enable"),
-            "model.disable": _lazy("modelhost", "disable"),
-            "model.next": _lazy("modelhost", "next_calls"),
-            "model.respond": _lazy("modelhost", "respond"),
-            "model.start": _lazy("modelhost", "start"),
-            "model.stop": _lazy("modelhost", "stop"),
+            **{f"env.{op}": self._hosted("envhost", "EnvHost", op)
+               for op in ("make", "reset", "step", "sample", "close", "list")},
+            **{f"model.{op}": self._hosted("modelhost", "ModelHost", op)
+               for op in ("enable", "disable", "next", "respond", "start", "stop")},
         }
+
+    def _hosted(self, module: str, cls: str, method: str):
+        """A handler on this agent's one `module.cls` (the env host, the model host), imported
+        and made at the first op that needs it, to keep the agent's start lean."""
+        def handler(req_args, body, emit):
+            with self._hosts_lock:
+                host = self._hosts.get(module)
+                if host is None:
+                    mod = __import__(f"{__package__}.{module}", fromlist=[cls])
+                    host = self._hosts[module] = getattr(mod, cls)()
+            return getattr(host, method)(req_args, body)
+        return handler
 
     # -- ops ----------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@
 Modules: `core` (Env, Wrapper), `registration` (register, make), `wrappers`, `vector`,
 `games` (the standard-library games, whose code lives in `tumbler.agent.envgames`), `tooluse`,
 `terminal` and `tasks/` (terminal tasks as data), `hosted` (envs run inside sandboxes),
-`gemcompat` (GEM both ways). Imports: errors, local, agent; never server or train.
+`gemenvs` (GEM's envs made here) and `gemcompat` (ours registered in GEM). Imports: errors,
+local, agent; never server or train.
 """
 from tumbler.envs.core import Env, Wrapper
 from tumbler.envs.registration import EnvSpec, make, register, registered, spec

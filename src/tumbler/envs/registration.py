@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from tumbler.envs.gemenvs import make_gem
 from tumbler.envs.wrappers import EpisodeGuard
 from tumbler.errors import AlreadyExists, InvalidRequest, NotFound
 
@@ -71,7 +72,6 @@ def make(env_id: str, **kwargs):
     Raises NotFound for an unknown id (or an entry point that cannot be imported) and
     InvalidRequest for keyword arguments the env rejects."""
     if env_id.startswith(GEM_PREFIX):
-        from tumbler.envs.gemcompat import make_gem
         return make_gem(env_id[len(GEM_PREFIX):], **kwargs)
     found = spec(env_id)
     factory = _load(found)
