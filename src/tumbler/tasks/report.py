@@ -5,7 +5,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from math import comb
 
-from rich.table import Table
+from rich.table import Column, Table
 
 from tumbler.tasks.trial import TrialResult
 
@@ -53,8 +53,9 @@ def table(results: list[TrialResult], k: int, title: str = "") -> Table:
     by_task: dict[str, list[TrialResult]] = defaultdict(list)
     for r in results:
         by_task[r.task_id].append(r)
-    t = Table("task", "trials", "resolved", f"pass@{k}", "mean reward", "s / trial", "errors",
+    t = Table("trials", "resolved", f"pass@{k}", "mean reward", "s / trial", "errors",
               title=title or None)
+    t.columns.insert(0, Column("task", no_wrap=True, min_width=12))
     for task_id in sorted(by_task):
         rs = by_task[task_id]
         c = sum(r.passed for r in rs)
