@@ -243,7 +243,7 @@ function lineChart(title, series, { height = 180, yMin, yMax, xLabel = "step" } 
   }
   for (let i = 0; i <= 4; i++) {
     const x = x0 + (x1 - x0) * i / 4;
-    el("text", { x: sx(x), y: H - 8, class: "tick", "text-anchor": "middle" }).textContent = num(x, 1);
+    el("text", { x: sx(x), y: H - 8, class: "tick", "text-anchor": "middle" }).textContent = num(x, x1 - x0 >= 8 ? 0 : 1);
   }
   series.forEach((s, i) => {
     const good = s.points.filter((p) => Number.isFinite(p[1]));

@@ -28,6 +28,7 @@ from tumbler.server.routes.runs import store
 router = APIRouter(tags=["events"])
 PING_S = 15.0
 MAX_STREAMS = 64          # open event streams at once; each polls every `interval`
+SHARED_S = 0.15           # seconds the common parts are reused across streams
 
 
 @router.get("/v1/events", responses={200: {"content": {"text/event-stream": {}}}})
@@ -80,10 +81,10 @@ async def _feed(request: Request, sandbox: str | None, run: str | None, interval
 
 async def _parts(request: Request, sandbox: str | None, run: str | None) -> list[tuple[str, str]]:
     svc = service(request)
-    parts = [("sandboxes", wire.SandboxList(sandboxes=svc.list())
+    parts = _shared(request, lambda: [("sandboxes", wire.SandboxList(sandboxes=svc.list())
               .model_dump_json()),
              ("pools", wire.PoolList(pools=request.app.state.pools.list()).model_dump_json()),
-             ("nodes", wire.NodeList(nodes=[this_node(request)]).model_dump_json())]
+             ("nodes", wire.NodeList(nodes=[this_node(request)]).model_dump_json())])
     if sandbox is not None:
         stats, sessions, processes = await asyncio.gather(
             _answer(_stats(svc, sandbox)), _answer(_sessions(svc, sandbox)),
@@ -94,6 +95,17 @@ async def _parts(request: Request, sandbox: str | None, run: str | None) -> list
         summary = await _answer(_run_summary(request, run))
         parts.append(("run", json.dumps(summary)))
     return parts
+
+
+def _shared(request: Request, make) -> list[tuple[str, str]]:
+    """The parts every viewer gets (list, pools, node), made once per SHARED_S for all streams:
+    N consoles open cost one serialization of a thousand sandboxes, not N."""
+    state = request.app.state
+    made_at, parts = getattr(state, "event_parts", (0.0, None))
+    if parts is None or time.monotonic() - made_at > SHARED_S:
+        parts = make()
+        state.event_parts = (time.monotonic(), parts)
+    return list(parts)
 
 
 async def _answer(coro) -> dict:
