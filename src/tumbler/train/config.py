@@ -119,8 +119,19 @@ class RolloutConfig(_Section):
 
 
 class AlgorithmConfig(_Section):
-    estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"] = "grpo"
-    """Advantage estimator (tumbler.train.algorithms.compute_advantages)."""
+    estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo"] = "grpo"
+    """Advantage estimator: the group estimators of tumbler.train.algorithms.compute_advantages,
+    or 'ppo' (GAE with a learned critic: tumbler.train.critic)."""
+    gamma: float = Field(1.0, ge=0, le=1)
+    """PPO: discount over generated tokens."""
+    lam: float = Field(0.95, ge=0, le=1)
+    """PPO: GAE's lambda."""
+    vf_coef: float = Field(0.5, ge=0)
+    """PPO: weight of the critic's loss."""
+    value_clip: float | None = Field(0.2, gt=0)
+    """PPO: clip of the new values around the old ones in the critic's loss (None: off)."""
+    critic_lr: float = Field(1e-3, gt=0)
+    """PPO: learning rate of the value head."""
     std_eps: float = Field(1e-6, gt=0)
     """Epsilon added to a group's std (1e-6 as verl and ROLL; TRL uses 1e-4)."""
     clip_low: float = Field(0.2, ge=0)

@@ -125,9 +125,11 @@ class HFPolicy:
         return HFBatch(self, n)
 
     def token_logprobs(self, input_ids, attention_mask, temperature: float = 1.0,
-                       with_entropy: bool = False, positions=None):
+                       with_entropy: bool = False, positions=None, with_hidden: bool = False):
         """Log-probs [B, T-1] of input_ids[:, 1:] under the model (grad flows), and the
         per-position entropy [B, T-1] when asked (else None). Right-padded input expected.
+        with_hidden (needs positions): also the final hidden states at `positions`, [N, H]
+        (a critic's input), as a third value.
 
         positions [B, T-1] (bool): compute only there (the trained tokens), 0 elsewhere; the
         vocabulary projection and softmax over every prompt position would cost more than the
@@ -156,6 +158,10 @@ class HFPolicy:
             logp = full.masked_scatter(where, logp)
             if entropy is not None:
                 entropy = torch.zeros_like(full).masked_scatter(where, entropy)
+            if with_hidden:
+                return logp, entropy, hidden[where]
+        if with_hidden:
+            raise InvalidRequest("with_hidden needs positions and a model with .model and .lm_head")
         return logp, entropy
 
     def freeze_below(self, trainable_layers: int | None) -> None:

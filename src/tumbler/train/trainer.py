@@ -76,7 +76,13 @@ class Trainer:
         elif hasattr(self.policy, "freeze_below"):
             self.policy.freeze_below(config.optim.trainable_layers)
         trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr,
+        groups = [{"params": trainable}]
+        self.critic = None
+        if config.algorithm.estimator == "ppo":
+            from tumbler.train.critic import ValueHead
+            self.critic = ValueHead.for_policy(self.policy)
+            groups.append({"params": list(self.critic.parameters()), "lr": config.algorithm.critic_lr})
+        self.optimizer = torch.optim.AdamW(groups, lr=config.optim.lr,
                                            weight_decay=config.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.start_step, self._spent_before = 0, 0.0
@@ -105,6 +111,8 @@ class Trainer:
         import torch
         state = torch.load(checkpoint / TRAINER_STATE, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -274,18 +282,24 @@ class Trainer:
         update = {"loss": 0.0, "grad_norm": 0.0, "trained_sequences": 0, "uniform_groups": 0}
         if episodes:
             batch = to_batch(episodes, self.policy.pad_id, self.policy.device)
-            rewards = torch.tensor([ep.reward for ep in episodes], device=batch.rewards.device)
-            group_index = torch.tensor([ep.group for ep in episodes], device=batch.rewards.device)
-            # per episode, then to its rows: an episode of several sequences counts once
-            advantages = algorithms.compute_advantages(rewards, group_index, estimator=alg.estimator,
-                                                       std_eps=alg.std_eps)[batch.episode_index]
             keep = torch.arange(len(batch), device=batch.rewards.device)
-            uniform = _uniform_groups(rewards.tolist(), group_index.tolist())
+            uniform = _uniform_groups([ep.reward for ep in episodes], [ep.group for ep in episodes])
             update["uniform_groups"] = len(uniform)
-            if alg.skip_uniform_groups and uniform:
-                keep = keep[~torch.isin(batch.group_index, torch.tensor(sorted(uniform), device=keep.device))]
-            if len(keep):
-                update.update(self._update(batch, advantages, keep))
+            if self.critic is not None:
+                # PPO: token advantages from the critic; a uniform group still teaches the critic
+                critic = self.critic.advantages(self.policy, batch, gamma=alg.gamma, lam=alg.lam,
+                                                micro_batch_size=cfg.optim.micro_batch_size)
+                update.update(self._update(batch, critic[0], keep, critic=critic[1:]))
+            else:
+                rewards = torch.tensor([ep.reward for ep in episodes], device=keep.device)
+                group_index = torch.tensor([ep.group for ep in episodes], device=keep.device)
+                # per episode, then to its rows: an episode of several sequences counts once
+                advantages = algorithms.compute_advantages(
+                    rewards, group_index, estimator=alg.estimator, std_eps=alg.std_eps)[batch.episode_index]
+                if alg.skip_uniform_groups and uniform:
+                    keep = keep[~torch.isin(batch.group_index, torch.tensor(sorted(uniform), device=keep.device))]
+                if len(keep):
+                    update.update(self._update(batch, advantages, keep))
         update_s = time.monotonic() - t1
         metrics.update(update)
         metrics.update({
@@ -301,9 +315,12 @@ class Trainer:
             self.run_dir.write_episodes(step, episodes)
         return metrics
 
-    def _update(self, batch, advantages, keep) -> dict:
+    def _update(self, batch, advantages, keep, critic=None) -> dict:
         """One optimizer step over the rows in `keep`, in micro-batches; losses are weighted so
-        the accumulated gradient equals that of the whole batch aggregated at once."""
+        the accumulated gradient equals that of the whole batch aggregated at once.
+
+        advantages: [B] (one per row) or [B, T-1] (per token, PPO). critic: (old values,
+        returns), each [B, T-1], to train the value head on (PPO)."""
         import torch
         cfg, alg = self.config, self.config.algorithm
         model = self.policy.model
@@ -319,11 +336,13 @@ class Trainer:
         for start in range(0, total_rows, size):
             index = torch.arange(start, min(start + size, total_rows), device=adv.device)
             mb = sub.rows(index)
-            mb_adv = adv[index]
-            logp, entropy = self.policy.token_logprobs(mb.input_ids, mb.attention_mask,
-                                                       temperature=cfg.rollout.temperature or 1.0,
-                                                       with_entropy=alg.entropy_coef != 0,
-                                                       positions=mb.loss_mask > 0)
+            width = mb.loss_mask.shape[1]
+            mb_adv = adv[index] if adv.dim() == 1 else adv[index, :width]
+            out = self.policy.token_logprobs(mb.input_ids, mb.attention_mask,
+                                             temperature=cfg.rollout.temperature or 1.0,
+                                             with_entropy=alg.entropy_coef != 0,
+                                             positions=mb.loss_mask > 0, with_hidden=critic is not None)
+            logp, entropy = out[0], out[1]
             loss, pg_metrics = algorithms.policy_loss(
                 logp, mb.old_logprobs, mb_adv, mb.loss_mask, clip_low=alg.clip_low,
                 clip_high=alg.clip_high, dual_clip=alg.dual_clip, agg=alg.loss_agg, scale=scale)
@@ -336,6 +355,13 @@ class Trainer:
                 kl = algorithms.aggregate(algorithms.kl_penalty(logp, ref, kind="k3"), mb.loss_mask, alg.loss_agg, scale)
                 loss = loss + alg.kl_coef * kl
                 pg_metrics["kl"] = float(kl)
+            if critic is not None:
+                old_values, returns = (t[keep][index, :width] for t in critic)
+                values = self.critic.values(out[2], mb.loss_mask > 0)
+                vf, vf_metrics = algorithms.value_loss(values, old_values, returns, mb.loss_mask,
+                                                       clip=alg.value_clip, agg=alg.loss_agg, scale=scale)
+                loss = loss + alg.vf_coef * vf
+                pg_metrics.update(vf_metrics)
             if entropy is not None:
                 ent = algorithms.aggregate(entropy, mb.loss_mask, alg.loss_agg, scale)
                 loss = loss - alg.entropy_coef * ent
@@ -352,8 +378,9 @@ class Trainer:
             for k, v in pg_metrics.items():
                 agg_metrics[k] = agg_metrics.get(k, 0.0) + float(v) * weight
         max_norm = cfg.optim.max_grad_norm or float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], max_norm))
+        params = [p for p in model.parameters() if p.requires_grad]
+        params += list(self.critic.parameters()) if self.critic is not None else []
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(f"the gradient norm became {grad_norm}; stopping")
@@ -397,7 +424,9 @@ class Trainer:
         torch.save({"step": step, "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "train_seconds": self.train_seconds()}, tmp / TRAINER_STATE)
+                    "train_seconds": self.train_seconds(),
+                    "critic": self.critic.state_dict() if self.critic is not None else None},
+                   tmp / TRAINER_STATE)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
