@@ -110,6 +110,7 @@ def _register_builtins() -> None:
         register(f"{name}-v0", f"tumbler.agent.envgames:{name}")
     register("ToolUse-v0", "tumbler.envs.tooluse:ToolUseEnv")
     register("Terminal-v0", "tumbler.envs.terminal:TerminalEnv")
+    register("Tasks-v0", "tumbler.envs.taskset:TaskSetEnv")
 
 
 _register_builtins()
