@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := runc mmdebstrap golang-github-containers-common e2fsprogs iproute2 procps tar python3-venv busybox-static chromium
-APT_STAMP := /var/lib/tumbler/.apt-installed
+# keyed by the package list: a package added here is installed on machines set up before it
+APT_STAMP := /var/lib/tumbler/.apt-installed-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 
 .PHONY: demo demo-agent tour test test-all bench system venv image gem-image openai-image podman peers clean
 

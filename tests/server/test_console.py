@@ -25,7 +25,7 @@ expect.set_options(timeout=WAIT_MS)
 def write_run(runs: Path) -> None:
     """A training run as the trainer writes it, through the trainer's own RunDir."""
     from tumbler.train.rundir import RunDir
-    run = RunDir(str(runs / "guess-demo"))
+    run = RunDir(str(runs / "guess-demo"), tensorboard=False)   # the console reads the JSONL
     run.write_config(SimpleNamespace(model_dump=lambda: {"model": {"name": "tiny"}, "steps": 6}))
     run.log("eval", {"step": 0, "success_rate": 0.1, "reward_mean": -0.2})
     for step in range(1, 7):
