@@ -46,3 +46,33 @@ def test_ppo_trains_the_critic_beside_the_policy_and_checkpoints_it(tmp_path):
     assert float(trainer.critic.linear.weight.detach().abs().sum()) > 0       # the head learned something
     state = torch.load(tmp_path / "run" / "checkpoints" / "final" / "trainer.pt", weights_only=False)
     assert torch.equal(state["critic"]["weight"], trainer.critic.linear.weight.detach())
+
+
+def test_importance_sampling_corrects_a_sampler_that_is_not_the_trainer(tiny_policy, tmp_path):
+    """Sampler log-probs shifted by +0.5 (as if another engine sampled): the trainer recomputes
+    its own, and the token weights exp(old - sampler) = exp(-0.5) are applied and reported."""
+    import math
+    cfg = build_config({"model": {"name": "tiny", "device": "cpu"}, "env": {"hosted": False},
+                        "algorithm": {"importance_sampling": "token", "is_high": 2.0},
+                        "eval": {"episodes": 0}, "run_dir": str(tmp_path / "run")})
+    trainer = Trainer(cfg)
+    try:
+        tok, prompt = trainer.policy.tokenizer, trainer.renderer.first_turn("guess")
+        episodes = []
+        for text, reward in (("\\boxed{2}", 1.0), ("no", 0.0)):
+            ids = tok(text, add_special_tokens=False).input_ids
+            full = torch.tensor([prompt + ids])
+            with torch.no_grad():
+                logp, _ = trainer.policy.token_logprobs(full, torch.ones_like(full), temperature=0.8)
+            ep = Episode(seed=0, group=0, reward=reward)
+            ep.extend(prompt, trained=False)
+            ep.extend(ids, trained=True, logprobs=[x + 0.5 for x in logp[0, len(prompt) - 1:].tolist()])
+            episodes.append(ep)
+        batch = to_batch(episodes, trainer.policy.pad_id)
+        from tumbler.train import algorithms
+        out = trainer._update(batch, algorithms.compute_advantages(batch.rewards, batch.group_index),
+                              torch.arange(2))
+    finally:
+        trainer.close()
+    assert math.isclose(out["is/weight_mean"], math.exp(-0.5), rel_tol=1e-3)
+    assert 0.49 < out["is/logprob_gap_max"] < 0.51

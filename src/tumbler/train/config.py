@@ -147,6 +147,16 @@ class AlgorithmConfig(_Section):
     """Weight of the k3 KL to the frozen starting policy in the loss (0: no reference model)."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (subtracted from the loss)."""
+    importance_sampling: Literal["off", "token", "sequence"] = "off"
+    """Recompute the old log-probs with the trainer's forward before the update and correct for
+    the sampler's (truncated importance sampling: for a sampler that is another engine, dtype or
+    copy of the weights); 'token' or 'sequence' level. 'off': the sampler's are the old ones."""
+    is_mode: Literal["truncate", "mask"] = "truncate"
+    """Clamp weights to [is_low, is_high], or zero those outside it."""
+    is_low: float | None = Field(None, ge=0)
+    """Lower bound of the importance weights (None: none)."""
+    is_high: float | None = Field(2.0, gt=0)
+    """Upper bound of the importance weights (None: none)."""
     dynamic_sampling: bool = False
     """Replace groups whose rewards are all equal by groups of fresh seeds before the update,
     so each step trains on groups_per_step informative groups where it can (DAPO); counted as

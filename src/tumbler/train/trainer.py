@@ -328,6 +328,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sub = batch.rows(keep)
         adv = advantages[keep]
+        is_weights, is_metrics = None, {}
+        if alg.importance_sampling != "off":
+            sub, is_weights, is_metrics = self._importance(sub)
         total_tokens = float(sub.loss_mask.sum().clamp(min=1))
         total_rows = len(sub)
         scale = float(sub.loss_mask.shape[1]) if alg.loss_agg == "seq-mean-token-sum-norm" else None
@@ -345,7 +348,8 @@ class Trainer:
             logp, entropy = out[0], out[1]
             loss, pg_metrics = algorithms.policy_loss(
                 logp, mb.old_logprobs, mb_adv, mb.loss_mask, clip_low=alg.clip_low,
-                clip_high=alg.clip_high, dual_clip=alg.dual_clip, agg=alg.loss_agg, scale=scale)
+                clip_high=alg.clip_high, dual_clip=alg.dual_clip, agg=alg.loss_agg, scale=scale,
+                is_weights=None if is_weights is None else is_weights[index, :width])
             if self.reference is not None:
                 with torch.no_grad():
                     ref_logits = self.reference(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
@@ -388,7 +392,33 @@ class Trainer:
         self.scheduler.step()
         model.eval()
         return {"loss": loss_sum, "grad_norm": grad_norm, "trained_sequences": total_rows,
-                **{f"pg/{k}": v for k, v in agg_metrics.items()}}
+                **{f"pg/{k}": v for k, v in agg_metrics.items()}, **is_metrics}
+
+    def _importance(self, sub):
+        """The batch with the trainer's own old log-probs, and the truncated importance weights
+        between them and the sampler's (plus how far apart the two were)."""
+        import dataclasses
+
+        import torch
+        cfg, alg = self.config, self.config.algorithm
+        trainer_old = torch.zeros_like(sub.old_logprobs)
+        with torch.no_grad():
+            for start in range(0, len(sub), cfg.optim.micro_batch_size):
+                index = torch.arange(start, min(start + cfg.optim.micro_batch_size, len(sub)),
+                                     device=trainer_old.device)
+                mb = sub.rows(index)
+                logp, _ = self.policy.token_logprobs(mb.input_ids, mb.attention_mask,
+                                                     temperature=cfg.rollout.temperature or 1.0,
+                                                     positions=mb.loss_mask > 0)
+                trainer_old[index, :logp.shape[1]] = logp
+        weights = algorithms.importance_weights(trainer_old, sub.old_logprobs, sub.loss_mask,
+                                                level=alg.importance_sampling, mode=alg.is_mode,
+                                                low=alg.is_low, high=alg.is_high)
+        m = sub.loss_mask > 0
+        gap = (trainer_old - sub.old_logprobs)[m].abs()
+        metrics = {"is/weight_mean": float(weights[m].mean()) if m.any() else 1.0,
+                   "is/logprob_gap_max": float(gap.max()) if m.any() else 0.0}
+        return dataclasses.replace(sub, old_logprobs=trainer_old), weights, metrics
 
     def evaluate(self, step: int) -> dict | None:
         """Held-out success: one episode per seed from eval.seed on (never a training seed)."""
