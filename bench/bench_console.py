@@ -38,13 +38,15 @@ CHROMIUM = "/usr/bin/chromium"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def serve(state: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tumbler"), "serve", "--port", str(PORT),
-                             "--token", TOKEN, "--state-dir", str(state), "--log-level", "warning"])
+def serve(state: Path, port: int = PORT, token: str = TOKEN, *options: str) -> subprocess.Popen:
+    """`tumbler serve` in a subprocess on loopback, once it answers (scripts/ uses it too)."""
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "tumbler"), "serve", "--port", str(port),
+                             "--token", token, "--state-dir", str(state), "--log-level", "warning",
+                             *options])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(URL + "/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
         except httpx.TransportError:
             time.sleep(0.1)

@@ -3,10 +3,8 @@ chromium. Run as root from the repository: `.venv/bin/python scripts/console_scr
 (a trainer run in ./runs first makes the training views worth looking at: `make demo`)."""
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -14,25 +12,13 @@ from playwright.sync_api import expect, sync_playwright
 
 from tumbler.sdk import Client
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from bench_console import serve  # noqa: E402  (the benchmark's server starter)
+
 OUT = Path("docs/console")
 TOKEN = "screenshot-token"
 PORT = 8047
 URL = f"http://127.0.0.1:{PORT}"
-
-
-def serve(state: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tumbler"), "serve", "--port", str(PORT),
-                             "--token", TOKEN, "--state-dir", str(state), "--runs-dir", "runs",
-                             "--log-level", "warning"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(URL + "/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise SystemExit("the server did not come up in 30 s")
 
 
 def stage(client: Client) -> list:
@@ -59,7 +45,7 @@ def shoot(page, name: str, full: bool = False) -> None:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as state:
-        server = serve(Path(state))
+        server = serve(Path(state), PORT, TOKEN, "--runs-dir", "runs")
         client = Client(URL, TOKEN)
         made = []
         try:
