@@ -62,6 +62,11 @@ class EnvConfig(_Section):
     """Host each env in a sandbox of its own (LocalSandbox); False runs them in this process."""
     image: str = "debian"
     """The sandboxes' image (hosted only)."""
+    server: str | None = None
+    """Make the sandboxes through this `tumbler serve` (its URL) instead of on this machine; its
+    token comes from server_token or $TUMBLER_TOKEN (hosted only)."""
+    server_token: str | None = None
+    """The server's API token (None: $TUMBLER_TOKEN, or none)."""
     step_timeout_s: float = Field(30.0, gt=0)
     """Seconds one reset or step may take before the episode is cut (hosted only)."""
     system_prompt: str | None = None

@@ -93,25 +93,39 @@ class EnvPool:
 
     @classmethod
     def hosted(cls, env_id: str, n: int, *, image: str = "debian", step_timeout: float = 30.0,
-               format_penalty: float | None = None, **kwargs) -> "EnvPool":
-        """n sandboxes, each hosting one env (removed on close)."""
+               format_penalty: float | None = None, server: str | None = None,
+               token: str | None = None, **kwargs) -> "EnvPool":
+        """n sandboxes, each hosting one env (removed on close): on this machine, or made
+        through the `tumbler serve` at `server` (token: its API token) — the envs drive either
+        through the same sandbox handle."""
         from tumbler.envs.hosted import HostedEnv
-        from tumbler.local import LocalSandbox, default_runtime
-        # one runtime for all: each new one sweeps orphaned sandboxes, and sweeps running at
-        # once in several threads race on the same orphan's files
-        runtime = default_runtime()
+        if server:
+            from tumbler.sdk import Client
+            client = Client(server, token)
+            make = lambda _: client.create(image=image)      # noqa: E731
+        else:
+            from tumbler.local import LocalSandbox, default_runtime
+            # one runtime for all: each new one sweeps orphaned sandboxes, and sweeps running
+            # at once in several threads race on the same orphan's files
+            runtime = default_runtime()
+            make = lambda _: LocalSandbox(image=image, runtime=runtime)   # noqa: E731
         sandboxes: list = []
         try:
             with ThreadPoolExecutor(max_workers=min(n, 8)) as pool:
-                for sb in pool.map(lambda _: LocalSandbox(image=image, runtime=runtime), range(n),
-                                   timeout=300):
+                for sb in pool.map(make, range(n), timeout=300):
                     sandboxes.append(sb)
             envs = [HostedEnv(sb, env_id, step_timeout=step_timeout, **kwargs) for sb in sandboxes]
         except Exception:
             for sb in sandboxes:
                 sb.remove()
+            if server:
+                client.close()
             raise
-        return cls(envs, sandboxes, format_penalty=format_penalty)
+        pool = cls(envs, sandboxes, format_penalty=format_penalty)
+        pool.client = client if server else None
+        return pool
+
+    client = None     # the server's SDK client, when the sandboxes came from one
 
     def __len__(self) -> int:
         return len(self.envs)
@@ -145,6 +159,8 @@ class EnvPool:
                 sb.remove()
             except Exception as exc:
                 log.warning("removing sandbox %s failed: %s", sb.id, exc)
+        if self.client is not None:
+            self.client.close()
 
     def __enter__(self):
         return self

@@ -129,8 +129,11 @@ class Trainer:
             from tumbler.train.agentmode import AgentPool
             return AgentPool(n, self.config.agent, env)
         if env.hosted:
+            import os
             return EnvPool.hosted(env.id, n, image=env.image, step_timeout=env.step_timeout_s,
-                                  format_penalty=env.format_penalty, **env.kwargs)
+                                  format_penalty=env.format_penalty, server=env.server,
+                                  token=env.server_token or os.environ.get("TUMBLER_TOKEN"),
+                                  **env.kwargs)
         return EnvPool.in_process(env.id, n, format_penalty=env.format_penalty, **env.kwargs)
 
     def _make_reference(self):
