@@ -130,6 +130,11 @@ def test_table_lists_what_the_sdk_made_and_filters(page, client):
     assert "running" in row(page, a.id).inner_text() and "256 MiB" in row(page, a.id).inner_text()
     assert "job=eval" in row(page, a.id).inner_text()
     shot(page, "sandboxes")
+    for width, height in ((1024, 640), (2560, 1440)):      # a small laptop, a wide monitor
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width   # no sideways page
+        shot(page, f"sandboxes-{width}")
+    page.set_viewport_size({"width": 1440, "height": 900})
     page.fill("#filter-label", "job=train")
     page.press("#filter-label", "Enter")
     row(page, a.id).wait_for(state="detached")
@@ -172,6 +177,11 @@ def test_sandbox_console_files_processes(page, client, tmp_path):
     expect(page.locator("#console-out")).to_contain_text("console-says-42")
     expect(page.locator("#console-out")).to_contain_text("exit 0")
     assert "hello.txt" in page.inner_text("#console-out")
+    # what a sandbox prints is text, never markup
+    page.fill("#console-in", "echo '<img src=x onerror=alert(1)><b>bold</b>'")
+    page.press("#console-in", "Enter")
+    expect(page.locator("#console-out")).to_contain_text("<b>bold</b>")
+    assert page.locator("#console-out img, #console-out b").count() == 0
     # a line typed while a command runs is its input
     page.fill("#console-in", "read answer; echo got-$answer")
     page.press("#console-in", "Enter")

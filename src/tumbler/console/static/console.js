@@ -304,34 +304,46 @@ function sandboxRow(s) {
     h("td", {}, actions(s)));
 }
 
-function selectOf(id, label, values, current, onchange) {
-  return h("label", {}, label + " ", h("select", { id, onchange: (ev) => onchange(ev.target.value) },
-    h("option", { value: "" }, "any"), values.map((v) => h("option", { value: v, selected: v === current }, v))));
+// A <select> of "any" and `values`, kept current by `update(values)` without losing the choice.
+function selectOf(id, label, current, onchange) {
+  const select = h("select", { id, onchange: (ev) => onchange(ev.target.value) }, h("option", { value: "" }, "any"));
+  const update = (values) => {
+    const have = [...select.options].slice(1).map((o) => o.value);
+    if (have.join("\n") === values.join("\n")) return;
+    const chosen = select.value || current;
+    select.replaceChildren(h("option", { value: "" }, "any"), ...values.map((v) => h("option", { value: v }, v)));
+    select.value = values.includes(chosen) ? chosen : "";
+  };
+  return { node: h("label", {}, label + " ", select), update };
 }
 
 function viewSandboxes() {
-  const filterBar = h("div", { class: "filters" });
   const holder = h("div");
   const count = h("span", { class: "muted" });
-  main().replaceChildren(h("div", { class: "title" }, h("h2", {}, "Sandboxes"), count), filterBar, holder);
+  const redraw = () => draw();
+  const label = h("input", { id: "filter-label", placeholder: "key=value", value: filters.label,
+    onchange: (ev) => { filters.label = ev.target.value; redraw(); } });
+  const state = selectOf("filter-state", "state", filters.state, (v) => { filters.state = v; redraw(); });
+  const image = selectOf("filter-image", "image", filters.image, (v) => { filters.image = v; redraw(); });
+  const node = selectOf("filter-node", "node", filters.node, (v) => { filters.node = v; redraw(); });
+  state.update(["created", "running", "stopped", "error"]);
+  main().replaceChildren(h("div", { class: "title" }, h("h2", {}, "Sandboxes"), count),
+    h("div", { class: "filters" }, h("label", {}, "label ", label), state.node, image.node, node.node), holder);
   const draw = () => {
-    const images = [...new Set(app.sandboxes.map((s) => s.image))].sort();
-    filterBar.replaceChildren(
-      h("label", {}, "label ", h("input", { id: "filter-label", placeholder: "key=value", value: filters.label,
-        onchange: (ev) => { filters.label = ev.target.value; draw(); } })),
-      selectOf("filter-state", "state", ["created", "running", "stopped", "error"], filters.state, (v) => { filters.state = v; draw(); }),
-      selectOf("filter-image", "image", images, filters.image, (v) => { filters.image = v; draw(); }),
-      selectOf("filter-node", "node", app.nodes.map((n) => n.name), filters.node, (v) => { filters.node = v; draw(); }));
+    image.update([...new Set(app.sandboxes.map((s) => s.image))].sort());
+    node.update(app.nodes.map((n) => n.name));
     const shown = app.sandboxes.filter(sandboxMatches).sort((a, b) => b.created - a.created);
     count.textContent = shown.length + " of " + app.sandboxes.length;
     holder.replaceChildren(table(["id", "image", "state", "age", "cpus", "memory", "disk", "node", "labels", ""],
                                  shown.map(sandboxRow), { empty: "no sandboxes match", id: "sandbox-table" }));
   };
   draw();
-  app.stream = openStream({}, {
+  const stream = openStream({}, {
     sandboxes: (d) => { app.sandboxes = d.sandboxes; draw(); },
     nodes: (d) => { app.nodes = d.nodes; },
   });
+  const ages = setInterval(draw, 10000);   // ages move on while nothing else changes
+  app.stream = { close: () => { stream.close(); clearInterval(ages); } };
 }
 
 function viewSandbox(id) {
