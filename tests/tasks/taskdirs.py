@@ -8,7 +8,7 @@ from tumbler.runtime.images import ImageStore
 
 CHECK_ANSWER = """#!/bin/bash
 mkdir -p /logs/verifier
-if [ "$(cat /root/answer.txt 2>/dev/null)" = 42 ] && python3 -I -c 'pass'; then
+if python3 -I -c 'import sys; sys.exit(open("/root/answer.txt").read().strip() != "42")'; then
   echo 1 > /logs/verifier/reward.txt
 else
   echo 0 > /logs/verifier/reward.txt
