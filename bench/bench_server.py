@@ -45,7 +45,7 @@ def start_server(state_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = {"port": port, "state_dir": state_dir, "tokens": [TOKEN], "log_level": "warning",
               "node_memory_bytes": 64 << 30, "pools": [{"name": POOL, "size": POOL_SIZE}]}
-    code = ("import sys; from tumbler.server.cli import run; from tumbler.server.config import "
+    code = ("import sys; from tumbler.cli.serve import run; from tumbler.server.config import "
             "ServerConfig; run(ServerConfig.model_validate_json(sys.argv[1]))")
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)])
     url = f"http://127.0.0.1:{port}"

@@ -81,3 +81,47 @@ def test_image_rm_of_a_missing_image_does_not_suggest_building_it():
     assert "build" not in out.stderr and "tumbler image ls" in out.stderr
     bad = tumbler("local", "create", "--env", "NOEQUALS")
     assert bad.returncode == 2 and "--env takes KEY=VALUE" in bad.stderr
+
+
+def _watchers_of(sandbox_id: str) -> list[int]:
+    """Pids of the expiry watchers of `sandbox_id` (python -m tumbler.runtime.expiry ID)."""
+    import os
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"tumbler.runtime.expiry" in argv and sandbox_id.encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def test_local_create_max_lifetime_removes_it_without_a_server(runtime):
+    """Issue 22's leftover: --max-lifetime on a serverless sandbox. Its watcher removes it on
+    time; and one whose watcher is gone is removed by the next runtime that opens."""
+    import time
+    from checks import wait_for
+    from tumbler.runtime import expiry
+    from tumbler.runtime.process import ProcessRuntime
+    from tumbler.runtime.spec import Limits, SandboxSpec
+    bad = tumbler("local", "create", "--max-lifetime", "0")
+    assert bad.returncode == 2 and "--max-lifetime" in bad.stderr
+    made = tumbler("local", "create", "--image", IMAGE, "--memory", "256m", "--max-lifetime", "3")
+    assert made.returncode == 0, made.stderr
+    sid = made.stdout.strip()
+    init, watchers = runtime.init_pid(sid), _watchers_of(sid)
+    assert len(watchers) == 1
+    listed = tumbler("local", "ls").stdout
+    assert sid in listed and " s" in listed.split(sid, 1)[1].splitlines()[0]
+    wait_for(lambda: sid not in [i.id for i in runtime.list()], 30, "the watcher to remove it")
+    for pid in (init, *watchers):
+        reap(pid)
+    assert leftovers(runtime, sid) == []
+    # No watcher (killed, or a reboot): the next runtime to open removes it past its deadline.
+    spec = SandboxSpec(image=IMAGE, limits=Limits(memory="128m"),
+                       labels=expiry.labels_for(1, now=time.time() - 2))
+    info = runtime.create(spec)
+    ProcessRuntime(runtime.paths)
+    assert info.id not in [i.id for i in runtime.list()] and leftovers(runtime, info.id) == []

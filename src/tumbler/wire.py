@@ -19,7 +19,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from tumbler.errors import InvalidRequest
 from tumbler.models import FileInfo, ProcessInfo
-from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxState, SandboxStats
+from tumbler.runtime.spec import SandboxInfo, SandboxSpec
 
 API_PREFIX = "/v1"
 DEFAULT_TIMEOUT_S = 300.0

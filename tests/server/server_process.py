@@ -36,7 +36,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServerProcess":
-        code = ("import sys; from tumbler.server.cli import run; "
+        code = ("import sys; from tumbler.cli.serve import run; "
                 "from tumbler.server.config import ServerConfig; "
                 "run(ServerConfig.model_validate_json(sys.argv[1]))")
         self.log = open(self.state_dir / "server.log", "ab")

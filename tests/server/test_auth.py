@@ -52,7 +52,7 @@ def test_refuses_open_non_loopback_bind():
         ServerConfig(host="0.0.0.0", tokens=[])
     ServerConfig(host="0.0.0.0", tokens=["t"])      # with a token: allowed
     ServerConfig(host="::1", tokens=[])             # loopback: auth may be off
-    proc = subprocess.run([sys.executable, "-m", "tumbler.server.cli", "--host", "0.0.0.0",
+    proc = subprocess.run([sys.executable, "-m", "tumbler.cli.serve", "--host", "0.0.0.0",
                            "--port", "1"], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2

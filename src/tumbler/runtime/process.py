@@ -32,7 +32,7 @@ from pathlib import Path
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
 from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError, TumblerError
-from tumbler.runtime import agentpy, cgroups, disks, overlay, owners
+from tumbler.runtime import agentpy, cgroups, disks, expiry, overlay, owners
 from tumbler.runtime.bundle import oci_config
 from tumbler.runtime.images import ImageStore
 from tumbler.runtime.records import RecordKeeping
@@ -245,12 +245,17 @@ class ProcessRuntime(RecordKeeping):
     # -- internals -------------------------------------------------------------------------
 
     def _sweep_orphans(self) -> None:
-        """Remove sandboxes whose owner process is gone (`runtime.owners`)."""
+        """Remove sandboxes whose owner process is gone (`runtime.owners`), and those past the
+        deadline a serverless create gave them (`runtime.expiry`)."""
+        now = time.time()
         for info in self.list():
             owner = info.spec.labels.get(owners.OWNER_LABEL)
-            if owner is None or owners.is_alive(owner):
+            if expiry.expired(info.spec.labels, now):
+                log.warning("removing sandbox %s: its max lifetime is over", info.id)
+            elif owner is None or owners.is_alive(owner):
                 continue
-            log.warning("removing sandbox %s: its owner (process %s) is gone", info.id, owner)
+            else:
+                log.warning("removing sandbox %s: its owner (process %s) is gone", info.id, owner)
             try:
                 self.remove(info.id)
             except (TumblerError, OSError) as exc:   # another sweep may be at it too: its job

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tumbler.cli_errors import reports_errors
+from tumbler.cli.errors import reports_errors
 
 tasks_app = typer.Typer(no_args_is_help=True, help="Task sets (Harbor, Terminal-Bench 1, the "
                         "shipped scenarios) and their runner.")

@@ -1,7 +1,5 @@
-"""`tumbler sandbox ...` against a Tumbler server, through the SDK (TUMBLER_URL, TUMBLER_TOKEN).
-
-Wired into the `tumbler` command by cli.py (`app.add_typer(sandbox_app, name="sandbox")`).
-"""
+"""`tumbler sandbox ...` and `tumbler pool ...`: a Tumbler server's sandboxes and warm pools,
+through the SDK (TUMBLER_URL, TUMBLER_TOKEN)."""
 from __future__ import annotations
 
 import sys
@@ -14,14 +12,15 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tumbler.cli_errors import err, reports_errors
+from tumbler.cli import options as o
+from tumbler.cli.errors import err, reports_errors
+from tumbler.cli.options import TOKEN, URL
 from tumbler.errors import TumblerError
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="Sandboxes on a Tumbler server (tumbler serve).")
 pool_app = typer.Typer(no_args_is_help=True, help="Warm pools on a Tumbler server: create is a handover.")
 console = Console()
-URL = typer.Option(None, "--url", envvar="TUMBLER_URL", help="server URL (default http://127.0.0.1:8040)")
-TOKEN = typer.Option(None, "--token", envvar="TUMBLER_TOKEN", help="bearer token")
+POOL_NAME = typer.Argument(..., help="the pool's name")
 
 
 def _client(url: str | None, token: str | None):
@@ -36,16 +35,9 @@ def _progress() -> Progress:
 
 @sandbox_app.command("create")
 @reports_errors
-def create(image: str = typer.Option("debian", help="image to start (on the server's node)"),
-           memory: str = typer.Option("512m", help="memory limit, e.g. 512m, 2g"),
-           cpus: float = typer.Option(1.0, help="CPU limit, cores (0.5: half a core)"),
-           pids: int = typer.Option(512, help="most processes and threads at once"),
-           disk: str = typer.Option("2g", help="bytes the sandbox may write, e.g. 2g"),
-           env: list[str] = typer.Option([], help="KEY=VALUE in the environment of every "
-                                         "process (repeatable)"),
-           cwd: str = typer.Option("/root", help="working directory of sessions and exec"),
-           hostname: str = typer.Option("sandbox", help="the sandbox's hostname"),
-           network: str = typer.Option("none", help="none (loopback only) or host"),
+def create(image: str = o.IMAGE, memory: str = o.MEMORY, cpus: float = o.CPUS, pids: int = o.PIDS,
+           disk: str = o.DISK, env: list[str] = o.ENV, cwd: str = o.CWD, hostname: str = o.HOSTNAME,
+           network: str = o.NETWORK,
            ttl: Optional[float] = typer.Option(None, help="idle seconds before the server "
                                                "removes it (default: the server's --ttl)"),
            max_lifetime: Optional[float] = typer.Option(
@@ -62,9 +54,9 @@ def create(image: str = typer.Option("debian", help="image to start (on the serv
     from tumbler.sdk import core
     try:
         req = wire.CreateSandboxRequest(
-            image=image, env=_pairs(env, "--env"), cwd=cwd, hostname=hostname, network=network,
+            image=image, env=o.pairs(env, "--env"), cwd=cwd, hostname=hostname, network=network,
             limits={"memory": memory, "cpus": cpus, "pids": pids, "disk": disk}, ttl_s=ttl,
-            max_lifetime_s=max_lifetime, labels=_pairs(label, "--label"))
+            max_lifetime_s=max_lifetime, labels=o.pairs(label, "--label"))
     except ValidationError as exc:
         raise InvalidRequest(_first_error(exc)) from None
     with _client(url, token) as client, _progress() as progress:
@@ -88,15 +80,6 @@ def create(image: str = typer.Option("debian", help="image to start (on the serv
         console.print(sid)
 
 
-def _pairs(items: list[str], option: str) -> dict[str, str]:
-    """KEY=VALUE items as a dict; an item without '=' is an error that says so."""
-    from tumbler.errors import InvalidRequest
-    bad = [item for item in items if "=" not in item or not item.partition("=")[0]]
-    if bad:
-        raise InvalidRequest(f"{option} takes KEY=VALUE, not {bad[0]!r}")
-    return dict(item.split("=", 1) for item in items)
-
-
 def _first_error(exc) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
@@ -111,7 +94,7 @@ def ls(state: Optional[str] = typer.Option(None, help="only sandboxes in this st
                                        "(repeatable: all must match)"),
        url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """List sandboxes."""
-    labels = _pairs(label, "--label")
+    labels = o.pairs(label, "--label")
     with _client(url, token) as client:
         rows = client.list(state, labels)
     table = Table("id", "image", "state", "labels", "error")
@@ -123,11 +106,9 @@ def ls(state: Optional[str] = typer.Option(None, help="only sandboxes in this st
 
 @sandbox_app.command("exec")
 @reports_errors
-def exec_(sandbox_id: str = typer.Argument(..., help="the sandbox's id"),
+def exec_(sandbox_id: str = o.SANDBOX_ID,
           command: str = typer.Argument(..., help="a bash command line"),
-          timeout: float = typer.Option(300.0, help="seconds before the command is interrupted "
-                                        "(exit status 124)"),
-          url: Optional[str] = URL, token: Optional[str] = TOKEN):
+          timeout: float = o.EXEC_TIMEOUT, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Run a command in the sandbox's default session, streaming output; exits with its status."""
     from tumbler.sdk import Sandbox
     with _client(url, token) as client:
@@ -140,7 +121,7 @@ def exec_(sandbox_id: str = typer.Argument(..., help="the sandbox's id"),
 
 @sandbox_app.command("shell")
 @reports_errors
-def shell(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def shell(sandbox_id: str = o.SANDBOX_ID, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """An interactive shell: a bash session of its own; Ctrl-C interrupts, Ctrl-D leaves."""
     from tumbler.sdk import Sandbox
     try:
@@ -198,7 +179,8 @@ def _write(chunk: bytes) -> None:
 @sandbox_app.command("cp")
 @reports_errors
 def cp(src: str = typer.Argument(..., help="a local path, or ID:/path in a sandbox"),
-       dst: str = typer.Argument(..., help="a local path, or ID:/path in a sandbox"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
+       dst: str = typer.Argument(..., help="a local path, or ID:/path in a sandbox"),
+       url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Copy files or trees: `cp ./dir ID:/work` uploads, `cp ID:/work ./dir` downloads."""
     from tumbler.sdk import Sandbox
     src_remote, dst_remote = _remote(src), _remote(dst)
@@ -224,7 +206,7 @@ def _remote(arg: str) -> tuple[str, str] | None:
 
 @sandbox_app.command("rm")
 @reports_errors
-def rm(sandbox_ids: list[str] = typer.Argument(..., help="the sandboxes' ids"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def rm(sandbox_ids: list[str] = o.SANDBOX_IDS, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Remove sandboxes."""
     from tumbler.sdk import core
     with _client(url, token) as client:
@@ -232,40 +214,27 @@ def rm(sandbox_ids: list[str] = typer.Argument(..., help="the sandboxes' ids"), 
             client.send(core.remove(sid))
 
 
-@sandbox_app.command("reset")
-@reports_errors
-def reset(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL,
-          token: Optional[str] = TOKEN):
-    """Reset a sandbox to its pristine image (its files are lost; it runs after)."""
-    from tumbler.sdk import core
-    with _client(url, token) as client:
-        client.send(core.lifecycle(sandbox_id, "reset"))
+def _life_cycle(op: str, doc: str) -> None:
+    """`tumbler sandbox OP ID`: one life-cycle call to the server."""
+    @sandbox_app.command(op, help=doc)
+    @reports_errors
+    def command(sandbox_id: str = o.SANDBOX_ID, url: Optional[str] = URL,
+                token: Optional[str] = TOKEN):
+        from tumbler.sdk import core
+        with _client(url, token) as client:
+            client.send(core.lifecycle(sandbox_id, op))
 
 
-@sandbox_app.command("stop")
-@reports_errors
-def stop(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL,
-         token: Optional[str] = TOKEN):
-    """Stop a sandbox: its processes end, its files are kept (`tumbler sandbox start` resumes)."""
-    from tumbler.sdk import core
-    with _client(url, token) as client:
-        client.send(core.lifecycle(sandbox_id, "stop"))
-
-
-@sandbox_app.command("start")
-@reports_errors
-def start(sandbox_id: str = typer.Argument(..., help="the sandbox's id"), url: Optional[str] = URL,
-          token: Optional[str] = TOKEN):
-    """Start a stopped sandbox again, with the files it had (`reset` would wipe them)."""
-    from tumbler.sdk import core
-    with _client(url, token) as client:
-        client.send(core.lifecycle(sandbox_id, "start"))
+_life_cycle("reset", "Reset a sandbox to its pristine image (its files are lost; it runs after).")
+_life_cycle("stop", "Stop a sandbox: its processes end, its files are kept (`tumbler sandbox "
+                    "start` resumes).")
+_life_cycle("start", "Start a stopped sandbox again, with the files it had (`reset` would wipe them).")
 
 
 @sandbox_app.command("snapshot")
 @reports_errors
-def snapshot(sandbox_id: str = typer.Argument(..., help="the sandbox's id"),
-             image: str = typer.Argument(..., help="the new image's name"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def snapshot(sandbox_id: str = o.SANDBOX_ID, image: str = o.NEW_IMAGE, url: Optional[str] = URL,
+             token: Optional[str] = TOKEN):
     """Save a sandbox's files as a new image."""
     from tumbler.sdk import core
     with _client(url, token) as client:
@@ -286,22 +255,21 @@ def pool_ls(url: Optional[str] = URL, token: Optional[str] = TOKEN):
     console.print(table)
 
 
+def _kept(what: str, new: str, note: str = "") -> typer.models.OptionInfo:
+    """A pool option: its default for a new pool; an existing pool keeps its own unless given."""
+    return typer.Option(None, help=f"{what}; a new pool: {new}; an existing pool: kept unless "
+                                   f"given{note}")
+
+
 @pool_app.command("resize")
 @reports_errors
-def pool_resize(name: str = typer.Argument(..., help="the pool's name"),
+def pool_resize(name: str = POOL_NAME,
                 size: int = typer.Argument(..., help="sandboxes to keep ready (0 empties it)"),
-                image: Optional[str] = typer.Option(
-                    None, help="image of the pooled sandboxes; a new pool: debian; an existing "
-                               "pool: kept unless given (a change replaces its sandboxes)"),
-                memory: Optional[str] = typer.Option(
-                    None, help="memory limit, e.g. 512m; a new pool: 512m; an existing pool: "
-                               "kept unless given"),
-                cpus: Optional[float] = typer.Option(
-                    None, help="CPU limit in cores; a new pool: 1; an existing pool: kept unless "
-                               "given"),
-                pids: Optional[int] = typer.Option(
-                    None, help="most processes; a new pool: 512; an existing pool: kept unless "
-                               "given"),
+                image: Optional[str] = _kept("image of the pooled sandboxes", "debian",
+                                             " (a change replaces its sandboxes)"),
+                memory: Optional[str] = _kept("memory limit, e.g. 512m", "512m"),
+                cpus: Optional[float] = _kept("CPU limit in cores", "1"),
+                pids: Optional[int] = _kept("most processes", "512"),
                 url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Make pool NAME, or change its size (its spec stays as it is unless an option changes it);
     a create with the pool's spec is then a handover."""
@@ -327,7 +295,7 @@ def pool_resize(name: str = typer.Argument(..., help="the pool's name"),
 
 @pool_app.command("rm")
 @reports_errors
-def pool_rm(name: str = typer.Argument(..., help="the pool's name"), url: Optional[str] = URL, token: Optional[str] = TOKEN):
+def pool_rm(name: str = POOL_NAME, url: Optional[str] = URL, token: Optional[str] = TOKEN):
     """Remove a pool and the sandboxes waiting in it."""
     with _client(url, token) as client:
         client.remove_pool(name)

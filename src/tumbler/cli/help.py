@@ -2,7 +2,7 @@
 option taking a `<bool>` value.
 
 typer's rich help puts the parameter's type beside every option, flags included, which reads as
-if `--force` wanted a value (`--force <bool>`). Imported by cli.py before any help is drawn.
+if `--force` wanted a value (`--force <bool>`). Imported by cli/main.py before any help is drawn.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`tumbler serve`: run the server under uvicorn."""
+"""`tumbler serve`: run the server under uvicorn (`run(config)` does it for a ServerConfig)."""
 from __future__ import annotations
 
 import logging
@@ -22,36 +22,40 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _config(help: str, field: str | None = None, shown=str) -> typer.models.OptionInfo:
+    """An option that overrides ServerConfig's `field` (unset: the environment's, else the
+    config's default, which the help shows)."""
+    return typer.Option(None, help=help + (f" (default {shown(_D[field])})" if field else ""))
+
+
+def _bytes_shown(n: int) -> str:
+    return f"{n}, {_size(n)}"
+
+
 def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopback needs a token)"),
           port: int = typer.Option(8040, help="TCP port"),
-          token: Optional[list[str]] = typer.Option(None, help="bearer token (repeatable); "
-                                                    "default: TUMBLER_TOKEN, comma-separated"),
-          db_url: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default SQLite in "
-                                               "the state dir); env TUMBLER_DB_URL"),
-          state_dir: Optional[Path] = typer.Option(None, help="where server.db lives "
-                                                   "(default TUMBLER_HOME, /var/lib/tumbler)"),
-          node_memory: Optional[str] = typer.Option(None, help="memory budget for all sandboxes, "
-                                                    f"e.g. 16g (default {_size(_D['node_memory_bytes'])})"),
-          node_pids: Optional[int] = typer.Option(None, help="pids budget for all sandboxes "
-                                               f"(default {_D['node_pids']})"),
-          node_cpus: Optional[float] = typer.Option(None, help="cpu budget for all sandboxes, "
-                                                   f"cores (default {_D['node_cpus']:g})"),
-          ttl: Optional[float] = typer.Option(None, help="default idle TTL, seconds "
-                                       "(default none, sandboxes stay)"),
-          max_lifetime: Optional[float] = typer.Option(None, help="default max lifetime, "
-                                                "seconds (default none)"),
-          reap_interval: Optional[float] = typer.Option(None, help="seconds between reaper "
-                                                 f"passes (default {_D['reap_interval_s']:g})"),
-          max_json: Optional[int] = typer.Option(None, help="largest JSON body, bytes "
-                                          f"(default {_D['max_json_bytes']}, {_size(_D['max_json_bytes'])})"),
-          max_upload: Optional[int] = typer.Option(None, help="largest upload body, bytes "
-                                            f"(default {_D['max_upload_bytes']}, {_size(_D['max_upload_bytes'])})"),
+          token: Optional[list[str]] = _config("bearer token (repeatable); default: TUMBLER_TOKEN, "
+                                               "comma-separated"),
+          db_url: Optional[str] = _config("SQLAlchemy URL (default SQLite in the state dir); env "
+                                          "TUMBLER_DB_URL"),
+          state_dir: Optional[Path] = _config("where server.db lives (default TUMBLER_HOME, "
+                                              "/var/lib/tumbler)"),
+          node_memory: Optional[str] = _config("memory budget for all sandboxes, e.g. 16g",
+                                               "node_memory_bytes", _size),
+          node_pids: Optional[int] = _config("pids budget for all sandboxes", "node_pids"),
+          node_cpus: Optional[float] = _config("cpu budget for all sandboxes, cores", "node_cpus",
+                                               "{:g}".format),
+          ttl: Optional[float] = _config("default idle TTL, seconds (default none, sandboxes stay)"),
+          max_lifetime: Optional[float] = _config("default max lifetime, seconds (default none)"),
+          reap_interval: Optional[float] = _config("seconds between reaper passes",
+                                                   "reap_interval_s", "{:g}".format),
+          max_json: Optional[int] = _config("largest JSON body, bytes", "max_json_bytes", _bytes_shown),
+          max_upload: Optional[int] = _config("largest upload body, bytes", "max_upload_bytes",
+                                              _bytes_shown),
           keep_sandboxes: bool = typer.Option(False, "--keep-sandboxes",
                                               help="leave sandboxes running at shutdown (for a restart)"),
-          pool: Optional[list[str]] = typer.Option(None, help="warm pool NAME=SIZE[:IMAGE] "
-                                                              "(repeatable), e.g. debian=8"),
-          runs_dir: Optional[Path] = typer.Option(None, help="trainer run directories the "
-                                                  "console shows (default ./runs)"),
+          pool: Optional[list[str]] = _config("warm pool NAME=SIZE[:IMAGE] (repeatable), e.g. debian=8"),
+          runs_dir: Optional[Path] = _config("trainer run directories the console shows (default ./runs)"),
           log_level: str = typer.Option("info", help="debug, info, warning or error")):
     """Serve the REST API (docs at /docs) and the web console (/ui)."""
     from tumbler.runtime.spec import parse_bytes

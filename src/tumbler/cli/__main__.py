@@ -1,0 +1,4 @@
+"""`python -m tumbler.cli ...` is `tumbler ...`."""
+from tumbler.cli.main import app
+
+app()
