@@ -372,6 +372,33 @@ class TrainEpisodes(BaseModel):
                                              "turns, error, chat (role/content turns)")
 
 
+class TaskRunOut(BaseModel):
+    """A task runner's results folder (`tumbler tasks run --out`): what it has finished so far."""
+
+    name: str = Field(description="the directory's name under the server's runs dir")
+    modified: float = Field(description="unix time of its last write, seconds")
+    tasks: int = Field(description="tasks with a finished trial")
+    trials: int = Field(description="finished trials (lines of results.jsonl)")
+    passed: int = Field(description="trials the verifier passed")
+
+
+class TaskRunList(BaseModel):
+    runs_dir: str = Field(description="where the server looks for runs (--runs-dir)")
+    runs: list[TaskRunOut]
+
+
+class TaskRunResults(BaseModel):
+    records: list[dict] = Field(description="results.jsonl lines from `after` on: task_id, "
+                                            "trial, agent, reward, passed, error, reason, seconds...")
+    next: int = Field(description="the `after` that asks for the lines after these")
+
+
+class TrialLog(BaseModel):
+    text: str = Field(description="the log's end, as text (non-UTF-8 bytes replaced)")
+    size: int = Field(description="bytes the log holds in all")
+    truncated: bool = Field(description="text is the last 1 MiB of a longer log")
+
+
 # -- hosted envs: /v1/sandboxes/{id}/envs/... ---------------------------------------------------
 
 class MakeEnvRequest(Request):

@@ -42,10 +42,32 @@ def write_run(runs: Path) -> None:
     run.write_episodes(6, [episode])
 
 
+def trial(task_id: str, trial: int, passed: bool, **extra) -> str:
+    """One line of a task run's results.jsonl, through the task runner's own model."""
+    from tumbler.tasks.trial import TrialResult
+    return TrialResult(task_id=task_id, trial=trial, agent="oracle", reward=float(passed),
+                       passed=passed, seconds=2.5, agent_seconds=2.0, verifier_seconds=0.5,
+                       started=time.time(), **extra).model_dump_json() + "\n"
+
+
+def write_task_run(runs: Path) -> None:
+    """A task run as `tumbler tasks run --out` leaves it: results.jsonl, trials/<task>/<k>/ logs."""
+    out = runs / "tasks-demo"
+    for task_id, k in (("fix-nginx", 0), ("fix-nginx", 1), ("count-lines", 0)):
+        (out / "trials" / task_id / str(k)).mkdir(parents=True)
+    (out / "trials" / "fix-nginx" / "0" / "agent.log").write_text(
+        "$ nginx -t\nsyntax is ok\n<script>alert(1)</script>\n")
+    (out / "trials" / "fix-nginx" / "0" / "verifier.log").write_text("PASSED test_outputs.py::test_nginx\n")
+    (out / "results.jsonl").write_text(
+        trial("fix-nginx", 0, True) + trial("count-lines", 0, True)
+        + trial("fix-nginx", 1, False, error="agent_timeout", reason="the agent ran past 60 s"))
+
+
 @pytest.fixture(scope="module")
 def console_server(runtime, tmp_path_factory):
     state = tmp_path_factory.mktemp("console")
     write_run(state / "runs")
+    write_task_run(state / "runs")
     srv = ServerProcess(state, runs_dir=str(state / "runs"), reap_interval_s=1.0).start()
     yield srv
     srv.terminate()
@@ -249,6 +271,40 @@ def test_training_run_view(page):
     assert "<b>Correct!</b>" in page.inner_text("#episodes")
     expect(page.locator("#run-config")).to_contain_text("steps: 6")
     shot(page, "run")
+
+
+def test_task_run_view(page, console_server):
+    page.goto(page.url.split("#")[0] + "#/tasks")
+    page.click("#task-run-table >> text=tasks-demo")
+    expect(page.locator("#task-table tr[data-task='fix-nginx']")).to_contain_text("1 / 2")
+    expect(page.locator("#task-table tr[data-task='count-lines']")).to_contain_text("1 / 1")
+    page.locator("#trial-table tr[data-trial='fix-nginx/0']").get_by_role("button", name="agent").click()
+    expect(page.locator("#trial-log-text")).to_contain_text("syntax is ok")
+    assert page.locator("#trial-log script").count() == 0
+    expect(page.locator("#trial-table tr[data-trial='fix-nginx/1']")).to_contain_text("agent_timeout")
+    # a trial the runner finishes now streams in
+    with open(Path(console_server.config["runs_dir"]) / "tasks-demo" / "results.jsonl", "a") as f:
+        f.write(trial("count-lines", 1, False, error="verifier_error", reason="tests failed"))
+    expect(page.locator("#task-table tr[data-task='count-lines']")).to_contain_text("1 / 2")
+    shot(page, "task-run")
+
+
+def test_trial_logs_stay_inside_their_run(console_server, tmp_path):
+    base = "/v1/task-runs/tasks-demo/trials"
+    assert _get(console_server, f"{base}/fix-nginx/0/verifier").json()["text"].startswith("PASSED")
+    assert _get(console_server, f"{base}/fix-nginx/0/secret").status_code == 400
+    assert _get(console_server, f"{base}/..%2F..%2F..%2Fetc/0/agent").status_code in (400, 404)
+    assert _get(console_server, f"{base}/fix-nginx/7/agent").status_code == 404
+    outside = tmp_path / "host-file"
+    outside.write_text("host secret")
+    link = Path(console_server.config["runs_dir"]) / "tasks-demo" / "trials" / "count-lines" / "0" / "agent.log"
+    link.symlink_to(outside)
+    try:
+        assert _get(console_server, f"{base}/count-lines/0/agent").status_code == 404
+    finally:
+        link.unlink()
+    runs = _get(console_server, "/v1/task-runs").json()["runs"]
+    assert [(r["name"], r["tasks"]) for r in runs] == [("tasks-demo", 2)]
 
 
 def _until(check, timeout_s: float = 20.0) -> None:

@@ -1,7 +1,9 @@
-"""Training runs as the trainer writes them (docs/TRAINER.md, `tumbler.train.rundir`), read-only.
+"""Runs as the trainer and the task runner write them, read-only.
 
-A run is a directory directly under the runs dir (`ServerConfig.runs_dir`) holding
-`config.yaml`, `metrics.jsonl` (a line per step), `eval.jsonl` and `episodes/step-NNNN.json`.
+A run is a directory directly under the runs dir (`ServerConfig.runs_dir`). A training run
+(docs/TRAINER.md, `tumbler.train.rundir`) holds `config.yaml`, `metrics.jsonl` (a line per
+step), `eval.jsonl` and `episodes/step-NNNN.json`; a task run (`tumbler.tasks.runner`) holds
+`results.jsonl` (a line per finished trial) and `trials/<task>/<trial>/{agent,verifier}.log`.
 The server only reads them, and only inside the runs dir: a run name is one path component,
 and a run directory whose real path leads elsewhere (a symlink out) is not served. Every read
 is capped, so a huge or half-written file costs a bounded amount.
@@ -21,6 +23,10 @@ MAX_JSONL = 64 << 20          # bytes of metrics/eval JSONL read
 MAX_EPISODES = 16 << 20       # bytes of one episodes file
 MAX_RECORDS = 10_000          # metrics lines in one answer
 MAX_RUNS = 500                # runs listed (newest first)
+MAX_LOG = 1 << 20             # bytes of a trial's log served (its end)
+TRAINING = ("metrics.jsonl", "config.yaml")    # a directory holding one of these is a training run
+TASKS = ("results.jsonl",)                     # ... and this, a task run
+LOGS = {"agent": "agent.log", "verifier": "verifier.log"}
 
 
 class RunStore:
@@ -29,14 +35,14 @@ class RunStore:
     def __init__(self, root: Path):
         self.root = root.resolve()
 
-    def names(self) -> list[str]:
-        """Runs newest first (by their last write): directories holding a metrics or config file."""
+    def names(self, markers: tuple[str, ...] = TRAINING) -> list[str]:
+        """Runs newest first (by their last write): directories holding one of `markers`."""
         if not self.root.is_dir():
             return []
         runs = []
         for child in self.root.iterdir():
-            if NAME_RE.match(child.name) and self._inside(child) and child.is_dir() and (
-                    (child / "metrics.jsonl").exists() or (child / "config.yaml").exists()):
+            if NAME_RE.match(child.name) and self._inside(child) and child.is_dir() and any(
+                    (child / marker).exists() for marker in markers):
                 runs.append((self.modified(child), child.name))
         return [name for _, name in sorted(runs, reverse=True)[:MAX_RUNS]]
 
@@ -97,13 +103,34 @@ class RunStore:
             raise NotFound(f"episodes of step {step} are being written; ask again") from None
         return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
 
+    def task_summary(self, name: str) -> dict:
+        results = self.records(name, "results")
+        return {"name": name, "modified": self.modified(self.path(name)), "trials": len(results),
+                "passed": sum(r.get("passed") is True for r in results),
+                "tasks": len({r.get("task_id") for r in results})}
+
+    def trial_log(self, name: str, task: str, trial: int, which: str) -> tuple[bytes, int]:
+        """The end of a trial's agent or verifier log (at most MAX_LOG bytes) and its size."""
+        if which not in LOGS:
+            raise InvalidRequest(f"log {which!r} must be one of: {', '.join(LOGS)}")
+        if not NAME_RE.match(task):
+            raise InvalidRequest(f"task {task!r} must be one directory name")
+        run = self.path(name)
+        path = run / "trials" / task / str(trial) / LOGS[which]
+        if not (path.resolve().is_relative_to(run.resolve()) and path.is_file()):
+            raise NotFound(f"run {name!r} has no {which} log for {task} trial {trial}")
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - MAX_LOG))
+            return f.read(MAX_LOG), size
+
     def _inside(self, path: Path) -> bool:
         return path.resolve().parent == self.root
 
     @staticmethod
     def modified(run: Path) -> float:
         times = [run.stat().st_mtime]
-        for name in ("metrics.jsonl", "eval.jsonl"):
+        for name in ("metrics.jsonl", "eval.jsonl", "results.jsonl"):
             if (run / name).exists():
                 times.append((run / name).stat().st_mtime)
         return max(times)

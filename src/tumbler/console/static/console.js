@@ -714,6 +714,83 @@ function viewRun(name) {
   });
 }
 
+// -- task runs ---------------------------------------------------------------------------------
+
+// P(at least one of k trials passes), drawn from n of which c passed (the unbiased estimator).
+function passAtK(n, c, k) {
+  if (n - c < k) return 1;
+  let fail = 1;
+  for (let i = n - c + 1; i <= n; i++) fail *= 1 - k / i;
+  return 1 - fail;
+}
+
+async function viewTaskRuns() {
+  const holder = h("div");
+  main().replaceChildren(h("div", { class: "title" }, h("h2", {}, "Task runs")), holder);
+  const draw = async () => {
+    const data = await api("GET", "/v1/task-runs");
+    holder.replaceChildren(h("p", { class: "muted" }, "results folders (tumbler tasks run --out) under " + data.runs_dir),
+      table(["run", "last write", "tasks", "trials", "passed", "resolved"], data.runs.map((r) =>
+        h("tr", {}, h("td", {}, h("a", { href: "#/tasks/" + encodeURIComponent(r.name), class: "mono" }, r.name)),
+          h("td", {}, when(r.modified)), h("td", {}, r.tasks), h("td", {}, r.trials), h("td", {}, r.passed),
+          h("td", {}, r.trials ? Math.round(100 * r.passed / r.trials) + "%" : ""))),
+        { id: "task-run-table", empty: "no task runs yet (tumbler tasks run SET --out runs/NAME writes one)" }));
+  };
+  await draw();
+  const timer = setInterval(() => draw().catch(() => {}), 5000);
+  app.stream = { close: () => clearInterval(timer) };
+}
+
+function viewTaskRun(name) {
+  const results = [];
+  const summary = h("div", { class: "stat-row" });
+  const byTask = h("div");
+  const trials = h("div");
+  const log = h("div", { id: "trial-log" });
+  main().replaceChildren(h("div", { class: "title" }, h("h2", { class: "mono" }, name)),
+    section("Summary", summary), section("Tasks", byTask), section("Trials", trials, log));
+  const showLog = async (r, which) => {
+    const path = "/v1/task-runs/" + encodeURIComponent(name) + "/trials/" + encodeURIComponent(r.task_id) + "/" + r.trial + "/" + which;
+    const data = await api("GET", path);
+    log.replaceChildren(h("h4", { class: "mono" }, r.task_id + " · trial " + r.trial + " · " + which + " log"),
+      h("p", { class: "muted small" }, bytes(data.size) + (data.truncated ? ", the last 1 MiB shown" : "")),
+      h("pre", { class: "terminal", id: "trial-log-text" }, plain(data.text) || "(empty)"));
+  };
+  const draw = () => {
+    const tasks = {};
+    for (const r of results) (tasks[r.task_id] = tasks[r.task_id] || []).push(r);
+    const k = Math.max(1, ...Object.values(tasks).map((rs) => rs.length));
+    const ids = Object.keys(tasks).sort();
+    const passed = results.filter((r) => r.passed).length;
+    const errors = {};
+    for (const r of results) if (r.error) errors[r.error] = (errors[r.error] || 0) + 1;
+    const mean = (rs, key) => rs.length ? rs.reduce((a, r) => a + (r[key] || 0), 0) / rs.length : 0;
+    const atK = ids.length ? ids.reduce((a, id) => a + passAtK(tasks[id].length, tasks[id].filter((r) => r.passed).length, Math.min(k, tasks[id].length)), 0) / ids.length : 0;
+    summary.replaceChildren(...[["tasks", ids.length], ["trials", results.length],
+      ["resolved", results.length ? Math.round(100 * passed / results.length) + "%" : "—"], ["pass@" + k, num(atK, 2)],
+      ["mean reward", num(mean(results, "reward"), 2)], ["s / trial", num(mean(results, "seconds"), 1)],
+      ["errors", Object.entries(errors).map(([e, n]) => e + ": " + n).join(", ") || "none"]]
+      .map(([key, v]) => h("div", { class: "kv" }, h("div", { class: "label" }, key), h("div", { class: "value" }, v))));
+    byTask.replaceChildren(table(["task", "trials", "passed", "pass@" + k, "mean reward", "s / trial", "errors"], ids.map((id) => {
+      const rs = tasks[id], c = rs.filter((r) => r.passed).length;
+      return h("tr", { "data-task": id }, h("td", { class: "mono" }, id), h("td", {}, rs.length),
+        h("td", {}, bar(c, rs.length, c + " / " + rs.length)), h("td", {}, num(passAtK(rs.length, c, Math.min(k, rs.length)), 2)),
+        h("td", {}, num(mean(rs, "reward"), 2)), h("td", {}, num(mean(rs, "seconds"), 1)),
+        h("td", { class: "err small" }, [...new Set(rs.filter((r) => r.error).map((r) => r.error))].join(", ")));
+    }), { id: "task-table", empty: "no trial has finished yet" }));
+    trials.replaceChildren(table(["task", "trial", "verdict", "reward", "agent s", "verifier s", "started", "reason", "logs"],
+      results.slice().sort((a, b) => a.task_id.localeCompare(b.task_id) || a.trial - b.trial).map((r) =>
+        h("tr", { "data-trial": r.task_id + "/" + r.trial }, h("td", { class: "mono" }, r.task_id), h("td", {}, r.trial),
+          h("td", {}, r.passed ? h("span", { class: "badge running" }, "passed") : h("span", { class: "badge error" }, r.error || "failed")),
+          h("td", {}, num(r.reward, 2)), h("td", {}, num(r.agent_seconds, 1)), h("td", {}, num(r.verifier_seconds, 1)),
+          h("td", {}, r.started ? when(r.started) : ""), h("td", { class: "small cmdline" }, r.reason || ""),
+          h("td", {}, h("span", { class: "actions" }, button("agent", () => showLog(r, "agent")), button("verifier", () => showLog(r, "verifier")))))),
+      { id: "trial-table", empty: "no trial has finished yet" }));
+  };
+  draw();
+  app.stream = openStream({ task_run: name }, { results: (d) => { results.push(...d.records); draw(); } });
+}
+
 // -- routing -----------------------------------------------------------------------------------
 
 function route() {
@@ -725,6 +802,7 @@ function route() {
     sandboxes: () => (arg ? viewSandbox(arg) : viewSandboxes()),
     pools: viewPools, nodes: viewNodes,
     runs: () => (arg ? viewRun(arg) : viewRuns()),
+    tasks: () => (arg ? viewTaskRun(arg) : viewTaskRuns()),
   };
   document.title = "Tumbler · " + (arg || view);
   Promise.resolve((views[view] || views.sandboxes)()).catch((err) => {

@@ -6,7 +6,8 @@ new metrics lines) and sends each part whose JSON differs from what it sent last
 look, a time series). Events:
 `sandboxes` (SandboxList), `pools` (PoolList), `nodes` (NodeList), `stats` / `sessions` /
 `processes` (of `sandbox`; an `{"error": ...}` body when the sandbox cannot answer),
-`run` (TrainRunOut of `run`) and `metrics` (TrainRunMetrics: only lines not sent yet).
+`run` (TrainRunOut of `run`) and `metrics` (TrainRunMetrics: only lines not sent yet); with
+`task_run`: `results` (TaskRunResults: the trials finished since the last).
 A comment line every PING_S keeps proxies from closing a quiet stream. Watching is not use:
 the looks leave a sandbox's idle TTL running.
 """
@@ -35,15 +36,19 @@ SHARED_S = 0.15           # seconds the common parts are reused across streams
 async def events(request: Request,
                  sandbox: str | None = Query(None, description="also its stats, sessions, processes"),
                  run: str | None = Query(None, description="also this training run's metrics"),
+                 task_run: str | None = Query(None, description="also this task run's results"),
                  interval: float = Query(1.0, ge=0.2, le=60, description="seconds between looks")):
     """Server-sent events of the server's state, each part sent when it changes."""
     if sandbox is not None:
         service(request).get(sandbox)      # unknown ids are a plain 404, not a stream
-    if run is not None:
-        await asyncio.to_thread(store(request).path, run)
+    for name in (run, task_run):
+        if name is not None:
+            await asyncio.to_thread(store(request).path, name)
     if request.app.state.event_streams >= MAX_STREAMS:
         raise CapacityExceeded(f"{MAX_STREAMS} event streams are open already; close one")
-    return StreamingResponse(_counted(request.app.state, _feed(request, sandbox, run, interval)),
+    tails = {kind: name for kind, name in (("metrics", run), ("results", task_run)) if name}
+    return StreamingResponse(_counted(request.app.state,
+                                      _feed(request, sandbox, run, tails, interval)),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -57,9 +62,11 @@ async def _counted(state, feed):
         state.event_streams -= 1
 
 
-async def _feed(request: Request, sandbox: str | None, run: str | None, interval: float):
+async def _feed(request: Request, sandbox: str | None, run: str | None, tails: dict[str, str],
+                interval: float):
+    """`tails`: event kind -> run whose KIND.jsonl is sent line by line as it grows."""
     sent: dict[str, str] = {}
-    metrics_next = 0
+    sent_lines = dict.fromkeys(tails, 0)
     last_write = time.monotonic()
     while True:
         for kind, data in await _parts(request, sandbox, run):
@@ -67,12 +74,12 @@ async def _feed(request: Request, sandbox: str | None, run: str | None, interval
                 sent[kind] = data
                 last_write = time.monotonic()
                 yield sse_event(kind, data)
-        if run is not None:
-            metrics = await _answer(_metrics(request, run, metrics_next))
-            if metrics.get("records"):
-                metrics_next = metrics["next"]
+        for kind, name in tails.items():
+            lines = await _answer(_records(request, name, kind, sent_lines[kind]))
+            if lines.get("records"):
+                sent_lines[kind] = lines["next"]
                 last_write = time.monotonic()
-                yield sse_event("metrics", json.dumps(metrics))
+                yield sse_event(kind, json.dumps(lines))
         if time.monotonic() - last_write > PING_S:
             last_write = time.monotonic()
             yield b": ping\n\n"
@@ -138,6 +145,6 @@ async def _run_summary(request: Request, run: str) -> dict:
     return await asyncio.to_thread(store(request).summary, run)
 
 
-async def _metrics(request: Request, run: str, after: int) -> dict:
-    records = await asyncio.to_thread(store(request).records, run, "metrics", after)
+async def _records(request: Request, run: str, kind: str, after: int) -> dict:
+    records = await asyncio.to_thread(store(request).records, run, kind, after)
     return {"records": records, "next": after + len(records)}

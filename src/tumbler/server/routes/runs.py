@@ -1,4 +1,5 @@
-"""/v1/runs: the trainer's run directories under the server's runs dir, read-only."""
+"""/v1/runs and /v1/task-runs: the trainer's and the task runner's run directories under the
+server's runs dir, read-only."""
 from __future__ import annotations
 
 import asyncio
@@ -7,16 +8,16 @@ from fastapi import APIRouter, Query, Request
 
 from tumbler import wire
 from tumbler.server.routes import json_response
-from tumbler.server.runs import RunStore
+from tumbler.server.runs import TASKS, RunStore
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(tags=["runs"])
 
 
 def store(request: Request) -> RunStore:
     return request.app.state.runs
 
 
-@router.get("", response_model=wire.TrainRunList)
+@router.get("/v1/runs", response_model=wire.TrainRunList)
 async def list_runs(request: Request):
     """Runs newest first, each with its last metrics line and its evaluations."""
     runs = store(request)
@@ -28,17 +29,17 @@ async def list_runs(request: Request):
                                            runs=[wire.TrainRunOut(**s) for s in items]))
 
 
-@router.get("/{name}", response_model=wire.TrainRunOut)
+@router.get("/v1/runs/{name}", response_model=wire.TrainRunOut)
 async def get_run(name: str, request: Request):
     return json_response(wire.TrainRunOut(**await asyncio.to_thread(store(request).summary, name)))
 
 
-@router.get("/{name}/config", response_model=wire.TrainRunConfig)
+@router.get("/v1/runs/{name}/config", response_model=wire.TrainRunConfig)
 async def run_config(name: str, request: Request):
     return wire.TrainRunConfig(config_yaml=await asyncio.to_thread(store(request).config_text, name))
 
 
-@router.get("/{name}/metrics", response_model=wire.TrainRunMetrics)
+@router.get("/v1/runs/{name}/metrics", response_model=wire.TrainRunMetrics)
 async def run_metrics(name: str, request: Request,
                       after: int = Query(0, ge=0, description="skip this many lines (the "
                                                               "`next` of the previous answer)")):
@@ -47,8 +48,36 @@ async def run_metrics(name: str, request: Request,
     return json_response(wire.TrainRunMetrics(records=records, next=after + len(records)))
 
 
-@router.get("/{name}/episodes/{step}", response_model=wire.TrainEpisodes)
+@router.get("/v1/runs/{name}/episodes/{step}", response_model=wire.TrainEpisodes)
 async def run_episodes(name: str, step: int, request: Request):
     """The episodes the trainer rendered at `step`, turn by turn."""
     episodes = await asyncio.to_thread(store(request).episodes, name, step)
     return json_response(wire.TrainEpisodes(step=step, episodes=episodes))
+
+
+@router.get("/v1/task-runs", response_model=wire.TaskRunList)
+async def list_task_runs(request: Request):
+    """Task runs (folders with a results.jsonl) newest first, with their counts."""
+    runs = store(request)
+
+    def summaries():
+        return [runs.task_summary(name) for name in runs.names(TASKS)]
+    items = await asyncio.to_thread(summaries)
+    return json_response(wire.TaskRunList(runs_dir=str(runs.root),
+                                          runs=[wire.TaskRunOut(**s) for s in items]))
+
+
+@router.get("/v1/task-runs/{name}/results", response_model=wire.TaskRunResults)
+async def task_run_results(name: str, request: Request,
+                           after: int = Query(0, ge=0, description="skip this many lines")):
+    """results.jsonl from line `after` on: one finished trial a line."""
+    records = await asyncio.to_thread(store(request).records, name, "results", after)
+    return json_response(wire.TaskRunResults(records=records, next=after + len(records)))
+
+
+@router.get("/v1/task-runs/{name}/trials/{task}/{trial}/{log}", response_model=wire.TrialLog)
+async def trial_log(name: str, task: str, trial: int, log: str, request: Request):
+    """The end of one trial's `agent` or `verifier` log."""
+    data, size = await asyncio.to_thread(store(request).trial_log, name, task, trial, log)
+    return json_response(wire.TrialLog(text=data.decode("utf-8", errors="replace"), size=size,
+                                       truncated=len(data) < size))
