@@ -154,7 +154,54 @@ async def chosen_id(base_url: str, token: str | None) -> dict:
     return out
 
 
-SCENARIOS = {"full": full, "start_only": start_only, "chosen_id": chosen_id}
+async def lifecycle(base_url: str, token: str | None) -> dict:
+    """restart, commit, archive and restore through the SDK; list and batch status by HTTP
+    (the SDK has no call for them; ROCK's admin serves them to its console and scripts)."""
+    import httpx
+    out: dict = {}
+    cfg = config(base_url, token, experiment_id=f"lc-{os.getpid()}")
+    sb = Sandbox(cfg)
+    await call(out, "start", sb.start())
+    out["sandbox_id"] = sb.sandbox_id
+    if not sb.sandbox_id:
+        return out
+    await call(out, "write", sb.write_file(WriteFileRequest(content="kept", path="/root/k.txt")))
+    await call(out, "restart_running", sb.restart())
+    await sb.stop()
+    await call(out, "restart", sb.restart())
+    await call(out, "read_after_restart", sb.read_file(ReadFileRequest(path="/root/k.txt")))
+    await call(out, "commit", sb.commit("tumbler-test/committed:1", "", ""))
+    await call(out, "commit_status", sb.get_commit_status())
+    await call(out, "archive_running", sb.archive())
+    await sb.stop()
+    await call(out, "archive", sb.archive())
+    await call(out, "status_archived", sb.get_status(include_all_states=True))
+    await call(out, "restart_archived", sb.restart())
+    await call(out, "read_after_restore", sb.read_file(ReadFileRequest(path="/root/k.txt")))
+    await call(out, "status_restored", sb.get_status(include_all_states=True))
+    other = Sandbox(cfg)
+    await call(out, "start_other", other.start())
+    out["other_id"] = other.sandbox_id
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=f"{base_url}/apis/envs/sandbox/v1", headers=headers,
+                                 timeout=CALL_TIMEOUT_S) as http:
+        page = await http.get("/sandboxes", params={"experiment_id": cfg.experiment_id,
+                                                    "page_size": 1})
+        out["list_page1"] = page.json()
+        page = await http.get("/sandboxes", params={"experiment_id": cfg.experiment_id,
+                                                    "page_size": 1, "page": 2})
+        out["list_page2"] = page.json()
+        out["list_stopped"] = (await http.get("/sandboxes", params={
+            "experiment_id": cfg.experiment_id, "state": "stopped"})).json()
+        out["batch"] = (await http.post("/sandboxes/batch", json={
+            "sandbox_ids": [sb.sandbox_id, other.sandbox_id, "no-such-sandbox"]})).json()
+    await call(out, "delete_other", other.delete())
+    await call(out, "delete", sb.delete())
+    return out
+
+
+SCENARIOS = {"full": full, "start_only": start_only, "chosen_id": chosen_id,
+             "lifecycle": lifecycle}
 
 
 def main() -> None:

@@ -155,6 +155,7 @@ class SandboxState(enum.StrEnum):
     PAUSED = "paused"      # every process frozen (cgroup freezer): memory kept, no CPU used
     STOPPED = "stopped"    # nothing running, files kept (stopped, or its init died: see `error`)
     ERROR = "error"        # a record whose sandbox is gone from the runtime: only remove works
+    ARCHIVED = "archived"  # its files saved as an image, nothing left in the runtime (server only)
     REMOVED = "removed"    # gone
 
 
@@ -175,8 +176,12 @@ TRANSITIONS: dict[str, tuple[frozenset[SandboxState], SandboxState]] = {
     "resume": (frozenset({SandboxState.PAUSED}), SandboxState.RUNNING),
     # The source of a fork keeps its state; the target is that of the new sandboxes.
     "fork": (frozenset({SandboxState.RUNNING, SandboxState.PAUSED}), SandboxState.RUNNING),
+    # A stopped sandbox's files go to an archive and the sandbox leaves the runtime; restore
+    # makes it again from that archive, under the same id (server/rock_archive.py).
+    "archive": (frozenset({SandboxState.STOPPED}), SandboxState.ARCHIVED),
+    "restore": (frozenset({SandboxState.ARCHIVED}), SandboxState.RUNNING),
     "die": (frozenset({SandboxState.RUNNING}), SandboxState.STOPPED),
-    "lose": (_ANY - {SandboxState.ERROR}, SandboxState.ERROR),
+    "lose": (_ANY - {SandboxState.ERROR, SandboxState.ARCHIVED}, SandboxState.ERROR),
     "remove": (_ANY, SandboxState.REMOVED),
 }
 
@@ -184,7 +189,9 @@ TRANSITIONS: dict[str, tuple[frozenset[SandboxState], SandboxState]] = {
 HINTS = {("start", SandboxState.PAUSED): "resume it",
          ("resume", SandboxState.STOPPED): "start it",
          ("fork", SandboxState.STOPPED): "start it first",
-         ("fork", SandboxState.CREATED): "start it first"}
+         ("fork", SandboxState.CREATED): "start it first",
+         ("archive", SandboxState.RUNNING): "stop it first",
+         ("start", SandboxState.ARCHIVED): "restore it (ROCK's restart)"}
 
 
 def transition(sandbox_id: str, state: SandboxState, op: str) -> SandboxState:

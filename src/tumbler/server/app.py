@@ -20,8 +20,8 @@ from tumbler.server import fastpath
 from tumbler.server.fastpath import FastRun
 from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
-from tumbler.server.routes import e2b, e2b_envd, pause_fork as pause_fork_routes
-from tumbler.server.routes import pause_fork as pause_fork_routes
+from tumbler.server.rock_deadlines import RockDeadlines
+from tumbler.server.routes import e2b, e2b_envd, pause_fork as pause_fork_routes, rock_lifecycle
 from tumbler.server.registry import Registry
 from tumbler.server.routes import (envs, events, files, model, nodes, ops, pools as pool_routes,
                                    processes, rock, runs, sandboxes, sessions, system)
@@ -116,12 +116,15 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
         reaper = Reaper(service, config.reap_interval_s)
         app.state.reaper = reaper
         reaper.start()
+        rock_deadlines = RockDeadlines(service, config.reap_interval_s)
+        rock_deadlines.start()
         log.info("tumbler server ready on %s:%d (auth %s)", config.host, config.port,
                  "on" if config.tokens else "off")
         try:
             yield
         finally:
             await reaper.stop()
+            await rock_deadlines.stop()
             await pools.close()  # pooled sandboxes belong to no one yet: never kept
             await service.close(keep_sandboxes=config.keep_sandboxes)
 
@@ -137,7 +140,8 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     for router in (system.router, sandboxes.router, pause_fork_routes.router, e2b.router,
                    e2b_envd.router, sessions.router,
                    files.router, processes.router,
-                   envs.router, envs.rock_router, rock.router, pool_routes.router, model.router,
+                   envs.router, envs.rock_router, rock.router,
+                   rock_lifecycle.router, pool_routes.router, model.router,
                    ops.router, nodes.router, runs.router, events.router, console.router):
         app.include_router(router)
     # Added last = outermost: auth first, so an unauthenticated request reaches nothing.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from sqlalchemy import Float, String, Text, create_engine, event, select, update
+from sqlalchemy import Float, Integer, String, Text, create_engine, delete, event, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from tumbler import wire
@@ -40,6 +40,17 @@ class SandboxRow(Base):
 SandboxRecord = wire.SandboxOut
 
 
+class TransitionRow(Base):
+    """One change of a sandbox's state (ROCK's state_history), kept until the sandbox goes."""
+
+    __tablename__ = "state_history"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sandbox_id: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[float] = mapped_column(Float)
+
+
 def _from_row(row: SandboxRow) -> SandboxRecord:
     return SandboxRecord(id=row.id, spec=SandboxSpec.model_validate_json(row.spec_json),
                          state=SandboxState(row.state), created=row.created,
@@ -66,6 +77,7 @@ class Registry:
                              ttl_s=record.ttl_s, expires_at=record.expires_at,
                              labels_json=json.dumps(record.labels), runtime=record.runtime,
                              error=record.error))
+            s.add(TransitionRow(sandbox_id=record.id, state=record.state.value, at=record.created))
 
     def get(self, sandbox_id: str) -> SandboxRecord | None:
         with self._session() as s:
@@ -78,8 +90,17 @@ class Registry:
 
     def set_state(self, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
         with self._session.begin() as s:
+            now = time.time()
             s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
-                      .values(state=state.value, error=error, last_active=time.time()))
+                      .values(state=state.value, error=error, last_active=now))
+            s.add(TransitionRow(sandbox_id=sandbox_id, state=state.value, at=now))
+
+    def history(self, sandbox_id: str) -> list[tuple[str, float]]:
+        """The sandbox's states, oldest first, each with when it began (unix seconds)."""
+        with self._session() as s:
+            rows = s.scalars(select(TransitionRow).where(TransitionRow.sandbox_id == sandbox_id)
+                             .order_by(TransitionRow.seq))
+            return [(r.state, r.at) for r in rows]
 
     def set_expires(self, sandbox_id: str, expires_at: float | None) -> None:
         """A new removal deadline (unix seconds; None: none), as E2B's set_timeout gives."""
@@ -100,6 +121,7 @@ class Registry:
             row = s.get(SandboxRow, sandbox_id)
             if row is not None:
                 s.delete(row)
+            s.execute(delete(TransitionRow).where(TransitionRow.sandbox_id == sandbox_id))
 
     def close(self) -> None:
         self.engine.dispose()

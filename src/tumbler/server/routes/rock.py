@@ -33,6 +33,7 @@ from tumbler import wire
 from tumbler.errors import (AlreadyExists, CommandTimeout, InvalidRequest, NotFound,
                             TumblerError)
 from tumbler.server.registry import SandboxRecord
+from tumbler.server import rock_deadlines
 from tumbler.server.routes import rock_wire as rw
 from tumbler.server.routes import service
 from tumbler.server.service import SandboxService
@@ -55,7 +56,11 @@ EXEC_TIMEOUT_S = 1200.0              # ROCK's Command default
 RUN_TIMEOUT_S = 300.0                # the SDK's read timeout when the action has none
 SOURCE_TIMEOUT_S = 60.0
 INTERRUPT_TIMEOUT_S = 30.0
-STATES = {"created": "pending", "running": "running", "stopped": "stopped", "error": "stopped"}
+STATES = {"created": "pending", "running": "running", "stopped": "stopped", "error": "stopped",
+          "paused": "stopped", "archived": "archived"}
+# Which event moved a sandbox into a state, in ROCK's words (state_history).
+EVENTS = {"running": "start", "stopped": "stop", "archived": "archive", "paused": "pause",
+          "error": "lost", "created": "create"}
 
 
 # -- the envelope around every handler ----------------------------------------------------------
@@ -167,8 +172,13 @@ async def _create(svc: SandboxService, body: rw.StartIn, labels: dict[str, str])
     minutes = body.auto_clear_time_minutes or body.auto_clear_time
     limits = {k: v for k, v in {"memory": body.memory,
                                 "cpus": body.limit_cpus or body.cpus}.items() if v}
-    req = wire.CreateSandboxRequest(image=image, limits=limits, labels=labels,
-                                    ttl_s=minutes * 60 if minutes and minutes > 0 else None)
+    ttl_s = minutes * 60 if minutes and minutes > 0 else None
+    if body.auto_archive_seconds is not None or body.auto_delete_seconds is not None:
+        # Stopped when idle, then archived or removed (rock_deadlines.py), not removed at once.
+        labels = {**labels, **rock_deadlines.labels_for(ttl_s, body.auto_archive_seconds,
+                                                        body.auto_delete_seconds)}
+        ttl_s = None
+    req = wire.CreateSandboxRequest(image=image, limits=limits, labels=labels, ttl_s=ttl_s)
     try:
         return await svc.create(req)
     except (NotFound, InvalidRequest) as exc:
@@ -193,14 +203,34 @@ def _stages(record: SandboxRecord) -> dict:
 
 
 async def _get_status(request: Request, sandbox_id: str) -> dict:
-    record = _resolve(service(request), sandbox_id)
+    svc = service(request)
+    record = _resolve(svc, sandbox_id)
     labels = record.labels
     return {**_sandbox_fields(record, sandbox_id), "status": _stages(record), "port_mapping": {},
             "is_alive": record.state == "running", "state": STATES.get(record.state),
             "image": labels.get(IMAGE_LABEL, record.spec.image),
             "user_id": labels.get("rock.user_id"), "experiment_id": labels.get("rock.experiment_id"),
             "namespace": labels.get("rock.namespace"), "create_time": _iso(record.created),
-            "start_time": _iso(record.created), "state_history": []}
+            "start_time": _iso(record.created),
+            **_history_fields(record, await svc.blocking(svc.registry.history, record.id))}
+
+
+def _history_fields(record: SandboxRecord, history: list[tuple[str, float]]) -> dict:
+    """state_history, and when the sandbox stopped or will be stopped, archived, removed."""
+    out, last = [], None
+    for state, at in history:
+        if state != last and last is not None:   # a restart writes its state twice: one entry
+            out.append({"from_state": STATES.get(last, last), "to_state": STATES.get(state, state),
+                        "event": EVENTS.get(state, state), "timestamp": _iso(at)})
+        last = state
+    stopped = rock_deadlines.stopped_at(history)
+    after = lambda start, label: _iso(start + rock_deadlines.seconds(record, label)) \
+        if start is not None and rock_deadlines.seconds(record, label) is not None else None
+    return {"state_history": out, "stop_time": _iso(stopped),
+            "auto_stop_time": after(record.last_active, rock_deadlines.AUTO_STOP)
+            if record.state == "running" else None,
+            "auto_archive_time": after(stopped, rock_deadlines.AUTO_ARCHIVE),
+            "auto_delete_time": after(stopped, rock_deadlines.AUTO_DELETE)}
 
 
 async def _stop(request: Request, body: rw.SandboxRef) -> str:
@@ -364,7 +394,8 @@ async def start(request: Request):
 @router.get("/get_status")
 async def get_status(request: Request, sandbox_id: str = Query(""),
                      include_all_states: bool = Query(False)):
-    """ROCK's status; `include_all_states` adds nothing here (no state history is kept)."""
+    """ROCK's status with its state history (kept in the registry); `include_all_states`
+    changes nothing here: every state is reported."""
     return await _answer(request, None, "get status",
                          lambda req, _b: _get_status(req, sandbox_id))
 

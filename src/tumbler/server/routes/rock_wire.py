@@ -36,6 +36,8 @@ class StartIn(RockRequest):
     sandbox_id: str | None = Field(default=None, description="caller-chosen id (an alias here)")
     auto_clear_time_minutes: int | None = None
     auto_clear_time: int | None = None
+    auto_archive_seconds: int | None = Field(default=None, ge=0)
+    auto_delete_seconds: int | None = Field(default=None, ge=0)
 
 
 class ExecuteIn(SandboxRef):
