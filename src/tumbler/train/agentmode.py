@@ -21,7 +21,6 @@ game, run where the program cannot touch it); or a function `module:name` called
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ from tumbler.agent.envgames.base import BOXED
 from tumbler.errors import InvalidRequest, TumblerError
 from tumbler.train.chat import ChatRenderer
 from tumbler.train.policy import GenerationParams
-from tumbler.train.rollout import Episode, RolloutStats
+from tumbler.train.rollout import Episode, RolloutStats, remove_all
 
 log = logging.getLogger("tumbler.train.agent")
 
@@ -231,11 +230,7 @@ class AgentPool:
             self.bridge.close()
         except Exception as exc:
             log.info("closing the model bridge: %s", exc)
-        for sb in self.sandboxes:
-            try:
-                sb.remove()
-            except Exception as exc:
-                log.warning("removing sandbox %s failed: %s", sb.id, exc)
+        remove_all(self.sandboxes)
         self.sandboxes = []
 
     def __enter__(self):
@@ -314,14 +309,8 @@ def _check_files(files: dict[str, str]) -> dict[str, Path]:
 def _reward_function(spec: str, env):
     if spec == "replay":
         return _Replay(env.id, env.kwargs, env.format_penalty)
-    module, sep, name = spec.partition(":")
-    if not sep:
-        raise InvalidRequest(f"agent.reward {spec!r}: use 'replay' or 'module:function'")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidRequest(f"agent.reward {spec!r}: {exc}") from None
-    return fn
+    from tumbler import dotted
+    return dotted.load(spec, "agent.reward (use 'replay' or 'module:function')")
 
 
 class _Replay:

@@ -154,11 +154,7 @@ class EnvPool:
                 env.close()
             except Exception as exc:
                 log.info("closing an env failed: %s", exc)
-        for sb in self.sandboxes:
-            try:
-                sb.remove()
-            except Exception as exc:
-                log.warning("removing sandbox %s failed: %s", sb.id, exc)
+        remove_all(self.sandboxes)
         if self.client is not None:
             self.client.close()
 
@@ -167,6 +163,15 @@ class EnvPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def remove_all(sandboxes) -> None:
+    """Remove each sandbox; one that fails is logged and the rest still go."""
+    for sb in sandboxes:
+        try:
+            sb.remove()
+        except Exception as exc:
+            log.warning("removing sandbox %s failed: %s", sb.id, exc)
 
 
 def rollout(policy, renderer: ChatRenderer, envs: EnvPool, seeds: list[int], groups: list[int],
