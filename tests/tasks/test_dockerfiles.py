@@ -151,3 +151,18 @@ def test_the_docker_backend_builds_with_its_engine(tmp_path):
             build_with_engine(rt.client, ImageStore(), tmp_path, "t-engine-fail:latest")
     finally:
         rt.client.images.remove(tag, force=True)
+
+
+def test_prune_removes_step_images_nothing_stands_on(tmp_path, runtime, fresh_images):
+    from tumbler.runtime.dockerfile_images import prune_build_cache
+    write(tmp_path / "Dockerfile", "FROM debian\nRUN echo one > /1\nRUN echo two > /2\n")
+    named = build_dockerfile(tmp_path, name="t-kept", runtime=runtime)
+    write(tmp_path / "Dockerfile", "FROM debian\nRUN echo one > /1\nRUN echo other > /2\n")
+    loose = build_dockerfile(tmp_path, runtime=runtime).image
+    store = runtime.images
+    kept_chain = {store.get("t-kept").parent, store.get(store.get("t-kept").parent).parent}
+    ours = kept_chain | {loose}
+    # other build-step images on this machine (another user's) count as in use here
+    removed = prune_build_cache(store, in_use=lambda n: n not in ours)
+    assert removed == [loose] and all(store.exists(n) for n in kept_chain)
+    assert named.image == "t-kept"

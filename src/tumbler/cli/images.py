@@ -116,12 +116,27 @@ def image_from_docker(tag: str = typer.Argument(..., help="the engine image, e.g
 
 
 @image_app.command("ls")
-def image_ls():
+def image_ls(all_: bool = typer.Option(False, "--all", help="also the Dockerfile builds' "
+                                       "step images (build.*)")):
     """List images."""
     table = Table("name", "parent", "source")
-    for im in _store().list():
+    images = _store().list()
+    shown = [im for im in images if all_ or not im.name.startswith(("build.", "verify."))]
+    for im in shown:
         table.add_row(im.name, im.parent or "", im.source)
     console.print(table)
+    if len(shown) < len(images):
+        console.print(f"({len(images) - len(shown)} build-step images not shown: --all)")
+
+
+@image_app.command("prune")
+@reports_errors
+def image_prune():
+    """Remove the Dockerfile builds' step images that no named image or sandbox uses."""
+    from tumbler.runtime.dockerfile_images import prune_build_cache
+    rt = _runtime()
+    removed = prune_build_cache(rt.images, in_use=lambda n: any(s.spec.image == n for s in rt.list()))
+    console.print(f"removed {len(removed)} build-step images")
 
 
 @image_app.command("rm")

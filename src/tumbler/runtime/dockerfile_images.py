@@ -501,3 +501,19 @@ def _is_local_name(ref: str) -> bool:
 def _lines(on_line: Callable[[str], None]):
     from tumbler.runtime.pip_images import _lines as lines
     return lines(on_line)
+
+
+def prune_build_cache(store, in_use: Callable[[str], bool] = lambda _: False) -> list[str]:
+    """Remove the build-step images (`build.*`) that no other image stands on and no sandbox
+    uses, leaves first, until none is left to remove; returns their names."""
+    removed: list[str] = []
+    while True:
+        images = store.list()
+        parents = {i.parent for i in images}
+        leaves = [i.name for i in images if i.name.startswith("build.")
+                  and i.name not in parents and not in_use(i.name)]
+        if not leaves:
+            return removed
+        for name in leaves:
+            store.remove(name)
+            removed.append(name)
