@@ -59,6 +59,8 @@ class ServerConfig(BaseModel):
                                                                 "the node admits, bytes")
     node_pids: int = Field(default=1 << 20, description="sum of sandbox pids limits admitted")
     node_cpus: float = Field(default=1024.0, description="sum of sandbox cpu limits admitted, cores")
+    cold_starts: int | None = Field(default=None, ge=1, description="cold creates under way at "
+                                    "once; more wait their turn in arrival order. null: two per core")
     default_ttl_s: float | None = Field(default=None, description="idle seconds before a "
                                                                  "sandbox is removed; null: never")
     default_max_lifetime_s: float | None = Field(default=None, description="seconds after "

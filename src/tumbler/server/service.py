@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,12 @@ OP_TIMEOUT_S = 60.0          # agent ops that carry no timeout of their own
 READ_CHUNK = 4 << 20         # bytes of a file asked of the agent at once when streaming it out
 MAX_STREAM = 1 << 40         # bytes of one streamed file read without a length
 RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst overlap)
+# Cold creates under way at once. A burst beyond this waits its turn in arrival order (the
+# semaphore is FIFO): each create then runs its steps (record, runc, record) back to back and
+# answers as soon as its sandbox is made, instead of every step of every create queueing in
+# the worker threads and the whole burst answering at its end. Two per core keeps the cores
+# busy while one create waits on runc or the disk.
+COLD_STARTS = max(2, 2 * (os.cpu_count() or 1))
 # The init closes its sockets a moment before /proc shows it exited: how long, in seconds, a
 # hang-up is followed by looks at /proc before it counts as a closed connection, not a death.
 EXIT_GRACE_S = 2.0
@@ -75,6 +82,7 @@ class SandboxService:
         self._background: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # one life-cycle change at a time per sandbox
         self.history = SessionHistory()   # recent commands per session, for viewers
+        self._cold_starts = asyncio.Semaphore(config.cold_starts or COLD_STARTS)
 
     # -- start and stop of the service -------------------------------------------------------
 
@@ -100,8 +108,6 @@ class SandboxService:
         await asyncio.to_thread(self.registry.close)
 
     def _reconcile(self, record: SandboxRecord) -> SandboxRecord:
-        if record.state is SandboxState.ARCHIVED:   # in an archive, not in the runtime, by design
-            return record
         try:
             info = self.runtime.get(record.id)
         except NotFound:
@@ -207,17 +213,19 @@ class SandboxService:
         recorded = False
         try:
             if info is None:
-                # Recorded before the runtime makes it: a server killed mid-create leaves a
-                # record (reconciled at its next start, removable), never a sandbox no one knows.
-                sandbox_id = secrets.token_hex(6)
-                await self.blocking(self.registry.add, record_of(
-                    sandbox_id, SandboxState.CREATED, getattr(self.runtime, "name", "process")))
-                recorded = True
-                try:
-                    info = await self.blocking(self._create_cold, spec, sandbox_id)
-                except BaseException:
-                    await self.blocking(self.registry.delete, sandbox_id)
-                    raise
+                async with self._cold_starts:
+                    # Recorded before the runtime makes it: a server killed mid-create leaves a
+                    # record (reconciled at its next start, removable), never a sandbox no one
+                    # knows.
+                    sandbox_id = secrets.token_hex(6)
+                    await self.blocking(self.registry.add, record_of(
+                        sandbox_id, SandboxState.CREATED, getattr(self.runtime, "name", "process")))
+                    recorded = True
+                    try:
+                        info = await self.blocking(self._create_cold, spec, sandbox_id)
+                    except BaseException:
+                        await self.blocking(self.registry.delete, sandbox_id)
+                        raise
         finally:
             self.admission.release(placeholder)
         self.admission.reserve(info.id, spec.limits)  # cannot fail: the placeholder held its place
