@@ -92,16 +92,8 @@ def prune_layer(layer: Path) -> None:
 
 
 def _run_verifier(sb, task, env: dict[str, str], workdir: str) -> Verdict:
-    from tumbler.archives import tar_directory
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="tumbler-tests-") as tmp:
-        for src, name in task.tests:
-            dest = Path(tmp) / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(src.read_bytes())
-            dest.chmod(0o755 if name.endswith(".sh") else 0o644)
-        sb.mkdir("/tests")
-        sb.do(_upload("/tests", tar_directory(Path(tmp))))
+    from tumbler.tasks.agents import upload
+    upload(sb, "/tests", task.tests)
     sb.mkdir("/logs/verifier")
     result = sb.exec(task.test_command, env={**env, **task.verifier_env}, cwd=workdir,
                      timeout=task.verifier_timeout_s, max_output=OUTPUT_MAX_BYTES)
@@ -112,11 +104,6 @@ def _run_verifier(sb, task, env: dict[str, str], workdir: str) -> Verdict:
     if task.reward_kind == "pytest":
         return _pytest_verdict(output)
     return _file_verdict(sb, output, result.exit_code)
-
-
-def _upload(path: str, data: bytes):
-    from tumbler import ops
-    return ops.upload_tar(path, data)
 
 
 def _file_verdict(sb, output: str, exit_code: int) -> Verdict:

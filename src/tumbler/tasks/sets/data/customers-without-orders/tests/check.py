@@ -1,5 +1,4 @@
-import csv, json, math, os, sqlite3, struct, sys, zlib
-from collections import defaultdict
+import csv, json, os, struct, sys, zlib
 
 DATA = "/tests/data"          # the verifier's own copy of the data, not the agent's
 

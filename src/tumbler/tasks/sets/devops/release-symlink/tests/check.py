@@ -1,4 +1,4 @@
-import hashlib, os, stat, subprocess, sys, time, urllib.request
+import hashlib, os, sys, time, urllib.request
 
 def sha(path):
     with open(path, "rb") as fh:

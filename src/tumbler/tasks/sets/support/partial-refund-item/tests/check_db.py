@@ -1,4 +1,4 @@
-import json, math, sqlite3, sys
+import math, sqlite3, sys
 
 ORIGINAL = "/tests/support.db"          # the verifier's own copy of the starting database
 FINAL = "/var/lib/support/support.db"
