@@ -1,7 +1,7 @@
 """`AsyncModelBridge`: calls from the model endpoints of many sandboxes, delivered to one owner.
 
     bridge = AsyncModelBridge()
-    await bridge.attach(sandbox)                       # a LocalSandbox or an Endpoint
+    await bridge.attach(sandbox)          # a LocalSandbox, a server's Sandbox, or an Endpoint
     episode = await bridge.start_episode(sandbox.id, ["python3", "/root/agent.py"])
     async for event in bridge.events():
         if isinstance(event, ModelCall):
@@ -27,9 +27,8 @@ from typing import AsyncIterator
 
 from tumbler.agent.modelhost import API_KEY, DEFAULT_PORT
 from tumbler.errors import CommandTimeout, Conflict, InvalidRequest, NotFound, TumblerError
-from tumbler.local import LocalSandbox
 from tumbler.modelservice.completions import error_body
-from tumbler.modelservice.endpoints import Endpoint, LocalEndpoint, unpack_calls
+from tumbler.modelservice.endpoints import Endpoint, endpoint_for, unpack_calls
 from tumbler.modelservice.events import EpisodeEnded, ModelCall, SandboxDetached
 from tumbler.modelservice.proxy import Upstream
 from tumbler.modelservice.recording import Exchange, Trajectory, write_jsonl
@@ -88,15 +87,17 @@ class AsyncModelBridge:
 
     # -- sandboxes ------------------------------------------------------------------------------
 
-    async def attach(self, sandbox: LocalSandbox | Endpoint, *, port: int = DEFAULT_PORT) -> dict:
+    async def attach(self, sandbox, *, port: int = DEFAULT_PORT) -> dict:
         """Turn on the sandbox's endpoint and serve it; returns the env for its sessions.
+
+        sandbox: a LocalSandbox, a server's tumbler.Sandbox or AsyncSandbox, or an Endpoint.
 
         port: where the endpoint listens in the sandbox (0: any free port, for sandboxes that
         share the host's network).
         """
         if self._closed:
             raise Conflict("the bridge is closed")
-        endpoint = LocalEndpoint(sandbox) if isinstance(sandbox, LocalSandbox) else sandbox
+        endpoint = endpoint_for(sandbox)
         if endpoint.sandbox_id in self._sandboxes:
             raise Conflict(f"sandbox {endpoint.sandbox_id} is attached already")
         result, _ = await endpoint.call("model.enable", {

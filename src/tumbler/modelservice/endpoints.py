@@ -13,7 +13,7 @@ from typing import Protocol
 
 from tumbler.agentclient.aio import AsyncAgentClient
 from tumbler.agentclient.errors import agent_errors
-from tumbler.errors import Conflict
+from tumbler.errors import Conflict, InvalidRequest
 from tumbler.local import LocalSandbox
 from tumbler.runtime.spec import SandboxState
 
@@ -48,6 +48,22 @@ class LocalEndpoint:
     async def close(self) -> None:
         # Fails a poll in flight with AgentGone; the bridge has stopped listening by then.
         await self._client.close()
+
+
+def endpoint_for(sandbox) -> Endpoint:
+    """The Endpoint that reaches this sandbox's model ops: a LocalSandbox through its agent
+    socket, a server's `tumbler.Sandbox`/`AsyncSandbox` through the server's model routes, and
+    an Endpoint as it is."""
+    if isinstance(sandbox, LocalSandbox):
+        return LocalEndpoint(sandbox)
+    client = getattr(sandbox, "client", None)
+    if client is not None and isinstance(getattr(client, "url", None), str):
+        from tumbler.sdk.model import HttpEndpoint
+        return HttpEndpoint(client.url, sandbox.id, token=getattr(client, "token", None))
+    if callable(getattr(sandbox, "call", None)) and hasattr(sandbox, "sandbox_id"):
+        return sandbox
+    raise InvalidRequest(f"cannot serve the model endpoint of {type(sandbox).__name__}: give a "
+                         "LocalSandbox, a tumbler.Sandbox or AsyncSandbox, or an Endpoint")
 
 
 def unpack_calls(result: dict, body: bytes) -> list[dict]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tumbler.local import LocalSandbox
 from tumbler.modelservice.bridge import CONTROL_TIMEOUT_S, AsyncModelBridge
 from tumbler.modelservice.events import EpisodeEnded, ModelCall, SandboxDetached
 from tumbler.modelservice.recording import Trajectory
@@ -58,7 +57,8 @@ class ModelBridge:
         self._thread.start()
         self.core = AsyncModelBridge(**kwargs)
 
-    def attach(self, sandbox: LocalSandbox, *, port: int | None = None) -> dict[str, str]:
+    def attach(self, sandbox, *, port: int | None = None) -> dict[str, str]:
+        """As AsyncModelBridge.attach: a LocalSandbox, a server's Sandbox, or an Endpoint."""
         kwargs = {} if port is None else {"port": port}
         return self._run(self.core.attach(sandbox, **kwargs), CONTROL_TIMEOUT_S)
 

@@ -30,6 +30,7 @@ class AsyncClient:
                  retries: int = core.RETRIES, max_connections: int = 100):
         self.url = (url or core.default_url()).rstrip("/")
         token = token or core.default_token()
+        self.token = token   # for clients of the same server made from this one (the model bridge)
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.retries = retries
         self._transport = AsyncTumblerTransport(max_idle=max_connections)

@@ -58,21 +58,30 @@ class AgentPool:
     agent: the config's AgentConfig; env: its EnvConfig (the game "replay" rewards with)."""
 
     def __init__(self, n: int, agent, env, *, runtime=None):
+        """With agent.server the sandboxes are that server's (tumbler.Sandbox): the bridge
+        reaches their endpoints through its model routes."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from tumbler.local import LocalSandbox, default_runtime
         from tumbler.modelservice import ModelBridge
         self.agent, self.env = agent, env
         self.reward_fn = _reward_function(agent.reward, env)
         files = _check_files(agent.files)
-        runtime = runtime or default_runtime()
+        self.client = None
+        if agent.server:
+            import os
+
+            from tumbler.sdk import Client
+            self.client = Client(agent.server, agent.server_token or os.environ.get("TUMBLER_TOKEN"))
+            make = lambda _: self.client.create(image=agent.image)       # noqa: E731
+        else:
+            from tumbler.local import LocalSandbox, default_runtime
+            runtime = runtime or default_runtime()
+            make = lambda _: LocalSandbox(image=agent.image, runtime=runtime)   # noqa: E731
         self.sandboxes: list = []
         self.bridge = ModelBridge(call_timeout_s=agent.timeout_s + END_SLACK_S)
         try:
             with ThreadPoolExecutor(max_workers=min(n, 8)) as pool:
-                made = pool.map(lambda _: LocalSandbox(image=agent.image, runtime=runtime),
-                                range(n), timeout=300)
-                self.sandboxes.extend(made)
+                self.sandboxes.extend(pool.map(make, range(n), timeout=300))
             for sb in self.sandboxes:
                 for target, source in files.items():
                     sb.write_file(target, source.read_bytes())
@@ -232,6 +241,8 @@ class AgentPool:
             log.info("closing the model bridge: %s", exc)
         remove_all(self.sandboxes)
         self.sandboxes = []
+        if self.client is not None:
+            self.client.close()
 
     def __enter__(self):
         return self

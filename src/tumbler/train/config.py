@@ -93,6 +93,10 @@ class AgentConfig(_Section):
     """The sandboxes' image (`make openai-image` builds 'openai': debian with the openai package)."""
     cwd: str | None = None
     """The program's working directory (None: the sandbox's default)."""
+    server: str | None = None
+    """Make the sandboxes through this `tumbler serve` (its URL) instead of on this machine."""
+    server_token: str | None = None
+    """The server's API token (None: $TUMBLER_TOKEN, or none)."""
     timeout_s: float = Field(120.0, gt=0)
     """Seconds one episode's program may run; it is killed then and the episode counts as failed."""
     wave_s: float = Field(1.0, gt=0)
