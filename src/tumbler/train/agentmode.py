@@ -106,6 +106,11 @@ class AgentPool:
         generator = _Generator(policy)
         try:
             self._serve(episodes, playing, generator, renderer, params, max_turns, stats)
+        except BaseException:
+            for p in playing:           # no program outlives a rollout that failed (Ctrl-C too)
+                if p.running:
+                    self._stop(p)
+            raise
         finally:
             generator.close()
         # the programs' own time (their env steps, start-up, HTTP): the rollout less generation
