@@ -255,3 +255,42 @@ def test_the_cli_runs_a_task_and_prints_the_table(tmp_path, runtime):
     assert len((out / RESULTS).read_text().splitlines()) == 2
     bad = CliRunner().invoke(app, ["tasks", "run", str(tmp_path / "nope"), "--oracle"])
     assert bad.exit_code != 0 and "no task folder or set" in bad.output
+
+
+def test_a_killed_run_resumes_where_it_was(tmp_path, runtime):
+    """SIGKILL the CLI mid-run: the rerun does only the trials with no line, and no sandbox stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    d = harbor_task(tmp_path, "slowish", solve_sh="sleep 1.5; echo 42 > /root/answer.txt\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tumbler.cli", "tasks", "run", str(d), "--oracle", "-k", "6",
+           "-c", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / RESULTS).exists() and len((out / RESULTS).read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    done_before = {json.loads(line)["trial"] for line in (out / RESULTS).read_text().splitlines()}
+    assert 2 <= len(done_before) < 6
+    again = CountingOracle()
+    results = run_tasks([load_task(d)], again, k=6, out_dir=out, runtime=runtime)
+    assert again.calls == 6 - len(done_before)
+    assert sorted(r.trial for r in results) == list(range(6)) and all(r.passed for r in results)
+    # the killed run's sandboxes go when the runtime is next opened (their owner is dead)
+    from tumbler.runtime.owners import OWNER_LABEL
+    from tumbler.runtime.process import ProcessRuntime
+    left = [s.id for s in ProcessRuntime().list()
+            if s.spec.labels.get(OWNER_LABEL, "").startswith(f"{proc.pid}:")]
+    assert left == []
+    stale = [i.name for i in runtime.images.list() if i.name.startswith("verify.")
+             and runtime.images.meta(i.name).get("owner", "").startswith(f"{proc.pid}:")]
+    assert stale == []

@@ -24,6 +24,7 @@ from tumbler.errors import InvalidRequest, TumblerError
 from tumbler.tasks.agents import Agent
 from tumbler.tasks.model import Task
 from tumbler.tasks.trial import TrialResult, run_trial, task_image
+from tumbler.tasks.verify import sweep_stale
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def run_tasks(tasks: list[Task], agent: Agent, *, k: int = 1, concurrency: int =
         from tumbler.local import default_runtime
         runtime = default_runtime()
     out_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale(runtime.images)
     done = finished(out_dir)
     for r in done.values():
         if on_trial:

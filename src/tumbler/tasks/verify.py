@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tumbler.errors import NotFound, TumblerError
+from tumbler.runtime.owners import is_alive, this_process
 from tumbler.runtime.trees import remove_tree
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def verify(agent_sandbox, task, *, env: dict[str, str], workdir: str, runtime,
     image = f"verify.{secrets.token_hex(8)}"
     agent_sandbox.snapshot(image)
     try:
+        store.update_meta(image, owner=this_process())   # for sweep_stale, if we die here
         prune_layer(store.get(image).layer)
         with LocalSandbox(image, env=env, cwd=workdir, network=network, runtime=runtime,
                           memory=task.memory, cpus=task.cpus, disk=task.disk) as sb:
@@ -74,6 +76,22 @@ def verify(agent_sandbox, task, *, env: dict[str, str], workdir: str, runtime,
             log.warning("could not remove verifier image %s: %s", image, exc)
     verdict.seconds = time.monotonic() - started
     return verdict
+
+
+def sweep_stale(store) -> list[str]:
+    """Remove the verifier images (`verify.*`) left by processes that died mid-trial."""
+    removed = []
+    for image in store.list():
+        if not image.name.startswith("verify."):
+            continue
+        owner = store.meta(image.name).get("owner")
+        if owner and not is_alive(owner):
+            try:
+                store.remove(image.name)
+                removed.append(image.name)
+            except TumblerError as exc:   # a sandbox of it still there: the next sweep
+                log.warning("could not remove stale verifier image %s: %s", image.name, exc)
+    return removed
 
 
 def prune_layer(layer: Path) -> None:
