@@ -51,6 +51,13 @@ def test_commands_foreground_background_stdin_and_exit_codes(sbx):
     sbx.commands.send_stdin(handle.pid, "hello\n")
     assert handle.wait().stdout == "got:hello\n"
 
+    late = sbx.commands.run("sleep 1; echo late", background=True)
+    follower = sbx.commands.connect(late.pid)                   # envd's Connect: from now on
+    assert follower.wait().stdout == "late\n"
+
+    assert sbx.commands.run("id -un", user="root").stdout == "root\n"
+    assert sbx.commands.run("id -un").stdout == "root\n"      # E2B's "user": root here
+
     sleeper = sbx.commands.run("sleep 30", background=True)
     assert sleeper.kill()
     with pytest.raises(CommandExitException):                   # killed: not a clean exit
@@ -201,3 +208,24 @@ def test_async_sdk_streams_watch_events_and_stdin(e2b_env):
         finally:
             await sb.kill()
     asyncio.run(main())
+
+
+def test_bad_envd_requests_get_clear_errors(sbx, e2b_env):
+    url, auth = e2b_env.url, {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(url + "/filesystem.Filesystem/Stat", json={"path": "/"}, headers=auth)
+    assert r.status_code == 400 and "E2b-Sandbox-Id" in r.json()["message"]
+    here = {**auth, "E2b-Sandbox-Id": sbx.sandbox_id}
+    r = httpx.post(url + "/filesystem.Filesystem/Nope", json={}, headers=here)
+    assert r.status_code == 501 and r.json()["code"] == "unimplemented"
+    r = httpx.post(url + "/filesystem.Filesystem/Stat", content=b"{not json",
+                   headers={**here, "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_argument"
+    r = httpx.post(url + "/process.Process/SendSignal", headers=here,
+                   json={"process": {"pid": 999999}, "signal": "SIGNAL_SIGKILL"})
+    assert r.status_code == 404 and "999999" in r.json()["message"]
+    r = httpx.post(url + "/process.Process/Start", headers={**here, "Content-Type":
+                   "application/connect+json"}, content=b"\x00\x00\x00\x00\x09{truncated")
+    assert r.status_code == 200 and b"invalid_argument" in r.content    # the stream's end says it
+    gone = {**auth, "E2b-Sandbox-Id": "nosuchsandbox"}
+    r = httpx.post(url + "/filesystem.Filesystem/Stat", json={"path": "/"}, headers=gone)
+    assert r.status_code == 404

@@ -233,8 +233,10 @@ def _spawn(argv, env, cwd, tag, user, size, want_stdin) -> Job:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         fds = {0: in_r, 1: out_w, 2: err_w}
+    # Looked up here: NSS takes locks that another thread may hold at the fork.
+    groups = os.getgrouplist(user.pw_name, user.pw_gid) if user is not None else None
     try:
-        pid = children.spawn(lambda: _fork(argv, env, cwd, fds, user, size is not None))
+        pid = children.spawn(lambda: _fork(argv, env, cwd, fds, user, groups, size is not None))
     finally:
         for fd in set(fds.values()):
             os.close(fd)
@@ -246,7 +248,7 @@ def _spawn(argv, env, cwd, tag, user, size, want_stdin) -> Job:
     return Job(pid, argv, env, cwd, tag, None, in_w, {out_r: "stdout", err_r: "stderr"})
 
 
-def _fork(argv, env, cwd, fds, user, terminal):
+def _fork(argv, env, cwd, fds, user, groups, terminal):
     pid = os.fork()
     if pid:
         return pid, pid
@@ -260,8 +262,8 @@ def _fork(argv, env, cwd, fds, user, terminal):
         os.closerange(3, 4096)
         os.chdir(cwd)
         if user is not None:
+            os.setgroups(groups)
             os.setgid(user.pw_gid)
-            os.initgroups(user.pw_name, user.pw_gid)
             os.setuid(user.pw_uid)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)

@@ -109,9 +109,6 @@ def stream_response(messages: AsyncIterator[dict]) -> StreamingResponse:
     return StreamingResponse(frames(), media_type=STREAM_TYPE)
 
 
-def stream_error(err: ConnectError) -> StreamingResponse:
-    async def none():
-        if False:
-            yield {}
-        raise err
-    return stream_response(none())
+def stream_error(err: ConnectError) -> Response:
+    """A server stream that failed before its first message: the end envelope alone."""
+    return Response(envelope({"error": err.body()}, END_STREAM), media_type=STREAM_TYPE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import posixpath
 import secrets
 import stat as stat_mod
@@ -29,9 +30,9 @@ from tumbler import wire
 from tumbler.errors import InvalidRequest, NotFound, TumblerError
 from tumbler.models import FileInfo
 from tumbler.server.routes import service
-from tumbler.server.routes.e2b_connect import (ConnectError, error_response, stream_error,
-                                               stream_response, unary_request, unary_response,
-                                               unenvelope, envelope, END_STREAM, STREAM_TYPE)
+from tumbler.server.routes.e2b_connect import (END_STREAM, STREAM_TYPE, ConnectError, envelope,
+                                               error_response, stream_error, stream_response,
+                                               unary_request, unary_response, unenvelope)
 from tumbler.server.service import SandboxService
 
 router = APIRouter(tags=["E2B-compatible (envd)"], include_in_schema=False)
@@ -430,7 +431,6 @@ FILESYSTEM = {"Stat": ("unary", stat), "MakeDir": ("unary", make_dir), "Move": (
 # -- /files ----------------------------------------------------------------------------------
 
 def _files_error(status: int, message: str) -> Response:
-    import json
     return Response(json.dumps({"code": status, "message": message}), status_code=status,
                     media_type="application/json")
 
@@ -469,7 +469,7 @@ async def upload(request: Request, path: str | None = None):
             if not path:
                 raise InvalidRequest("an octet-stream upload needs ?path=")
             written.append(await _write(svc, sandbox_id, path, await request.body()))
-        return Response(_json(written), media_type="application/json")
+        return Response(json.dumps(written), media_type="application/json")
     return await _files_call(request, go)
 
 
@@ -478,7 +478,3 @@ async def _write(svc, sandbox_id, path: str | None, data: bytes) -> dict:
     await svc.write_file(sandbox_id, target, data, None, False)
     return {"name": posixpath.basename(target), "type": "file", "path": target}
 
-
-def _json(value) -> str:
-    import json
-    return json.dumps(value)
