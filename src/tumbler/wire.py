@@ -466,6 +466,8 @@ HANDLE_OPS = frozenset({
     "file.chmod", "file.mkdir", "proc.list", "proc.signal", "env.make", "env.reset", "env.step",
     "env.sample", "env.close", "env.list", "model.enable", "model.next", "model.respond",
     "model.start", "model.stop", "model.disable",
+    # started processes with a terminal (agent/jobs.py): the console's live terminal
+    "job.start", "job.events", "job.input", "job.resize", "job.signal", "job.list",
 })
 MAX_OP_BODY = 8 << 20         # bytes of body one op may carry in JSON (base64)
 MAX_BATCH = 4096              # ops in one batch

@@ -102,6 +102,7 @@ def page(browser, console_server):
     page.set_default_timeout(WAIT_MS)
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     page.on("dialog", lambda dialog: dialog.accept())
     page.goto(console_server.url + "/ui/")
     page.fill("#token", TOKEN)
@@ -194,6 +195,9 @@ def test_sandbox_console_files_processes(page, client, tmp_path):
     sb.run("echo from-the-sdk > /root/hello.txt")
     page.goto(page.url.split("#")[0] + "#/sandboxes/" + sb.id)
     page.wait_for_selector(".stats .meter")                     # live stats arrived
+    fill, meter = page.locator(".stats .meter-fill").first, page.locator(".stats .meter").first
+    assert fill.bounding_box()["width"] < 0.5 * meter.bounding_box()["width"]   # ~10 of 512 MiB
+    page.click(".tabs button[data-tab='Console']")
     page.fill("#console-in", "echo console-says-$((6*7)); ls /root")
     page.press("#console-in", "Enter")
     expect(page.locator("#console-out")).to_contain_text("console-says-42")
@@ -239,6 +243,30 @@ def test_sandbox_console_files_processes(page, client, tmp_path):
         page.locator("#file-table tr:has-text('hello.txt')").get_by_role("button", name="download").click()
     assert Path(got.value.path()).read_bytes() == b"from-the-sdk\n"
     shot(page, "sandbox-files")
+
+
+def test_live_terminal(page, client):
+    sb = client.create(IMAGE, labels={"job": "terminal"})
+    page.goto(page.url.split("#")[0] + "#/sandboxes/" + sb.id)
+    expect(page.locator("#terminal-status")).to_contain_text("bash, pid")
+    rows = page.locator("#terminal .xterm-rows")
+    expect(rows).to_contain_text("#")                          # the prompt
+    page.click("#terminal")
+    page.keyboard.type("echo term-$((6*7)); tty\n")
+    expect(rows).to_contain_text("term-42")
+    expect(rows).to_contain_text("/dev/pts/")                  # a real terminal, not a pipe
+    page.keyboard.type("sleep 600\n")
+    sleeping = lambda: any(p.cmd == "sleep 600" for p in sb.processes())
+    _until(sleeping)
+    page.keyboard.press("Control+C")                           # ^C reaches the foreground job
+    _until(lambda: not sleeping())
+    page.keyboard.type("echo after-interrupt\n")
+    expect(rows).to_contain_text("after-interrupt")
+    shot(page, "sandbox-terminal")
+    shells = lambda: [p for p in sb.processes() if p.cmd.startswith("/bin/bash -l")]
+    assert len(shells()) == 1
+    page.goto(page.url.split("#")[0] + "#/sandboxes")            # leaving hangs the terminal up
+    _until(lambda: shells() == [])
 
 
 def test_pool_resized_from_the_page(page, client, console_server):

@@ -11,11 +11,16 @@ from tumbler.errors import NotFound
 router = APIRouter(prefix="/ui", tags=["console"], include_in_schema=False)
 
 TYPES = {"index.html": "text/html; charset=utf-8", "console.js": "text/javascript; charset=utf-8",
-         "console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+         "console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml",
+         # xterm.js, vendored from npm (xterm-LICENSE.txt): the terminal emulator of the page
+         "xterm.js": "text/javascript; charset=utf-8", "xterm-addon-fit.js": "text/javascript; charset=utf-8",
+         "xterm.css": "text/css; charset=utf-8", "xterm-LICENSE.txt": "text/plain; charset=utf-8"}
 # Only what the page needs, from this server only: a sandbox's output shown in the page can
-# neither run script nor make the browser fetch from elsewhere.
-HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
-                                      "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+# neither run script nor make the browser fetch from elsewhere. Inline styles are allowed
+# (xterm.js sizes and colours its cells with them); inline script is not.
+HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                      "img-src 'self' data: blob:; object-src 'none'; "
+                                      "base-uri 'none'; frame-ancestors 'none'",
            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "Cache-Control": "no-cache"}
 _FILES = {name: (resources.files(__package__) / "static" / name).read_bytes() for name in TYPES}

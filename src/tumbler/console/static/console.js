@@ -20,6 +20,7 @@ function h(tag, attrs, ...kids) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else if (key === "class") node.className = value;
     else if (key === "text") node.textContent = value;
+    else if (key === "style") Object.assign(node.style, value);   // CSSOM: allowed by the page's CSP
     else node.setAttribute(key, value === true ? "" : value);
   }
   for (const kid of kids.flat()) {
@@ -202,7 +203,7 @@ function badge(state) { return h("span", { class: "badge " + state }, state); }
 
 function bar(used, limit, label) {
   const pct = limit > 0 ? Math.min(100, 100 * used / limit) : 0;
-  return h("div", { class: "meter" }, h("div", { class: "meter-fill" + (pct > 85 ? " hot" : ""), style: `width:${pct}%` }),
+  return h("div", { class: "meter" }, h("div", { class: "meter-fill" + (pct > 85 ? " hot" : ""), style: { width: pct + "%" } }),
            h("span", {}, label));
 }
 
@@ -350,8 +351,9 @@ function viewSandbox(id) {
   const header = h("div", { class: "title" });
   const stats = h("div", { class: "stats" }, h("span", { class: "muted" }, "waiting for stats…"));
   const history = { t: [], mem: [], cpu: [] };
-  const live = { sessions: [], processes: [], record: null, onSessions: null, onProcesses: null };
-  const body = tabs(["Console", "Sessions", "Processes", "Files"], (name) => ({
+  const live = { sessions: [], processes: [], record: null, onSessions: null, onProcesses: null, cleanup: [] };
+  const body = tabs(["Terminal", "Console", "Sessions", "Processes", "Files"], (name) => ({
+    Terminal: () => terminalPanel(id, live),
     Console: () => consolePanel(id, live), Sessions: () => sessionsPanel(id, live),
     Processes: () => processesPanel(id, live), Files: () => filesPanel(id, live),
   })[name]());
@@ -368,7 +370,7 @@ function viewSandbox(id) {
         toast("saved as image " + out.image);
       })));
   };
-  app.stream = openStream({ sandbox: id }, {
+  const stream = openStream({ sandbox: id }, {
     sandboxes: (d) => {
       app.sandboxes = d.sandboxes;
       const s = d.sandboxes.find((x) => x.id === id);
@@ -396,6 +398,78 @@ function viewSandbox(id) {
     sessions: (d) => { live.sessions = d.sessions || []; live.onSessions && live.onSessions(); },
     processes: (d) => { live.processes = d.processes || []; live.onProcesses && live.onProcesses(); },
   });
+  app.stream = { close: () => { stream.close(); for (const fn of live.cleanup) fn(); } };
+}
+
+function toB64(bytes) {
+  let raw = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) raw += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(raw);
+}
+
+const TERMINAL_WAIT_S = 20;    // seconds one look at the terminal's output waits for some
+
+// A live terminal: bash on a PTY in the sandbox (the agent's started processes, `job.*` ops
+// through POST /v1/sandboxes/{id}/op), drawn by xterm.js. Output is read by long polls;
+// keystrokes are sent in order, those typed while one send is in flight go together.
+function terminalPanel(id, live) {
+  const box = h("div", { class: "terminal-box", id: "terminal" });
+  const status = h("span", { class: "muted", id: "terminal-status" }, "starting");
+  const term = new Terminal({ cursorBlink: true, fontSize: 13, scrollback: 5000,
+    fontFamily: getComputedStyle(document.body).getPropertyValue("--mono") || "monospace",
+    theme: { background: "#0f1420" } });
+  const fit = new FitAddon.FitAddon();
+  term.loadAddon(fit);
+  let pid = null, ended = false, pending = "", sending = false;
+  const op = (name, args, body, timeout = 30) => api("POST", sb(id) + "/op",
+    { json: { op: name, args, body_b64: body ? toB64(body) : "", timeout_s: timeout } });
+  const send = async () => {
+    if (sending || !pending || pid === null) return;
+    sending = true;
+    const data = pending;
+    pending = "";
+    try { await op("job.input", { pid }, new TextEncoder().encode(data)); }
+    catch (err) { if (!ended) toast(err.message, true); }
+    finally { sending = false; send(); }
+  };
+  term.onData((data) => { pending += data; send(); });
+  term.onResize(({ rows, cols }) => { if (pid !== null && !ended) op("job.resize", { pid, rows, cols }).catch(() => {}); });
+  const follow = async () => {
+    let after = 0;
+    while (!ended) {
+      const reply = await op("job.events", { pid, after, wait: TERMINAL_WAIT_S }, null, TERMINAL_WAIT_S + 30);
+      if (reply.body_b64) term.write(fromB64(reply.body_b64));
+      after = reply.result.next;
+      if (reply.result.end) {
+        ended = true;
+        status.textContent = "exited (" + reply.result.end.status + ")";
+        term.write("\r\n[the shell exited: reopen the tab to start another]\r\n");
+      }
+    }
+  };
+  const start = async () => {
+    term.open(box);
+    fit.fit();
+    const reply = await op("job.start", { argv: ["/bin/bash", "-l"], pty: { rows: term.rows, cols: term.cols },
+      env: { TERM: "xterm-256color" }, tag: "console-terminal-" + Math.random().toString(36).slice(2) });
+    pid = reply.result.pid;
+    status.textContent = "bash, pid " + pid + " · " + term.cols + "×" + term.rows;
+    term.focus();
+    send();
+    follow().catch((err) => { if (!ended) { status.textContent = err.message; ended = true; } });
+  };
+  const refit = () => { if (box.isConnected) fit.fit(); };
+  window.addEventListener("resize", refit);
+  live.cleanup.push(() => {
+    window.removeEventListener("resize", refit);
+    if (pid !== null && !ended) op("job.signal", { pid, signal: 1 }).catch(() => {});   // HUP, as a closed terminal
+    ended = true;
+    term.dispose();
+  });
+  requestAnimationFrame(() => start().catch((err) => { status.textContent = err.message; }));
+  return h("div", { class: "card" },
+    h("div", { class: "toolbar" }, status, button("Ctrl-C", () => { pending += "\x03"; return send(); })),
+    box, h("p", { class: "muted small" }, "A real terminal: bash on a PTY in the sandbox, for full-screen programs too. Leaving the page hangs it up (SIGHUP)."));
 }
 
 // A line-based console over the sessions API: each line is a command, streamed as it runs
