@@ -1,13 +1,17 @@
-"""An OpenAI-compatible endpoint inside the sandbox whose answers come from the host.
+"""An OpenAI- and Anthropic-compatible endpoint inside the sandbox whose answers come from the host.
 
 The agent serves HTTP on 127.0.0.1:<port> in the sandbox's own network namespace, so a program
-reaches it with the network off. Each chat completion becomes a pending call; the host
-long-polls for calls (`model.next`) and answers them (`model.respond`); the waiting HTTP request
-then gets the answer, as JSON or, when it asked `stream: true`, as OpenAI's SSE chunks.
+reaches it with the network off. Each chat completion (or Anthropic message) becomes a pending
+call; the host long-polls for calls (`model.next`) and answers them (`model.respond`); the
+waiting HTTP request then gets the answer, as JSON or, when it asked `stream: true`, as SSE
+events (OpenAI's chunks, or Anthropic's message_start ... message_stop).
 
     POST /v1/chat/completions      GET /v1/models
-    POST /episodes/<episode>/v1/chat/completions   (the same, with the episode in the path:
-                                                    OPENAI_BASE_URL carries it unchanged)
+    POST /v1/messages              (Anthropic's Messages API; the call's "api" is "anthropic",
+                                    and the host answers it with an Anthropic message object)
+    POST /v1/messages/count_tokens (answered here: an estimate, 4 bytes a token)
+    POST /episodes/<episode>/v1/...   (the same, with the episode in the path:
+                                       OPENAI_BASE_URL and ANTHROPIC_BASE_URL carry it unchanged)
 
 Agent programs can be started here as episodes (`model.start`): their exit (or a kill at their
 timeout) is reported through `model.next`, so a crashed or hung program is noticed.
@@ -17,15 +21,16 @@ Ops:
                 -> {port, base_url, owner}; enabling again keeps the port, changes the timeout
                 and models, and makes a new owner token (the old owner's polls end)
   model.next    {owner, timeout: s = 30 (<= 600), max_calls = 256}
-                -> {calls: [{call_id, episode, stream, size}], ended: [episode record],
+                -> {calls: [{call_id, episode, api, stream, size}], ended: [episode record],
                     expired: [call_id], stale: bool}; body = the calls' request JSON,
                 concatenated. Waits until there is something to report or the timeout
                 passes; a poll whose owner token is not the latest returns stale at once.
-  model.respond {call_id, status = 200} body = a chat.completion JSON object (or, with a
-                status >= 400, an error body) -> {delivered: bool}; false when the call
-                expired or its episode ended first
+  model.respond {call_id, status = 200} body = a chat.completion JSON object, or for an
+                "anthropic" call a message object (or, with a status >= 400, an error body)
+                -> {delivered: bool}; false when the call expired or its episode ended first
   model.start   {episode, argv | command, env = {}, cwd = null, timeout: s = 3600}
-                -> {episode, pid}; env gets OPENAI_BASE_URL and OPENAI_API_KEY for the episode
+                -> {episode, pid}; env gets OPENAI_BASE_URL, OPENAI_API_KEY,
+                ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY for the episode
   model.stop    {episode} -> {}        kills the episode's program; its record follows
   model.disable {} -> {}               stops serving; waiting calls get 503
 
@@ -58,13 +63,17 @@ API_KEY = "tumbler"               # the openai package insists on a key; nothing
 LOOPBACK = "127.0.0.1"
 
 
+OPENAI, ANTHROPIC = "openai", "anthropic"   # the APIs a call can come in
+
+
 class _Call:
-    """One chat completion waiting for the host."""
+    """One chat completion (or Anthropic message) waiting for the host."""
 
-    __slots__ = ("id", "episode", "raw", "stream", "done", "status", "answer")
+    __slots__ = ("id", "episode", "raw", "stream", "api", "done", "status", "answer")
 
-    def __init__(self, call_id: str, episode: str | None, raw: bytes, stream: bool):
-        self.id, self.episode, self.raw, self.stream = call_id, episode, raw, stream
+    def __init__(self, call_id: str, episode: str | None, raw: bytes, stream: bool,
+                 api: str = OPENAI):
+        self.id, self.episode, self.raw, self.stream, self.api = call_id, episode, raw, stream, api
         self.done = threading.Event()
         self.status, self.answer = 0, b""
 
@@ -147,7 +156,7 @@ class ModelHost:
             self._queue.clear()
         for call in waiting:
             _finish(call, 503, _error("the model endpoint was disabled", "unavailable",
-                                      "endpoint_disabled"))
+                                      "endpoint_disabled", call.api))
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -172,8 +181,8 @@ class ModelHost:
             calls, self._queue = self._queue[:max_calls], self._queue[max_calls:]
             ended, self._ended = self._ended, []
             expired, self._expired = self._expired, []
-        meta = [{"call_id": c.id, "episode": c.episode, "stream": c.stream, "size": len(c.raw)}
-                for c in calls]
+        meta = [{"call_id": c.id, "episode": c.episode, "api": c.api, "stream": c.stream,
+                 "size": len(c.raw)} for c in calls]
         return ({"calls": meta, "ended": ended, "expired": expired, "stale": False},
                 b"".join(c.raw for c in calls))
 
@@ -187,7 +196,7 @@ class ModelHost:
         if call is None:
             return {"delivered": False}, b""
         if status == 200 and call.stream:
-            body = _sse(body)
+            body = _anthropic_sse(body) if call.api == ANTHROPIC else _sse(body)
         _finish(call, status, body)
         return {"delivered": True}, b""
 
@@ -198,8 +207,9 @@ class ModelHost:
         env = dict(os.environ)
         env.update(a.env(req))
         port = self._port()
-        env.update({"OPENAI_BASE_URL": f"http://{LOOPBACK}:{port}/episodes/{name}/v1",
-                    "OPENAI_API_KEY": API_KEY})
+        root = f"http://{LOOPBACK}:{port}/episodes/{name}"
+        env.update({"OPENAI_BASE_URL": root + "/v1", "OPENAI_API_KEY": API_KEY,
+                    "ANTHROPIC_BASE_URL": root, "ANTHROPIC_API_KEY": API_KEY})
         with self._cond:
             if name in self._episodes:
                 raise AgentRequestError(CONFLICT, f"episode {name!r} is still running")
@@ -224,11 +234,11 @@ class ModelHost:
 
     # -- the HTTP side --------------------------------------------------------------------------
 
-    def submit(self, episode: str | None, raw: bytes, stream: bool) -> _Call:
+    def submit(self, episode: str | None, raw: bytes, stream: bool, api: str = OPENAI) -> _Call:
         """Queue a call for the host and wake its long-poll."""
         with self._cond:
             self._next += 1
-            call = _Call(f"c{self._next}", episode, raw, stream)
+            call = _Call(f"c{self._next}", episode, raw, stream, api)
             self._waiting[call.id] = call
             self._queue.append(call)
             self._cond.notify_all()
@@ -277,7 +287,7 @@ class ModelHost:
             self._ended.append(record)
             self._cond.notify_all()
         for call in orphans:
-            _finish(call, 503, _error("the episode ended", "unavailable", "episode_ended"))
+            _finish(call, 503, _error("the episode ended", "unavailable", "episode_ended", call.api))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -304,22 +314,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         episode, route = _route(self.path)
-        if route != "/chat/completions":
+        api = _APIS.get(route)
+        if api is None and route != "/messages/count_tokens":
             self._discard_body()
             return self._send(404, _error(f"no route POST {self.path}; this endpoint serves "
-                                          "/v1/chat/completions and /v1/models",
+                                          "/v1/chat/completions, /v1/messages and /v1/models",
                                           "invalid_request_error", "not_found"))
         raw, problem = self._read_body()
         stream = False
         if problem is None:
-            stream, problem = _check_request(raw)
+            stream, problem = _check_request(raw, api or ANTHROPIC)
         if problem is not None:
-            return self._send(400, _error(problem, "invalid_request_error", "invalid_request"))
-        call = self.host.submit(episode, raw, stream)
+            return self._send(400, _error(problem, "invalid_request_error", "invalid_request",
+                                          api or ANTHROPIC))
+        if api is None:   # count_tokens: an estimate serves a program that budgets its context
+            return self._send(200, json.dumps({"input_tokens": max(1, len(raw) // 4)}).encode())
+        call = self.host.submit(episode, raw, stream, api)
         if not call.done.wait(self.host.call_timeout) and self.host.expire(call):
             return self._send(504, _error(
                 f"the model owner did not answer within {self.host.call_timeout:g} s "
-                "(is anything serving this sandbox's model calls?)", "timeout", "model_timeout"))
+                "(is anything serving this sandbox's model calls?)", "timeout", "model_timeout",
+                api))
         call.done.wait(5.0)   # answered while we were expiring it: the answer is being set
         self._send(call.status or 500, call.answer, "text/event-stream" if (
             call.stream and call.status == 200) else "application/json")
@@ -377,8 +392,12 @@ def _route(path: str) -> tuple[str | None, str | None]:
     return episode or None, path[3:].rstrip("/")
 
 
-def _check_request(raw: bytes) -> tuple[bool, str | None]:
-    """(stream, problem) for a chat completion request body; problem None when it is fine."""
+_APIS = {"/chat/completions": OPENAI, "/messages": ANTHROPIC}
+
+
+def _check_request(raw: bytes, api: str = OPENAI) -> tuple[bool, str | None]:
+    """(stream, problem) for a chat completion or Anthropic messages request body; problem
+    None when it is fine."""
     try:
         req = json.loads(raw)
     except ValueError as e:
@@ -393,6 +412,8 @@ def _check_request(raw: bytes) -> tuple[bool, str | None]:
             return False, f"messages[{i}] must be an object with a string 'role'"
     if "model" in req and not isinstance(req["model"], str):
         return False, "'model' must be a string"
+    if api != OPENAI and not isinstance(req.get("system", ""), (str, list)):
+        return False, "'system' must be a string or a list of content blocks"
     stream = req.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         return False, "'stream' must be a boolean"
@@ -429,8 +450,56 @@ def _sse(body: bytes) -> bytes:
     return b"".join(out) + b"data: [DONE]\n\n"
 
 
-def _error(message: str, kind: str, code: str) -> bytes:
-    """An error body in OpenAI's shape."""
+def _anthropic_sse(body: bytes) -> bytes:
+    """An Anthropic message object as the events the Messages API streams: message_start,
+    per content block content_block_start/delta/stop, message_delta, message_stop."""
+    try:
+        message = json.loads(body)
+        blocks = list(message["content"])
+    except (ValueError, KeyError, TypeError):
+        return _event("error", json.loads(_error("the model owner sent a malformed message",
+                                                 "server_error", "bad_completion", ANTHROPIC)))
+    usage = message.get("usage") or {}
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+             "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": 0}}
+    out = [_event("message_start", {"type": "message_start", "message": start})]
+    for i, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_use":
+            opening = {"type": "tool_use", "id": block.get("id"), "name": block.get("name"),
+                       "input": {}}
+            delta = {"type": "input_json_delta",
+                     "partial_json": json.dumps(block.get("input") or {}, separators=(",", ":"))}
+        else:
+            opening = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": block.get("text") or ""}
+        out.append(_event("content_block_start", {"type": "content_block_start", "index": i,
+                                                  "content_block": opening}))
+        out.append(_event("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                  "delta": delta}))
+        out.append(_event("content_block_stop", {"type": "content_block_stop", "index": i}))
+    out.append(_event("message_delta", {
+        "type": "message_delta",
+        "delta": {"stop_reason": message.get("stop_reason", "end_turn"),
+                  "stop_sequence": message.get("stop_sequence")},
+        "usage": {"output_tokens": usage.get("output_tokens", 0)}}))
+    out.append(_event("message_stop", {"type": "message_stop"}))
+    return b"".join(out)
+
+
+def _event(name: str, data: dict) -> bytes:
+    return (f"event: {name}\ndata: ".encode() + json.dumps(data, separators=(",", ":")).encode()
+            + b"\n\n")
+
+
+def _error(message: str, kind: str, code: str, api: str = OPENAI) -> bytes:
+    """An error body in the shape of the call's API (OpenAI's, or Anthropic's)."""
+    if api == ANTHROPIC:
+        kinds = {"invalid_request_error": "invalid_request_error", "timeout": "timeout_error",
+                 "unavailable": "overloaded_error"}
+        return json.dumps({"type": "error", "error": {"type": kinds.get(kind, "api_error"),
+                                                      "message": message}}).encode()
     return json.dumps({"error": {"message": message, "type": kind, "param": None,
                                  "code": code}}).encode()
 

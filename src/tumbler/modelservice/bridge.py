@@ -27,6 +27,7 @@ from typing import AsyncIterator
 
 from tumbler.agent.modelhost import API_KEY, DEFAULT_PORT
 from tumbler.errors import CommandTimeout, Conflict, InvalidRequest, NotFound, TumblerError
+from tumbler.modelservice import anthropic
 from tumbler.modelservice.completions import error_body
 from tumbler.modelservice.endpoints import Endpoint, endpoint_for, unpack_calls
 from tumbler.modelservice.events import EpisodeEnded, ModelCall, SandboxDetached
@@ -119,7 +120,8 @@ class AsyncModelBridge:
         await self._lose(attached, "detached", "detached by the owner")
 
     def session_env(self, sandbox_id: str, episode_id: str | None = None) -> dict[str, str]:
-        """OPENAI_BASE_URL and OPENAI_API_KEY for a program in this sandbox (and episode)."""
+        """OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY for a
+        program in this sandbox (and episode)."""
         attached = self._attached(sandbox_id)
         path = "/v1"
         if episode_id:
@@ -128,7 +130,9 @@ class AsyncModelBridge:
                 token = attached.issue_token(episode_id)
                 self._trajectory(sandbox_id, episode_id)
             path = f"/episodes/{token}/v1"
-        return {"OPENAI_BASE_URL": f"http://127.0.0.1:{attached.port}{path}", "OPENAI_API_KEY": API_KEY}
+        root = f"http://127.0.0.1:{attached.port}{path[:-3]}"
+        return {"OPENAI_BASE_URL": root + "/v1", "OPENAI_API_KEY": API_KEY,
+                "ANTHROPIC_BASE_URL": root, "ANTHROPIC_API_KEY": API_KEY}
 
     # -- episodes -------------------------------------------------------------------------------
 
@@ -270,9 +274,12 @@ class AsyncModelBridge:
         episode_id = self._episode_of_call(sandbox_id, meta)
         if episode_id is None:
             return
-        call = ModelCall(sandbox_id, episode_id, meta["call_id"], meta["request"],
-                         meta.get("stream", False), now, self)
-        exchange = Exchange(call.call_id, call.request)
+        request, native, api = meta["request"], None, meta.get("api") or "openai"
+        if api == "anthropic":
+            request, native = anthropic.to_openai(request), request
+        call = ModelCall(sandbox_id, episode_id, meta["call_id"], request,
+                         meta.get("stream", False), now, self, api=api, native_request=native)
+        exchange = Exchange(call.call_id, call.request, api=api, native_request=native)
         self._trajectory(sandbox_id, episode_id).exchanges.append(exchange)
         self._pending[(sandbox_id, call.call_id)] = (call, exchange)
         if self.upstream is not None:
@@ -312,10 +319,15 @@ class AsyncModelBridge:
         exchange.response, exchange.status = body, status
         exchange.token_ids, exchange.logprobs = token_ids, logprobs
         exchange.latency_s = round(time.monotonic() - call.received, 6)
+        wire = body
+        if call.api == "anthropic":
+            wire = exchange.native_response = (
+                anthropic.from_openai(body, call.request.get("model") or "policy")
+                if status < 400 else anthropic.error_of(status, body))
         try:
             result, _ = await attached.endpoint.call(
                 "model.respond", {"call_id": call.call_id, "status": status},
-                json.dumps(body, separators=(",", ":")).encode(), timeout=CONTROL_TIMEOUT_S)
+                json.dumps(wire, separators=(",", ":")).encode(), timeout=CONTROL_TIMEOUT_S)
         except TumblerError as e:
             log.info("sandbox %s: answer to %s not delivered: %s", call.sandbox_id, call.call_id, e)
             result = {}

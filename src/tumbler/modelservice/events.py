@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 class ModelCall:
     """One chat completion an agent program is waiting on.
 
-    request is the body the program sent (OpenAI's chat.completions shape); answer it once with
+    request is the body the program sent in OpenAI's chat.completions shape, whichever API it
+    called: api says which ("openai", or "anthropic" for a Messages API call, whose original
+    body is native_request; the answer goes back as an Anthropic message). Answer it once with
     `respond` or `fail`. Both return whether the answer reached the program: False when the
     call expired, its episode ended or its sandbox went away first.
     """
@@ -28,6 +30,8 @@ class ModelCall:
     received: float                              # time.monotonic() when the bridge got it, seconds
     _bridge: "AsyncModelBridge" = dataclasses.field(repr=False, default=None)
     answered: bool = False
+    api: str = "openai"
+    native_request: dict | None = dataclasses.field(repr=False, default=None)
 
     @property
     def messages(self) -> list[dict]:

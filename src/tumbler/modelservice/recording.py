@@ -4,10 +4,13 @@ One line per episode:
 
     {"sandbox_id", "episode_id", "exit_code", "reason", "duration_s", "output",
      "exchanges": [{"call_id", "request", "response", "status", "token_ids", "logprobs",
-                    "latency_s"}]}
+                    "latency_s", "api", "native_request", "native_response"}]}
 
 request is what the program sent; response what it got back (a chat.completion, or an error
 body with status >= 400); token_ids and logprobs are the answering side's, when it gave them.
+Both are in OpenAI's chat form whatever API the program called: api names it ("openai" or
+"anthropic"), and for an "anthropic" call native_request and native_response hold the
+Messages API bodies that crossed the wire.
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ class Exchange:
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
     latency_s: float | None = None
+    api: str = "openai"
+    native_request: dict | None = None
+    native_response: dict | None = None
 
 
 @dataclasses.dataclass
