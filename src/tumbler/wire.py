@@ -334,6 +334,12 @@ class NodeOut(BaseModel):
     load: list[float] = Field(description="load average over 1, 5 and 15 minutes")
     memory_total_bytes: int
     memory_available_bytes: int
+    state: str = Field(default="alive", description="cluster mode: alive, or lost (its sandboxes "
+                       "answer node_lost)")
+    lost: str | None = Field(default=None, description="why the node was declared lost")
+    address: str | None = Field(default=None, description="cluster mode: the node's address")
+    labels: dict[str, str] = Field(default_factory=dict, description="cluster mode: the Ray node's "
+                                   "labels (a sandbox label tumbler.node/KEY=VALUE places by them)")
 
 
 class NodeList(BaseModel):

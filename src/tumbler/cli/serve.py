@@ -56,6 +56,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
                                               help="leave sandboxes running at shutdown (for a restart)"),
           pool: Optional[list[str]] = _config("warm pool NAME=SIZE[:IMAGE] (repeatable), e.g. debian=8"),
           runs_dir: Optional[Path] = _config("trainer run directories the console shows (default ./runs)"),
+          ray: Optional[str] = _config("cluster mode: place sandboxes on the node hosts of this Ray "
+                                       "cluster, 'auto' or HOST:PORT (docs/CLUSTER.md)"),
+          placement: Optional[str] = _config("cluster mode: spread or pack", "placement"),
           log_level: str = typer.Option("info", help="debug, info, warning or error")):
     """Serve the REST API (docs at /docs) and the web console (/ui)."""
     from tumbler.runtime.spec import parse_bytes
@@ -67,6 +70,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
             default_max_lifetime_s=max_lifetime, reap_interval_s=reap_interval,
             max_json_bytes=max_json, max_upload_bytes=max_upload,
             keep_sandboxes=keep_sandboxes or None, log_level=log_level, runs_dir=runs_dir,
+            ray=ray, placement=placement,
             pools=[PoolConfig.parse(p) for p in pool] if pool else None)
     except ValueError as exc:
         typer.echo(f"error: {_first_message(exc)}", err=True)

@@ -235,6 +235,45 @@ class ClusterClient:
         for host in hosts:
             ray.kill(host.actor, no_restart=True)
 
+    # -- for the server's cluster mode (tumbler.cluster.runtime) -------------------------------
+
+    def host(self, host_id: str) -> _Host:
+        """The live or lost host `host_id` (NotFound if the client never started it)."""
+        with self._lock:
+            host = self._hosts.get(host_id)
+        if host is None:
+            raise NotFound(f"no node host {host_id} in this cluster")
+        return host
+
+    def host_for(self, sandbox_id: str) -> _Host:
+        """The host that holds `sandbox_id` (NotFound if none does)."""
+        return self._route(sandbox_id)
+
+    def track(self, sandbox_id: str, host_id: str) -> None:
+        """Route later calls for `sandbox_id` to `host_id` (made there, or found there)."""
+        host = self.host(host_id)
+        with self._lock:
+            self._where[sandbox_id] = host
+
+    def untrack(self, sandbox_id: str) -> None:
+        with self._lock:
+            self._where.pop(sandbox_id, None)
+
+    def on_host(self, host_id: str, method: str, payloads: list, wait_s: float) -> list:
+        """One `method` batch to one host -> its answers (NodeLost each if it is lost)."""
+        host = self.host(host_id)
+        if host.lost is not None:
+            return [host.gone("(being created)")] * len(payloads)
+        return self._batch(method, [(host, p) for p in payloads], wait_s)
+
+    def routed(self, method: str, items: list[tuple[str, object]], wait_s: float, *args) -> list:
+        """Each (sandbox id, payload) sent to the host that holds the sandbox, all at once."""
+        return self._routed(method, items, wait_s, *args)
+
+    def lose(self, host: _Host, reason: str) -> None:
+        """Declare `host` lost (its actor failed a call): its sandboxes answer NodeLost."""
+        self._lose(host, reason)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _actor(self, host_id: str, node_id: str):

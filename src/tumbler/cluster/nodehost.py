@@ -39,7 +39,7 @@ from tumbler.agentclient.aio import AsyncAgentClient
 from tumbler.agentclient.errors import agent_errors
 from tumbler.config import Paths
 from tumbler.ops import DEFAULT_SESSION
-from tumbler.errors import AgentDied, NotFound, TumblerError
+from tumbler.errors import AgentDied, InvalidRequest, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
@@ -50,6 +50,9 @@ from tumbler.runtime.trees import remove_tree
 log = logging.getLogger(__name__)
 
 HOST_LABEL = "tumbler.node-host"
+# What the server's cluster mode may ask of a node's runtime (NodeHost.runtime_calls).
+RUNTIME_METHODS = frozenset({"create", "start", "stop", "remove", "reset", "pause", "resume",
+                             "get", "list", "stats", "snapshot"})
 DEFAULT_TIMEOUT_S = 300.0
 ID_BYTES = 6                # a sandbox id is 12 hex digits, as the runtime's own
 
@@ -134,6 +137,13 @@ class NodeHost:
             return await self._call(sandbox_id, op, args, body, timeout=timeout)
         return await _each(items, one)
 
+    async def runtime_calls(self, items: list[tuple[str | None, tuple[str, tuple]]]) -> list:
+        """Each (sandbox id or None, (method, args)) of this machine's runtime
+        (`RUNTIME_METHODS`), all at once: the server's cluster mode drives a node's sandboxes
+        through these (the server keeps the life cycle and the records; the host keeps the
+        ledger and the agent connections)."""
+        return await _each(items, lambda item: self._runtime_one(*item[1]))
+
     async def reset(self, ids: list[str]) -> list[None | TumblerError]:
         """Put each sandbox back to its pristine image, with a fresh default session."""
         return await _each(ids, self._reset_one)
@@ -191,6 +201,41 @@ class NodeHost:
 
     async def _open_session(self, sandbox_id: str) -> None:
         await self._do(sandbox_id, ops.session_create(DEFAULT_SESSION, {}, self._get(sandbox_id).spec.cwd))
+
+    async def _runtime_one(self, method: str, args: tuple):
+        if method not in RUNTIME_METHODS:
+            raise InvalidRequest(f"node host {self.host_id}: no runtime method {method!r}")
+        if method == "list":   # this host's sandboxes only (several hosts may share a machine)
+            infos = await self._blocking(self.runtime.list)
+            return [i for i in infos if i.spec.labels.get(HOST_LABEL) == self.host_id]
+        if method == "create":
+            spec, sandbox_id = args
+            spec = spec.model_copy(update={"labels": {**spec.labels, HOST_LABEL: self.host_id}})
+            self._note(sandbox_id)
+            try:
+                info = await self._blocking(self.runtime.create, spec, sandbox_id)
+            except BaseException:
+                self._forget(sandbox_id)
+                raise
+            self._held[sandbox_id] = _Held(AsyncAgentClient(self.runtime.agent_socket(sandbox_id)),
+                                           spec, info.state)
+            return info
+        sandbox_id = args[0]
+        held = self._held.get(sandbox_id)
+        if method == "remove":
+            if held is not None:
+                await held.agent.close()
+            await self._blocking(self._remove_now, sandbox_id)
+            self._held.pop(sandbox_id, None)
+            return None
+        if held is not None and method in ("stop", "reset", "start"):
+            await held.agent.close()   # a new init answers on a new connection
+        result = await self._blocking(getattr(self.runtime, method), *args)
+        if held is not None and isinstance(result, SandboxInfo):
+            if method in ("stop", "reset", "start"):
+                held.agent = AsyncAgentClient(self.runtime.agent_socket(sandbox_id))
+            held.state = result.state
+        return result
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -96,9 +96,11 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
 
     @contextlib.asynccontextmanager
     async def _serving(app: FastAPI, config: ServerConfig, runtime, source):
-        rt = runtime or await asyncio.to_thread(_process_runtime)
+        rt = runtime or await asyncio.to_thread(_runtime_for, config)
         registry = await asyncio.to_thread(Registry, config.database_url)
         service = SandboxService(config, rt, registry, source)
+        if hasattr(rt, "live_budget"):   # cluster mode: admit what the live nodes give in all
+            service.admission.budget = rt.live_budget()
         pools = PoolManager(rt, owner=config.database_url, admission=service.admission)
         if source is None:
             service.source = pools
@@ -127,6 +129,8 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
             await rock_deadlines.stop()
             await pools.close()  # pooled sandboxes belong to no one yet: never kept
             await service.close(keep_sandboxes=config.keep_sandboxes)
+            if runtime is None and hasattr(rt, "close"):   # the cluster's node hosts
+                await asyncio.to_thread(rt.close)
 
     app = TumblerAPI(title="Tumbler", version=tumbler.__version__, lifespan=lifespan,
                   description="Isolated Linux sandboxes for LLM agents: life cycle, bash sessions, "
@@ -161,6 +165,13 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     return app
 
 
-def _process_runtime() -> Runtime:
-    from tumbler.runtime.process import ProcessRuntime
-    return ProcessRuntime()
+def _runtime_for(config: ServerConfig) -> Runtime:
+    """This machine's process runtime, or in cluster mode (`ray` set) the node hosts'."""
+    if config.ray is None:
+        from tumbler.runtime.process import ProcessRuntime
+        return ProcessRuntime()
+    from tumbler.cluster.placement import Budget
+    from tumbler.cluster.runtime import ClusterRuntime, connect
+    connect(config.ray)
+    return ClusterRuntime(Budget(config.node_memory_bytes, config.node_pids, config.node_cpus),
+                          policy=config.placement)

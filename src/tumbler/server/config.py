@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -61,6 +62,11 @@ class ServerConfig(BaseModel):
     node_cpus: float = Field(default=1024.0, description="sum of sandbox cpu limits admitted, cores")
     cold_starts: int | None = Field(default=None, ge=1, description="cold creates under way at "
                                     "once; more wait their turn in arrival order. null: two per core")
+    ray: str | None = Field(default=None, description="cluster mode: the Ray cluster to place "
+                            "sandboxes on, 'auto' (the one this machine belongs to) or HOST:PORT; "
+                            "null: this machine only (docs/CLUSTER.md)")
+    placement: Literal["spread", "pack"] = Field(default="spread", description="cluster mode: "
+                                                 "spread sandboxes over the nodes, or pack them")
     default_ttl_s: float | None = Field(default=None, description="idle seconds before a "
                                                                  "sandbox is removed; null: never")
     default_max_lifetime_s: float | None = Field(default=None, description="seconds after "

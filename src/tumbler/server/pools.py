@@ -175,7 +175,11 @@ class PoolManager:
         info = self.runtime.create(spec)
         try:
             info = self.runtime.start(info.id)
-            _wait_for_agent(self.runtime.agent_socket(info.id))
+            wait_agent = getattr(self.runtime, "wait_agent", None)   # cluster mode: via its host
+            if wait_agent is not None:
+                wait_agent(info.id, AGENT_READY_TIMEOUT_S)
+            else:
+                _wait_for_agent(self.runtime.agent_socket(info.id))
             return info
         except BaseException:
             self.runtime.remove(info.id)

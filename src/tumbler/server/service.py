@@ -365,9 +365,7 @@ class SandboxService:
             raise self._not_running(record)
         client = self._agents.get(sandbox_id)
         if client is None:
-            client = self._agents[sandbox_id] = AsyncAgentClient(
-                self.runtime.agent_socket(sandbox_id),
-                on_lost=lambda: self.spawn(self._agent_hung_up(sandbox_id)))
+            client = self._agents[sandbox_id] = self._agent_for(sandbox_id)
         self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
         if touch:
             self._dirty_active[sandbox_id] = time.time()
@@ -379,6 +377,13 @@ class SandboxService:
             self._busy[sandbox_id] -= 1
             if touch:
                 self._dirty_active[sandbox_id] = time.time()
+
+    def _agent_for(self, sandbox_id: str):
+        remote = getattr(self.runtime, "agent_client", None)   # cluster mode: via its node host
+        if remote is not None:
+            return remote(sandbox_id)
+        return AsyncAgentClient(self.runtime.agent_socket(sandbox_id),
+                                on_lost=lambda: self.spawn(self._agent_hung_up(sandbox_id)))
 
     def _not_running(self, record: SandboxRecord) -> TumblerError:
         # A sandbox stopped because its init died (`error` says so) answers as a call to it

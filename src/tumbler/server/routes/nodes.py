@@ -1,6 +1,7 @@
 """/v1/nodes: the machines that run this server's sandboxes (one: this host), budget and load."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections import Counter
@@ -15,7 +16,33 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
 @router.get("", response_model=wire.NodeList)
 async def list_nodes(request: Request):
+    runtime = service(request).runtime
+    if hasattr(runtime, "nodes"):   # cluster mode: each node host
+        return json_response(wire.NodeList(nodes=await asyncio.to_thread(cluster_nodes, request)))
     return json_response(wire.NodeList(nodes=[this_node(request)]))
+
+
+def cluster_nodes(request: Request) -> list[wire.NodeOut]:
+    """The cluster's node hosts as the placement knows them (Ray's view of each node's
+    resources; no load average: Ray does not report one)."""
+    svc = service(request)
+    resources = {n["NodeID"]: n.get("Resources") or {} for n in _ray_nodes()}
+    out = []
+    for node in svc.runtime.nodes():
+        res = resources.get(node["node_id"], {})
+        counts = Counter(svc.get(sid).state for sid in node["sandbox_ids"] if sid in svc.ids())
+        out.append(wire.NodeOut(
+            name=node["host_id"], budget=node["budget"], admitted=node["admitted"],
+            sandboxes=dict(counts), cpus=int(res.get("CPU", 0)), load=[],
+            memory_total_bytes=int(res.get("memory", 0)),
+            memory_available_bytes=max(0, int(res.get("memory", 0)) - node["admitted"]["memory_bytes"]),
+            state=node["state"], lost=node["lost"], address=node["address"], labels=node["labels"]))
+    return out
+
+
+def _ray_nodes() -> list[dict]:
+    import ray
+    return ray.nodes()
 
 
 def this_node(request: Request) -> wire.NodeOut:

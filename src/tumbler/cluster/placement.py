@@ -1,0 +1,156 @@
+"""Where a new sandbox goes: the node host whose budget fits its limits and whose labels match,
+by a spread or pack policy. Pure bookkeeping (no Ray): the server's ClusterRuntime and the
+control-plane simulation (bench/bench_cluster_sim.py) use it the same way.
+
+A spec asks for node labels through its own labels: `tumbler.node/KEY: VALUE` places it only on
+a node whose Ray node label KEY is VALUE (`ray start --labels KEY=VALUE`). Limits (memory,
+cpus, pids) are held against each node's budget from placement until removal.
+
+    places = Placement("spread")
+    places.add_node("vm/a", Budget(16 << 30, 1 << 20, 64.0), {"zone": "eu"})
+    host = places.choose("sb1", spec)          # CapacityExceeded names what no node has
+    places.release("sb1")
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tumbler.errors import CapacityExceeded, InvalidRequest
+from tumbler.runtime.spec import Limits, SandboxSpec
+
+NODE_SELECTOR = "tumbler.node/"
+Policy = Literal["spread", "pack"]
+POLICIES = ("spread", "pack")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one node gives to sandboxes in all (as the server's own node budget, per node)."""
+
+    memory_bytes: int
+    pids: int
+    cpus: float
+
+
+@dataclass
+class NodeSlot:
+    """One node host as placement sees it: its budget, labels, what it holds, and whether it
+    takes new sandboxes (a lost or draining node does not)."""
+
+    host_id: str
+    budget: Budget
+    labels: dict[str, str] = field(default_factory=dict)
+    held: dict[str, Limits] = field(default_factory=dict)
+    memory: int = 0
+    cpus: float = 0.0
+    pids: int = 0
+    lost: str | None = None
+
+    def fits(self, limits: Limits) -> str | None:
+        """None if `limits` fit what is left; else what is short, in words."""
+        if self.memory + limits.memory > self.budget.memory_bytes:
+            return (f"memory ({(self.budget.memory_bytes - self.memory) >> 20} MiB free of "
+                    f"{self.budget.memory_bytes >> 20})")
+        if self.cpus + limits.cpus > self.budget.cpus + 1e-9:
+            return f"cpus ({self.budget.cpus - self.cpus:g} free of {self.budget.cpus:g})"
+        if self.pids + limits.pids > self.budget.pids:
+            return f"pids ({self.budget.pids - self.pids} free of {self.budget.pids})"
+        return None
+
+    def load(self) -> float:
+        """The fullest of its budget's dimensions, 0..1: what spread evens out, pack fills."""
+        b = self.budget
+        return max(self.memory / b.memory_bytes if b.memory_bytes else 1.0,
+                   self.cpus / b.cpus if b.cpus else 1.0,
+                   self.pids / b.pids if b.pids else 1.0)
+
+
+def selector(spec: SandboxSpec) -> dict[str, str]:
+    """The node labels `spec` asks for (its `tumbler.node/KEY` labels)."""
+    return {k[len(NODE_SELECTOR):]: v for k, v in spec.labels.items() if k.startswith(NODE_SELECTOR)}
+
+
+class Placement:
+    """The node slots and the sandboxes placed on them. Not thread-safe: callers hold a lock."""
+
+    def __init__(self, policy: Policy = "spread"):
+        if policy not in POLICIES:
+            raise InvalidRequest(f"placement policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        self.policy = policy
+        self.nodes: dict[str, NodeSlot] = {}
+        self._where: dict[str, NodeSlot] = {}
+
+    def add_node(self, host_id: str, budget: Budget, labels: dict[str, str] | None = None) -> NodeSlot:
+        """A node host that takes sandboxes (again, if it was lost: a fresh slot)."""
+        slot = self.nodes[host_id] = NodeSlot(host_id, budget, dict(labels or {}))
+        return slot
+
+    def lose(self, host_id: str, reason: str) -> None:
+        slot = self.nodes.get(host_id)
+        if slot is not None:
+            slot.lost = reason
+
+    def choose(self, sandbox_id: str, spec: SandboxSpec) -> str:
+        """Place `sandbox_id` (made to `spec`) on a node and hold its limits there -> the host id.
+
+        CapacityExceeded when no node fits, saying per node what it lacks."""
+        wanted = selector(spec)
+        live = [n for n in self.nodes.values() if n.lost is None]
+        if not live:
+            raise CapacityExceeded("no live node host to place the sandbox on: every node is lost "
+                                   "or none offers the tumbler_host resource")
+        matching = [n for n in live if all(n.labels.get(k) == v for k, v in wanted.items())]
+        if not matching:
+            asked = ", ".join(f"{k}={v}" for k, v in wanted.items())
+            have = "; ".join(f"{n.host_id}: {_labels(n.labels)}" for n in live)
+            raise CapacityExceeded(f"no live node has the labels {asked} (asked by the sandbox's "
+                                   f"{NODE_SELECTOR}KEY labels); nodes: {have}")
+        fitting, short = [], []
+        for node in matching:
+            why = node.fits(spec.limits)
+            if why is None:
+                fitting.append(node)
+            else:
+                short.append(f"{node.host_id} is short of {why}")
+        if not fitting:
+            raise CapacityExceeded(
+                f"no node can take a sandbox of {spec.limits.memory >> 20} MiB, "
+                f"{spec.limits.cpus:g} cpus, {spec.limits.pids} pids: " + "; ".join(short)
+                + ". Remove sandboxes, ask for less, or add nodes")
+        # spread: the emptiest node; pack: the fullest that fits. Ties go by host id, so a
+        # burst over equal nodes goes round them in turn rather than all to one.
+        sign = 1.0 if self.policy == "spread" else -1.0
+        node = min(fitting, key=lambda n: (sign * n.load(), len(n.held), n.host_id))
+        self._hold(node, sandbox_id, spec.limits)
+        return node.host_id
+
+    def place(self, sandbox_id: str, host_id: str, limits: Limits) -> None:
+        """Note a sandbox found on `host_id` (a restart's reconcile): it holds its place there."""
+        node = self.nodes.get(host_id)
+        if node is not None and sandbox_id not in self._where:
+            self._hold(node, sandbox_id, limits)
+
+    def release(self, sandbox_id: str) -> None:
+        node = self._where.pop(sandbox_id, None)
+        if node is None:
+            return
+        limits = node.held.pop(sandbox_id)
+        node.memory -= limits.memory
+        node.cpus -= limits.cpus
+        node.pids -= limits.pids
+
+    def host_of(self, sandbox_id: str) -> str | None:
+        node = self._where.get(sandbox_id)
+        return node.host_id if node else None
+
+    def _hold(self, node: NodeSlot, sandbox_id: str, limits: Limits) -> None:
+        node.held[sandbox_id] = limits
+        node.memory += limits.memory
+        node.cpus += limits.cpus
+        node.pids += limits.pids
+        self._where[sandbox_id] = node
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"

@@ -1,0 +1,289 @@
+"""ClusterRuntime: the server's Runtime over the node hosts of a Ray cluster (`tumbler serve --ray`).
+
+The server keeps what it keeps on one machine (records, life cycle, sessions' history, pools,
+admission); this class answers its runtime calls by placing each new sandbox on a node host
+(`placement.py`: limits against each node's budget, node labels, spread or pack) and sending
+every later call for it to that host: life-cycle steps as `NodeHost.runtime_calls`, agent ops
+as `NodeHost.call` awaited on the server's event loop (no thread per call). A host that Ray
+says is gone turns its sandboxes' calls into NodeLost (ClusterClient), and its node takes no
+new sandbox.
+
+Each node gives sandboxes the server's node budget (`node_memory_bytes`, `node_cpus`,
+`node_pids`), or what its Ray node declares in the custom resources `tumbler_memory` (bytes)
+and `tumbler_cpus` (cores). The service's own admission sums the live nodes' budgets.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+
+import ray
+from ray.exceptions import RayActorError, RayError, RayTaskError
+
+from tumbler.cluster.client import ClusterClient, _first_line
+from tumbler.cluster.config import ClusterConfig
+from tumbler.cluster.placement import Budget, Placement, Policy
+from tumbler.errors import CommandTimeout, InvalidRequest, NodeLost, RuntimeFailure, TumblerError
+from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxStats
+
+log = logging.getLogger(__name__)
+
+MEMORY_RESOURCE = "tumbler_memory"
+CPUS_RESOURCE = "tumbler_cpus"
+READY_TIMEOUT_S = 30.0
+
+
+def connect(address: str) -> None:
+    """Join the Ray cluster at `address` ("auto": the one this machine runs) as its driver."""
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RuntimeFailure(f"cannot join the Ray cluster at {address!r}: {exc}. Start one "
+                                 "(`ray start --head --resources '{\"tumbler_host\": 1}'`) or give "
+                                 "its address (HOST:6379)") from None
+
+
+class ClusterRuntime:
+    """Sandboxes on node hosts, as a `tumbler.runtime.base.Runtime` (blocking methods, safe from
+    the service's worker threads) plus `agent_client` for the service's agent calls."""
+
+    name = "cluster"
+
+    def __init__(self, budget: Budget, *, policy: Policy = "spread",
+                 config: ClusterConfig | None = None):
+        self.config = config or ClusterConfig()
+        self.client = ClusterClient(self.config)
+        self.default_budget = budget
+        self.placement = Placement(policy)
+        self._lock = threading.Lock()
+        self.refresh()
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def refresh(self) -> list[str]:
+        """Start node hosts on nodes that have none (joined, or restarted) and take in the
+        sandboxes each already holds -> the ids of the hosts started."""
+        started = [i.host_id for i in self.client.start_hosts()]
+        nodes = {n["NodeID"]: n for n in ray.nodes()}
+        with self._lock:
+            for state in self.client.hosts():
+                slot = self.placement.nodes.get(state.host_id)
+                if state.lost is not None:
+                    self.placement.lose(state.host_id, state.lost)
+                elif slot is None or slot.lost is not None or state.host_id in started:
+                    node = nodes.get(state.node_id, {})
+                    self.placement.add_node(state.host_id, self._budget_of(node),
+                                            node.get("Labels") or {})
+        for host_id in started:
+            for info in self._on_host(host_id, "list", ()):
+                self._found(info, host_id)
+        return started
+
+    def nodes(self) -> list[dict]:
+        """Each node host: id, address, labels, budget, what it holds, and whether it is lost."""
+        self._sync_lost()
+        states = {s.host_id: s for s in self.client.hosts()}
+        with self._lock:
+            out = []
+            for slot in self.placement.nodes.values():
+                state = states.get(slot.host_id)
+                out.append({"host_id": slot.host_id, "labels": dict(slot.labels),
+                            "address": state.address if state else None,
+                            "node_id": state.node_id if state else None,
+                            "budget": {"memory_bytes": slot.budget.memory_bytes,
+                                       "pids": slot.budget.pids, "cpus": slot.budget.cpus},
+                            "admitted": {"memory_bytes": slot.memory, "pids": slot.pids,
+                                         "cpus": slot.cpus},
+                            "sandbox_ids": list(slot.held),
+                            "state": "lost" if slot.lost else "alive", "lost": slot.lost})
+            return out
+
+    def total_budget(self) -> Budget:
+        """The live nodes' budgets summed (what the service admits in all)."""
+        with self._lock:
+            live = [n.budget for n in self.placement.nodes.values() if n.lost is None]
+        return Budget(sum(b.memory_bytes for b in live), sum(b.pids for b in live),
+                      sum(b.cpus for b in live))
+
+    def live_budget(self) -> "LiveBudget":
+        """A budget for the service's admission that follows nodes joining and being lost."""
+        return LiveBudget(self)
+
+    def close(self) -> None:
+        """Stop the node hosts (each removes what it still holds)."""
+        self.client.close()
+
+    # -- the Runtime ---------------------------------------------------------------------------
+
+    def create(self, spec: SandboxSpec, sandbox_id: str | None = None) -> SandboxInfo:
+        sandbox_id = sandbox_id or secrets.token_hex(6)
+        self._sync_lost()
+        with self._lock:
+            host_id = self.placement.choose(sandbox_id, spec)
+        try:
+            info = self._on_host(host_id, "create", (spec, sandbox_id), sandbox_id)
+        except BaseException:
+            with self._lock:
+                self.placement.release(sandbox_id)
+            raise
+        self.client.track(sandbox_id, host_id)
+        return info
+
+    def start(self, sandbox_id: str) -> SandboxInfo:
+        return self._routed(sandbox_id, "start")
+
+    def stop(self, sandbox_id: str) -> SandboxInfo:
+        return self._routed(sandbox_id, "stop")
+
+    def reset(self, sandbox_id: str) -> SandboxInfo:
+        return self._routed(sandbox_id, "reset")
+
+    def pause(self, sandbox_id: str) -> SandboxInfo:
+        return self._routed(sandbox_id, "pause")
+
+    def resume(self, sandbox_id: str) -> SandboxInfo:
+        return self._routed(sandbox_id, "resume")
+
+    def get(self, sandbox_id: str) -> SandboxInfo:
+        return self._routed(sandbox_id, "get")
+
+    def stats(self, sandbox_id: str) -> SandboxStats:
+        return self._routed(sandbox_id, "stats")
+
+    def snapshot(self, sandbox_id: str, image: str) -> str:
+        return self._routed(sandbox_id, "snapshot", image)
+
+    def fork(self, sandbox_id: str, child_ids: list[str], *args, **kwargs):
+        raise InvalidRequest("fork is not available in cluster mode yet: a fork's children must "
+                             "land on its node, which placement does not do yet")
+
+    def remove(self, sandbox_id: str) -> None:
+        try:
+            self._routed(sandbox_id, "remove")
+        except NodeLost:
+            pass   # it went with its node; a host started there again removes what is left
+        self.client.untrack(sandbox_id)
+        with self._lock:
+            self.placement.release(sandbox_id)
+
+    def list(self) -> list[SandboxInfo]:
+        out = []
+        for state in self.client.hosts():
+            if state.lost is None:
+                for info in self._on_host(state.host_id, "list", ()):
+                    self._found(info, state.host_id)
+                    out.append(info)
+        return out
+
+    def agent_socket(self, sandbox_id: str) -> str:
+        raise InvalidRequest(f"sandbox {sandbox_id} runs on a node host: its agent is reached "
+                             "through the host, not a socket here")
+
+    # -- agents --------------------------------------------------------------------------------
+
+    def agent_client(self, sandbox_id: str, on_lost=None) -> "RemoteAgent":
+        """What the service calls the sandbox's agent through (AsyncAgentClient's `call`)."""
+        return RemoteAgent(self, sandbox_id)
+
+    def wait_agent(self, sandbox_id: str, timeout: float = READY_TIMEOUT_S) -> None:
+        """Block until the sandbox's agent answers (a warm pool's sandboxes are handed over ready)."""
+        [answer] = self.client.routed("call", [(sandbox_id, ("health", {}, b"", timeout))],
+                                      timeout + self.config.reply_grace_s)
+        if isinstance(answer, TumblerError):
+            raise answer
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _routed(self, sandbox_id: str, method: str, *args):
+        self._sync_lost()
+        [answer] = self.client.routed("runtime_calls", [(sandbox_id, (method, (sandbox_id, *args)))],
+                                      self.config.op_timeout_s)
+        if isinstance(answer, TumblerError):
+            raise answer
+        return answer
+
+    def _on_host(self, host_id: str, method: str, args: tuple, sandbox_id: str | None = None):
+        [answer] = self.client.on_host(host_id, "runtime_calls", [(sandbox_id, (method, args))],
+                                       self.config.create_timeout_s)
+        if isinstance(answer, TumblerError):
+            raise answer
+        return answer
+
+    def _found(self, info: SandboxInfo, host_id: str) -> None:
+        self.client.track(info.id, host_id)
+        with self._lock:
+            self.placement.place(info.id, host_id, info.spec.limits)
+
+    def _sync_lost(self) -> None:
+        """Nodes the client found lost take no new sandboxes."""
+        for state in self.client.hosts():
+            if state.lost is not None:
+                with self._lock:
+                    self.placement.lose(state.host_id, state.lost)
+
+    def _budget_of(self, node: dict) -> Budget:
+        res = node.get("Resources") or {}
+        b = self.default_budget
+        return Budget(int(res.get(MEMORY_RESOURCE, b.memory_bytes)), b.pids,
+                      float(res.get(CPUS_RESOURCE, b.cpus)))
+
+
+class LiveBudget:
+    """`server.capacity.Budget`'s fields, read off the cluster's live nodes at each look."""
+
+    def __init__(self, runtime: ClusterRuntime):
+        self._runtime = runtime
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._runtime.total_budget().memory_bytes
+
+    @property
+    def pids(self) -> int:
+        return self._runtime.total_budget().pids
+
+    @property
+    def cpus(self) -> float:
+        return self._runtime.total_budget().cpus
+
+
+class RemoteAgent:
+    """A sandbox's agent through its node host: `call` as AsyncAgentClient's, awaited on the
+    caller's loop (a Ray object ref is awaitable), node loss -> NodeLost, no answer -> CommandTimeout."""
+
+    def __init__(self, runtime: ClusterRuntime, sandbox_id: str):
+        self.runtime, self.sandbox_id = runtime, sandbox_id
+
+    async def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
+                   timeout: float = 60.0, on_event=None) -> tuple[dict, bytes]:
+        if on_event is not None:
+            raise InvalidRequest("streamed output is not relayed from a node host yet: in cluster "
+                                 "mode run the command without streaming (its output comes whole)")
+        client = self.runtime.client
+        host = client.host_for(self.sandbox_id)
+        if host.lost is not None:
+            raise host.gone(self.sandbox_id)
+        ref = host.actor.call.remote([(self.sandbox_id, (op, args or {}, body, timeout))])
+        wait_s = timeout + self.runtime.config.reply_grace_s
+        try:
+            [answer] = await asyncio.wait_for(asyncio.wrap_future(ref.future()), wait_s)
+        except asyncio.TimeoutError:
+            ray.cancel(ref)
+            raise CommandTimeout(f"node host {host.host_id} did not answer {op} for sandbox "
+                                 f"{self.sandbox_id} within {wait_s:g} s") from None
+        except RayTaskError as exc:
+            if isinstance(exc.cause, TumblerError):
+                raise exc.cause from None
+            raise RuntimeFailure(f"node host {host.host_id} failed in {op}: {_first_line(exc)}") from None
+        except (RayActorError, RayError) as exc:
+            client.lose(host, _first_line(exc))
+            raise host.gone(self.sandbox_id) from None
+        if isinstance(answer, TumblerError):
+            raise answer
+        return answer
+
+    async def close(self) -> None:
+        pass   # the host holds the connection; nothing of it lives here

@@ -1,0 +1,63 @@
+"""Placement of sandboxes over node hosts: budgets, node labels, spread and pack, lost nodes."""
+from __future__ import annotations
+
+import pytest
+
+from tumbler.cluster.placement import Budget, Placement
+from tumbler.errors import CapacityExceeded, InvalidRequest
+from tumbler.runtime.spec import Limits, SandboxSpec
+
+GIB = 1 << 30
+
+
+def spec(memory: int = 256 << 20, cpus: float = 0.5, **labels) -> SandboxSpec:
+    return SandboxSpec(image="debian", limits=Limits(memory=memory, cpus=cpus),
+                       labels={f"tumbler.node/{k}": v for k, v in labels.items()})
+
+
+def three(policy: str) -> Placement:
+    p = Placement(policy)
+    p.add_node("vm/a", Budget(GIB, 100_000, 4.0), {"zone": "eu"})
+    p.add_node("vm/b", Budget(GIB, 100_000, 4.0), {"zone": "eu"})
+    p.add_node("vm/c", Budget(2 * GIB, 100_000, 4.0), {"zone": "us", "gpu": "yes"})
+    return p
+
+
+def test_spread_evens_load_and_pack_fills_one_node_first():
+    spread = three("spread")
+    hosts = [spread.choose(f"s{i}", spec()) for i in range(6)]
+    assert {h: hosts.count(h) for h in hosts} == {"vm/a": 2, "vm/b": 2, "vm/c": 2}
+    pack = three("pack")
+    hosts = [pack.choose(f"p{i}", spec()) for i in range(4)]
+    assert len(set(hosts)) == 1          # all on one node while it has room
+    first = hosts[0]
+    assert pack.choose("p4", spec(memory=GIB)) != first   # full: the next node that fits
+
+
+def test_labels_budget_and_release():
+    p = three("spread")
+    assert {p.choose(f"g{i}", spec(gpu="yes")) for i in range(3)} == {"vm/c"}
+    with pytest.raises(CapacityExceeded, match="no live node has the labels zone=mars"):
+        p.choose("x", spec(zone="mars"))
+    with pytest.raises(CapacityExceeded, match=r"vm/a is short of memory.*vm/b is short of memory"):
+        p.choose("big", spec(memory=3 * GIB // 2, zone="eu"))
+    with pytest.raises(CapacityExceeded, match="short of cpus"):
+        p.choose("cpu", spec(cpus=8.0))
+    p.release("g0")
+    p.release("g0")                       # twice: harmless
+    assert p.nodes["vm/c"].memory == 2 * (256 << 20)
+    assert p.host_of("g1") == "vm/c" and p.host_of("g0") is None
+
+
+def test_lost_node_takes_nothing_and_a_found_sandbox_holds_its_place():
+    p = three("spread")
+    p.lose("vm/a", "its actor died")
+    assert {p.choose(f"s{i}", spec()) for i in range(4)} == {"vm/b", "vm/c"}
+    p.place("old", "vm/b", Limits(memory=GIB // 2))
+    assert p.host_of("old") == "vm/b"
+    for host in ("vm/b", "vm/c"):
+        p.lose(host, "gone")
+    with pytest.raises(CapacityExceeded, match="no live node host"):
+        p.choose("z", spec())
+    with pytest.raises(InvalidRequest, match="spread, pack"):
+        Placement("random")
