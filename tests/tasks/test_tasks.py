@@ -294,3 +294,40 @@ def test_a_killed_run_resumes_where_it_was(tmp_path, runtime):
     stale = [i.name for i in runtime.images.list() if i.name.startswith("verify.")
              and runtime.images.meta(i.name).get("owner", "").startswith(f"{proc.pid}:")]
     assert stale == []
+
+
+def test_pruning_follows_no_link_and_survives_a_deep_tree(tmp_path):
+    """The agent's layer as the host sees it: a link to the host's files and a very deep tree."""
+    from tumbler.errors import RuntimeFailure
+    from tumbler.tasks.verify import prune_layer
+    host = tmp_path / "host-etc"
+    (host / "x" / ".local").mkdir(parents=True)
+    layer = tmp_path / "layer"
+    (layer / "srv" / "keep").mkdir(parents=True)
+    (layer / "srv" / "keep" / "data.txt").write_text("kept")
+    (layer / "srv" / "lib" / "site-packages").mkdir(parents=True)
+    (layer / "usr" / "bin").mkdir(parents=True)
+    (layer / "home").symlink_to(host)                  # home/*/.local would reach the host's
+    (layer / "srv" / "out").symlink_to(host)
+    (layer / "conftest.py").write_text("planted")
+    prune_layer(layer)
+    assert (host / "x" / ".local").is_dir()             # the host's files are untouched
+    assert (layer / "srv" / "keep" / "data.txt").read_text() == "kept"
+    assert not (layer / "usr").exists() and not (layer / "conftest.py").exists()
+    assert not (layer / "srv" / "lib" / "site-packages").exists()
+    from tumbler.runtime.trees import remove_tree
+    try:
+        deep = layer / "srv"
+        for _ in range(1200):                           # past Python's recursion limit
+            deep = deep / "d"
+        __import__("subprocess").run(["mkdir", "-p", str(deep / "site-packages")], check=True)
+        prune_layer(layer)
+        assert deep.is_dir() and not (deep / "site-packages").exists()
+        long = layer / "srv" / "long"
+        for _ in range(39):                             # 3,900 characters: past MAX_PATH
+            long = long / ("x" * 99)
+        long.mkdir(parents=True)
+        with pytest.raises(RuntimeFailure, match="nest too deep"):
+            prune_layer(layer)
+    finally:   # shutil.rmtree (pytest's tmp_path cleanup) would recurse past its limit
+        assert remove_tree(layer / "srv")

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 STEP_TIMEOUT_S = 1800.0
 BUILD_LIMITS = {"memory": "2g", "disk": "8g", "inodes": 524288, "cpus": 2.0, "pids": 1024}
 OUTPUT_TAIL = 30          # lines of a failed step's output shown in its error
+OUTPUT_MAX_BYTES = 1 << 20   # of a step's output kept by the agent (it streams all of it)
 RUN_SCRIPT = "/tmp/.tumbler-run.sh"
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 PATH_DEFAULT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -293,7 +294,7 @@ class _Build:
             self.on_event("output", n, total, text)
         session = sb.session("build", env=env, cwd=self.config.workdir)
         result = session.run(shlex.join(argv) + " 2>&1 </dev/null", timeout=self.step_timeout_s,
-                             on_output=_lines(line))
+                             max_output=OUTPUT_MAX_BYTES, on_output=_lines(line))
         if result.timed_out:
             raise RuntimeFailure(f"{where} ran past {self.step_timeout_s:.0f} s:\n" + "\n".join(tail))
         if result.exit_code != 0:

@@ -29,6 +29,7 @@ PIP_BASE = "debian-pip"
 # gcc and python3-dev: some packages have only an sdist (gem-llm needs pycosat, built from C).
 PIP_BASE_PACKAGES = DEFAULT_PACKAGES + ("python3-pip", "gcc", "libc6-dev", "python3-dev")
 PIP_TIMEOUT_S = 1800
+MAX_LINE = 64 * 1024      # bytes of output held while waiting for a newline
 PIP_LIMITS = {"memory": "2g", "disk": "8g", "inodes": 524288, "cpus": 2.0, "pids": 1024}
 HOST_CA_PATH = "/tmp/.tumbler-host-ca.crt"
 GEM_IMAGE = "gem"
@@ -150,6 +151,8 @@ def _lines(on_output: Callable[[str], None] | None):
         nonlocal pending
         pending += chunk
         *lines, pending = pending.replace(b"\r", b"\n").split(b"\n")
+        if len(pending) > MAX_LINE:   # output with no newline in sight: pass it on in parts
+            lines, pending = lines + [pending], b""
         for line in lines:
             if line.strip():
                 on_output(line.decode("utf-8", errors="replace"))

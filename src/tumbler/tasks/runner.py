@@ -75,8 +75,14 @@ def run_tasks(tasks: list[Task], agent: Agent, *, k: int = 1, concurrency: int =
         image = images.get(task.id)
         if isinstance(image, TrialResult):   # the build failed: every trial says so
             return image.model_copy(update={"trial": i, "agent": agent.name})
-        return run_trial(task, agent, i, out_dir / "trials" / task.id / str(i), runtime,
-                         image=image, verifier_network=verifier_network)
+        try:
+            return run_trial(task, agent, i, out_dir / "trials" / task.id / str(i), runtime,
+                             image=image, verifier_network=verifier_network)
+        except Exception as exc:   # an agent's or a bug's: this trial fails, the run goes on
+            log.exception("trial %s/%d crashed", task.id, i)
+            return TrialResult(task_id=task.id, trial=i, agent=agent.name, reward=0.0,
+                               passed=False, error="trial_error",
+                               reason=f"{type(exc).__name__}: {exc}"[-4000:])
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="trial") as pool:
         futures = {pool.submit(one, t, i): (t, i) for t, i in todo}

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tumbler.errors import NotFound, TumblerError
+from tumbler.errors import NotFound, RuntimeFailure, TumblerError
 from tumbler.runtime.owners import is_alive, this_process
 from tumbler.runtime.trees import remove_tree
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 REWARD_MAX_BYTES = 4096
 OUTPUT_MAX_BYTES = 256 * 1024
+MAX_PATH = 3800            # characters of a host path the pruning walk goes down to
 PRUNED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "tests", "logs", "solution",
           "proc", "sys", "dev", "run", "etc/ld.so.preload", "etc/ld.so.conf", "etc/ld.so.conf.d",
           "etc/ld.so.cache", "etc/profile", "etc/profile.d", "etc/bash.bashrc", "etc/environment",
@@ -95,18 +96,47 @@ def sweep_stale(store) -> list[str]:
 
 
 def prune_layer(layer: Path) -> None:
-    """Drop from a snapshot's layer what must come from the pristine image (see above)."""
+    """Drop from a snapshot's layer what must come from the pristine image (see above).
+
+    The tree is the agent's: the walk is iterative (a 5,000-level tree does not recurse), never
+    follows a link, and a path it cannot handle (past PATH_MAX) fails the check with a
+    TumblerError rather than leaving something unpruned."""
     for pattern in PRUNED:
-        for hit in layer.glob(pattern):
-            remove_tree(hit)
+        for hit in _matches(layer, pattern.split("/")):
+            _remove(hit)
     for entry in os.scandir(layer):   # /conftest.py, /pytest.ini...: files at the top of /
         if not entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-    for dirpath, dirnames, filenames in os.walk(layer, followlinks=False):
-        for name in [*dirnames, *filenames]:
-            if any(fnmatch.fnmatch(name, p) for p in PRUNED_ANYWHERE):
-                remove_tree(os.path.join(dirpath, name))
-        dirnames[:] = [d for d in dirnames if os.path.isdir(os.path.join(dirpath, d))]
+            _remove(Path(entry.path))
+    stack = [str(layer)]
+    while stack:
+        folder = stack.pop()
+        if len(folder) > MAX_PATH:
+            raise RuntimeFailure(f"the agent's files nest too deep to check ({len(folder)} "
+                                 "characters of path); the trial fails")
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if any(fnmatch.fnmatch(entry.name, p) for p in PRUNED_ANYWHERE):
+                    _remove(Path(entry.path))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+
+
+def _matches(folder: Path, parts: list[str]) -> list[Path]:
+    """Entries under `folder` matching the glob components `parts`, going down through real
+    directories only (Path.glob would follow the agent's links, to the host's own /etc)."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    hits = [e for e in entries if fnmatch.fnmatch(e.name, parts[0])]
+    if len(parts) == 1:
+        return [Path(e.path) for e in hits]
+    return [m for e in hits if e.is_dir(follow_symlinks=False) for m in _matches(Path(e.path), parts[1:])]
+
+
+def _remove(path: Path) -> None:
+    if not remove_tree(path):
+        raise RuntimeFailure(f"could not remove {path} from the verifier's copy; the trial fails")
 
 
 def _run_verifier(sb, task, env: dict[str, str], workdir: str) -> Verdict:
