@@ -331,3 +331,27 @@ def test_pruning_follows_no_link_and_survives_a_deep_tree(tmp_path):
             prune_layer(layer)
     finally:   # shutil.rmtree (pytest's tmp_path cleanup) would recurse past its limit
         assert remove_tree(layer / "srv")
+
+
+def test_an_agent_by_module_and_factory(tmp_path, runtime, monkeypatch):
+    from tumbler.tasks.agents import load_agent
+    write(tmp_path / "my_agents.py", """
+    from tumbler.tasks.agents import AgentOutcome
+
+    class Answerer:
+        name = "answerer"
+
+        def run(self, sandbox, task, timeout_s, log):
+            sandbox.write_file("/root/answer.txt", "42\\n")
+            return AgentOutcome(0)
+
+    def make():
+        return Answerer()
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    agent = load_agent("my_agents:make")
+    assert trial(harbor_task(tmp_path), agent, tmp_path, runtime).passed
+    with pytest.raises(InvalidRequest, match="no attribute 'nope'"):
+        load_agent("my_agents:nope")
+    with pytest.raises(InvalidRequest, match="use oracle, nop, or module:factory"):
+        load_agent("claude")
