@@ -60,6 +60,11 @@ def main() -> None:
                 shoot(page, "sandboxes")
                 page.goto(URL + "/ui/#/sandboxes/" + made[0].id)
                 page.wait_for_timeout(10_000)      # ten samples of live stats
+                page.click("#terminal")
+                page.keyboard.type("cd /root/repo && git status && python3 ../task.py x y && ls -la /root\n")
+                page.wait_for_timeout(2000)
+                shoot(page, "sandbox-terminal", full=True)
+                page.click(".tabs button[data-tab='Console']")
                 for line in ["cd /root/repo && ls -la", "python3 ../task.py a b", "uname -sr; nproc"]:
                     page.fill("#console-in", line)
                     page.press("#console-in", "Enter")
@@ -85,6 +90,13 @@ def main() -> None:
                     page.goto(URL + "/ui/#/runs/" + runs[0]["name"])
                     page.wait_for_selector(".turn.assistant")
                     shoot(page, "run", full=True)
+                tasks = httpx.get(URL + "/v1/task-runs", headers={"authorization": f"Bearer {TOKEN}"}).json()["runs"]
+                if tasks:
+                    page.goto(URL + "/ui/#/tasks/" + tasks[0]["name"])
+                    page.wait_for_selector("#trial-table tbody tr button")
+                    page.locator("#trial-table tbody tr").first.get_by_role("button", name="verifier").click()
+                    page.wait_for_selector("#trial-log-text")
+                    shoot(page, "task-run", full=True)
                 browser.close()
         finally:
             for sb in made:

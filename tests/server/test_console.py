@@ -293,6 +293,8 @@ def test_training_run_view(page):
     shot(page, "runs")
     page.click("#run-table >> text=guess-demo")
     page.wait_for_selector("svg.chart polyline")
+    ticks = page.locator("svg.chart text.tick").all_text_contents()
+    assert {"0", "3", "6"} <= set(ticks)                     # whole numbers keep their zeros
     page.wait_for_selector(".turn.assistant.trained")
     # what the run wrote is shown as text, never as HTML
     assert page.locator(".turn .content b").count() == 0

@@ -59,7 +59,11 @@ function age(seconds) {
 }
 
 const when = (unix) => new Date(unix * 1000).toLocaleString();
-const num = (x, digits = 3) => (x === undefined || x === null) ? "" : (+x).toFixed(digits).replace(/\.?0+$/, "");
+function num(x, digits = 3) {
+  if (x === undefined || x === null) return "";
+  const text = (+x).toFixed(digits);
+  return text.includes(".") ? text.replace(/\.?0+$/, "") : text;   // 2.50 -> 2.5, 10 stays 10
+}
 const ANSI = /\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-Z\\-_]|\r(?!\n)/g;
 const plain = (text) => text.replace(ANSI, "");
 
@@ -201,9 +205,11 @@ function table(columns, rows, { empty = "nothing here", id } = {}) {
 
 function badge(state) { return h("span", { class: "badge " + state }, state); }
 
-function bar(used, limit, label) {
+// A meter: `used` of `limit`; near full is hot, unless full is good (passed trials).
+function bar(used, limit, label, { good = false } = {}) {
   const pct = limit > 0 ? Math.min(100, 100 * used / limit) : 0;
-  return h("div", { class: "meter" }, h("div", { class: "meter-fill" + (pct > 85 ? " hot" : ""), style: { width: pct + "%" } }),
+  const tone = good ? " good" : pct > 85 ? " hot" : "";
+  return h("div", { class: "meter" }, h("div", { class: "meter-fill" + tone, style: { width: pct + "%" } }),
            h("span", {}, label));
 }
 
@@ -694,6 +700,10 @@ function viewNodes() {
   main().replaceChildren(h("div", { class: "title" }, h("h2", {}, "Nodes"),
     h("span", { class: "muted" }, "the machines that run this server's sandboxes, what they admit and their load")), holder);
   const draw = () => holder.replaceChildren(...app.nodes.map((n) => section(n.name,
+    h("p", {}, n.state ? h("span", { class: "badge " + (n.state === "alive" ? "running" : "error") }, n.state) : null,
+      n.address ? h("span", { class: "muted" }, " · " + n.address) : null,
+      n.lost ? h("span", { class: "err" }, " · " + n.lost) : null,
+      ...Object.entries(n.labels || {}).map(([k, v]) => h("span", { class: "chip" }, k + "=" + v))),
     h("div", { class: "stat-row" },
       h("div", {}, h("div", { class: "label" }, "host memory in use"), bar(n.memory_total_bytes - n.memory_available_bytes, n.memory_total_bytes,
         bytes(n.memory_total_bytes - n.memory_available_bytes) + " / " + bytes(n.memory_total_bytes))),
@@ -848,7 +858,7 @@ function viewTaskRun(name) {
     byTask.replaceChildren(table(["task", "trials", "passed", "pass@" + k, "mean reward", "s / trial", "errors"], ids.map((id) => {
       const rs = tasks[id], c = rs.filter((r) => r.passed).length;
       return h("tr", { "data-task": id }, h("td", { class: "mono" }, id), h("td", {}, rs.length),
-        h("td", {}, bar(c, rs.length, c + " / " + rs.length)), h("td", {}, num(passAtK(rs.length, c, Math.min(k, rs.length)), 2)),
+        h("td", {}, bar(c, rs.length, c + " / " + rs.length, { good: true })), h("td", {}, num(passAtK(rs.length, c, Math.min(k, rs.length)), 2)),
         h("td", {}, num(mean(rs, "reward"), 2)), h("td", {}, num(mean(rs, "seconds"), 1)),
         h("td", { class: "err small" }, [...new Set(rs.filter((r) => r.error).map((r) => r.error))].join(", ")));
     }), { id: "task-table", empty: "no trial has finished yet" }));
