@@ -35,6 +35,7 @@ class SyncModelCall(ModelCall):
         self.call, self._sync = call, bridge
         self.sandbox_id, self.episode_id, self.call_id = call.sandbox_id, call.episode_id, call.call_id
         self.request, self.stream, self.received = call.request, call.stream, call.received
+        self.api, self.native_request = call.api, call.native_request
 
     @property
     def answered(self) -> bool:

@@ -2,8 +2,10 @@
 
 An agent is any object with `name` and `run(sandbox, task, timeout_s, log) -> AgentOutcome`;
 `sandbox` is a LocalSandbox of the task's image (cwd the image's WORKDIR), `log` a text file
-for whatever the agent wants kept with the trial. `load_agent("oracle" | "nop" |
-"package.module:factory")` makes one by name.
+for whatever the agent wants kept with the trial. An agent may also have
+`prepare_image(image, config, runtime) -> (image, config)`, which the trial calls to make its
+sandbox's image (an agent program installs itself there: tumbler.agents). `load_agent("oracle"
+| "nop" | "claude-code" | "package.module:factory")` makes one by name.
 """
 from __future__ import annotations
 
@@ -71,15 +73,24 @@ def upload(sandbox, remote: str, files: list[tuple[Path, str]]) -> None:
         sandbox.do(ops.upload_tar(remote, tar_directory(Path(tmp))))
 
 
-def load_agent(spec: str) -> Agent:
-    """"oracle", "nop", or "module:factory" (a callable returning an agent, or a class)."""
+def load_agent(spec: str, owner=None) -> Agent:
+    """"oracle", "nop", an agent program (a shipped name such as "claude-code", or a program
+    .toml; see tumbler.agents) whose model calls `owner` answers, or "module:factory" (a
+    callable returning an agent, or a class)."""
     if spec == "oracle":
         return OracleAgent()
     if spec in ("nop", "none"):
         return NopAgent()
     module, colon, attr = spec.partition(":")
     if not colon:
-        raise InvalidRequest(f"agent {spec!r}: use oracle, nop, or module:factory")
+        from tumbler.agents import ProgramAgent, load_program, shipped_programs
+        if spec in shipped_programs() or spec.endswith(".toml"):
+            if owner is None:
+                raise InvalidRequest(f"agent {spec!r} calls a model: give it one (--model-url "
+                                     "URL, or --script TABLE.json for a scripted owner)")
+            return ProgramAgent(load_program(spec), owner)
+        raise InvalidRequest(f"agent {spec!r}: use oracle, nop, an agent program "
+                             f"({', '.join(shipped_programs())}, or a .toml), or module:factory")
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:

@@ -41,7 +41,16 @@ def run(where: str = typer.Argument(..., help="a shipped set (devops, data, supp
                                      "of task folders, or one task folder"),
         task: list[str] = typer.Option([], "--task", help="only this task id (repeatable)"),
         oracle: bool = typer.Option(False, "--oracle", help="run each task's own solution"),
-        agent: str = typer.Option("nop", help="oracle, nop, or module:factory"),
+        agent: str = typer.Option("nop", help="oracle, nop, an agent program (bash, "
+                                  "mini-swe-agent, qwen-code, claude-code, or a .toml), or "
+                                  "module:factory"),
+        model_url: Optional[str] = typer.Option(None, help="an agent program's model: an "
+                                                "OpenAI-compatible server (base URL ending in /v1)"),
+        model_key: Optional[str] = typer.Option(None, envvar="TUMBLER_MODEL_KEY",
+                                                help="API key for --model-url"),
+        model: Optional[str] = typer.Option(None, help="model name sent to --model-url"),
+        script: Optional[Path] = typer.Option(None, help="answer an agent program's model calls "
+                                              "from this table (JSON rows; no LLM)"),
         k: int = typer.Option(1, "-k", "--trials", help="trials per task"),
         concurrency: int = typer.Option(4, "-c", "--concurrency", help="trials at once"),
         out: Path = typer.Option(Path("runs/tasks"), "--out", "-o", help="results folder; a "
@@ -53,7 +62,10 @@ def run(where: str = typer.Argument(..., help="a shipped set (devops, data, supp
     from tumbler.tasks.report import table
     from tumbler.tasks.runner import run_tasks
     tasks = load_tasks(where, task or None)
-    chosen = load_agent("oracle" if oracle else agent)
+    from tumbler.agents.owners import ScriptedOwner, UpstreamOwner
+    owner = (ScriptedOwner.from_file(script) if script else
+             UpstreamOwner(model_url, api_key=model_key, model=model) if model_url else None)
+    chosen = load_agent("oracle" if oracle else agent, owner)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
     with Progress(*columns, console=console) as progress:

@@ -52,6 +52,9 @@ def run_trial(task: Task, agent: Agent, trial: int, trial_dir: Path, runtime,
     base = dict(task_id=task.id, trial=trial, agent=agent.name, started=started)
     try:
         name, config = image or task_image(task, runtime)
+        prepare = getattr(agent, "prepare_image", None)   # an agent program installs itself
+        if prepare is not None:
+            name, config = prepare(name, config, runtime)
     except TumblerError as exc:
         return _failed(base, wall, "build_error", str(exc))
     try:
