@@ -33,12 +33,13 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    memory: int = Field(default=512 << 20, description="memory limit in bytes (no swap on top)")
+    memory: int = Field(default=512 << 20, description="memory limit in bytes, or a size such as "
+                        "'512m', '2g' (no swap on top)")
     cpus: float = Field(default=1.0, description="CPU time, in cores (0.5 = half a core)")
     pids: int = Field(default=512, description="most processes and threads at once")
     nofile: int = Field(default=1024, description="open file descriptors per process")
-    disk: int = Field(default=2 << 30, description="bytes the sandbox may write (its own "
-                      "filesystem: writes past it fail with ENOSPC inside)")
+    disk: int = Field(default=2 << 30, description="bytes the sandbox may write, or a size such "
+                      "as '2g' (its own filesystem: writes past it fail with ENOSPC inside)")
     inodes: int = Field(default=DEFAULT_INODES, description="files and directories the sandbox "
                         "may create (default 131072, or one per 4 KiB of a smaller disk)")
 
