@@ -24,7 +24,7 @@ import threading
 import time
 
 from . import args as a
-from . import children
+from . import children, processes
 from .protocol import INVALID, NOT_FOUND, AgentRequestError
 
 KEEP_BYTES = 8 << 20        # output bytes kept per job
@@ -170,10 +170,13 @@ def send_signal(req: dict, body: bytes) -> tuple[dict, bytes]:
     if signum not in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP):
         raise AgentRequestError(INVALID, "signal must be 1 (HUP), 2 (INT), 9 (KILL) or 15 (TERM)")
     if job.end is None:
-        try:
-            os.killpg(job.pid, signum)
-        except ProcessLookupError:
-            pass
+        # The job's whole session: a shell on a terminal puts its background jobs in groups
+        # of their own, and a killed shell sends them no hangup.
+        for group in processes.session_groups(job.pid):
+            try:
+                os.killpg(group, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
     return {}, b""
 
 

@@ -23,6 +23,24 @@ def list_processes(req: dict, body: bytes) -> tuple[dict, bytes]:
     return {"processes": procs}, b""
 
 
+def session_groups(sid: int) -> set[int]:
+    """The process groups of session `sid` (its leader's group included): a terminal's shell
+    puts each background job in a group of its own, all in the one session."""
+    groups = {sid}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if int(fields[3]) == sid:  # fields after comm: state ppid pgrp session
+            groups.add(int(fields[2]))
+    return groups
+
+
 def send_signal(req: dict, body: bytes) -> tuple[dict, bytes]:
     """Send `signal` (a number or a name: "TERM", "SIGKILL") to `pid`; pid <= 1 and the agent are refused."""
     pid = a.get(req, "pid", int)

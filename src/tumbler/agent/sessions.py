@@ -22,7 +22,7 @@ import termios
 import threading
 import time
 
-from . import children
+from . import children, processes
 from .protocol import CONFLICT, EXISTS, INVALID, NOT_FOUND, AgentRequestError
 
 log = logs.get("tumbler.agent.sessions")
@@ -548,18 +548,7 @@ def _pidfd(pid: int) -> int | None:
 
 def _kill_session(sid: int) -> None:
     """SIGKILL every process group whose session id is `sid`."""
-    groups = {sid}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[3]) == sid:  # fields after comm: state ppid pgrp session
-            groups.add(int(fields[2]))
+    groups = processes.session_groups(sid)
     for pgid in groups:
         try:
             os.killpg(pgid, signal.SIGKILL)

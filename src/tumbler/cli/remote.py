@@ -122,7 +122,14 @@ def exec_(sandbox_id: str = o.SANDBOX_ID,
 @sandbox_app.command("shell")
 @reports_errors
 def shell(sandbox_id: str = o.SANDBOX_ID, url: Optional[str] = URL, token: Optional[str] = TOKEN):
-    """An interactive shell: a bash session of its own; Ctrl-C interrupts, Ctrl-D leaves."""
+    """A terminal in the sandbox: a login bash on a PTY (full-screen programs such as top or
+    vim, resizes) until it exits. With stdin not a terminal: a line-by-line bash session of
+    its own instead (Ctrl-C interrupts, Ctrl-D leaves)."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from tumbler.sdk import core
+        from tumbler.sdk.terminal import attach_tty
+        raise typer.Exit(attach_tty(url or core.default_url(), token or core.default_token(),
+                                    sandbox_id))
     from tumbler.sdk import Sandbox
     try:
         import readline  # noqa: F401  (line editing and history for input())
