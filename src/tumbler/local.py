@@ -47,14 +47,16 @@ class LocalSandbox:
                  memory: int | str = "512m", cpus: float = 1.0, pids: int = 512,
                  disk: int | str = "2g", inodes: int | None = None,
                  labels: dict[str, str] | None = None, runtime: Runtime | None = None,
-                 spec: SandboxSpec | None = None, keep: bool = False):
+                 spec: SandboxSpec | None = None, keep: bool = False,
+                 egress: list[str] | None = None):
         """keep: let the sandbox outlive this process; by default the next process that opens
-        the runtime removes it once this one is gone (SIGKILL included)."""
+        the runtime removes it once this one is gone (SIGKILL included). egress: with
+        network="egress", the hosts it may reach (tumbler.runtime.egress)."""
         self.runtime = runtime or default_runtime()
         if spec is None:
             try:
                 spec = SandboxSpec(image=image, hostname=hostname, env=env or {}, cwd=cwd,
-                                   network=network, labels=labels or {},
+                                   network=network, egress=egress or [], labels=labels or {},
                                    limits=Limits(memory=memory, cpus=cpus, pids=pids, disk=disk,
                                                  **({} if inodes is None else {"inodes": inodes})))
             except ValueError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tumbler.runtime import agentpy, idmap
+from tumbler.runtime.egress import proxy_env
 from tumbler.runtime.seccomp import oci_seccomp
 from tumbler.runtime.spec import SandboxSpec
 
@@ -50,7 +51,7 @@ def agent_args() -> list[str]:
 
 
 def oci_config(spec: SandboxSpec, *, rootfs: Path, agent_root: Path, cgroup_path: str) -> dict:
-    env = {**BASE_ENV, **spec.env}
+    env = {**BASE_ENV, **(proxy_env() if spec.network == "egress" else {}), **spec.env}
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -82,7 +83,7 @@ def oci_config(spec: SandboxSpec, *, rootfs: Path, agent_root: Path, cgroup_path
 
 def _namespaces(spec: SandboxSpec) -> list[dict]:
     kinds = ["pid", "ipc", "uts", "mount", "user", "cgroup"]
-    if spec.network == "none":
+    if spec.network != "host":   # "egress" too: its only way out is the proxy's socket
         kinds.append("network")
     return [{"type": k} for k in kinds]
 
@@ -101,7 +102,7 @@ def _mounts(spec: SandboxSpec, agent_root: Path) -> list[dict]:
         {"destination": AGENT_MOUNT, "type": "bind", "source": str(agent_root),
          "options": ["rbind", "ro", "nosuid", "nodev"]},
     ]
-    if spec.network == "none":
+    if spec.network != "host":
         # A fresh sysfs is allowed (and shows only our own network devices) in our own netns.
         mounts.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                        "options": ["nosuid", "noexec", "nodev", "ro"]})

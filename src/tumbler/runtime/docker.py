@@ -104,6 +104,9 @@ class DockerRuntime(RecordKeeping):
         sandbox_id = sandbox_id or secrets.token_hex(ID_LEN // 2)
         if not sandbox_id.isalnum() or len(sandbox_id) > 32:
             raise InvalidRequest(f"bad sandbox id {sandbox_id!r}: up to 32 letters and digits")
+        if spec.network == "egress":
+            raise InvalidRequest("network 'egress' is the process backend's (its proxy binds in "
+                                 "the sandbox's namespace); use the process backend, or 'none'")
         try:
             self._dir(sandbox_id).mkdir()
         except FileExistsError:

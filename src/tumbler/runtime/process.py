@@ -32,7 +32,7 @@ from pathlib import Path
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
 from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError, TumblerError
-from tumbler.runtime import agentpy, cgroups, disks, expiry, overlay, owners
+from tumbler.runtime import agentpy, cgroups, disks, egress, expiry, overlay, owners
 from tumbler.runtime.bundle import oci_config
 from tumbler.runtime.images import ImageStore
 from tumbler.runtime.records import RecordKeeping
@@ -307,6 +307,12 @@ class ProcessRuntime(RecordKeeping):
         finally:
             # Only the agent holds the socket now: if it dies, clients are refused, not queued.
             listener.close()
+        if info.spec.network == "egress":
+            try:
+                egress.start(sdir, self.init_pid(sid), info.spec.egress)
+            except (RuntimeFailure, OSError, TypeError) as exc:
+                self._stop(sid)
+                raise RuntimeFailure(f"sandbox {sid}: {exc}") from None
 
     def _listen(self, sandbox_id: str) -> socket.socket:
         path = self.agent_socket(sandbox_id)
@@ -323,6 +329,7 @@ class ProcessRuntime(RecordKeeping):
     def _stop(self, sandbox_id: str) -> None:
         """Kill every process of the sandbox, reap its init, unmount its root. Idempotent."""
         sdir = self._dir(sandbox_id)
+        egress.stop(sdir)
         pid = self.init_pid(sandbox_id)
         if pid is not None:
             # Killing the pid namespace's init kills every process in it, at once. That is

@@ -110,7 +110,11 @@ class SandboxSpec(BaseModel):
     hostname: str = Field(default="sandbox", description="the sandbox's own hostname")
     env: dict[str, str] = Field(default_factory=dict, description="environment of every process")
     cwd: str = Field(default="/root", description="working directory of sessions and exec")
-    network: str = Field(default="none", description="'none' (own namespace, loopback only) or 'host'")
+    network: str = Field(default="none", description="'none' (own namespace, loopback only), "
+                         "'egress' (as none, plus a proxy that reaches only the hosts in "
+                         "`egress`: runtime/egress.py) or 'host'")
+    egress: list[str] = Field(default_factory=list, description="with network 'egress': the "
+                              "hosts it may reach: name, name:port, *.name[:port], IP:port")
     limits: Limits = Field(default_factory=Limits)
     labels: dict[str, str] = Field(default_factory=dict, description="free-form, for the caller")
 
@@ -141,9 +145,23 @@ class SandboxSpec(BaseModel):
     @field_validator("network")
     @classmethod
     def _network(cls, v):
-        if v not in ("none", "host"):
-            raise ValueError(f"network must be 'none' or 'host', not {v!r}")
+        if v not in ("none", "egress", "host"):
+            raise ValueError(f"network must be 'none', 'egress' or 'host', not {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _egress(self):
+        if self.network == "egress" and not self.egress:
+            raise ValueError("network 'egress' needs the hosts it may reach: egress=[...]")
+        if self.egress and self.network != "egress":
+            raise ValueError(f"egress hosts are for network 'egress', not {self.network!r}")
+        if self.egress:
+            from tumbler.runtime.egress import parse_rules
+            try:
+                parse_rules(self.egress)
+            except Exception as exc:   # InvalidRequest: the message names the entry
+                raise ValueError(str(exc)) from None
+        return self
 
 
 class SandboxState(enum.StrEnum):
