@@ -166,3 +166,16 @@ def test_prune_removes_step_images_nothing_stands_on(tmp_path, runtime, fresh_im
     removed = prune_build_cache(store, in_use=lambda n: n not in ours)
     assert removed == [loose] and all(store.exists(n) for n in kept_chain)
     assert named.image == "t-kept"
+
+
+def test_build_file_from_the_command_line(tmp_path, runtime, fresh_images):
+    from typer.testing import CliRunner
+    from tumbler.cli import app
+    write(tmp_path / "Dockerfile", "FROM ubuntu:24.04\nRUN echo from-the-cli > /made\n")
+    first = CliRunner().invoke(app, ["image", "build-file", str(tmp_path), "--name", "t-cli"])
+    assert first.exit_code == 0, first.output
+    assert "step 1/1: RUN echo from-the-cli" in first.output and "built image t-cli" in first.output
+    again = CliRunner().invoke(app, ["image", "build-file", str(tmp_path), "--name", "t-cli"])
+    assert "step 1/1 (cached)" in again.output and "1 cached" in again.output
+    bad = CliRunner().invoke(app, ["image", "build-file", str(tmp_path), "--build-arg", "oops"])
+    assert bad.exit_code != 0 and "KEY=VALUE" in bad.output
