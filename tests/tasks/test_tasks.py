@@ -22,7 +22,11 @@ def trial(task_dir, agent, tmp_path, runtime):
 # -- loading ------------------------------------------------------------------------------
 
 def test_a_harbor_folder_loads(tmp_path):
-    task = load_task(harbor_task(tmp_path, agent_timeout=12))
+    d = harbor_task(tmp_path, agent_timeout=12)
+    with open(d / "task.toml", "a") as fh:   # fields of Terminal-Bench 2's task.toml files
+        fh.write('workdir = "/srv/work"\nallow_internet = false\nbuild_timeout_sec = 900.0\n')
+    task = load_task(d)
+    assert task.workdir == "/srv/work" and task.metadata["allow_internet"] is False
     assert (task.format, task.id, task.agent_timeout_s, task.memory) == ("harbor", "answer", 12, "512m")
     assert task.instruction == "Write 42 to /root/answer.txt."
     assert [name for _, name in task.tests] == ["test.sh"] and task.has_oracle

@@ -61,6 +61,8 @@ class TaskSetEnv(Env):
         if self.task.id not in self._images:
             self._images[self.task.id] = task_image(self.task, self.runtime)
         image, self.config = self._images[self.task.id]
+        if self.task.workdir:
+            self.config = self.config.model_copy(update={"workdir": self.task.workdir})
         self._drop_sandbox()
         self.sandbox = LocalSandbox(image, env=self.config.env, cwd=self.config.workdir,
                                     runtime=self.runtime, memory=self.task.memory,

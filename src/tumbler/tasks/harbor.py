@@ -3,7 +3,8 @@
     task/
       instruction.md          what the agent is told
       task.toml               [verifier] timeout_sec, [agent] timeout_sec,
-                              [environment] build_timeout_sec cpus memory_mb storage_mb, [metadata]
+                              [environment] build_timeout_sec cpus memory_mb storage_mb workdir,
+                              [metadata] (allow_internet is read, and sandboxes stay offline)
       environment/Dockerfile  the image (its folder is the build context)
       tests/test.sh           the verifier: writes /logs/verifier/reward.txt (a number) or
                               reward.json ({"reward": 1.0, ...}); run as `bash /tests/test.sh`
@@ -33,6 +34,8 @@ class _Environment(_Section):
     cpus: float = Field(1.0, gt=0)
     memory_mb: int = Field(2048, ge=64)
     storage_mb: int = Field(4096, ge=64)
+    workdir: str | None = Field(None, pattern=r"^/")
+    allow_internet: bool = False
 
 
 class _TaskToml(_Section):
@@ -63,7 +66,8 @@ def load_harbor(path: Path) -> Task:
         solution_command=["bash", "/solution/solve.sh"] if (path / "solution" / "solve.sh").is_file() else [],
         agent_timeout_s=config.agent.timeout_sec, verifier_timeout_s=config.verifier.timeout_sec,
         build_timeout_s=env.build_timeout_sec, memory=f"{env.memory_mb}m", cpus=env.cpus,
-        disk=f"{env.storage_mb}m", metadata=config.metadata)
+        disk=f"{env.storage_mb}m", workdir=env.workdir,
+        metadata={**config.metadata, "allow_internet": env.allow_internet})
 
 
 def _config(path: Path) -> _TaskToml:

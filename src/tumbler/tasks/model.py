@@ -37,6 +37,8 @@ class Task(BaseModel):
     memory: str = "2g"
     cpus: float = 1.0
     disk: str = "4g"
+    workdir: str | None = None
+    """Where the agent starts (Harbor's [environment] workdir); default: the image's WORKDIR."""
     verifier_env: dict[str, str] = {}
     """Extra environment for the verifier (Terminal-Bench's TEST_DIR)."""
     metadata: dict = {}
