@@ -359,3 +359,17 @@ def test_an_agent_by_module_and_factory(tmp_path, runtime, monkeypatch):
         load_agent("my_agents:nope")
     with pytest.raises(InvalidRequest, match="use oracle, nop, or module:factory"):
         load_agent("claude")
+
+
+def test_the_verifiers_own_virtualenv_comes_from_the_image(tmp_path, runtime):
+    """Terminal-Bench 2 verifiers run /opt/verifier-venv/bin/pytest: an agent that rewrites it
+    (it is not under site-packages) still gets the image's."""
+    d = harbor_task(tmp_path, dockerfile="""FROM debian
+    RUN mkdir -p /opt/verifier-venv/bin && touch /opt/verifier-venv/pyvenv.cfg \\
+     && printf '#!/bin/sh\\nexit 1\\n' > /opt/verifier-venv/bin/pytest && chmod +x /opt/verifier-venv/bin/pytest
+    """, test_sh="""#!/bin/bash
+    mkdir -p /logs/verifier
+    /opt/verifier-venv/bin/pytest && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt
+    """, solve_sh="printf '#!/bin/sh\\nexit 0\\n' > /opt/verifier-venv/bin/pytest\n")
+    result = trial(d, OracleAgent(), tmp_path, runtime)
+    assert (result.passed, result.error) == (False, None)

@@ -4,7 +4,8 @@ After the agent's turn its sandbox is snapshot (frozen while its files are copie
 pruned on the host before anything runs: programs, libraries and startup files the agent
 changed are dropped (`/usr`, `/bin`, `/lib*`, `/etc/ld.so.*`, `/etc/profile*`, shells' and
 Python's startup files, `~/.local`, anything under a `site-packages`/`dist-packages` folder,
-`.pth` files, files at the top of `/`), and so are `/tests`, `/logs` and `/solution`. A fresh
+`.pth` files, `node_modules`, Python virtual environments (a folder with pyvenv.cfg in the
+image or the copy), files at the top of `/`), and so are `/tests`, `/logs` and `/solution`. A fresh
 sandbox starts from that copy, with no process of the agent's and its network off: the
 verifier sees the agent's *data* (its files, configs, databases, deletions) over the pristine
 image's programs. The tests are copied in from the host only now, `/logs/verifier` is made
@@ -41,7 +42,7 @@ PRUNED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "tests", "log
           "etc/python*", "etc/pip.conf", "etc/alternatives", "root/.local", "root/.bashrc",
           "root/.profile", "root/.bash_profile", "root/.config/pip", "home/*/.local",
           "home/*/.bashrc", "home/*/.profile", "home/*/.bash_profile", "tmp/.tumbler*")
-PRUNED_ANYWHERE = ("site-packages", "dist-packages", "*.pth", "__pycache__")
+PRUNED_ANYWHERE = ("site-packages", "dist-packages", "*.pth", "__pycache__", "node_modules")
 PYTEST_LINE = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS|SKIPPED)\s+(\S+)", re.MULTILINE)
 
 
@@ -66,7 +67,7 @@ def verify(agent_sandbox, task, *, env: dict[str, str], workdir: str, runtime,
     agent_sandbox.snapshot(image)
     try:
         store.update_meta(image, owner=this_process())   # for sweep_stale, if we die here
-        prune_layer(store.get(image).layer)
+        prune_layer(store.get(image).layer, store.layers(image)[1:])
         with LocalSandbox(image, env=env, cwd=workdir, network=network, runtime=runtime,
                           memory=task.memory, cpus=task.cpus, disk=task.disk) as sb:
             verdict = _run_verifier(sb, task, env, workdir)
@@ -95,8 +96,10 @@ def sweep_stale(store) -> list[str]:
     return removed
 
 
-def prune_layer(layer: Path) -> None:
-    """Drop from a snapshot's layer what must come from the pristine image (see above).
+def prune_layer(layer: Path, image_layers: list[Path] = ()) -> None:
+    """Drop from a snapshot's layer what must come from the pristine image (see above);
+    `image_layers` are the image's own, where a Python virtual environment (a folder with
+    pyvenv.cfg, such as a verifier's /opt/verifier-venv) is found, whose changes go too.
 
     The tree is the agent's: the walk is iterative (a 5,000-level tree does not recurse), never
     follows a link, and a path it cannot handle (past PATH_MAX) fails the check with a
@@ -118,7 +121,15 @@ def prune_layer(layer: Path) -> None:
                 if any(fnmatch.fnmatch(entry.name, p) for p in PRUNED_ANYWHERE):
                     _remove(Path(entry.path))
                 elif entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+                    if _is_venv(layer, Path(entry.path), image_layers):
+                        _remove(Path(entry.path))
+                    else:
+                        stack.append(entry.path)
+
+
+def _is_venv(layer: Path, folder: Path, image_layers) -> bool:
+    rel = folder.relative_to(layer)
+    return any(os.path.lexists(base / rel / "pyvenv.cfg") for base in (layer, *image_layers))
 
 
 def _matches(folder: Path, parts: list[str]) -> list[Path]:
