@@ -21,18 +21,15 @@ import signal
 import struct
 import termios
 import threading
-import time
 
 from . import args as a
 from . import children, processes
+from .eventlog import EventLog
 from .protocol import INVALID, NOT_FOUND, AgentRequestError
 
 KEEP_BYTES = 8 << 20        # output bytes kept per job
 KEEP_DONE = 64              # finished jobs kept for late readers
 MAX_RUNNING = 512           # jobs running at once
-MAX_WAIT = 60.0             # seconds one job.events may wait
-MAX_EVENTS_BYTES = 512 << 10  # bytes one job.events reply carries (the host reads up to 1 MiB)
-MAX_EVENTS = 2048           # events one job.events reply carries
 READ_CHUNK = 1 << 16
 LINGER = 0.2                # seconds of quiet streams after the exit before the job ends
 MAX_TAG = 256
@@ -42,33 +39,15 @@ _jobs: dict[int, "Job"] = {}
 _done: list[int] = []       # finished pids, oldest first
 
 
-class Job:
+class Job(EventLog):
     """One started process and the output it wrote, as numbered events."""
 
     def __init__(self, pid: int, argv: list[str], env: dict, cwd: str, tag: str | None,
                  master: int | None, stdin: int | None, outputs: dict[int, str]):
+        super().__init__(KEEP_BYTES)
         self.pid, self.argv, self.env, self.cwd, self.tag = pid, argv, env, cwd, tag
         self.master, self.stdin = master, stdin
         self.outputs = outputs                # fd -> "stdout" / "stderr" / "pty"
-        self.events: list[tuple[str, bytes]] = []
-        self.first = 0                        # sequence number of events[0]
-        self.kept = 0                         # bytes in events
-        self.end: dict | None = None
-        self.cond = threading.Condition()
-
-    def add(self, kind: str, data: bytes) -> None:
-        with self.cond:
-            self.events.append((kind, data))
-            self.kept += len(data)
-            while self.kept > KEEP_BYTES and len(self.events) > 1:
-                self.kept -= len(self.events.pop(0)[1])
-                self.first += 1
-            self.cond.notify_all()
-
-    def finish(self, end: dict) -> None:
-        with self.cond:
-            self.end = end
-            self.cond.notify_all()
 
 
 def start(req: dict, body: bytes) -> tuple[dict, bytes]:
@@ -98,34 +77,11 @@ def start(req: dict, body: bytes) -> tuple[dict, bytes]:
 
 
 def events(req: dict, body: bytes) -> tuple[dict, bytes]:
-    """Events numbered `after` and on (kinds and sizes in the result, their bytes in the body),
-    waiting up to `wait` seconds for the first one; `end` once the process exited and every
-    event before it was read. `after` -1: from now on (what a reader that attaches later sees)."""
+    """Its output events numbered `after` and on, waiting up to `wait` seconds (eventlog.read);
+    `end` once the process exited and every event before it was read."""
     job = _job(req)
-    after = a.get(req, "after", int, 0)
-    if after < 0:
-        with job.cond:
-            after = job.first + len(job.events)
-    deadline = time.monotonic() + min(max(float(a.get(req, "wait", (int, float), 0)), 0.0), MAX_WAIT)
-    with job.cond:
-        while job.first + len(job.events) <= after and job.end is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            job.cond.wait(left)
-        start = max(after, job.first)
-        kinds, sizes, chunks, total = [], [], [], 0
-        for kind, data in job.events[start - job.first:]:
-            if chunks and (total + len(data) > MAX_EVENTS_BYTES or len(chunks) >= MAX_EVENTS):
-                break
-            kinds.append(kind)
-            sizes.append(len(data))
-            chunks.append(data)
-            total += len(data)
-        nxt = start + len(chunks)
-        end = job.end if nxt == job.first + len(job.events) else None
-    return {"first": start, "kinds": kinds, "sizes": sizes, "next": nxt, "end": end,
-            "pid": job.pid}, b"".join(chunks)
+    result, data = job.read(a.get(req, "after", int, 0), a.get(req, "wait", (int, float), 0))
+    return {**result, "pid": job.pid}, data
 
 
 def send_input(req: dict, body: bytes) -> tuple[dict, bytes]:

@@ -69,6 +69,10 @@ class Agent:
             "job.resize": _lazy("jobs", "resize"),
             "job.signal": _lazy("jobs", "send_signal"),
             "job.list": _lazy("jobs", "list_jobs"),
+            "tcp.open": _lazy("relays", "open_"),
+            "tcp.read": _lazy("relays", "read"),
+            "tcp.write": _lazy("relays", "write"),
+            "tcp.close": _lazy("relays", "close"),
             **{f"env.{op}": self._hosted("envhost", "EnvHost", op)
                for op in ("make", "reset", "step", "sample", "close", "list")},
             **{f"model.{op}": self._hosted("modelhost", "ModelHost", op)

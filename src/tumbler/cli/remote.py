@@ -144,6 +144,26 @@ def shell(sandbox_id: str = o.SANDBOX_ID, url: Optional[str] = URL, token: Optio
             session.close()
 
 
+@sandbox_app.command("forward")
+@reports_errors
+def forward(sandbox_id: str = o.SANDBOX_ID,
+            port: int = typer.Argument(..., help="the port inside the sandbox"),
+            local_port: int = typer.Option(0, "--local-port", help="the port here (0: any free one)"),
+            url: Optional[str] = URL, token: Optional[str] = TOKEN):
+    """Serve a port inside the sandbox on 127.0.0.1 here, until Ctrl-C (TCP over WebSocket)."""
+    import time
+    from tumbler.sdk import core
+    from tumbler.sdk.forward import Forward
+    with Forward(url or core.default_url(), token or core.default_token(), sandbox_id, port,
+                 local_port) as fwd:
+        err.print(f"127.0.0.1:{fwd.port} -> port {port} in sandbox {sandbox_id} (Ctrl-C ends)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
 def _repl(session, sandbox_id: str) -> None:
     import threading
     while True:

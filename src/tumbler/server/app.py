@@ -22,7 +22,7 @@ from tumbler.server.limits import BodyLimit
 from tumbler.server.reaper import Reaper
 from tumbler.server.rock_deadlines import RockDeadlines
 from tumbler.server.routes import e2b, e2b_envd, pause_fork as pause_fork_routes, rock_lifecycle
-from tumbler.server.routes import pty as pty_routes
+from tumbler.server.routes import ports as port_routes, pty as pty_routes
 from tumbler.server.registry import Registry
 from tumbler.server.routes import (envs, events, files, model, nodes, ops, pools as pool_routes,
                                    processes, rock, runs, sandboxes, sessions, system)
@@ -143,6 +143,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     app.state.event_streams = 0
     errors.install(app)
     for router in (system.router, sandboxes.router, pause_fork_routes.router, pty_routes.router,
+                   port_routes.router,
                    e2b.router,
                    e2b_envd.router, sessions.router,
                    files.router, processes.router,
