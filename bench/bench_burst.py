@@ -1,6 +1,7 @@
 """A burst of creates through the server: N sandboxes asked for at once, each to its first command.
 
     .venv/bin/python bench/bench_burst.py [--n 1000] [--warm] [--memory 128m] [--cpus 0.1]
+        [--cold-starts 100000 --label ungated]     # the same burst without the arrival-order gate
 
 Starts `tumbler serve` (its own state dir, a free port, auth on) in a subprocess, then N
 coroutines at once each create a sandbox through the async SDK and run `echo ready` in it. Per
@@ -132,12 +133,16 @@ def main() -> None:
     ap.add_argument("--warm", action="store_true", help="from a warm pool of N (filled first)")
     ap.add_argument("--memory", default="128m")
     ap.add_argument("--cpus", type=float, default=0.1)
+    ap.add_argument("--cold-starts", type=int, default=None,
+                    help="the server's cold_starts (default: its own, two per core); a large "
+                         "number (100000) lets every create of the burst go at once, as before "
+                         "the arrival-order gate")
     ap.add_argument("--label", default="", help="a name for this sitting in the results file")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args()
     spec = {"memory": args.memory, "cpus": args.cpus}
     with tempfile.TemporaryDirectory(prefix="tumbler-bench-burst-") as state:
-        proc, url = start_server(state, {})
+        proc, url = start_server(state, {"cold_starts": args.cold_starts} if args.cold_starts else {})
         try:
             res = asyncio.run(run(url, args.n, args.warm, spec))
         finally:
@@ -147,7 +152,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     mode = "warm" if args.warm else "cold"
-    res.update(mode=mode, memory=args.memory, cpus=args.cpus, cores=os.cpu_count(),
+    res.update(mode=mode, cold_starts=args.cold_starts or "default", memory=args.memory, cpus=args.cpus, cores=os.cpu_count(),
                host=platform.node(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     print(json.dumps(res, indent=2))
     if not args.no_save:

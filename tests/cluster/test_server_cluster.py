@@ -3,6 +3,7 @@ Ray cluster (two nodes on this machine) by budget, labels and policy, every call
 right host; GET /v1/nodes shows each node."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,20 +23,21 @@ server_process.START_TIMEOUT_S = 180.0   # joining Ray and starting a host per n
 
 
 def test_server_places_and_routes_over_two_nodes(runtime, tmp_path):
-    import httpx
     ids: list[str] = []
     with local_cluster(["a", "b"]) as lc:
         srv = ServerProcess(tmp_path, ray=lc.cluster.address, node_memory_bytes=1 << 30)
         srv.start()
-        headers = {"authorization": f"Bearer {srv.token}"}
+        client = srv.client()
 
         def nodes() -> dict[str, dict]:
-            body = httpx.get(srv.url + "/v1/nodes", headers=headers, timeout=30).json()
-            return {n["labels"].get("tumbler-host"): n for n in body["nodes"]}
+            return {n.labels.get("tumbler-host"): n.model_dump() for n in client.nodes()}
         try:
-            client = srv.client()
             assert {k: v["state"] for k, v in nodes().items()} == {"a": "alive", "b": "alive"}
             assert nodes()["a"]["budget"]["memory_bytes"] == 1 << 30   # the node budget, per node
+            shown = subprocess.run([sys.executable, "-m", "tumbler.cli", "node", "ls", "--url", srv.url,
+                                    "--token", srv.token], capture_output=True, text=True, timeout=60)
+            assert shown.returncode == 0, shown.stderr
+            assert "/a" in shown.stdout and "/b" in shown.stdout and "alive" in shown.stdout
 
             boxes = [Sandbox(IMAGE, client=client, memory="128m") for _ in range(4)]
             ids += [sb.id for sb in boxes]

@@ -6,6 +6,7 @@ import typer
 import tumbler.cli.help  # noqa: F401  (flags drawn as flags in --help)
 from tumbler.cli.images import image_app
 from tumbler.cli.local import local_app
+from tumbler.cli.nodes import node_app
 from tumbler.cli.remote import pool_app, sandbox_app
 from tumbler.cli.serve import serve
 from tumbler.tasks.cli import tasks_app
@@ -17,6 +18,7 @@ app.add_typer(image_app, name="image")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(local_app, name="local")
 app.add_typer(pool_app, name="pool")
+app.add_typer(node_app, name="node")
 app.add_typer(tasks_app, name="tasks")
 app.command("serve")(serve)
 app.command("train")(train)

@@ -101,6 +101,13 @@ class ClusterRuntime:
                             "state": "lost" if slot.lost else "alive", "lost": slot.lost})
             return out
 
+    @property
+    def cold_starts(self) -> int:
+        """Creates the server lets go at once: each live host starts `start_concurrency`."""
+        with self._lock:
+            live = sum(1 for n in self.placement.nodes.values() if n.lost is None)
+        return max(1, live) * self.config.start_concurrency
+
     def total_budget(self) -> Budget:
         """The live nodes' budgets summed (what the service admits in all)."""
         with self._lock:

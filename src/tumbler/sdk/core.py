@@ -199,6 +199,11 @@ def create(req: wire.CreateSandboxRequest) -> Call:
                 timeout=BULK_TIMEOUT_S)
 
 
+def list_nodes() -> Call:
+    return Call("GET", f"{wire.API_PREFIX}/nodes",
+                lambda r: wire.NodeList.model_validate_json(r.content).nodes)
+
+
 def list_pools() -> Call:
     return Call("GET", f"{wire.API_PREFIX}/pools",
                 lambda r: wire.PoolList.model_validate_json(r.content).pools)

@@ -92,6 +92,11 @@ class Client:
         """The server's warm pools: target size, ready, starting, handed out."""
         return self.send(core.list_pools())
 
+    def nodes(self) -> list[wire.NodeOut]:
+        """The machines the server places sandboxes on (cluster mode: each node host), with
+        budget, what is admitted, sandboxes by state and whether the node is lost."""
+        return self.send(core.list_nodes())
+
     def set_pool(self, name: str, size: int, image: str = "debian", **sandbox) -> wire.PoolOut:
         """Make or resize pool `name`: `size` started sandboxes of this spec (arguments as
         `create`: memory, cpus, pids, env...); a create with the same spec is then a handover."""

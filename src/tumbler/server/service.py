@@ -82,7 +82,9 @@ class SandboxService:
         self._background: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # one life-cycle change at a time per sandbox
         self.history = SessionHistory()   # recent commands per session, for viewers
-        self._cold_starts = asyncio.Semaphore(config.cold_starts or COLD_STARTS)
+        # In cluster mode the cold starts happen on the nodes: the runtime says how many at once.
+        self._cold_starts = asyncio.Semaphore(
+            config.cold_starts or getattr(runtime, "cold_starts", None) or COLD_STARTS)
 
     # -- start and stop of the service -------------------------------------------------------
 
