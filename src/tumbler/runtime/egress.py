@@ -48,6 +48,7 @@ PID_FILE = "egress.pid"
 LOG_FILE = "egress.log"
 LOG_MAX_BYTES = 1 << 20
 MAX_HEAD = 64 << 10          # bytes of a request's line and headers
+BUFFER = 1 << 20             # bytes a stream buffers before it stops reading (fewer pauses)
 MAX_CONNECTIONS = 128        # at once, per sandbox
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
@@ -157,6 +158,8 @@ class _Proxy:
 
     async def _handle(self, reader, writer) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+        if len(head) > MAX_HEAD:
+            return await self._refuse(writer, 431, "request head too large", "")
         line, _, rest = head.decode("latin-1").partition("\r\n")
         parts = line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -176,8 +179,8 @@ class _Proxy:
         if where is None:
             return await self._refuse(writer, 403, "not on this sandbox's egress list", line)
         try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*where),
-                                                          CONNECT_TIMEOUT_S)
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(*where, limit=BUFFER), CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as exc:
             return await self._refuse(writer, 502, f"cannot reach {where[0]}:{where[1]}: {exc}", line)
         if tail is None:
@@ -207,7 +210,7 @@ class _Proxy:
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     try:
-        while data := await asyncio.wait_for(src.read(1 << 16), IDLE_TIMEOUT_S):
+        while data := await asyncio.wait_for(src.read(BUFFER), IDLE_TIMEOUT_S):
             dst.write(data)
             await dst.drain()
     except (OSError, asyncio.TimeoutError):
@@ -251,7 +254,7 @@ async def serve(sock: socket.socket, rules: list[Rule], log_path: Path | None,
                 alive=lambda: True) -> None:
     """Serve the proxy on `sock` while alive() holds (checked every second)."""
     proxy = _Proxy(rules, log_path)
-    server = await asyncio.start_server(proxy.handle, sock=sock, limit=MAX_HEAD)
+    server = await asyncio.start_server(proxy.handle, sock=sock, limit=BUFFER)
     async with server:
         while alive():
             await asyncio.sleep(1.0)
