@@ -373,3 +373,21 @@ def test_the_verifiers_own_virtualenv_comes_from_the_image(tmp_path, runtime):
     """, solve_sh="printf '#!/bin/sh\\nexit 0\\n' > /opt/verifier-venv/bin/pytest\n")
     result = trial(d, OracleAgent(), tmp_path, runtime)
     assert (result.passed, result.error) == (False, None)
+
+
+def test_terminal_bench_solution_yaml_and_bases(tmp_path, runtime):
+    from tumbler.runtime.dockerfile_images import resolve_base
+    d = tbench_task(tmp_path)
+    (d / "solution.sh").unlink()
+    write(d / "solution.yaml", """
+    - command: echo 42 > /root/answer.txt
+      min_timeout_sec: 0.1
+      block: true
+      append_enter: true
+    """)
+    task = load_task(d)
+    assert task.has_oracle and not any(d in p.parents for p, _ in task.solution)
+    write(d / "solution.yaml", "- command: vim x\n- command: C-x\n  append_enter: false\n")
+    assert not load_task(d).has_oracle          # keystrokes for tmux: no oracle, still a task
+    assert resolve_base(runtime.images, "ghcr.io/laude-institute/t-bench/ubuntu-24-04:20250624").image == "debian"
+    assert resolve_base(runtime.images, "ghcr.io/laude-institute/t-bench/python-3-13:latest").image == "debian-pip"

@@ -110,6 +110,9 @@ def resolve_base(store, ref: str, base_map: dict[str, BaseImage] | None = None) 
     for key in (repo, repo.split(":", 1)[0], last, short):
         if key in mapping:
             return mapping[key]
+    for key in mapping:   # Terminal-Bench's own bases: t-bench/ubuntu-24-04, t-bench/python-3-13
+        if short.startswith(f"{key}-"):
+            return mapping[key]
     raise InvalidRequest(f"FROM {ref}: no local image of that name and no mapping for it; build "
                          f"or import one (`tumbler image ls`), or map it: --base {short}=IMAGE")
 

@@ -5,13 +5,18 @@
       Dockerfile       the image (the task folder is the build context)
       run-tests.sh     the verifier: run as `bash /tests/run-tests.sh` with TEST_DIR=/tests
       tests/           copied to /tests beside run-tests.sh (test_outputs.py...)
-      solution.sh      the oracle (or solution.yaml: a list of {command: ...})
+      solution.sh      the oracle (or solution.yaml: a list of {command: ...}; one that types
+                       keystrokes into tmux, C-x or text without Enter, leaves the task no oracle)
 
 The reward comes from pytest's summary (`-rA` lines "PASSED x" / "FAILED x"): 1.0 when at least
 one test ran and every one passed.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -20,6 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tumbler.errors import InvalidRequest
 from tumbler.tasks.harbor import field_errors, files_under
 from tumbler.tasks.model import Task
+
+
+KEYSTROKE = re.compile(r"^[CM]-\S$")
 
 
 class _TaskYaml(BaseModel):
@@ -77,17 +85,33 @@ def _solution(path: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     if (path / "solution.sh").is_file():
         return [(path / "solution.sh", "solution.sh")], ["bash", "/solution/solution.sh"]
     if (path / "solution.yaml").is_file():
-        try:
-            steps = yaml.safe_load((path / "solution.yaml").read_text()) or []
-            script = "set -e\n" + "\n".join(str(s["command"]) for s in steps) + "\n"
-        except (yaml.YAMLError, TypeError, KeyError) as exc:
-            raise InvalidRequest(f"{path / 'solution.yaml'}: each item needs a 'command' ({exc})") from None
-        generated = path / ".solution-from-yaml.sh"
-        return [(_write_once(generated, script), "solution.sh")], ["bash", "/solution/solution.sh"]
+        script = _solution_script(path / "solution.yaml")
+        if script is None:   # keystrokes for tmux: no oracle here, the task still runs
+            return [], []
+        return [(_written(script), "solution.sh")], ["bash", "/solution/solution.sh"]
     return [], []
 
 
-def _write_once(path: Path, text: str) -> Path:
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+def _solution_script(path: Path) -> str | None:
+    """solution.yaml's commands as a script; None when it types keystrokes into tmux (C-x,
+    text without Enter), which only a terminal replay can do."""
+    try:
+        steps = yaml.safe_load(path.read_text()) or []
+        commands = [(str(s["command"]), s.get("append_enter", True)) for s in steps]
+    except (yaml.YAMLError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidRequest(f"{path}: each item needs a 'command' ({exc})") from None
+    if any(not enter or KEYSTROKE.match(cmd) for cmd, enter in commands):
+        return None
+    return "set -e\n" + "\n".join(cmd for cmd, _ in commands) + "\n"
+
+
+def _written(script: str) -> Path:
+    """The script in a file of its own (named by its hash), outside the task's folder."""
+    folder = Path(tempfile.gettempdir()) / "tumbler-solutions"
+    folder.mkdir(exist_ok=True)
+    path = folder / (hashlib.sha256(script.encode()).hexdigest()[:24] + ".sh")
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(script)
+        tmp.replace(path)
     return path
