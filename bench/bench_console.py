@@ -9,7 +9,9 @@ A real `tumbler serve` (token on) with `--sandboxes` sandboxes. Then, in one sit
 - the session round trip (`echo hi`, sync SDK), p50 and p99 in ms, with and without those
   viewers (a console open beside a training run should not slow it);
 - in Debian's chromium: seconds from opening /ui to all sandboxes in the table, and from an
-  SDK create to its row in the table (the event stream's latency, bounded by its 1 s interval).
+  SDK create to its row in the table (the event stream's latency, bounded by its 1 s interval);
+- the terminal's keystroke echo: ms from sending a key to a PTY'd bash (`job.input` through
+  POST /v1/sandboxes/{id}/op, as the page does) to reading its echo (`job.events`), p50 / p99.
 """
 from __future__ import annotations
 
@@ -102,6 +104,34 @@ def round_trip_ms(client: Client, sandbox_id: str, n: int) -> tuple[float, float
     return 1000 * pct(samples, 0.5), 1000 * pct(samples, 0.99)
 
 
+def echo_ms(client: Client, sandbox_id: str, n: int) -> tuple[float, float]:
+    """Keystroke to echo in the console's terminal, as the page drives it."""
+    sb = client.get(sandbox_id)
+    pid = sb.call("job.start", {"argv": ["/bin/bash", "--norc", "-i"], "pty": {"rows": 24, "cols": 80},
+                                "env": {"TERM": "xterm-256color"}})[0]["pid"]
+    after = 0
+
+    def read_until(want: bytes) -> None:
+        nonlocal after
+        seen = b""
+        while want not in seen:
+            result, body = sb.call("job.events", {"pid": pid, "after": after, "wait": 5}, timeout=30)
+            after, seen = result["next"], seen + body
+
+    try:
+        read_until(b"# ")                   # the prompt (root's)
+        samples = []
+        for i in range(n):
+            key = b"abcdefghij"[i % 10:i % 10 + 1]
+            t = time.perf_counter()
+            sb.call("job.input", {"pid": pid}, key)
+            read_until(key)
+            samples.append(time.perf_counter() - t)
+    finally:
+        sb.call("job.signal", {"pid": pid, "signal": 9})
+    return 1000 * pct(samples, 0.5), 1000 * pct(samples, 0.99)
+
+
 def page_figures(client: Client, count: int, creates: int = 5) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
@@ -152,6 +182,7 @@ def main() -> None:
                 out["events_received"] = viewers.events
             out["cpu_ms_per_s_per_viewer"] = ((out["viewers_cpu_ms_per_s"] - out["idle_cpu_ms_per_s"])
                                               / args.viewers)
+            out["echo_p50_ms"], out["echo_p99_ms"] = echo_ms(client, ids[1], 200)
             out.update(page_figures(client, args.sandboxes))
         finally:
             for sb in made:
@@ -170,6 +201,8 @@ def main() -> None:
              f"{out['rt_viewers_p50_ms']:.2f} / {out['rt_viewers_p99_ms']:.2f} ms"),
             ("  p50 ratio (viewers / none)", f"{out['rt_viewers_p50_ms'] / out['rt_p50_ms']:.2f}x"),
             (f"open /ui to {args.sandboxes} rows in the table", f"{out['table_s']:.2f} s"),
+            ("terminal keystroke to echo, p50 / p99",
+             f"{out['echo_p50_ms']:.2f} / {out['echo_p99_ms']:.2f} ms"),
             ("SDK create to its row in the table, p50 / max",
              f"{out['row_after_create_p50_s']:.2f} / {out['row_after_create_max_s']:.2f} s")]
     for row in rows:
