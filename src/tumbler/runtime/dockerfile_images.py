@@ -45,6 +45,9 @@ OUTPUT_MAX_BYTES = 1 << 20   # of a step's output kept by the agent (it streams 
 RUN_SCRIPT = "/tmp/.tumbler-run.sh"
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 PATH_DEFAULT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Where other installers look for a CA bundle (a TLS-inspecting proxy's CA is in the host's).
+CA_ENV = ("NODE_EXTRA_CA_CERTS", "npm_config_cafile", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+          "SSL_CERT_FILE", "GIT_SSL_CAINFO")
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,8 @@ class _Build:
         with LocalSandbox(self.image, network=self.network, runtime=self.runtime,
                           cwd="/", **self.limits) as sb:
             proxies = _pip_env(sb, host_certs=True) if self.network == "host" else {}
+            if "PIP_CERT" in proxies:   # npm, node and the rest trust the host's CAs as pip does
+                proxies.update({key: HOST_CA_PATH for key in CA_ENV})
             sb.exec(["mkdir", "-p", self.config.workdir], timeout=60)
             if x.op == "RUN":
                 self._run(sb, x, n, total, {**proxies, **values}, where)
