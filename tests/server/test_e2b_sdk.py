@@ -101,6 +101,9 @@ def test_files_write_read_list_and_errors(sbx):
     with pytest.raises(NotFoundException):
         sbx.files.read("/root/missing.txt")
     assert sbx.commands.run("cat /root/bin.dat | wc -c").stdout.strip() == "2000"
+    big = bytes(range(256)) * 4096                             # 1 MiB: past the JSON body limit
+    sbx.files.write("/root/big.bin", big)
+    assert sbx.files.read("/root/big.bin", format="bytes") == big
 
 
 def test_watch_dir_sees_creates_writes_and_removes(sbx):

@@ -55,6 +55,9 @@ def test_http_proxy_passes_requests_not_credentials(server, web):
     assert (seen["method"], seen["path"], seen["body"]) == ("POST", "/some/path?q=1", "payload")
     assert seen["headers"]["x-custom"] == "kept"
     assert "authorization" not in seen["headers"]                 # the token stays outside
+    big = httpx.post(f"{server.url}/v1/sandboxes/{web.id}/ports/8000/http/big",
+                     content=b"x" * (1 << 20), headers=auth, timeout=60)
+    assert big.status_code == 201 and len(big.json()["body"]) == 1 << 20
     rock = httpx.get(f"{server.url}/apis/envs/sandbox/v1/sandboxes/{web.id}/proxy/port/8000/x",
                      headers=auth)
     assert rock.status_code == 201 and rock.json()["path"] == "/x"

@@ -4,7 +4,13 @@ from __future__ import annotations
 from tumbler.server.errors import error_response
 
 # Routes whose body is raw file or tar data get the upload limit; every other body is JSON.
-RAW_SUFFIXES = ("/files/content", "/files/tar", "/apis/envs/sandbox/v1/upload")  # last: ROCK's multipart
+# ROCK's multipart upload; E2B's envd upload (/files); the port proxy's bodies, whatever they are.
+RAW_SUFFIXES = ("/files/content", "/files/tar", "/apis/envs/sandbox/v1/upload", "/files")
+RAW_PARTS = ("/http/", "/proxy/port/")
+
+
+def is_raw(path: str) -> bool:
+    return path.endswith(RAW_SUFFIXES) or any(part in path for part in RAW_PARTS)
 
 
 class BodyLimit:
@@ -18,7 +24,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE"):
             return await self.app(scope, receive, send)
-        limit = self.max_upload if scope["path"].endswith(RAW_SUFFIXES) else self.max_json
+        limit = self.max_upload if is_raw(scope["path"]) else self.max_json
         length, lengths, framed_otherwise = None, 0, False
         for name, value in scope["headers"]:
             if name == b"content-length":
