@@ -340,6 +340,8 @@ class NodeOut(BaseModel):
     address: str | None = Field(default=None, description="cluster mode: the node's address")
     labels: dict[str, str] = Field(default_factory=dict, description="cluster mode: the Ray node's "
                                    "labels (a sandbox label tumbler.node/KEY=VALUE places by them)")
+    sandbox_ids: list[str] = Field(default_factory=list, description="the server's sandboxes on it "
+                                   "(ids; pooled ones not counted)")
 
 
 class NodeList(BaseModel):

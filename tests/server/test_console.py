@@ -5,6 +5,7 @@ refused, and each view leaves a screenshot in tests/artifacts/console/."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -152,6 +153,7 @@ def test_table_lists_what_the_sdk_made_and_filters(page, client):
     row(page, b.id).wait_for()
     assert "running" in row(page, a.id).inner_text() and "256 MiB" in row(page, a.id).inner_text()
     assert "job=eval" in row(page, a.id).inner_text()
+    expect(row(page, a.id)).to_contain_text(socket.gethostname())     # the node it is on
     shot(page, "sandboxes")
     for width, height in ((1024, 640), (2560, 1440)):      # a small laptop, a wide monitor
         page.set_viewport_size({"width": width, "height": height})
@@ -168,6 +170,9 @@ def test_table_lists_what_the_sdk_made_and_filters(page, client):
     row(page, b.id).wait_for(state="detached")
     assert row(page, a.id).is_visible()
     page.select_option("#filter-state", "")
+    page.select_option("#filter-node", socket.gethostname())
+    assert row(page, a.id).is_visible() and row(page, b.id).is_visible()
+    page.select_option("#filter-node", "")
     # an SDK change streams in without a reload
     c = client.create(IMAGE, labels={"job": "late"})
     row(page, c.id).wait_for()

@@ -267,10 +267,16 @@ function lineChart(title, series, { height = 180, yMin, yMax, xLabel = "step" } 
 
 const filters = { label: "", state: "", image: "", node: "" };
 
+// The node each sandbox is on, from the nodes' sandbox_ids (one node, or each node host).
+function nodeOf(sandboxId) {
+  for (const n of app.nodes) if ((n.sandbox_ids || []).includes(sandboxId)) return n.name;
+  return "";
+}
+
 function sandboxMatches(s) {
   if (filters.state && s.state !== filters.state) return false;
   if (filters.image && s.image !== filters.image) return false;
-  if (filters.node && app.nodes.length && app.nodes[0].name !== filters.node) return false;
+  if (filters.node && nodeOf(s.id) !== filters.node) return false;
   for (const want of filters.label.split(/[\s,]+/).filter(Boolean)) {
     const [k, ...rest] = want.split("=");
     const v = rest.join("=");
@@ -300,7 +306,7 @@ function actions(s) {
 
 function sandboxRow(s) {
   const lim = s.spec.limits || {};
-  const node = app.nodes.length ? app.nodes[0].name : "";
+  const node = nodeOf(s.id);
   return h("tr", { "data-id": s.id },
     h("td", {}, h("a", { href: "#/sandboxes/" + encodeURIComponent(s.id), class: "mono" }, s.id)),
     h("td", {}, s.image), h("td", {}, badge(s.state), s.error ? h("div", { class: "err small" }, s.error) : null),
@@ -347,7 +353,12 @@ function viewSandboxes() {
   draw();
   const stream = openStream({}, {
     sandboxes: (d) => { app.sandboxes = d.sandboxes; draw(); },
-    nodes: (d) => { app.nodes = d.nodes; },
+    nodes: (d) => {
+      const placed = (nodes) => JSON.stringify(nodes.map((n) => [n.name, n.sandbox_ids]));
+      const moved = placed(d.nodes) !== placed(app.nodes);
+      app.nodes = d.nodes;
+      if (moved) draw();      // not on every load sample: only when sandboxes change node
+    },
   });
   const ages = setInterval(draw, 10000);   // ages move on while nothing else changes
   app.stream = { close: () => { stream.close(); clearInterval(ages); } };
@@ -707,7 +718,9 @@ function viewNodes() {
     h("div", { class: "stat-row" },
       h("div", {}, h("div", { class: "label" }, "host memory in use"), bar(n.memory_total_bytes - n.memory_available_bytes, n.memory_total_bytes,
         bytes(n.memory_total_bytes - n.memory_available_bytes) + " / " + bytes(n.memory_total_bytes))),
-      h("div", {}, h("div", { class: "label" }, "load (1 min) per core"), bar(n.load[0], n.cpus, n.load.map((x) => num(x, 2)).join(" · ") + " on " + n.cpus + " cores"))),
+      n.load.length ? h("div", {}, h("div", { class: "label" }, "load (1 min) per core"),
+        bar(n.load[0], n.cpus, n.load.map((x) => num(x, 2)).join(" · ") + " on " + n.cpus + " cores"))
+        : h("div", {}, h("div", { class: "label" }, "cores"), h("div", { class: "value" }, n.cpus))),
     h("h4", {}, "admitted (limits of the sandboxes holding a place) / budget"),
     h("div", { class: "stat-row" },
       h("div", {}, h("div", { class: "label" }, "memory"), bar(n.admitted.memory_bytes, n.budget.memory_bytes, bytes(n.admitted.memory_bytes) + " / " + bytes(n.budget.memory_bytes))),

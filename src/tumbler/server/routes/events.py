@@ -23,7 +23,7 @@ from starlette.responses import StreamingResponse
 from tumbler import wire
 from tumbler.errors import CapacityExceeded, TumblerError
 from tumbler.server.routes import service, sse_event
-from tumbler.server.routes.nodes import this_node
+from tumbler.server.routes.nodes import all_nodes
 from tumbler.server.routes.runs import store
 
 router = APIRouter(tags=["events"])
@@ -88,10 +88,7 @@ async def _feed(request: Request, sandbox: str | None, run: str | None, tails: d
 
 async def _parts(request: Request, sandbox: str | None, run: str | None) -> list[tuple[str, str]]:
     svc = service(request)
-    parts = _shared(request, lambda: [("sandboxes", wire.SandboxList(sandboxes=svc.list())
-              .model_dump_json()),
-             ("pools", wire.PoolList(pools=request.app.state.pools.list()).model_dump_json()),
-             ("nodes", wire.NodeList(nodes=[this_node(request)]).model_dump_json())])
+    parts = await _shared(request)
     if sandbox is not None:
         stats, sessions, processes = await asyncio.gather(
             _answer(_stats(svc, sandbox)), _answer(_sessions(svc, sandbox)),
@@ -104,13 +101,16 @@ async def _parts(request: Request, sandbox: str | None, run: str | None) -> list
     return parts
 
 
-def _shared(request: Request, make) -> list[tuple[str, str]]:
-    """The parts every viewer gets (list, pools, node), made once per SHARED_S for all streams:
+async def _shared(request: Request) -> list[tuple[str, str]]:
+    """The parts every viewer gets (list, pools, nodes), made once per SHARED_S for all streams:
     N consoles open cost one serialization of a thousand sandboxes, not N."""
     state = request.app.state
     made_at, parts = getattr(state, "event_parts", (0.0, None))
     if parts is None or time.monotonic() - made_at > SHARED_S:
-        parts = make()
+        svc = service(request)
+        parts = [("sandboxes", wire.SandboxList(sandboxes=svc.list()).model_dump_json()),
+                 ("pools", wire.PoolList(pools=state.pools.list()).model_dump_json()),
+                 ("nodes", wire.NodeList(nodes=await all_nodes(request)).model_dump_json())]
         state.event_parts = (time.monotonic(), parts)
     return list(parts)
 

@@ -16,10 +16,14 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
 @router.get("", response_model=wire.NodeList)
 async def list_nodes(request: Request):
-    runtime = service(request).runtime
-    if hasattr(runtime, "nodes"):   # cluster mode: each node host
-        return json_response(wire.NodeList(nodes=await asyncio.to_thread(cluster_nodes, request)))
-    return json_response(wire.NodeList(nodes=[this_node(request)]))
+    return json_response(wire.NodeList(nodes=await all_nodes(request)))
+
+
+async def all_nodes(request: Request) -> list[wire.NodeOut]:
+    """Cluster mode: each node host; else this host (the console's event stream sends these too)."""
+    if hasattr(service(request).runtime, "nodes"):
+        return await asyncio.to_thread(cluster_nodes, request)
+    return [this_node(request)]
 
 
 def cluster_nodes(request: Request) -> list[wire.NodeOut]:
@@ -28,15 +32,18 @@ def cluster_nodes(request: Request) -> list[wire.NodeOut]:
     svc = service(request)
     resources = {n["NodeID"]: n.get("Resources") or {} for n in _ray_nodes()}
     out = []
+    known = set(svc.ids())
     for node in svc.runtime.nodes():
         res = resources.get(node["node_id"], {})
-        counts = Counter(svc.get(sid).state for sid in node["sandbox_ids"] if sid in svc.ids())
+        held = [sid for sid in node["sandbox_ids"] if sid in known]
+        counts = Counter(svc.get(sid).state for sid in held)
         out.append(wire.NodeOut(
             name=node["host_id"], budget=node["budget"], admitted=node["admitted"],
             sandboxes=dict(counts), cpus=int(res.get("CPU", 0)), load=[],
             memory_total_bytes=int(res.get("memory", 0)),
             memory_available_bytes=max(0, int(res.get("memory", 0)) - node["admitted"]["memory_bytes"]),
-            state=node["state"], lost=node["lost"], address=node["address"], labels=node["labels"]))
+            state=node["state"], lost=node["lost"], address=node["address"], labels=node["labels"],
+            sandbox_ids=held))
     return out
 
 
@@ -55,7 +62,7 @@ def this_node(request: Request) -> wire.NodeOut:
         admitted=svc.admission.usage(),
         sandboxes=_by_state(request),
         cpus=os.cpu_count() or 1, load=list(os.getloadavg()),
-        memory_total_bytes=total, memory_available_bytes=available)
+        memory_total_bytes=total, memory_available_bytes=available, sandbox_ids=svc.ids())
 
 
 def _by_state(request: Request) -> dict[str, int]:
