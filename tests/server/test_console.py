@@ -340,6 +340,9 @@ def test_trial_logs_stay_inside_their_run(console_server, tmp_path):
         link.unlink()
     runs = _get(console_server, "/v1/task-runs").json()["runs"]
     assert [(r["name"], r["tasks"]) for r in runs] == [("tasks-demo", 2)]
+    with console_server.client() as client:
+        assert [r.name for r in client.task_runs()] == ["tasks-demo"]
+        assert [r.name for r in client.runs()] == ["guess-demo"]
 
 
 def _until(check, timeout_s: float = 20.0) -> None:
@@ -390,6 +393,7 @@ def test_session_history_is_bounded_and_goes_with_reset(console_server, client):
     sb.run("head -c 10000 /dev/zero | tr '\\0' x")
     entries = _get(console_server, f"/v1/sandboxes/{sb.id}/sessions/default/history").json()["entries"]
     assert len(entries) == 20 and entries[0]["command"] == "echo line-6"
+    assert [e.command for e in sb.history()] == [e["command"] for e in entries]   # the SDK's view
     import base64
     assert entries[-1]["output_size"] == 10000
     assert base64.b64decode(entries[-1]["output_tail_b64"]) == b"x" * 4096

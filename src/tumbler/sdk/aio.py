@@ -89,6 +89,14 @@ class AsyncClient:
         """The server's warm pools: target size, ready, starting, handed out."""
         return await self.send(core.list_pools())
 
+    async def runs(self) -> list[wire.TrainRunOut]:
+        """The trainer's runs under the server's --runs-dir, newest first (last metrics, evals)."""
+        return await self.send(core.list_runs())
+
+    async def task_runs(self) -> list[wire.TaskRunOut]:
+        """The task runner's results folders under the server's --runs-dir, newest first."""
+        return await self.send(core.list_task_runs())
+
     async def nodes(self) -> list[wire.NodeOut]:
         """The machines the server places sandboxes on (cluster mode: each node host), with
         budget, what is admitted, sandboxes by state and whether the node is lost."""
@@ -243,6 +251,11 @@ class AsyncSandbox:
 
     async def sessions(self) -> list[dict]:
         return await self.client.send(core.list_sessions(self.id))
+
+    async def history(self, session: str = "default") -> list[wire.HistoryEntry]:
+        """The session's last 20 commands run through the server, oldest first, each with the
+        last 4 KiB of its output (base64 in `output_tail_b64`); gone at stop and reset."""
+        return await self.client.send(core.session_history(self.id, session))
 
     async def _run(self, session, command, timeout, max_output, on_output) -> CommandResult:
         call = core.run(self.id, session, command, timeout, max_output, stream=on_output is not None)

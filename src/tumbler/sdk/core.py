@@ -264,6 +264,21 @@ def list_sessions(sandbox_id: str) -> Call:
                 lambda r: [s.model_dump() for s in wire.SessionList.model_validate_json(r.content).sessions])
 
 
+def session_history(sandbox_id: str, session: str) -> Call:
+    return Call("GET", _sb(sandbox_id, f"/sessions/{session}/history"),
+                lambda r: wire.SessionHistory.model_validate_json(r.content).entries)
+
+
+def list_runs() -> Call:
+    return Call("GET", f"{wire.API_PREFIX}/runs",
+                lambda r: wire.TrainRunList.model_validate_json(r.content).runs)
+
+
+def list_task_runs() -> Call:
+    return Call("GET", f"{wire.API_PREFIX}/task-runs",
+                lambda r: wire.TaskRunList.model_validate_json(r.content).runs)
+
+
 def _run_path(sandbox_id: str, session: str | None, stream: bool) -> str:
     base = "/run" if session is None else f"/sessions/{session}/run"
     return _sb(sandbox_id, base + ("/stream" if stream else ""))
