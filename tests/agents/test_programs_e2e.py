@@ -29,7 +29,8 @@ def test_program_solves_a_shipped_task(name, tmp_path):
     [result] = run_tasks([task], ProgramAgent(program, owner), out_dir=tmp_path)
     trial = tmp_path / "trials" / task.id / "0"
     log = (trial / "agent.log").read_text() if (trial / "agent.log").exists() else ""
-    assert result.passed and result.reward == 1.0, (result, log[-3000:])
+    assert result.passed and result.reward == 1.0, (result, owner.answered, log[-3000:],
+                                                    (trial / "verifier.log").read_text()[-2000:])
     [line] = (trial / "trajectory.jsonl").read_text().splitlines()
     episode = json.loads(line)
     assert episode["exit_code"] == 0 and episode["reason"] == "exited"

@@ -27,7 +27,7 @@ from typing import IO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tumbler.errors import InvalidRequest, NotFound, TumblerError
+from tumbler.errors import AlreadyExists, InvalidRequest, NotFound, TumblerError
 from tumbler.tasks.agents import AgentOutcome
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ class ProgramAgent:
         self.name = program.name
 
     def prepare_image(self, image: str, config, runtime, on_event=None):
-        """The task's image with the program installed (built once per image, cached by step)."""
+        """The task's image with the program installed (built once per image, cached by step),
+        kept by name (`agent-<program>-<key>`), so pruning the build cache leaves it."""
         if not self.program.install:
             return image, config
         from tumbler.runtime.dockerfile_images import build_dockerfile
@@ -132,7 +133,13 @@ class ProgramAgent:
             dockerfile.write_text(self.program.dockerfile(image))
             result = build_dockerfile(PROGRAMS, dockerfile=dockerfile, runtime=runtime,
                                       on_event=on_event)
-        return result.image, result.config
+            name = f"agent-{self.program.name}-{result.image.removeprefix('build.')[:16]}"
+            if not runtime.images.exists(name):
+                try:   # every step is cached now: this only names the result
+                    build_dockerfile(PROGRAMS, dockerfile=dockerfile, runtime=runtime, name=name)
+                except AlreadyExists:   # a trial beside this one named it first
+                    pass
+        return name, result.config
 
     def run(self, sandbox, task, timeout_s: float, log: IO[str]) -> AgentOutcome:
         from tumbler.modelservice import EpisodeEnded, ModelBridge, ModelCall
