@@ -401,6 +401,11 @@ class TaskRunResults(BaseModel):
     next: int = Field(description="the `after` that asks for the lines after these")
 
 
+class TrialTrajectory(BaseModel):
+    episodes: list[dict] = Field(description="trajectory.jsonl: the model service's episodes, "
+                                             "each with its exchanges (request, response, latency_s)")
+
+
 class TrialLog(BaseModel):
     text: str = Field(description="the log's end, as text (non-UTF-8 bytes replaced)")
     size: int = Field(description="bytes the log holds in all")

@@ -59,6 +59,16 @@ def write_task_run(runs: Path) -> None:
     (out / "trials" / "fix-nginx" / "0" / "agent.log").write_text(
         "$ nginx -t\nsyntax is ok\n<script>alert(1)</script>\n")
     (out / "trials" / "fix-nginx" / "0" / "verifier.log").write_text("PASSED test_outputs.py::test_nginx\n")
+    from tumbler.modelservice.recording import Exchange, Trajectory, write_jsonl
+    ask = {"messages": [{"role": "system", "content": "You fix servers."},
+                        {"role": "user", "content": "nginx fails to start"}]}
+    answer = {"choices": [{"message": {"role": "assistant", "content": "checking <i>config</i>",
+                                       "tool_calls": [{"function": {"name": "bash",
+                                                                    "arguments": '{"cmd": "nginx -t"}'}}]}}]}
+    write_jsonl([Trajectory(sandbox_id="s1", episode_id="e1", exit_code=0, reason="exited",
+                            duration_s=3.0, exchanges=[Exchange(call_id="c1", request=ask, response=answer,
+                                                                status=200, latency_s=0.4)])],
+                out / "trials" / "fix-nginx" / "0" / "trajectory.jsonl")
     (out / "results.jsonl").write_text(
         trial("fix-nginx", 0, True) + trial("count-lines", 0, True)
         + trial("fix-nginx", 1, False, error="agent_timeout", reason="the agent ran past 60 s"))
@@ -316,6 +326,10 @@ def test_task_run_view(page, console_server):
     page.locator("#trial-table tr[data-trial='fix-nginx/0']").get_by_role("button", name="agent").click()
     expect(page.locator("#trial-log-text")).to_contain_text("syntax is ok")
     assert page.locator("#trial-log script").count() == 0
+    page.locator("#trial-table tr[data-trial='fix-nginx/0']").get_by_role("button", name="trajectory").click()
+    expect(page.locator("#trial-log")).to_contain_text("nginx fails to start")
+    expect(page.locator("#trial-log .turn.trained")).to_contain_text('bash({"cmd": "nginx -t"})')
+    assert page.locator("#trial-log i").count() == 0
     expect(page.locator("#trial-table tr[data-trial='fix-nginx/1']")).to_contain_text("agent_timeout")
     # a trial the runner finishes now streams in
     with open(Path(console_server.config["runs_dir"]) / "tasks-demo" / "results.jsonl", "a") as f:
@@ -330,6 +344,9 @@ def test_trial_logs_stay_inside_their_run(console_server, tmp_path):
     assert _get(console_server, f"{base}/fix-nginx/0/secret").status_code == 400
     assert _get(console_server, f"{base}/..%2F..%2F..%2Fetc/0/agent").status_code in (400, 404)
     assert _get(console_server, f"{base}/fix-nginx/7/agent").status_code == 404
+    episodes = _get(console_server, f"{base}/fix-nginx/0/trajectory").json()["episodes"]
+    assert episodes[0]["exchanges"][0]["latency_s"] == 0.4
+    assert _get(console_server, f"{base}/count-lines/0/trajectory").status_code == 404
     outside = tmp_path / "host-file"
     outside.write_text("host secret")
     link = Path(console_server.config["runs_dir"]) / "tasks-demo" / "trials" / "count-lines" / "0" / "agent.log"

@@ -3,7 +3,8 @@
 A run is a directory directly under the runs dir (`ServerConfig.runs_dir`). A training run
 (docs/TRAINER.md, `tumbler.train.rundir`) holds `config.yaml`, `metrics.jsonl` (a line per
 step), `eval.jsonl` and `episodes/step-NNNN.json`; a task run (`tumbler.tasks.runner`) holds
-`results.jsonl` (a line per finished trial) and `trials/<task>/<trial>/{agent,verifier}.log`.
+`results.jsonl` (a line per finished trial) and `trials/<task>/<trial>/{agent,verifier}.log`
+(and `trajectory.jsonl`, the model service's recording, for agents that call a model).
 The server only reads them, and only inside the runs dir: a run name is one path component,
 and a run directory whose real path leads elsewhere (a symlink out) is not served. Every read
 is capped, so a huge or half-written file costs a bounded amount.
@@ -24,6 +25,7 @@ MAX_EPISODES = 16 << 20       # bytes of one episodes file
 MAX_RECORDS = 10_000          # metrics lines in one answer
 MAX_RUNS = 500                # runs listed (newest first)
 MAX_LOG = 1 << 20             # bytes of a trial's log served (its end)
+MAX_TRAJECTORY = 16 << 20     # bytes of a trial's trajectory.jsonl read
 TRAINING = ("metrics.jsonl", "config.yaml")    # a directory holding one of these is a training run
 TASKS = ("results.jsonl",)                     # ... and this, a task run
 LOGS = {"agent": "agent.log", "verifier": "verifier.log"}
@@ -113,16 +115,33 @@ class RunStore:
         """The end of a trial's agent or verifier log (at most MAX_LOG bytes) and its size."""
         if which not in LOGS:
             raise InvalidRequest(f"log {which!r} must be one of: {', '.join(LOGS)}")
-        if not NAME_RE.match(task):
-            raise InvalidRequest(f"task {task!r} must be one directory name")
-        run = self.path(name)
-        path = run / "trials" / task / str(trial) / LOGS[which]
-        if not (path.resolve().is_relative_to(run.resolve()) and path.is_file()):
-            raise NotFound(f"run {name!r} has no {which} log for {task} trial {trial}")
+        path = self._trial_file(name, task, trial, LOGS[which])
         with open(path, "rb") as f:
             size = f.seek(0, 2)
             f.seek(max(0, size - MAX_LOG))
             return f.read(MAX_LOG), size
+
+    def trial_trajectory(self, name: str, task: str, trial: int) -> list[dict]:
+        """The trial's recorded episodes (trajectory.jsonl: one a line, each with its exchanges)."""
+        path = self._trial_file(name, task, trial, "trajectory.jsonl")
+        episodes = []
+        for line in _read_capped(path, MAX_TRAJECTORY).splitlines():
+            try:
+                episode = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(episode, dict):
+                episodes.append(episode)
+        return episodes
+
+    def _trial_file(self, name: str, task: str, trial: int, filename: str) -> Path:
+        if not NAME_RE.match(task):
+            raise InvalidRequest(f"task {task!r} must be one directory name")
+        run = self.path(name)
+        path = run / "trials" / task / str(trial) / filename
+        if not (path.resolve().is_relative_to(run.resolve()) and path.is_file()):
+            raise NotFound(f"run {name!r} has no {filename} for {task} trial {trial}")
+        return path
 
     def _inside(self, path: Path) -> bool:
         return path.resolve().parent == self.root

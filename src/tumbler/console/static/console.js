@@ -853,6 +853,12 @@ function viewTaskRun(name) {
       h("p", { class: "muted small" }, bytes(data.size) + (data.truncated ? ", the last 1 MiB shown" : "")),
       h("pre", { class: "terminal", id: "trial-log-text" }, plain(data.text) || "(empty)"));
   };
+  const showTrajectory = async (r) => {
+    const path = "/v1/task-runs/" + encodeURIComponent(name) + "/trials/" + encodeURIComponent(r.task_id) + "/" + r.trial + "/trajectory";
+    const data = await api("GET", path);
+    log.replaceChildren(h("h4", { class: "mono" }, r.task_id + " · trial " + r.trial + " · trajectory"),
+      ...(data.episodes.length ? data.episodes.map(episodeView) : [h("p", { class: "muted" }, "no model calls recorded")]));
+  };
   const draw = () => {
     const tasks = {};
     for (const r of results) (tasks[r.task_id] = tasks[r.task_id] || []).push(r);
@@ -881,11 +887,46 @@ function viewTaskRun(name) {
           h("td", {}, r.passed ? h("span", { class: "badge running" }, "passed") : h("span", { class: "badge error" }, r.error || "failed")),
           h("td", {}, num(r.reward, 2)), h("td", {}, num(r.agent_seconds, 1)), h("td", {}, num(r.verifier_seconds, 1)),
           h("td", {}, r.started ? when(r.started) : ""), h("td", { class: "small cmdline" }, r.reason || ""),
-          h("td", {}, h("span", { class: "actions" }, button("agent", () => showLog(r, "agent")), button("verifier", () => showLog(r, "verifier")))))),
+          h("td", {}, h("span", { class: "actions" }, button("agent", () => showLog(r, "agent")), button("verifier", () => showLog(r, "verifier")),
+            button("trajectory", () => showTrajectory(r)))))),
       { id: "trial-table", empty: "no trial has finished yet" }));
   };
   draw();
   app.stream = openStream({ task_run: name }, { results: (d) => { results.push(...d.records); draw(); } });
+}
+
+// What a message holds, as text: a string, content parts, or tool calls.
+function messageText(message) {
+  if (!message) return "";
+  const content = message.content;
+  let text = typeof content === "string" ? content
+    : Array.isArray(content) ? content.map((part) => part.text ?? JSON.stringify(part)).join("\n")
+    : content == null ? "" : JSON.stringify(content);
+  for (const call of message.tool_calls || []) {
+    const fn = call.function || {};
+    text += (text ? "\n" : "") + "→ " + (fn.name || "tool") + "(" + (fn.arguments || "") + ")";
+  }
+  return text;
+}
+
+// One recorded episode of an agent program: each model call's newest input and its answer.
+function episodeView(episode) {
+  const turns = [];
+  for (const [i, x] of (episode.exchanges || []).entries()) {
+    const messages = (x.request || {}).messages || [];
+    const last = messages[messages.length - 1];
+    const answer = (((x.response || {}).choices || [])[0] || {}).message;
+    if (last) turns.push(h("div", { class: "turn " + (last.role || "user") },
+      h("span", { class: "role" }, "call " + (i + 1) + " · " + (last.role || "input") + " · " + messages.length + " messages"),
+      h("div", { class: "content" }, messageText(last))));
+    turns.push(h("div", { class: "turn assistant trained" },
+      h("span", { class: "role" }, "model · " + (x.status || "no answer") + (x.latency_s != null ? " · " + num(x.latency_s, 2) + " s" : "")),
+      h("div", { class: "content" }, answer ? messageText(answer) : JSON.stringify(x.response))));
+  }
+  return h("div", { class: "episode" },
+    h("div", { class: "episode-head" }, "episode " + episode.episode_id + " · " + (episode.exchanges || []).length + " model calls · " +
+      (episode.reason || "running") + (episode.exit_code != null ? " (exit " + episode.exit_code + ")" : "") +
+      (episode.duration_s != null ? " · " + num(episode.duration_s, 1) + " s" : "")), ...turns);
 }
 
 // -- routing -----------------------------------------------------------------------------------

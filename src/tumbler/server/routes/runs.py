@@ -75,6 +75,13 @@ async def task_run_results(name: str, request: Request,
     return json_response(wire.TaskRunResults(records=records, next=after + len(records)))
 
 
+@router.get("/v1/task-runs/{name}/trials/{task}/{trial}/trajectory", response_model=wire.TrialTrajectory)
+async def trial_trajectory(name: str, task: str, trial: int, request: Request):
+    """The trial's model calls as the model service recorded them (agents that call a model)."""
+    episodes = await asyncio.to_thread(store(request).trial_trajectory, name, task, trial)
+    return json_response(wire.TrialTrajectory(episodes=episodes))
+
+
 @router.get("/v1/task-runs/{name}/trials/{task}/{trial}/{log}", response_model=wire.TrialLog)
 async def trial_log(name: str, task: str, trial: int, log: str, request: Request):
     """The end of one trial's `agent` or `verifier` log."""
