@@ -199,14 +199,17 @@ def create(req: wire.CreateSandboxRequest) -> Call:
                 timeout=BULK_TIMEOUT_S)
 
 
+def _listing(path: str, model, field: str) -> Call:
+    """GET of a list route: the list in `field` of the reply's `model`."""
+    return Call("GET", path, lambda r: getattr(model.model_validate_json(r.content), field))
+
+
 def list_nodes() -> Call:
-    return Call("GET", f"{wire.API_PREFIX}/nodes",
-                lambda r: wire.NodeList.model_validate_json(r.content).nodes)
+    return _listing(f"{wire.API_PREFIX}/nodes", wire.NodeList, "nodes")
 
 
 def list_pools() -> Call:
-    return Call("GET", f"{wire.API_PREFIX}/pools",
-                lambda r: wire.PoolList.model_validate_json(r.content).pools)
+    return _listing(f"{wire.API_PREFIX}/pools", wire.PoolList, "pools")
 
 
 def set_pool(name: str, size: int, sandbox: wire.CreateSandboxRequest) -> Call:
@@ -265,18 +268,15 @@ def list_sessions(sandbox_id: str) -> Call:
 
 
 def session_history(sandbox_id: str, session: str) -> Call:
-    return Call("GET", _sb(sandbox_id, f"/sessions/{session}/history"),
-                lambda r: wire.SessionHistory.model_validate_json(r.content).entries)
+    return _listing(_sb(sandbox_id, f"/sessions/{session}/history"), wire.SessionHistory, "entries")
 
 
 def list_runs() -> Call:
-    return Call("GET", f"{wire.API_PREFIX}/runs",
-                lambda r: wire.TrainRunList.model_validate_json(r.content).runs)
+    return _listing(f"{wire.API_PREFIX}/runs", wire.TrainRunList, "runs")
 
 
 def list_task_runs() -> Call:
-    return Call("GET", f"{wire.API_PREFIX}/task-runs",
-                lambda r: wire.TaskRunList.model_validate_json(r.content).runs)
+    return _listing(f"{wire.API_PREFIX}/task-runs", wire.TaskRunList, "runs")
 
 
 def _run_path(sandbox_id: str, session: str | None, stream: bool) -> str:
