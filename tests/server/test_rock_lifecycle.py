@@ -104,7 +104,8 @@ def test_deadlines_outlive_a_server_restart(runtime, tmp_path):
                  "the delete deadline, after the restart")
         wait_for(lambda: d["sandbox_id"] not in {i.id for i in runtime.list()}, 30,
                  "the deleted sandbox to leave the runtime")
-        assert _post(srv, "/restart", {"sandbox_id": a["sandbox_id"]})["status"] == "Success"
+        restored = _post(srv, "/restart", {"sandbox_id": a["sandbox_id"]})
+        assert restored["status"] == "Success", restored
         assert _status(srv, a["sandbox_id"])["result"]["is_alive"] is True
         _post(srv, "/delete", {"sandbox_id": a["sandbox_id"]})
         wait_for(lambda: not _archives(a["sandbox_id"]), 30, "the ROCK pass to remove its archive")

@@ -88,6 +88,12 @@ async def _set_state(svc: SandboxService, record: SandboxRecord, state: SandboxS
     await svc.blocking(svc.registry.set_state, record.id, state)
 
 
+def remove_archives(svc: SandboxService, sandbox_id: str) -> None:
+    """Remove a removed sandbox's archive images now (blocking), newest first."""
+    for name in reversed(archives_of(svc, sandbox_id)):
+        _remove_image(svc, name)
+
+
 def sweep_images(svc: SandboxService) -> list[str]:
     """Remove the archive images this server made whose sandbox it no longer has (blocking)."""
     images = getattr(svc.runtime, "images", None)
@@ -111,6 +117,7 @@ def sweep_images(svc: SandboxService) -> list[str]:
 def _remove_image(svc: SandboxService, name: str) -> bool:
     try:
         svc.runtime.images.remove(name)
+        log.info("archive image %s removed", name)
         return True
     except NotFound:
         return False

@@ -33,7 +33,7 @@ from tumbler import wire
 from tumbler.errors import (AlreadyExists, CommandTimeout, InvalidRequest, NotFound,
                             TumblerError)
 from tumbler.server.registry import SandboxRecord
-from tumbler.server import rock_deadlines
+from tumbler.server import rock_archive, rock_deadlines
 from tumbler.server.routes import rock_wire as rw
 from tumbler.server.routes import service
 from tumbler.server.service import SandboxService
@@ -250,6 +250,7 @@ async def _delete(request: Request, body: rw.SandboxRef) -> str:
     except NotFound:
         return f"{body.sandbox_id} deleted"
     await svc.remove(record.id)
+    await svc.blocking(rock_archive.remove_archives, svc, record.id)
     return f"{body.sandbox_id} deleted"
 
 
