@@ -17,11 +17,12 @@ import asyncio
 import logging
 
 import h11
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket
 from starlette.responses import Response, StreamingResponse
 
 from tumbler.errors import CommandTimeout, InvalidRequest, SandboxError, TumblerError
 from tumbler.server.routes import service
+from tumbler.server.routes.pty import frames
 from tumbler.server.routes.rock_wire import PREFIX as ROCK_PREFIX
 from tumbler.server.service import SandboxService
 
@@ -97,13 +98,7 @@ async def tcp(websocket: WebSocket, sandbox_id: str, port: int):
 
 
 async def _to_port(websocket: WebSocket, relay: Relay) -> None:
-    while True:
-        try:
-            message = await websocket.receive()
-        except WebSocketDisconnect:
-            return
-        if message["type"] == "websocket.disconnect":
-            return
+    async for message in frames(websocket):
         data = message.get("bytes") or (message.get("text") or "").encode()
         if data:
             await relay.write(data[:MAX_FRAME])

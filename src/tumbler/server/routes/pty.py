@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import AsyncIterator
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
@@ -81,8 +82,8 @@ async def _pump_output(svc, sandbox_id: str, pid: int, websocket: WebSocket) -> 
             return
 
 
-async def _pump_input(svc, sandbox_id: str, pid: int, websocket: WebSocket) -> None:
-    """Type what the client sends; apply its resizes. Returns when the client goes."""
+async def frames(websocket: WebSocket) -> AsyncIterator[dict]:
+    """The client's messages until it goes (a close, or a vanished connection)."""
     while True:
         try:
             message = await websocket.receive()
@@ -90,6 +91,12 @@ async def _pump_input(svc, sandbox_id: str, pid: int, websocket: WebSocket) -> N
             return
         if message["type"] == "websocket.disconnect":
             return
+        yield message
+
+
+async def _pump_input(svc, sandbox_id: str, pid: int, websocket: WebSocket) -> None:
+    """Type what the client sends; apply its resizes. Returns when the client goes."""
+    async for message in frames(websocket):
         data, text = message.get("bytes"), message.get("text")
         if data:
             await svc.call(sandbox_id, "job.input", {"pid": pid}, data[:MAX_INPUT])
