@@ -1,10 +1,13 @@
 """`tumbler serve --ray ADDRESS`: the same server and SDK, sandboxes placed on the node hosts of a
 Ray cluster (two nodes on this machine) by budget, labels and policy, every call routed to the
-right host; GET /v1/nodes shows each node."""
+right host; GET /v1/nodes shows each node; a node killed turns its sandboxes lost."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,60 +19,113 @@ import server_process  # noqa: E402
 from checks import IMAGE, leftovers  # noqa: E402
 from raycluster import local_cluster, reap_zombies  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
-from tumbler.errors import CapacityExceeded  # noqa: E402
-from tumbler.sdk import Sandbox  # noqa: E402
+from tumbler.errors import CapacityExceeded, TumblerError  # noqa: E402
+from tumbler.runtime.process import ProcessRuntime  # noqa: E402
+from tumbler.sdk import Sandbox, core  # noqa: E402
 
 server_process.START_TIMEOUT_S = 180.0   # joining Ray and starting a host per node
+# Node names of this run only: a host id is hostname/name, and a host that starts reclaims
+# (removes) every sandbox of its id, so another run on this machine must not share them.
+A, B = f"a{os.getpid()}", f"b{os.getpid()}"
 
 
-def test_server_places_and_routes_over_two_nodes(runtime, tmp_path):
-    ids: list[str] = []
-    with local_cluster(["a", "b"]) as lc:
-        srv = ServerProcess(tmp_path, ray=lc.cluster.address, node_memory_bytes=1 << 30)
+@contextmanager
+def cluster_server(tmp_path, ids: list[str]):
+    """A 2-node local Ray cluster, a server in cluster mode over it, a client; on leaving, the
+    server stopped (removing what is left), the cluster shut down, and no sandbox left behind."""
+    with local_cluster([A, B]) as lc:
+        srv = ServerProcess(tmp_path, ray=lc.cluster.address, node_memory_bytes=1 << 30,
+                            reap_interval_s=1.0)
         srv.start()
         client = srv.client()
 
         def nodes() -> dict[str, dict]:
             return {n.labels.get("tumbler-host"): n.model_dump() for n in client.nodes()}
         try:
-            assert {k: v["state"] for k, v in nodes().items()} == {"a": "alive", "b": "alive"}
-            assert nodes()["a"]["budget"]["memory_bytes"] == 1 << 30   # the node budget, per node
-            shown = subprocess.run([sys.executable, "-m", "tumbler.cli", "node", "ls", "--url", srv.url,
-                                    "--token", srv.token], capture_output=True, text=True, timeout=60)
-            assert shown.returncode == 0, shown.stderr
-            assert "/a" in shown.stdout and "/b" in shown.stdout and "alive" in shown.stdout
-
-            boxes = [Sandbox(IMAGE, client=client, memory="128m") for _ in range(4)]
-            ids += [sb.id for sb in boxes]
-            # spread: two on each node
-            assert sorted(n["sandboxes"].get("running", 0) for n in nodes().values()) == [2, 2]
-            pinned = Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": "b"})
-            ids.append(pinned.id)
-            assert nodes()["b"]["sandboxes"]["running"] == 3
-
-            # every call reaches its sandbox's host: sessions, exec, files, life cycle
-            for sb in [*boxes, pinned]:
-                assert sb.run(f"echo {sb.id}").output == f"{sb.id}\n"
-            pinned.write_file("/tmp/x", b"\x00bytes\xff")
-            assert pinned.read_bytes("/tmp/x") == b"\x00bytes\xff"
-            assert pinned.exec(["cat", "/tmp/x"]).stdout_bytes == b"\x00bytes\xff"
-            s = pinned.session("named")
-            assert s.run("cd /tmp && pwd").output == "/tmp\n"
-            pinned.stop()
-            pinned.start()
-            assert pinned.run("echo again").output == "again\n"
-
-            # what no node can satisfy is a clear error naming the missing resource or label
-            with pytest.raises(CapacityExceeded, match="no live node has the labels tumbler-host=c"):
-                Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": "c"})
-            with pytest.raises(CapacityExceeded, match="short of memory"):
-                Sandbox(IMAGE, client=client, memory="900m")
-
-            for sb in [*boxes, pinned]:
-                sb.remove()
-            assert all(not n["sandboxes"] for n in nodes().values())
+            yield lc, srv, client, nodes
         finally:   # a graceful stop removes what is left and stops the node hosts
             assert srv.terminate(120) in (0, -15)
     reap_zombies()
+    runtime = ProcessRuntime()
     for sid in ids:
         assert leftovers(runtime, sid) == []
+
+
+def test_server_places_and_routes_over_two_nodes(tmp_path):
+    ids: list[str] = []
+    with cluster_server(tmp_path, ids) as (lc, srv, client, nodes):
+        assert {k: v["state"] for k, v in nodes().items()} == {A: "alive", B: "alive"}
+        assert nodes()[A]["budget"]["memory_bytes"] == 1 << 30   # the node budget, per node
+        shown = subprocess.run([sys.executable, "-m", "tumbler.cli", "node", "ls", "--url", srv.url,
+                                "--token", srv.token], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "COLUMNS": "200"})
+        assert shown.returncode == 0, shown.stderr
+        assert f"/{A}" in shown.stdout and f"/{B}" in shown.stdout and "alive" in shown.stdout
+
+        boxes = [Sandbox(IMAGE, client=client, memory="128m") for _ in range(4)]
+        ids += [sb.id for sb in boxes]
+        # spread: two on each node
+        assert sorted(n["sandboxes"].get("running", 0) for n in nodes().values()) == [2, 2], nodes()
+        pinned = Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": B})
+        ids.append(pinned.id)
+        assert nodes()[B]["sandboxes"]["running"] == 3
+
+        # every call reaches its sandbox's host: sessions, exec, files, life cycle
+        for sb in [*boxes, pinned]:
+            assert sb.run(f"echo {sb.id}").output == f"{sb.id}\n"
+        pinned.write_file("/tmp/x", b"\x00bytes\xff")
+        assert pinned.read_bytes("/tmp/x") == b"\x00bytes\xff"
+        assert pinned.exec(["cat", "/tmp/x"]).stdout_bytes == b"\x00bytes\xff"
+        s = pinned.session("named")
+        assert s.run("cd /tmp && pwd").output == "/tmp\n"
+        pinned.stop()
+        pinned.start()
+        assert pinned.run("echo again").output == "again\n"
+
+        # what no node can satisfy is a clear error naming the missing resource or label
+        with pytest.raises(CapacityExceeded, match="no live node has the labels tumbler-host=c"):
+            Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": "c"})
+        with pytest.raises(CapacityExceeded, match="short of memory"):
+            Sandbox(IMAGE, client=client, memory="900m")
+
+        for sb in [*boxes, pinned]:
+            sb.remove()
+        assert all(not n["sandboxes"] for n in nodes().values())
+
+
+@pytest.mark.slow
+def test_node_loss_and_return_through_the_server(tmp_path):
+    """A node killed: its sandboxes turn error naming it within seconds, calls to them fail at
+    once, placements go to the node left; the node back: a host there again, what was left removed."""
+    ids: list[str] = []
+    with cluster_server(tmp_path, ids) as (lc, srv, client, nodes):
+        on_b = Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": B})
+        ids.append(on_b.id)
+        # a node that dies: its sandboxes turn error (lost) naming it, calls fail at once
+        # with a clear error, placements go to the nodes left
+        on_a = Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": A})
+        ids.append(on_a.id)
+        lc.kill(A)
+        deadline = time.monotonic() + 60
+        while (rec := client.send(core.get(on_a.id))).state.value != "error":
+            assert time.monotonic() < deadline, rec
+            time.sleep(0.5)
+        assert "node host" in rec.error and f"/{A}" in rec.error and "lost" in rec.error
+        assert nodes()[A]["state"] == "lost"
+        with pytest.raises(TumblerError, match="lost"):
+            on_a.run("echo hi")
+        assert on_b.run("echo still").output == "still\n"
+        late = Sandbox(IMAGE, client=client, memory="128m")
+        ids.append(late.id)
+        assert nodes()[B]["sandboxes"]["running"] == 2   # on_b and late
+        # the node comes back: the server starts a host there, which removes what was left
+        lc.add(A)
+        while nodes()[A]["state"] != "alive":
+            assert time.monotonic() < deadline + 60, nodes()
+            time.sleep(0.5)
+        back = Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": A})
+        ids.append(back.id)
+        assert back.run("echo back").output == "back\n"
+        for sb in [on_b, on_a, late, back]:
+            sb.remove()
+        assert all(not n["sandboxes"] for n in nodes().values())

@@ -20,7 +20,7 @@ import secrets
 import threading
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from tumbler.cluster.client import ClusterClient, _first_line
 from tumbler.cluster.config import ClusterConfig
@@ -118,6 +118,41 @@ class ClusterRuntime:
     def live_budget(self) -> "LiveBudget":
         """A budget for the service's admission that follows nodes joining and being lost."""
         return LiveBudget(self)
+
+    def check_hosts(self) -> None:
+        """Ask each live host how it is; one whose actor or node is gone is declared lost (a
+        slow answer is not: a slow node must not lose its sandboxes)."""
+        for state in self.client.hosts():
+            if state.lost is not None:
+                continue
+            host = self.client.host(state.host_id)
+            try:
+                ray.get(host.actor.info.remote(), timeout=self.config.probe_timeout_s)
+            except GetTimeoutError:
+                log.warning("node host %s did not answer within %g s", host.host_id,
+                            self.config.probe_timeout_s)
+            except RayError as exc:
+                self.client.lose(host, _first_line(exc))
+        self._sync_lost()
+
+    def lost_sandboxes(self) -> dict[str, str]:
+        """The sandboxes of the lost nodes (checked now) -> what NodeLost says of each. Also
+        starts hosts on nodes that joined (or came back: the new host reclaims what the lost
+        one left there). The server's reaper calls this at each pass."""
+        self.check_hosts()
+        try:
+            self.refresh()
+        except TumblerError as exc:   # a node whose host will not start: the others serve on
+            log.warning("node hosts: %s", exc.message)
+        states = {s.host_id: s for s in self.client.hosts()}
+        with self._lock:
+            held = [(sid, slot.host_id) for slot in self.placement.nodes.values() if slot.lost
+                    for sid in slot.held]
+        out = {}
+        for sid, host_id in held:
+            host = self.client.host(host_id) if host_id in states else None
+            out[sid] = host.gone(sid).message if host is not None else f"its node {host_id} was lost"
+        return out
 
     def close(self) -> None:
         """Stop the node hosts (each removes what it still holds)."""

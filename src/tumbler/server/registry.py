@@ -72,12 +72,14 @@ class Registry:
 
     def add(self, record: SandboxRecord) -> None:
         with self._session.begin() as s:
-            s.add(SandboxRow(id=record.id, spec_json=record.spec.model_dump_json(), state=record.state.value,
-                             created=record.created, last_active=record.last_active,
-                             ttl_s=record.ttl_s, expires_at=record.expires_at,
-                             labels_json=json.dumps(record.labels), runtime=record.runtime,
-                             error=record.error))
-            s.add(TransitionRow(sandbox_id=record.id, state=record.state.value, at=record.created))
+            _add(s, record)
+
+    def write_many(self, writes: list[tuple[str, tuple]]) -> None:
+        """Several ("add", (record,)) and ("set_state", (id, state, error)) writes in one
+        transaction, in order: a burst of creates costs one commit, not one each."""
+        with self._session.begin() as s:
+            for kind, args in writes:
+                (_add if kind == "add" else _set_state)(s, *args)
 
     def get(self, sandbox_id: str) -> SandboxRecord | None:
         with self._session() as s:
@@ -90,10 +92,7 @@ class Registry:
 
     def set_state(self, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
         with self._session.begin() as s:
-            now = time.time()
-            s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
-                      .values(state=state.value, error=error, last_active=now))
-            s.add(TransitionRow(sandbox_id=sandbox_id, state=state.value, at=now))
+            _set_state(s, sandbox_id, state, error)
 
     def history(self, sandbox_id: str) -> list[tuple[str, float]]:
         """The sandbox's states, oldest first, each with when it began (unix seconds)."""
@@ -125,6 +124,22 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _add(s, record: SandboxRecord) -> None:
+    s.add(SandboxRow(id=record.id, spec_json=record.spec.model_dump_json(), state=record.state.value,
+                     created=record.created, last_active=record.last_active,
+                     ttl_s=record.ttl_s, expires_at=record.expires_at,
+                     labels_json=json.dumps(record.labels), runtime=record.runtime,
+                     error=record.error))
+    s.add(TransitionRow(sandbox_id=record.id, state=record.state.value, at=record.created))
+
+
+def _set_state(s, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
+    now = time.time()
+    s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
+              .values(state=state.value, error=error, last_active=now))
+    s.add(TransitionRow(sandbox_id=sandbox_id, state=state.value, at=now))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

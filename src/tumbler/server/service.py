@@ -27,6 +27,7 @@ from tumbler.server.capacity import Admission, Budget
 from tumbler.server.config import ServerConfig
 from tumbler.server.history import OUTPUT_TAIL, SessionHistory
 from tumbler.server.registry import Registry, SandboxRecord
+from tumbler.server.writes import CoalescedWrites
 from tumbler import ops, wire
 from tumbler.ops import DEFAULT_SESSION  # noqa: F401 (the routes' name for it)
 
@@ -82,6 +83,7 @@ class SandboxService:
         self._background: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # one life-cycle change at a time per sandbox
         self.history = SessionHistory()   # recent commands per session, for viewers
+        self._writes = CoalescedWrites(registry, self.blocking)   # a burst's records, batched
         # In cluster mode the cold starts happen on the nodes: the runtime says how many at once.
         self._cold_starts = asyncio.Semaphore(
             config.cold_starts or getattr(runtime, "cold_starts", None) or COLD_STARTS)
@@ -149,7 +151,25 @@ class SandboxService:
             except Exception as exc:  # one bad sandbox must not stop the pass for the others
                 log.warning("sandbox %s: could not check its agent: %s", sid,
                             getattr(exc, "message", None) or repr(exc))
+        lost = getattr(self.runtime, "lost_sandboxes", None)   # cluster mode: on dead nodes
+        if lost is not None:
+            dead += await self._mark_lost(await self.blocking(lost))
         return dead
+
+    async def _mark_lost(self, lost: dict[str, str]) -> list[str]:
+        """Each sandbox whose node was lost -> state error, `error` naming the node and why."""
+        marked = []
+        for sid, why in lost.items():
+            record = self._records.get(sid)
+            if record is None or record.state in (SandboxState.ERROR, SandboxState.ARCHIVED):
+                continue
+            async with self._lock(sid):
+                await self._drop_agent(sid)
+                self.admission.release(sid)
+                await self.blocking(self._move, record, "lose", why)
+                log.warning("sandbox %s: %s", sid, why)
+                marked.append(sid)
+        return marked
 
     async def check_alive(self, sandbox_id: str) -> bool:
         """If the running sandbox's init died, stop it (state `stopped`, `error` says why, as a
@@ -220,7 +240,7 @@ class SandboxService:
                     # record (reconciled at its next start, removable), never a sandbox no one
                     # knows.
                     sandbox_id = secrets.token_hex(6)
-                    await self.blocking(self.registry.add, record_of(
+                    await self._writes.add(record_of(
                         sandbox_id, SandboxState.CREATED, getattr(self.runtime, "name", "process")))
                     recorded = True
                     try:
@@ -234,9 +254,9 @@ class SandboxService:
         record = record_of(info.id, info.state, info.runtime)
         try:
             if recorded:
-                await self.blocking(self.registry.set_state, record.id, record.state)
+                await self._writes.set_state(record.id, record.state)
             else:
-                await self.blocking(self.registry.add, record)
+                await self._writes.add(record)
         except Exception:
             await self.blocking(self.runtime.remove, info.id)
             self.admission.release(info.id)
