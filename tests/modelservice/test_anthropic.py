@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from test_remote import server_url  # noqa: F401 - the fixture: a server with the model routes
 from tumbler.modelservice import AsyncModelBridge, EpisodeEnded, ModelCall
 from tumbler.modelservice import anthropic
 
@@ -47,23 +48,29 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
     return events
 
 
+async def play(bridge: AsyncModelBridge, sandbox_id: str) -> tuple[list[ModelCall], EpisodeEnded]:
+    """Run CLIENT as an episode: a tool call first, then text."""
+    seen = []
+    episode = await bridge.start_episode(sandbox_id, ["python3", "/root/client.py"])
+    while not isinstance(event := await bridge.next_event(30), EpisodeEnded):
+        assert isinstance(event, ModelCall) and event.api == "anthropic"
+        seen.append(event)
+        if len(seen) == 1:
+            await event.respond("looking", tool_calls=[{
+                "id": "call_1", "type": "function",
+                "function": {"name": "bash", "arguments": json.dumps({"command": "ls"})}}])
+        else:
+            await event.respond("there is a.txt")
+    assert event.episode_id == episode and event.exit_code == 0, event.output
+    return seen, event
+
+
 @pytest.mark.asyncio
 async def test_messages_api_round_trip_with_tools_and_streaming(sandbox):
     sandbox.write_file("/root/client.py", CLIENT)
-    seen = []
     async with AsyncModelBridge() as bridge:
         await bridge.attach(sandbox)
-        episode = await bridge.start_episode(sandbox.id, ["python3", "/root/client.py"])
-        while not isinstance(event := await bridge.next_event(30), EpisodeEnded):
-            assert isinstance(event, ModelCall) and event.api == "anthropic"
-            seen.append(event)
-            if len(seen) == 1:
-                await event.respond("looking", tool_calls=[{
-                    "id": "call_1", "type": "function",
-                    "function": {"name": "bash", "arguments": json.dumps({"command": "ls"})}}])
-            else:
-                await event.respond("there is a.txt")
-        assert event.episode_id == episode and event.exit_code == 0, event.output
+        seen, event = await play(bridge, sandbox.id)
     out = json.loads(event.output)
     first, second = seen
     # The owner saw OpenAI's form: system first, tools as functions, the tool result as a tool message.
@@ -95,6 +102,29 @@ async def test_messages_api_round_trip_with_tools_and_streaming(sandbox):
     assert t.exchanges[0].response["choices"][0]["message"]["tool_calls"][0]["id"] == "call_1"
     assert t.exchanges[0].native_response["stop_reason"] == "tool_use"
     assert t.exchanges[1].native_request["stream"] is True
+
+
+@pytest.mark.asyncio
+async def test_messages_api_through_a_server(server_url):
+    import httpx
+    from checks import IMAGE
+    from tumbler.sdk.model import HttpEndpoint
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+        reply = await http.post("/v1/sandboxes", json={"image": IMAGE})
+        assert reply.status_code == 201, reply.text
+        sandbox_id = reply.json()["id"]
+        try:
+            await http.put(f"/v1/sandboxes/{sandbox_id}/files/content",
+                           params={"path": "/root/client.py"}, content=CLIENT.encode())
+            async with AsyncModelBridge() as bridge:
+                await bridge.attach(HttpEndpoint(server_url, sandbox_id))
+                seen, event = await play(bridge, sandbox_id)
+        finally:
+            await http.delete(f"/v1/sandboxes/{sandbox_id}")
+    out = json.loads(event.output)
+    assert json.loads(out["first"][2])["content"][1]["type"] == "tool_use"
+    assert seen[1].messages[-1]["role"] == "tool"
+    assert [x.api for x in bridge.trajectories()[0].exchanges] == ["anthropic", "anthropic"]
 
 
 def test_streamed_tool_use_and_errors_in_anthropic_shape():
