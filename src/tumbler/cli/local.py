@@ -26,7 +26,7 @@ def _runtime():
 @reports_errors
 def create(image: str = o.IMAGE, memory: str = o.MEMORY, cpus: float = o.CPUS, pids: int = o.PIDS,
            disk: str = o.DISK, env: list[str] = o.ENV, cwd: str = o.CWD, hostname: str = o.HOSTNAME,
-           network: str = o.NETWORK,
+           network: str = o.NETWORK, egress: list[str] = o.EGRESS,
            max_lifetime: Optional[float] = typer.Option(
                None, help="seconds after creation at which it is removed, used or not (a "
                           "watcher process of its own removes it: no server needed)")):
@@ -36,7 +36,7 @@ def create(image: str = o.IMAGE, memory: str = o.MEMORY, cpus: float = o.CPUS, p
     from tumbler.runtime.spec import Limits, SandboxSpec
     try:
         labels = expiry.labels_for(max_lifetime) if max_lifetime is not None else {}
-        spec = SandboxSpec(image=image, network=network, env=o.pairs(env, "--env"), cwd=cwd,
+        spec = SandboxSpec(image=image, network=network, egress=egress, env=o.pairs(env, "--env"), cwd=cwd,
                            hostname=hostname, labels=labels,
                            limits=Limits(memory=memory, cpus=cpus, pids=pids, disk=disk))
     except ValueError as exc:

@@ -37,7 +37,7 @@ def _progress() -> Progress:
 @reports_errors
 def create(image: str = o.IMAGE, memory: str = o.MEMORY, cpus: float = o.CPUS, pids: int = o.PIDS,
            disk: str = o.DISK, env: list[str] = o.ENV, cwd: str = o.CWD, hostname: str = o.HOSTNAME,
-           network: str = o.NETWORK,
+           network: str = o.NETWORK, egress: list[str] = o.EGRESS,
            ttl: Optional[float] = typer.Option(None, help="idle seconds before the server "
                                                "removes it (default: the server's --ttl)"),
            max_lifetime: Optional[float] = typer.Option(
@@ -55,6 +55,7 @@ def create(image: str = o.IMAGE, memory: str = o.MEMORY, cpus: float = o.CPUS, p
     try:
         req = wire.CreateSandboxRequest(
             image=image, env=o.pairs(env, "--env"), cwd=cwd, hostname=hostname, network=network,
+            egress=egress,
             limits={"memory": memory, "cpus": cpus, "pids": pids, "disk": disk}, ttl_s=ttl,
             max_lifetime_s=max_lifetime, labels=o.pairs(label, "--label"))
     except ValidationError as exc:
