@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from checks import leftovers, remove_all_and_check
+from checks import leftovers, remove_all_and_check, wait_for
 from tumbler.errors import Conflict
 from tumbler.runtime.owners import OWNER_LABEL, this_process
 
@@ -26,9 +26,8 @@ def test_paused_sandbox_uses_no_cpu_and_keeps_its_processes(sandbox):
     with pytest.raises(Conflict, match="paused"):
         sandbox.pause()
     sandbox.resume()
-    cpu0 = sandbox.stats().cpu_seconds
-    time.sleep(0.5)
-    assert sandbox.stats().cpu_seconds - cpu0 > 0.05   # the same loop goes on
+    cpu0 = sandbox.stats().cpu_seconds                 # the same loop goes on
+    wait_for(lambda: sandbox.stats().cpu_seconds - cpu0 > 0.05, 30, "the loop to run again")
     assert sorted(p.pid for p in sandbox.processes()) == pids_before
     assert sandbox.run("echo $KEPT").output == "yes\n"   # the bash session lived through it
     with pytest.raises(Conflict, match="not paused|running"):
@@ -42,7 +41,7 @@ def test_paused_sandbox_stops_and_removes_cleanly(make_sandbox, runtime):
     with pytest.raises(Conflict, match="resume it"):
         sb.runtime.start(sb.id)
     sb.stop()                               # frozen processes still die
-    assert sb.stats().pids == 0
+    wait_for(lambda: sb.stats().pids == 0, 30, "the frozen processes to go")
     sb.start()
     sb.pause()
     sb.remove()
