@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import threading
 
 import ray
@@ -33,10 +34,21 @@ log = logging.getLogger(__name__)
 MEMORY_RESOURCE = "tumbler_memory"
 CPUS_RESOURCE = "tumbler_cpus"
 READY_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
 
 
 def connect(address: str) -> None:
-    """Join the Ray cluster at `address` ("auto": the one this machine runs) as its driver."""
+    """Join the Ray cluster at `address` ("auto": the one this machine runs) as its driver.
+    A HOST:PORT that does not accept a connection is refused at once (Ray itself would retry
+    for minutes)."""
+    if address != "auto" and not address.startswith("ray://"):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except (OSError, ValueError) as exc:
+            raise RuntimeFailure(f"cannot reach the Ray cluster's head at {address!r} ({exc}): give "
+                                 "HOST:PORT of its GCS (6379 by default), or 'auto' on a machine "
+                                 "of the cluster") from None
     if not ray.is_initialized():
         try:
             ray.init(address=address, log_to_driver=False)
