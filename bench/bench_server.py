@@ -128,8 +128,12 @@ def bench_peers(results: dict, quick: bool) -> dict:
     except (SystemExit, Exception) as exc:  # no peers venv: say so, keep our figures
         print(f"peers skipped: {exc}")
         return {}
-    figures = peers.measure_peers(n_rtt=100 if quick else 200, n_create=10 if quick else 30,
-                                  seconds=2.0 if quick else 5.0)
+    try:
+        figures = peers.measure_peers(n_rtt=100 if quick else 200, n_create=10 if quick else 30,
+                                      seconds=2.0 if quick else 5.0)
+    except Exception as exc:  # a peer's server failing mid-run costs its figures, not ours
+        print(f"peers failed: {type(exc).__name__}: {str(exc)[:300]}")
+        return {}
     ours = {"rtt": results["session_rtt_p50_ms"], "create": results["session_create_close_p50_ms"],
             "parallel8": results["aggregate_8_sessions_cmds_per_s"]}
     out = {}
