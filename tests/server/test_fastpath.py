@@ -48,3 +48,14 @@ def test_raw_request_bytes_are_httpx_requests(call):
     head, raw_body, host, port = builder.raw(call)
     assert head + raw_body == transport.request_head(request, len(body)) + body
     assert (host, port) == ("127.0.0.1", 8040)
+
+
+def test_replies_from_a_newer_server_still_parse():
+    """A field the server adds later (to the sandbox, its spec or its limits) is ignored by this
+    SDK, not an error: replies are read leniently, requests strictly."""
+    out = json.loads(wire.SandboxOut(id="a1", state="running", spec={"image": "debian"}, created=1.0,
+                                     last_active=1.0, ttl_s=None, expires_at=None,
+                                     runtime="process").model_dump_json())
+    out["spec"]["future"], out["spec"]["limits"]["future"], out["future"] = [], 1, True
+    parsed = core.get("a1").parse(core.Reply(200, json.dumps(out).encode()))
+    assert (parsed.id, parsed.spec.image, parsed.spec.limits.memory) == ("a1", "debian", 512 << 20)

@@ -165,7 +165,9 @@ def finish(call: Call, reply: Reply):
 # -- reply readers ---------------------------------------------------------------------------
 
 def _model(model):
-    return lambda reply: model.model_validate_json(reply.content)
+    # Replies are read leniently: a field a newer server adds (to the spec, say) must not break
+    # this client; requests stay strict (wire.Request forbids unknown fields).
+    return lambda reply: model.model_validate_json(reply.content, extra="ignore")
 
 
 def _none(_reply: Reply) -> None:
