@@ -39,6 +39,7 @@ TOKEN = "bench-token"
 RESULTS = Path(__file__).parent / "results" / "burst.json"
 POOL = "burst"
 START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 900.0
 
 
 def free_port() -> int:
@@ -115,15 +116,17 @@ async def burst(client: AsyncClient, n: int, spec: dict) -> tuple[dict, list[Asy
 async def run(url: str, n: int, warm: bool, spec: dict) -> dict:
     async with AsyncClient(url, TOKEN) as client:
         res = {}
-        if warm:
-            res["pool_fill_s"] = await fill_pool(client, n, spec, timeout_s=max(120.0, n * 1.0))
-        out, boxes = await burst(client, n, spec)
-        res.update(out)
-        t = time.perf_counter()
-        await asyncio.gather(*(sb.remove() for sb in boxes), return_exceptions=True)
-        res["remove_all_s"] = time.perf_counter() - t
-        if warm:
-            await client.remove_pool(POOL)
+        try:
+            if warm:
+                res["pool_fill_s"] = await fill_pool(client, n, spec, timeout_s=max(120.0, n * 1.0))
+            out, boxes = await burst(client, n, spec)
+            res.update(out)
+            t = time.perf_counter()
+            await asyncio.gather(*(sb.remove() for sb in boxes), return_exceptions=True)
+            res["remove_all_s"] = time.perf_counter() - t
+        finally:
+            if warm:   # its sandboxes go now, not in the server's shutdown (which has a bound)
+                await client.remove_pool(POOL)
         return res
 
 
@@ -147,10 +150,12 @@ def main() -> None:
             res = asyncio.run(run(url, args.n, args.warm, spec))
         finally:
             proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
+            try:   # a graceful stop removes what is left: 1,000 sandboxes take minutes here
+                proc.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                print(f"server did not stop within {STOP_TIMEOUT_S} s: killed; its sandboxes "
+                      "may be left (tumbler local ls)", file=sys.stderr)
     mode = "warm" if args.warm else "cold"
     res.update(mode=mode, cold_starts=args.cold_starts or "default", memory=args.memory, cpus=args.cpus, cores=os.cpu_count(),
                host=platform.node(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

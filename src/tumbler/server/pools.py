@@ -127,8 +127,8 @@ class PoolManager:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await self._drop(pool)
-        if self._removing:
-            await asyncio.gather(*self._removing, return_exceptions=True)
+        while self._removing:   # a drop under way starts removals of its own
+            await asyncio.gather(*list(self._removing), return_exceptions=True)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -186,8 +186,12 @@ class PoolManager:
             raise
 
     def _drop_later(self, pool: WarmPool) -> None:
+        # Tracked with the removals: close() waits for it, so a pool removed just before
+        # shutdown does not leave the sandboxes it was still starting or holding.
         task = asyncio.create_task(self._drop(pool))
-        task.add_done_callback(lambda t: t.exception())
+        self._removing.add(task)
+        task.add_done_callback(self._removing.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _drop(self, pool: WarmPool) -> None:
         if pool.task is not None:
