@@ -52,7 +52,8 @@ class ServerProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("server did not come up")
+        self.terminate()    # no orphan server: a slow start leaves nothing running
+        raise RuntimeError(f"server did not come up in {START_TIMEOUT_S:.0f} s")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
