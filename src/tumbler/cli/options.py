@@ -18,7 +18,7 @@ DISK = typer.Option("2g", help="bytes the sandbox may write, e.g. 2g")
 ENV = typer.Option([], help="KEY=VALUE in the environment of every process (repeatable)")
 CWD = typer.Option("/root", help="working directory of sessions and exec")
 HOSTNAME = typer.Option("sandbox", help="the sandbox's hostname")
-NETWORK = typer.Option("none", help="none (loopback only), egress (only the --egress hosts, "
+NETWORK = typer.Option("none", help="none (loopback only), egress (only the hosts listed, "
                        "through a proxy) or host")
 EGRESS = typer.Option([], "--egress", help="with --network egress: a host it may reach (name, "
                       "name:port, *.name, IP:port), repeatable")
