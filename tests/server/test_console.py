@@ -435,6 +435,11 @@ def test_events_stream_sends_state_and_stats(console_server, client):
                 break
     assert {"sandboxes", "pools", "nodes", "stats", "sessions", "processes", "run", "metrics"} <= set(seen)
     assert seen["sandboxes"] == 1 and seen["metrics"] == 1   # unchanged parts are not sent again
+    t = time.monotonic()
+    with httpx.stream("GET", console_server.url + "/v1/events", params={"max_s": 1},
+                      headers={"authorization": f"Bearer {TOKEN}"}, timeout=30) as stream:
+        assert "event: sandboxes" in list(stream.iter_lines())      # then it ends by itself
+    assert time.monotonic() - t < 20
 
 
 def test_watching_a_sandbox_does_not_keep_it_alive(console_server, client, runtime):

@@ -140,6 +140,7 @@ function openStream(params, handlers) {
         const response = await api("GET", "/v1/events" + (query ? "?" + query : ""),
                                    { raw: true, signal: controller.signal });
         live.textContent = "live"; live.className = "live on"; delay = 500;
+        if (handlers.open) handlers.open();    // a new stream sends everything again
         await readEvents(response, (kind, data) => handlers[kind] && handlers[kind](data));
       } catch (err) {
         if (controller.signal.aborted) return;
@@ -806,6 +807,7 @@ function viewRun(name) {
   };
   drawCharts();
   app.stream = openStream({ run: name }, {
+    open: () => { metrics.length = 0; },
     metrics: (d) => { metrics.push(...d.records); drawCharts(); },
     run: (d) => { if (d.error) { info.replaceChildren(h("span", { class: "err" }, d.error.message)); return; } summary = d; drawCharts(); drawSteps(); },
   });
@@ -892,7 +894,10 @@ function viewTaskRun(name) {
       { id: "trial-table", empty: "no trial has finished yet" }));
   };
   draw();
-  app.stream = openStream({ task_run: name }, { results: (d) => { results.push(...d.records); draw(); } });
+  app.stream = openStream({ task_run: name }, {
+    open: () => { results.length = 0; },
+    results: (d) => { results.push(...d.records); draw(); },
+  });
 }
 
 // What a message holds, as text: a string, content parts, or tool calls.

@@ -8,7 +8,8 @@ look, a time series). Events:
 `processes` (of `sandbox`; an `{"error": ...}` body when the sandbox cannot answer),
 `run` (TrainRunOut of `run`) and `metrics` (TrainRunMetrics: only lines not sent yet); with
 `task_run`: `results` (TaskRunResults: the trials finished since the last).
-A comment line every PING_S keeps proxies from closing a quiet stream. Watching is not use:
+A comment line every PING_S keeps proxies from closing a quiet stream; a stream ends after
+`max_s` (every wait has an end; the console reconnects and is sent everything again). Watching is not use:
 the looks leave a sandbox's idle TTL running.
 """
 from __future__ import annotations
@@ -37,7 +38,9 @@ async def events(request: Request,
                  sandbox: str | None = Query(None, description="also its stats, sessions, processes"),
                  run: str | None = Query(None, description="also this training run's metrics"),
                  task_run: str | None = Query(None, description="also this task run's results"),
-                 interval: float = Query(1.0, ge=0.2, le=60, description="seconds between looks")):
+                 interval: float = Query(1.0, ge=0.2, le=60, description="seconds between looks"),
+                 max_s: float = Query(600.0, ge=1, le=86400, description="seconds before the "
+                                      "stream ends (a client reconnects)")):
     """Server-sent events of the server's state, each part sent when it changes."""
     if sandbox is not None:
         service(request).get(sandbox)      # unknown ids are a plain 404, not a stream
@@ -48,7 +51,7 @@ async def events(request: Request,
         raise CapacityExceeded(f"{MAX_STREAMS} event streams are open already; close one")
     tails = {kind: name for kind, name in (("metrics", run), ("results", task_run)) if name}
     return StreamingResponse(_counted(request.app.state,
-                                      _feed(request, sandbox, run, tails, interval)),
+                                      _feed(request, sandbox, run, tails, interval, max_s)),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -63,12 +66,13 @@ async def _counted(state, feed):
 
 
 async def _feed(request: Request, sandbox: str | None, run: str | None, tails: dict[str, str],
-                interval: float):
+                interval: float, max_s: float):
     """`tails`: event kind -> run whose KIND.jsonl is sent line by line as it grows."""
     sent: dict[str, str] = {}
     sent_lines = dict.fromkeys(tails, 0)
     last_write = time.monotonic()
-    while True:
+    ends = last_write + max_s
+    while time.monotonic() < ends:
         for kind, data in await _parts(request, sandbox, run):
             if sent.get(kind) != data or kind == "stats":   # stats: a sample every look
                 sent[kind] = data
