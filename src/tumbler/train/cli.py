@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from tumbler.cli_errors import reports_errors
+from tumbler.cli.errors import reports_errors
 
 console = Console()
 
