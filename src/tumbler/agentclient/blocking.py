@@ -26,6 +26,7 @@ DEFAULT_OUTPUT = 64 << 20   # bytes of output a run/exec keeps when it asks for 
 SMALL_REPLY = 1 << 20       # bytes of body an op that returns no data may send back
 MODEL_REPLY = 64 << 20      # bytes of request JSON model.next may hand over at once
 MAX_EVENTS = 1 << 20        # events one call may receive (each carries at least one byte)
+NOTE_ROOM = 4096            # bytes past max_output for the agent's own notes (why a program failed to start)
 
 
 class ReplyTooLarge(ProtocolError):
@@ -41,9 +42,9 @@ def reply_limit(op: str, args: dict) -> int:
     output = args.get("max_output")
     output = output if isinstance(output, int) and output >= 0 else DEFAULT_OUTPUT
     if op == "session.run":
-        return output
+        return output + NOTE_ROOM
     if op == "exec":
-        return 2 * output
+        return 2 * output + NOTE_ROOM
     if op == "file.read":
         length = args.get("length")
         return length if isinstance(length, int) and 0 <= length <= MAX_BODY else MAX_BODY
