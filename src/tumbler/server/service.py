@@ -112,6 +112,8 @@ class SandboxService:
         await asyncio.to_thread(self.registry.close)
 
     def _reconcile(self, record: SandboxRecord) -> SandboxRecord:
+        if record.state is SandboxState.ARCHIVED:   # in an archive, not in the runtime, by design
+            return record
         try:
             info = self.runtime.get(record.id)
         except NotFound:
