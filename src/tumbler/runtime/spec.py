@@ -17,8 +17,10 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 def parse_bytes(value: int | str) -> int:
     """512, "512m", "2GiB" -> bytes."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if not isinstance(value, str):
+        raise ValueError(f"cannot read {value!r} as a size; write e.g. 536870912, '512m' or '2g'")
     m = _MEM_RE.match(value.strip())
     if not m:
         raise ValueError(f"cannot read {value!r} as a size; write e.g. 536870912, '512m' or '2g'")
