@@ -63,7 +63,7 @@ def trl(config_path: str, seconds: float) -> dict:
             out.append(float(env.step(text)[1]))
         return out
 
-    steps, times, rewards = [], [], []
+    times, rewards = [], []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
