@@ -4,8 +4,10 @@ right host; GET /v1/nodes shows each node; a node killed turns its sandboxes los
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +21,12 @@ import server_process  # noqa: E402
 from checks import IMAGE, leftovers  # noqa: E402
 from raycluster import local_cluster, reap_zombies  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
+import ray  # noqa: E402
+from tumbler.cluster.client import actor_name  # noqa: E402
+from tumbler.cluster.nodehost import HOST_LABEL  # noqa: E402
 from tumbler.errors import CapacityExceeded, TumblerError  # noqa: E402
 from tumbler.runtime.process import ProcessRuntime  # noqa: E402
+from tumbler.runtime.spec import SandboxSpec  # noqa: E402
 from tumbler.sdk import Sandbox, core  # noqa: E402
 
 server_process.START_TIMEOUT_S = 180.0   # joining Ray and starting a host per node
@@ -129,3 +135,72 @@ def test_node_loss_and_return_through_the_server(tmp_path):
         for sb in [on_b, on_a, late, back]:
             sb.remove()
         assert all(not n["sandboxes"] for n in nodes().values())
+
+
+def _held_on_hosts(host_ids: set[str]) -> set[str]:
+    """The sandboxes the node hosts of this run hold, read off this machine's runtime (every
+    node of the local cluster shares it): each carries its host's id."""
+    return {i.id for i in ProcessRuntime().list() if i.spec.labels.get(HOST_LABEL) in host_ids}
+
+
+@pytest.mark.slow
+def test_head_sigkill_and_restart_reconciles(tmp_path):
+    """The server SIGKILLed with sandboxes on both nodes, creates in flight and a sandbox on a
+    host that no record names; started again on the same registry it takes the node hosts over
+    (detached actors): the sandboxes run on, shell state and all, the one no record names is
+    removed, and the hosts hold exactly the sandboxes the registry has running."""
+    ids: list[str] = []
+    with cluster_server(tmp_path, ids) as (lc, srv, client, nodes):
+        host_ids = {n["name"] for n in nodes().values()}
+        boxes = [Sandbox(IMAGE, client=client, memory="64m") for _ in range(4)]
+        ids += [sb.id for sb in boxes]
+        assert sorted(n["sandboxes"].get("running", 0) for n in nodes().values()) == [2, 2]
+        for sb in boxes:
+            sb.run(f"export KEEP={sb.id}")
+        # a sandbox on a host that the server never recorded (made past it, through Ray)
+        host = ray.get_actor(actor_name(f"{socket.gethostname()}/{A}"), namespace="tumbler")
+        stray = "5712a7000000"
+        ids.append(stray)
+        made = ray.get(host.runtime_calls.remote([(stray, ("create", (SandboxSpec(image=IMAGE), stray)))]),
+                       timeout=120)
+        assert not isinstance(made[0], TumblerError), made
+        assert stray in _held_on_hosts(host_ids)
+
+        # creates in flight when the server dies
+        answered: list[str] = []
+
+        def create() -> None:
+            try:
+                answered.append(Sandbox(IMAGE, client=client, memory="64m").id)
+            except Exception:   # the server died under it: the restart decides what it was
+                pass
+        burst = [threading.Thread(target=create) for _ in range(4)]
+        for t in burst:
+            t.start()
+        deadline = time.monotonic() + 120
+        while not answered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        srv.kill()                                  # SIGKILL: no shutdown code runs
+        for t in burst:
+            t.join(120)
+        ids += answered
+        assert stray in _held_on_hosts(host_ids)    # the hosts outlived their driver
+
+        srv.start()                                 # same registry, same port
+        records = {r.id: r for r in client.list()}
+        ids += list(records)
+        running = {sid for sid, r in records.items() if r.state.value == "running"}
+        # nothing forgotten runs, nothing running is forgotten: the hosts hold what the registry
+        # has in a state that holds a sandbox (a create cut between its make and its start is
+        # `created`), the rest is `error` (never made: the server died before asking)
+        held = {sid for sid, r in records.items() if r.state.value != "error"}
+        assert _held_on_hosts(host_ids) == held
+        assert stray not in records
+        assert {sb.id for sb in boxes} | set(answered) <= running
+        for sb in boxes:                            # the same sandboxes, their shells untouched
+            assert sb.run("echo $KEEP").output == f"{sb.id}\n"
+        assert {k: v["state"] for k, v in nodes().items()} == {A: "alive", B: "alive"}
+        assert sum(sum(n["sandboxes"].values()) for n in nodes().values()) == len(held)
+        for sid in records:
+            client.send(core.remove(sid))
+        assert _held_on_hosts(host_ids) == set()

@@ -40,6 +40,12 @@ from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime.spec import SandboxSpec
 
 log = logging.getLogger(__name__)
+ACTOR_PREFIX = "tumbler-node-host:"
+
+
+def actor_name(host_id: str) -> str:
+    """The Ray actor name of the node host `host_id` (in ClusterConfig.namespace)."""
+    return ACTOR_PREFIX + host_id
 
 
 @dataclass(eq=False)
@@ -97,8 +103,7 @@ class ClusterClient:
             return self._start_hosts()
 
     def _start_hosts(self) -> list[HostInfo]:
-        started: list[tuple[_Host, object]] = []
-        failures: list[TumblerError] = []
+        wanted: dict[str, list[dict]] = {}      # host id -> the nodes that would run it
         for node in ray.nodes():
             if not node["Alive"] or node["Resources"].get(self.config.resource, 0) < 1:
                 continue
@@ -109,31 +114,53 @@ class ClusterClient:
             if served or (suspect and not self._raylet_answers(node)):
                 continue
             name = (node.get("Labels") or {}).get(self.config.name_label, self.config.default_name)
-            host_id = host_id_for(node["NodeManagerHostname"], name)
-            twin = next((h for h, _ in started if h.host_id == host_id), None)
-            clash = self._retire(host_id) if twin is None else self._two_names(host_id, twin.node_id)
+            wanted.setdefault(host_id_for(node["NodeManagerHostname"], name), []).append(node)
+        failures: list[TumblerError] = []
+        started = []      # (host id, its nodes, actor, ref of its HostInfo, taken over or new)
+        for host_id, nodes in wanted.items():
+            clash = self._retire(host_id)
             if clash is not None:
                 failures.append(clash)
                 continue
-            host = _Host(host_id, node_id, node["NodeManagerAddress"], self._actor(host_id, node_id))
-            started.append((host, host.actor.info.remote()))
+            found = self._named(host_id)
+            if found is not None:   # a host that outlived the driver before us: take it over
+                ref = found.adopt.remote(self.config.owner, self.config.create_timeout_s)
+                started.append((host_id, nodes, found, ref, True))
+                continue
+            try:
+                actor = self._actor(host_id, nodes[0]["NodeID"])
+            except ValueError as exc:   # its name is taken: a host of that id just died or starts
+                failures.append(RuntimeFailure(f"node host {host_id} cannot start yet: {exc}"))
+                continue
+            started.append((host_id, nodes, actor, actor.info.remote(), False))
         infos = []
         deadline = time.monotonic() + self.config.start_timeout_s
-        for host, ref in started:
-            where = f"the node host {host.host_id} on Ray node {host.node_id[:12]}"
+        for host_id, nodes, actor, ref, taken in started:
+            where = f"the node host {host_id} on Ray node {nodes[0]['NodeID'][:12]}"
             try:
                 info = ray.get(ref, timeout=_left(deadline))
             except GetTimeoutError:
-                ray.kill(host.actor, no_restart=True)
-                failures.append(CommandTimeout(f"{where} did not start within "
-                                               f"{self.config.start_timeout_s} s"))
+                if not taken:    # a host that holds sandboxes is not killed for being slow
+                    ray.kill(actor, no_restart=True)
+                failures.append(CommandTimeout(f"{where} did not {'answer' if taken else 'start'} "
+                                               f"within {self.config.start_timeout_s} s"))
+                continue
+            except RayTaskError as exc:     # a take-over refused (another server's host)
+                failures.append(exc.cause if isinstance(exc.cause, TumblerError) else
+                                RuntimeFailure(f"{where}: {_last_line(exc)}"))
                 continue
             except RayActorError as exc:
                 failures.append(RuntimeFailure(f"{where} failed to start: {_last_line(exc)}"))
                 continue
+            node_id = info.node_id or nodes[0]["NodeID"]
+            node = next((n for n in nodes if n["NodeID"] == node_id), None)
+            failures += [self._two_names(host_id, node_id) for n in nodes if n is not node]
+            if node is None:    # a host found serving on a node that is not one of these
+                continue
+            host = _Host(host_id, node_id, node["NodeManagerAddress"], actor)
             with self._lock:
-                self._hosts[host.host_id] = host
-                self._lost_nodes.discard(host.node_id)
+                self._hosts[host_id] = host
+                self._lost_nodes.discard(node_id)
             infos.append(info)
         if failures:
             log.warning("node hosts started: %s", [i.host_id for i in infos])
@@ -219,12 +246,16 @@ class ClusterClient:
                     self._where.pop(sid, None)
         return results
 
-    def close(self) -> None:
-        """Remove every sandbox on the live hosts and stop the hosts (each wait bounded)."""
+    def close(self, keep_hosts: bool = False) -> None:
+        """Remove every sandbox on the live hosts and stop the hosts (each wait bounded).
+        `keep_hosts`: leave them serving, sandboxes and all, for the next driver to take over
+        (detached hosts only: the others end with this driver)."""
         with self._lock:
             hosts = list(self._hosts.values())
             self._hosts.clear()
             self._where.clear()
+        if keep_hosts:
+            return
         refs = [(h, h.actor.close.remote()) for h in hosts if h.lost is None]
         deadline = time.monotonic() + self.config.op_timeout_s
         for host, ref in refs:
@@ -277,11 +308,23 @@ class ClusterClient:
     # -- plumbing -----------------------------------------------------------------------------
 
     def _actor(self, host_id: str, node_id: str):
+        """A new NodeHost actor on `node_id`, named after its host id in the namespace
+        (ValueError if that name is taken)."""
         cfg = self.config
         return ray.remote(NodeHost).options(
             num_cpus=0, resources={cfg.resource: 1}, max_restarts=0, max_task_retries=0,
+            name=actor_name(host_id), namespace=cfg.namespace,
+            lifetime="detached" if cfg.detached else None,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(host_id, home=cfg.home, run=cfg.run, start_concurrency=cfg.start_concurrency)
+        ).remote(host_id, home=cfg.home, run=cfg.run, start_concurrency=cfg.start_concurrency,
+                 owner=cfg.owner)
+
+    def _named(self, host_id: str):
+        """The live actor named after `host_id` in the namespace, if one is there."""
+        try:
+            return ray.get_actor(actor_name(host_id), namespace=self.config.namespace)
+        except ValueError:
+            return None
 
     def _raylet_answers(self, node: dict) -> bool:
         """Whether the node's raylet accepts a connection (a dead one refuses, or never answers)."""

@@ -16,6 +16,15 @@ class ClusterConfig(BaseModel):
         "Ray node label whose value names the host on its machine; with the machine's hostname "
         "it makes the host id, which a restarted host finds its predecessor's sandboxes by"))
     default_name: str = Field(default="default", description="the name when a node has no such label")
+    namespace: str = Field(default="tumbler", description=(
+        "Ray namespace of the node host actors, each named `tumbler-node-host:<host id>`: a "
+        "server that restarts finds its hosts there. One server per namespace"))
+    detached: bool = Field(default=False, description=(
+        "node hosts outlive the driver that started them (Ray's detached actors), so a server "
+        "SIGKILLed and restarted takes them over with their sandboxes (the server sets it)"))
+    owner: str | None = Field(default=None, description=(
+        "who the hosts serve (the server's registry URL): a driver with another owner may not "
+        "take them over"))
     home: str | None = Field(default=None, description=(
         "TUMBLER_HOME on the nodes (images, sandbox dirs); None: the node's own environment"))
     run: str | None = Field(default=None, description="TUMBLER_RUN on the nodes; None: as above")

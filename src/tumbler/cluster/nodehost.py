@@ -39,7 +39,7 @@ from tumbler.agentclient.aio import AsyncAgentClient
 from tumbler.agentclient.errors import agent_errors
 from tumbler.config import Paths
 from tumbler.ops import DEFAULT_SESSION
-from tumbler.errors import AgentDied, InvalidRequest, NotFound, TumblerError
+from tumbler.errors import AgentDied, Conflict, InvalidRequest, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
@@ -74,6 +74,9 @@ class HostInfo(BaseModel):
                            "removed when it started")
     reclaim_failed: list[str] = Field(default_factory=list, description=(
         "predecessor's sandboxes it could not remove, with the reason (tried again at the next start)"))
+    node_id: str | None = Field(default=None, description="the Ray node it runs on (None outside Ray)")
+    adopted: bool = Field(default=False, description=(
+        "taken over by a server that (re)started, its sandboxes kept (NodeHost.adopt)"))
 
 
 @dataclass
@@ -92,8 +95,10 @@ class NodeHost:
     as they are in its Ray actor."""
 
     def __init__(self, host_id: str, *, home: str | None = None, run: str | None = None,
-                 start_concurrency: int = 4):
+                 start_concurrency: int = 4, owner: str | None = None):
         self.host_id = host_id
+        self.owner = owner    # the server it serves (its registry); another may not adopt it
+        self._in_flight: set[asyncio.Task] = set()   # runtime_calls batches under way
         memstats.tune()   # a host lives for days: big freed blocks go back to the kernel
         env = Paths.from_env()
         self.runtime = ProcessRuntime(Paths(home=Path(home) if home else env.home,
@@ -111,7 +116,21 @@ class NodeHost:
 
     async def info(self) -> HostInfo:
         return HostInfo(host_id=self.host_id, pid=os.getpid(), sandboxes=len(self._held),
-                        reclaimed=self.reclaimed, reclaim_failed=self.reclaim_failed)
+                        reclaimed=self.reclaimed, reclaim_failed=self.reclaim_failed,
+                        node_id=_ray_node_id())
+
+    async def adopt(self, owner: str | None, drain_s: float) -> HostInfo:
+        """A server that restarted takes this host over, sandboxes and all (a detached actor
+        outlives its driver). Refused (Conflict) to a server other than the one it serves.
+        The runtime calls its predecessor left under way (a create the dead server was waiting
+        for) are let finish first, up to `drain_s`, so the listing that follows has them."""
+        if self.owner is not None and owner != self.owner:
+            raise Conflict(f"node host {self.host_id} serves the server of {self.owner!r}, not "
+                           f"{owner!r}: give each server its own Ray namespace")
+        self.owner = owner
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=drain_s)
+        return (await self.info()).model_copy(update={"adopted": True})
 
     async def create(self, specs: list[SandboxSpec]) -> list[str | TumblerError]:
         """Make, start and open the default session of one sandbox per spec -> their ids."""
@@ -142,7 +161,12 @@ class NodeHost:
         (`RUNTIME_METHODS`), all at once: the server's cluster mode drives a node's sandboxes
         through these (the server keeps the life cycle and the records; the host keeps the
         ledger and the agent connections)."""
-        return await _each(items, lambda item: self._runtime_one(*item[1]))
+        task = asyncio.current_task()
+        self._in_flight.add(task)
+        try:
+            return await _each(items, lambda item: self._runtime_one(*item[1]))
+        finally:
+            self._in_flight.discard(task)
 
     async def reset(self, ids: list[str]) -> list[None | TumblerError]:
         """Put each sandbox back to its pristine image, with a fresh default session."""
@@ -330,6 +354,15 @@ class NodeHost:
 
     async def _blocking(self, fn: Callable[..., T], *args) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on, when it is a Ray worker (a NodeHost runs without Ray too)."""
+    import sys
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 async def _each(items: list, fn: Callable[..., Awaitable]) -> list:

@@ -166,9 +166,31 @@ class ClusterRuntime:
             out[sid] = host.gone(sid).message if host is not None else f"its node {host_id} was lost"
         return out
 
-    def close(self) -> None:
-        """Stop the node hosts (each removes what it still holds)."""
-        self.client.close()
+    def remove_unknown(self, known: set[str]) -> list[str]:
+        """Remove every sandbox on the live hosts that is not in `known` (the registry's ids)
+        -> their ids. At a restart this ends what the dead server had forgotten: a sandbox a
+        host holds that no record names would otherwise run, unreachable, for as long as the
+        host lives."""
+        unknown = [info.id for info in self.list() if info.id not in known]
+        if not unknown:
+            return []
+        answers = self.client.routed("runtime_calls", [(sid, ("remove", (sid,))) for sid in unknown],
+                                     self.config.op_timeout_s)
+        removed = []
+        for sid, answer in zip(unknown, answers):
+            if isinstance(answer, TumblerError):
+                log.warning("sandbox %s, which no record names: not removed: %s", sid, answer.message)
+                continue
+            self.client.untrack(sid)
+            with self._lock:
+                self.placement.release(sid)
+            removed.append(sid)
+        return removed
+
+    def close(self, keep_hosts: bool = False) -> None:
+        """Stop the node hosts (each removes what it still holds); `keep_hosts` (the server's
+        keep_sandboxes): leave them serving, for the next server to take over."""
+        self.client.close(keep_hosts=keep_hosts and self.config.detached)
 
     # -- the Runtime ---------------------------------------------------------------------------
 

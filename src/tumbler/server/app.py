@@ -109,6 +109,11 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
         reclaimed = await pools.reclaim_orphans(set(service.ids()))
         if reclaimed:
             log.info("removed %d pooled sandboxes a previous server left waiting", reclaimed)
+        if hasattr(rt, "remove_unknown"):   # cluster mode: what a killed server had forgotten
+            forgotten = await asyncio.to_thread(rt.remove_unknown, set(service.ids()))
+            if forgotten:
+                log.warning("removed %d sandboxes on the node hosts that no record names: %s",
+                            len(forgotten), ", ".join(forgotten))
         for pool in config.pools:
             pools.set(pool.name, wire.CreateSandboxRequest(image=pool.image).spec(),
                       pool.size)
@@ -131,7 +136,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
             await pools.close()  # pooled sandboxes belong to no one yet: never kept
             await service.close(keep_sandboxes=config.keep_sandboxes)
             if runtime is None and hasattr(rt, "close"):   # the cluster's node hosts
-                await asyncio.to_thread(rt.close)
+                await asyncio.to_thread(rt.close, config.keep_sandboxes)
 
     app = TumblerAPI(title="Tumbler", version=tumbler.__version__, lifespan=lifespan,
                   description="Isolated Linux sandboxes for LLM agents: life cycle, bash sessions, "
@@ -173,8 +178,12 @@ def _runtime_for(config: ServerConfig) -> Runtime:
     if config.ray is None:
         from tumbler.runtime.process import ProcessRuntime
         return ProcessRuntime()
+    from tumbler.cluster.config import ClusterConfig
     from tumbler.cluster.placement import Budget
     from tumbler.cluster.runtime import ClusterRuntime, connect
     connect(config.ray)
+    # Detached hosts outlive this process: a server SIGKILLed and started again (same
+    # registry) takes them over, sandboxes and all, and reconciles (docs/CLUSTER.md).
+    cluster = ClusterConfig(**{**config.cluster, "detached": True, "owner": config.database_url})
     return ClusterRuntime(Budget(config.node_memory_bytes, config.node_pids, config.node_cpus),
-                          policy=config.placement)
+                          policy=config.placement, config=cluster)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tumbler.config import Paths
 
@@ -67,6 +67,9 @@ class ServerConfig(BaseModel):
                             "null: this machine only (docs/CLUSTER.md)")
     placement: Literal["spread", "pack"] = Field(default="spread", description="cluster mode: "
                                                  "spread sandboxes over the nodes, or pack them")
+    cluster: dict[str, Any] = Field(default_factory=dict, description="cluster mode: settings "
+                                    "of the node hosts, as tumbler.cluster.ClusterConfig takes "
+                                    "them (namespace, start_concurrency, home, timeouts)")
     default_ttl_s: float | None = Field(default=None, description="idle seconds before a "
                                                                  "sandbox is removed; null: never")
     default_max_lifetime_s: float | None = Field(default=None, description="seconds after "
@@ -78,6 +81,25 @@ class ServerConfig(BaseModel):
                            "directories are (each a `run_dir` of `tumbler train`), for "
                            "GET /v1/runs and the console; relative: to the server's cwd")
     log_level: str = "info"
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return value
+        for key in ("detached", "owner"):
+            if key in value:
+                raise ValueError(f"cluster.{key} is the server's to set, not the configuration's")
+        # Imported only when cluster settings are given (the server imports cluster/ in
+        # cluster mode only); cluster/config.py itself needs no Ray.
+        from tumbler.cluster.config import ClusterConfig
+        try:
+            ClusterConfig(**value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"cluster.{where}: {first['msg']}") from None
+        return value
 
     @model_validator(mode="after")
     def _auth_or_loopback(self):
