@@ -9,9 +9,11 @@ one per node (`ClusterClient` places it); it runs as a plain object too.
 Every batch call takes a list and answers a list in the same order; an item that failed holds
 its `TumblerError` (returned, not raised), so one broken sandbox never costs the rest of the
 batch. Outputs and exit codes are the agent's, byte for byte. A sandbox's default bash session
-is made when the sandbox is, so `run` is one agent round trip; agent calls are multiplexed on
-one connection per sandbox (`AsyncAgentClient`), and only the runtime's blocking steps (runc,
-mounts) go to a small thread pool.
+is the agent's (made by the first command and again after `exit`, in the same round trip), so
+`run` is one agent round trip. The host is built on `tumbler.sandboxhost.SandboxHost`, as the
+server's `SandboxService` is: one owner of making a sandbox, its agent connection (one per
+sandbox, calls multiplexed on it), the calls and what a hang-up means; only the runtime's
+blocking steps (runc, mounts) go to its small thread pool.
 
 Each sandbox carries `HOST_LABEL` = the host's id: the machine's hostname and a configured name,
 never Ray's node id, which is new at every start. The host also keeps a ledger of the ids it
@@ -27,7 +29,6 @@ import logging
 import os
 import re
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
@@ -35,17 +36,14 @@ from typing import Awaitable, Callable, TypeVar
 from pydantic import BaseModel, Field
 
 from tumbler import memstats, ops
-from tumbler.agentclient.aio import AsyncAgentClient
-from tumbler.agentclient.errors import agent_errors
 from tumbler.config import Paths
-from tumbler.ops import DEFAULT_SESSION
-from tumbler.errors import AgentDied, Conflict, InvalidRequest, NotFound, TumblerError
+from tumbler.errors import Conflict, InvalidRequest, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
-from tumbler.runtime.liveness import init_alive
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxState, transition
 from tumbler.runtime.trees import remove_tree
+from tumbler.sandboxhost import SandboxHost
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +79,10 @@ class HostInfo(BaseModel):
 
 @dataclass
 class _Held:
-    """A sandbox this host made: its agent connection, the spec it was made to and its state in
-    the life cycle's table (running; stopped once its init died, until a reset)."""
+    """A sandbox this host made: the spec it was made to and its state in the life cycle's
+    table (running; stopped once its init died, until a reset). Its agent connection is the
+    SandboxHost's."""
 
-    agent: AsyncAgentClient
     spec: SandboxSpec
     state: SandboxState = SandboxState.RUNNING
 
@@ -103,7 +101,8 @@ class NodeHost:
         env = Paths.from_env()
         self.runtime = ProcessRuntime(Paths(home=Path(home) if home else env.home,
                                             run=Path(run) if run else env.run))
-        self._threads = ThreadPoolExecutor(start_concurrency, thread_name_prefix="nodehost")
+        self.host = SandboxHost(self.runtime, threads=start_concurrency, fix=_fix,
+                                check_alive=self._check_alive, thread_name="nodehost")
         self._held: dict[str, _Held] = {}
         # The ids of the sandboxes it holds, one empty file each: what a successor must remove
         # even where a create or remove was cut short before the record was written or after
@@ -133,7 +132,7 @@ class NodeHost:
         return (await self.info()).model_copy(update={"adopted": True})
 
     async def create(self, specs: list[SandboxSpec]) -> list[str | TumblerError]:
-        """Make, start and open the default session of one sandbox per spec -> their ids."""
+        """Make and start one sandbox per spec -> their ids."""
         return await _each(specs, self._create_one)
 
     async def run(self, commands: list[tuple[str, str]], timeout: float = DEFAULT_TIMEOUT_S
@@ -169,7 +168,8 @@ class NodeHost:
             self._in_flight.discard(task)
 
     async def reset(self, ids: list[str]) -> list[None | TumblerError]:
-        """Put each sandbox back to its pristine image, with a fresh default session."""
+        """Put each sandbox back to its pristine image (its next command gets a fresh default
+        session)."""
         return await _each(ids, self._reset_one)
 
     async def remove(self, ids: list[str]) -> list[None | TumblerError]:
@@ -181,6 +181,7 @@ class NodeHost:
         """Remove every sandbox this host holds -> how many. An empty ledger goes too."""
         ids = list(self._held)
         await self.remove(ids)
+        await self.host.close()
         try:
             self._ledger.rmdir()
         except OSError:     # something is left to reclaim
@@ -192,12 +193,7 @@ class NodeHost:
     async def _create_one(self, spec: SandboxSpec) -> str:
         spec = spec.model_copy(update={"labels": {**spec.labels, HOST_LABEL: self.host_id}})
         info = await self._blocking(self._make, spec)
-        self._held[info.id] = _Held(AsyncAgentClient(self.runtime.agent_socket(info.id)), spec)
-        try:
-            await self._open_session(info.id)
-        except TumblerError:
-            await self._remove_one(info.id)
-            raise
+        self._held[info.id] = _Held(spec)
         return info.id
 
     async def _run_one(self, sandbox_id: str, command: str, timeout: float) -> CommandResult:
@@ -211,20 +207,16 @@ class NodeHost:
     async def _reset_one(self, sandbox_id: str) -> None:
         held = self._get(sandbox_id)
         target = transition(sandbox_id, held.state, "reset")
-        await held.agent.close()
+        await self.host.drop_agent(sandbox_id)   # a new init answers on a new connection
         await self._blocking(self.runtime.reset, sandbox_id)
-        held.agent, held.state = AsyncAgentClient(self.runtime.agent_socket(sandbox_id)), target
-        await self._open_session(sandbox_id)
+        held.state = target
 
     async def _remove_one(self, sandbox_id: str) -> None:
         held = self._get(sandbox_id)
         transition(sandbox_id, held.state, "remove")
-        await held.agent.close()
+        await self.host.drop_agent(sandbox_id)
         await self._blocking(self._remove_now, sandbox_id)
         self._held.pop(sandbox_id, None)
-
-    async def _open_session(self, sandbox_id: str) -> None:
-        await self._do(sandbox_id, ops.session_create(DEFAULT_SESSION, {}, self._get(sandbox_id).spec.cwd))
 
     async def _runtime_one(self, method: str, args: tuple):
         if method not in RUNTIME_METHODS:
@@ -241,23 +233,18 @@ class NodeHost:
             except BaseException:
                 self._forget(sandbox_id)
                 raise
-            self._held[sandbox_id] = _Held(AsyncAgentClient(self.runtime.agent_socket(sandbox_id)),
-                                           spec, info.state)
+            self._held[sandbox_id] = _Held(spec, info.state)
             return info
         sandbox_id = args[0]
         held = self._held.get(sandbox_id)
+        if method in ("remove", "stop", "reset", "start"):
+            await self.host.drop_agent(sandbox_id)   # a new init answers on a new connection
         if method == "remove":
-            if held is not None:
-                await held.agent.close()
             await self._blocking(self._remove_now, sandbox_id)
             self._held.pop(sandbox_id, None)
             return None
-        if held is not None and method in ("stop", "reset", "start"):
-            await held.agent.close()   # a new init answers on a new connection
         result = await self._blocking(getattr(self.runtime, method), *args)
         if held is not None and isinstance(result, SandboxInfo):
-            if method in ("stop", "reset", "start"):
-                held.agent = AsyncAgentClient(self.runtime.agent_socket(sandbox_id))
             held.state = result.state
         return result
 
@@ -267,14 +254,9 @@ class NodeHost:
         sandbox_id = secrets.token_hex(ID_BYTES)
         self._note(sandbox_id)
         try:
-            self.runtime.create(spec, sandbox_id)
+            return self.host.make(spec, sandbox_id)   # a failure removes what it made
         except BaseException:
-            self._forget(sandbox_id)    # a failed create removes what it made
-            raise
-        try:
-            return self.runtime.start(sandbox_id)
-        except BaseException:
-            self._remove_now(sandbox_id)
+            self._forget(sandbox_id)
             raise
 
     def _remove_now(self, sandbox_id: str) -> None:
@@ -295,7 +277,7 @@ class NodeHost:
         labelled = {i.id for i in self.runtime.list() if i.spec.labels.get(HOST_LABEL) == self.host_id}
         left = sorted(labelled | {p.name for p in self._ledger.iterdir()})
         removed, failed = 0, []
-        for sandbox_id, outcome in zip(left, self._threads.map(self._reclaim_one, left)):
+        for sandbox_id, outcome in zip(left, self.host.executor.map(self._reclaim_one, left)):
             if isinstance(outcome, str):
                 failed.append(f"{sandbox_id}: {outcome}")
             else:
@@ -332,28 +314,31 @@ class NodeHost:
                     timeout: float) -> tuple[dict, bytes]:
         held = self._get(sandbox_id)
         if held.state is not SandboxState.RUNNING:
-            raise self._agent_died(sandbox_id, "its init had died")
-        with agent_errors(sandbox_id, op, timeout, on_gone=lambda why: self._hung_up(sandbox_id, why)):
-            return await held.agent.call(op, args, body, timeout=timeout)
+            raise self.host.agent_died(sandbox_id, "its init had died")
+        return await self.host.call(sandbox_id, op, args, body, timeout=timeout)
 
-    def _hung_up(self, sandbox_id: str, why: str) -> TumblerError:
-        """The agent closed its connection: if the sandbox's init is gone it died (stopped, by
-        the table, until a reset); either way the call failed with AgentDied."""
+    async def _check_alive(self, sandbox_id: str) -> bool | None:
+        """SandboxHost's death watch, after the agent hung up: if the sandbox's init is gone it
+        died (stopped, by the table, until a reset) -> True; False if it lives; None if it is
+        not running."""
         held = self._held.get(sandbox_id)
-        if held is not None and held.state is SandboxState.RUNNING \
-                and not init_alive(self.runtime, sandbox_id):
-            held.state = transition(sandbox_id, held.state, "die")
-        return self._agent_died(sandbox_id, why)
-
-    def _agent_died(self, sandbox_id: str, why: str) -> AgentDied:
-        return AgentDied(f"the agent of sandbox {sandbox_id} is gone ({why}); its processes died "
-                         f"or were killed. Fix: reset it (ClusterClient.reset) or remove it")
+        if held is None or held.state is not SandboxState.RUNNING:
+            return None
+        if self.host.init_alive(sandbox_id):
+            return False
+        held.state = transition(sandbox_id, held.state, "die")
+        await self.host.drop_agent(sandbox_id)
+        return True
 
     async def _do(self, sandbox_id: str, op: ops.Op):
         return op.parse(*await self._call(sandbox_id, op.name, op.args, op.body, timeout=op.timeout))
 
     async def _blocking(self, fn: Callable[..., T], *args) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        return await self.host.blocking(fn, *args)
+
+
+def _fix(sandbox_id: str) -> str:
+    return "reset it (ClusterClient.reset) or remove it"
 
 
 def _ray_node_id() -> str | None:

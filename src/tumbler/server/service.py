@@ -1,9 +1,12 @@
 """SandboxService: the one place routes go through — life cycle, admission, agent calls.
 
 Sandboxes live in the runtime (runc containers whose state is on disk) and are recorded in the
-registry; this class keeps both in step and holds, per running sandbox, an asyncio client of
-its agent. Runtime calls block (they run runc), so they run in a worker thread; agent calls are
-async. A warm pool plugs in as a `SandboxSource`; ROCK routes call these same methods.
+registry; this class keeps both in step. It is built on `tumbler.sandboxhost.SandboxHost`, the
+host side's one owner of making a sandbox, its agent connection, the calls to it and what a
+hang-up means (a cluster's `NodeHost` is built on the same): what this class adds is the
+registry, admission, the records' life cycle and restart reconciliation. Runtime calls block
+(they run runc), so they run in the host's worker threads; agent calls are async. A warm pool
+plugs in as a `SandboxSource`; ROCK routes call these same methods.
 """
 from __future__ import annotations
 
@@ -12,15 +15,12 @@ import logging
 import os
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Protocol, TypeVar
 
-from tumbler.agentclient.aio import AsyncAgentClient
-from tumbler.agentclient.errors import agent_errors
-from tumbler.errors import AgentDied, Conflict, InvalidRequest, NotFound, TumblerError
+from tumbler.errors import Conflict, InvalidRequest, NotFound, TumblerError
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.base import Runtime
-from tumbler.runtime.liveness import init_alive, reap_zombies_of
+from tumbler.runtime.liveness import reap_zombies_of
 from tumbler.runtime.spec import (HOLDING, SandboxInfo, SandboxSpec, SandboxState,
                                   SandboxStats, transition)
 from tumbler.server.capacity import Admission, Budget
@@ -28,14 +28,13 @@ from tumbler.server.config import ServerConfig
 from tumbler.server.history import OUTPUT_TAIL, SessionHistory
 from tumbler.server.registry import Registry, SandboxRecord
 from tumbler.server.writes import CoalescedWrites
+from tumbler.sandboxhost import OP_TIMEOUT_S, SandboxHost
 from tumbler import ops, wire
 from tumbler.ops import DEFAULT_SESSION  # noqa: F401 (the routes' name for it)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Seconds on top of a command's own timeout for the agent to interrupt it and answer.
-OP_TIMEOUT_S = 60.0          # agent ops that carry no timeout of their own
 READ_CHUNK = 4 << 20         # bytes of a file asked of the agent at once when streaming it out
 MAX_STREAM = 1 << 40         # bytes of one streamed file read without a length
 RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst overlap)
@@ -45,10 +44,6 @@ RUNTIME_THREADS = 16         # runc calls in flight at once (creates of a burst 
 # the worker threads and the whole burst answering at its end. Two per core keeps the cores
 # busy while one create waits on runc or the disk.
 COLD_STARTS = max(2, 2 * (os.cpu_count() or 1))
-# The init closes its sockets a moment before /proc shows it exited: how long, in seconds, a
-# hang-up is followed by looks at /proc before it counts as a closed connection, not a death.
-EXIT_GRACE_S = 2.0
-EXIT_POLL_S = 0.02
 DIED = ("its agent (the sandbox's init) died while the server ran: its processes exited or were "
         "killed; start or reset it")
 FOUND_STOPPED = ("found stopped at server start: its processes had exited (host reboot or "
@@ -76,11 +71,11 @@ class SandboxService:
         self.source = source
         self.admission = Admission(Budget(config.node_memory_bytes, config.node_pids, config.node_cpus))
         self._records: dict[str, SandboxRecord] = {}
-        self._agents: dict[str, AsyncAgentClient] = {}
+        # The sandboxes' making, agent connections and calls (and the worker threads).
+        self.host = SandboxHost(runtime, threads=RUNTIME_THREADS, fix=_fix,
+                                check_alive=self.check_alive)
         self._busy: dict[str, int] = {}          # requests in flight per sandbox
         self._dirty_active: dict[str, float] = {}
-        self._executor = ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="runtime")
-        self._background: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # one life-cycle change at a time per sandbox
         self.history = SessionHistory()   # recent commands per session, for viewers
         self._writes = CoalescedWrites(registry, self.blocking)   # a burst's records, batched
@@ -105,10 +100,7 @@ class SandboxService:
         await self.flush_activity()
         if not keep_sandboxes:
             await asyncio.gather(*(self._remove_quietly(sid) for sid in list(self._records)))
-        for client in list(self._agents.values()):
-            await client.close()
-        self._agents.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await self.host.close()
         await asyncio.to_thread(self.registry.close)
 
     def _reconcile(self, record: SandboxRecord) -> SandboxRecord:
@@ -137,7 +129,7 @@ class SandboxService:
         return record
 
     def _init_alive(self, sandbox_id: str) -> bool:
-        return init_alive(self.runtime, sandbox_id)
+        return self.host.init_alive(sandbox_id)
 
     # -- the death watch -----------------------------------------------------------------------
 
@@ -173,18 +165,19 @@ class SandboxService:
                 marked.append(sid)
         return marked
 
-    async def check_alive(self, sandbox_id: str) -> bool:
+    async def check_alive(self, sandbox_id: str) -> bool | None:
         """If the running sandbox's init died, stop it (state `stopped`, `error` says why, as a
-        restart's reconcile does) and return True; False if it lives or is not running."""
+        restart's reconcile does) and return True; False if it lives or a life-cycle change is
+        in flight (look again), None if it is not running (nothing to look at)."""
         record = self._records.get(sandbox_id)
         lock = self._lock(sandbox_id)
-        if record is None or record.state is not SandboxState.RUNNING or lock.locked():
+        if record is None or record.state is not SandboxState.RUNNING:
+            return None
+        if lock.locked() or self._init_alive(sandbox_id):
             return False  # a life-cycle change in flight decides its state itself
-        if self._init_alive(sandbox_id):
-            return False
         async with lock:
             if self._records.get(sandbox_id) is not record or record.state is not SandboxState.RUNNING:
-                return False
+                return None
             log.warning("sandbox %s: its agent died; marking it stopped", sandbox_id)
             await self._drop_agent(sandbox_id)
             op, why = "die", DIED
@@ -198,15 +191,6 @@ class SandboxService:
             self.admission.release(sandbox_id)
             await self.blocking(self._move, record, op, why)
         return True
-
-    async def _agent_hung_up(self, sandbox_id: str) -> None:
-        """The agent closed a connection: it died (look a short while), or it just closed it."""
-        deadline = time.monotonic() + EXIT_GRACE_S
-        while time.monotonic() < deadline:
-            record = self._records.get(sandbox_id)
-            if record is None or record.state is not SandboxState.RUNNING or await self.check_alive(sandbox_id):
-                return
-            await asyncio.sleep(EXIT_POLL_S)
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -246,7 +230,7 @@ class SandboxService:
                         sandbox_id, SandboxState.CREATED, getattr(self.runtime, "name", "process")))
                     recorded = True
                     try:
-                        info = await self.blocking(self._create_cold, spec, sandbox_id)
+                        info = await self.blocking(self.host.make, spec, sandbox_id)
                     except BaseException:
                         await self.blocking(self.registry.delete, sandbox_id)
                         raise
@@ -265,14 +249,6 @@ class SandboxService:
             raise
         self._records[info.id] = record
         return record
-
-    def _create_cold(self, spec: SandboxSpec, sandbox_id: str | None = None) -> SandboxInfo:
-        info = self.runtime.create(spec, sandbox_id)
-        try:
-            return self.runtime.start(info.id)
-        except BaseException:
-            self.runtime.remove(info.id)
-            raise
 
     def ids(self) -> list[str]:
         """Ids of every sandbox the service has a record of."""
@@ -387,48 +363,27 @@ class SandboxService:
         record = self.get(sandbox_id)
         if record.state is not SandboxState.RUNNING:
             raise self._not_running(record)
-        client = self._agents.get(sandbox_id)
-        if client is None:
-            client = self._agents[sandbox_id] = self._agent_for(sandbox_id)
         self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
         if touch:
             self._dirty_active[sandbox_id] = time.time()
         try:
-            with agent_errors(sandbox_id, op, timeout,
-                              on_gone=lambda detail: self._agent_died(sandbox_id, detail)):
-                return await client.call(op, args, body, timeout=timeout, on_event=on_event)
+            return await self.host.call(sandbox_id, op, args, body, timeout=timeout,
+                                        on_event=on_event)
         finally:
             self._busy[sandbox_id] -= 1
             if touch:
                 self._dirty_active[sandbox_id] = time.time()
 
-    def _agent_for(self, sandbox_id: str):
-        remote = getattr(self.runtime, "agent_client", None)   # cluster mode: via its node host
-        if remote is not None:
-            return remote(sandbox_id)
-        return AsyncAgentClient(self.runtime.agent_socket(sandbox_id),
-                                on_lost=lambda: self.spawn(self._agent_hung_up(sandbox_id)))
-
     def _not_running(self, record: SandboxRecord) -> TumblerError:
         # A sandbox stopped because its init died (`error` says so) answers as a call to it
         # would have before the death watch saw it; any other state is the caller's to change.
         if record.state is SandboxState.STOPPED and record.error:
-            return self._agent_died(record.id, "it was stopped")
+            return self.host.agent_died(record.id, "it was stopped")
         return Conflict(f"sandbox {record.id} is {record.state.value}; start it first"
                         + (f" ({record.error})" if record.error else ""))
 
-    @staticmethod
-    def _agent_died(sandbox_id: str, detail: str) -> AgentDied:
-        # The same error whether the death watch or this call saw it first.
-        return AgentDied(f"the agent of sandbox {sandbox_id} is gone ({detail}); its processes "
-                         f"died or were killed. Fix: `tumbler sandbox start {sandbox_id}` (files "
-                         f"kept) or `tumbler sandbox reset {sandbox_id}` (pristine image); over "
-                         f"HTTP POST /v1/sandboxes/{sandbox_id}/start or /reset; or remove it")
-
     async def _drop_agent(self, sandbox_id: str) -> None:
-        client = self._agents.pop(sandbox_id, None)
-        if client is not None:
-            await client.close()
+        await self.host.drop_agent(sandbox_id)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -565,15 +520,16 @@ class SandboxService:
 
     def spawn(self, coro) -> asyncio.Task:
         """Run `coro` as a task that outlives the request that started it."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        return self.host.spawn(coro)
 
     async def blocking(self, fn: Callable[..., T], *args) -> T:
-        """Run a blocking call (runc, SQL) in the runtime's worker threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run a blocking call (runc, SQL) in the host's worker threads."""
+        return await self.host.blocking(fn, *args)
 
+def _fix(sandbox_id: str) -> str:
+    return (f"`tumbler sandbox start {sandbox_id}` (files kept) or `tumbler sandbox reset "
+            f"{sandbox_id}` (pristine image); over HTTP POST /v1/sandboxes/{sandbox_id}/start or "
+            "/reset; or remove it")
 
 
 def sandbox_path(path: str) -> str:
