@@ -24,8 +24,10 @@ def cases():
 
 def test_the_three_scenarios_ship_at_least_ten_tasks_each():
     sets = {name: load_tasks(name) for name in shipped_sets()}
-    assert set(sets) == {"devops", "data", "support"}
+    assert set(sets) == {"devops", "data", "support", "swe-mini"}   # swe-mini: test_swebench.py
     for name, tasks in sets.items():
+        if name == "swe-mini":
+            continue
         assert len(tasks) >= 10, name
         for t in tasks:
             assert t.format == "harbor" and t.has_oracle and t.instruction, t.id

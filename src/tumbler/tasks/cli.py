@@ -11,8 +11,8 @@ from rich.table import Table
 
 from tumbler.cli.errors import reports_errors
 
-tasks_app = typer.Typer(no_args_is_help=True, help="Task sets (Harbor, Terminal-Bench 1, the "
-                        "shipped scenarios) and their runner.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Task sets (Harbor, Terminal-Bench 1, "
+                        "SWE-style rows, the shipped scenarios) and their runner.")
 console = Console()
 
 
@@ -31,14 +31,15 @@ def ls(where: Optional[str] = typer.Argument(None, help="a set name or folder (d
     table = Table("task", "format", "oracle", "agent timeout s", "instruction")
     for t in load_tasks(where):
         table.add_row(t.id, t.format, "yes" if t.has_oracle else "no", f"{t.agent_timeout_s:.0f}",
-                      t.instruction.splitlines()[0][:70])
+                      (t.metadata.get("issue_title") or t.instruction.splitlines()[0])[:70])
     console.print(table)
 
 
 @tasks_app.command("run")
 @reports_errors
-def run(where: str = typer.Argument(..., help="a shipped set (devops, data, support), a folder "
-                                     "of task folders, or one task folder"),
+def run(where: str = typer.Argument(..., help="a shipped set (devops, data, support, swe-mini), "
+                                     "a folder of task folders, one task folder, or a .jsonl "
+                                     "of SWE-style rows"),
         task: list[str] = typer.Option([], "--task", help="only this task id (repeatable)"),
         oracle: bool = typer.Option(False, "--oracle", help="run each task's own solution"),
         agent: str = typer.Option("nop", help="oracle, nop, an agent program (bash, "

@@ -1,4 +1,5 @@
-"""Finding tasks: one task folder, a folder of them, or the name of a shipped set."""
+"""Finding tasks: one task folder, a folder of them, a file (or folder) of SWE-style rows, or
+the name of a shipped set."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 from tumbler.errors import InvalidRequest, NotFound
 from tumbler.tasks.harbor import is_harbor, load_harbor
 from tumbler.tasks.model import Task
+from tumbler.tasks.swebench import is_rows, load_rows
 from tumbler.tasks.tbench import is_tbench, load_tbench
 
 SETS = Path(__file__).parent / "sets"
@@ -27,15 +29,18 @@ def load_task(path: str | Path) -> Task:
 
 
 def load_tasks(where: str | Path, ids: list[str] | None = None) -> list[Task]:
-    """Tasks from a shipped set's name ("devops", "data", "support"), a folder of task
-    folders, or one task folder; `ids` keeps only those tasks (each must exist)."""
+    """Tasks from a shipped set's name ("devops", "data", "support", "swe-mini"), a folder of
+    task folders, one task folder, or SWE-style rows (a .jsonl file, or a folder with
+    instances.jsonl: tumbler.tasks.swebench); `ids` keeps only those tasks (each must exist)."""
     path = Path(where)
     if not path.exists() and str(where) in shipped_sets():
         path = SETS / str(where)
-    if not path.is_dir():
-        raise NotFound(f"no task folder or set {str(where)!r}; shipped sets: "
-                       f"{', '.join(shipped_sets())}")
-    if is_harbor(path) or is_tbench(path):
+    if not path.is_dir() and not (path.is_file() and is_rows(path)):
+        raise NotFound(f"no task folder or set {str(where)!r} (nor a .jsonl of rows); shipped "
+                       f"sets: {', '.join(shipped_sets())}")
+    if is_rows(path) and not (is_harbor(path) or is_tbench(path)):
+        tasks = load_rows(path)
+    elif is_harbor(path) or is_tbench(path):
         tasks = [load_task(path)]
     else:
         tasks = [load_task(p) for p in sorted(path.iterdir())

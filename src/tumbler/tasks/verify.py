@@ -10,8 +10,9 @@ sandbox starts from that copy, with no process of the agent's and its network of
 verifier sees the agent's *data* (its files, configs, databases, deletions) over the pristine
 image's programs. The tests are copied in from the host only now, `/logs/verifier` is made
 empty, the test command runs with a timeout, and the reward is read by our code: at most
-`REWARD_MAX_BYTES` of reward.txt (one finite number) or reward.json (numbers only), or the
-pytest summary of the verifier's output for Terminal-Bench tasks. A verifier that times out or
+`REWARD_MAX_BYTES` of reward.txt (one finite number) or reward.json (numbers only), the
+pytest summary of the verifier's output for Terminal-Bench tasks, or for SWE-style rows each
+named test's outcome in results.json (resolved: every FAIL_TO_PASS and PASS_TO_PASS passed). A verifier that times out or
 writes no reward is an error of the verifier, reported as such, not a failed task.
 """
 from __future__ import annotations
@@ -43,6 +44,9 @@ PRUNED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "tests", "log
           "root/.profile", "root/.bash_profile", "root/.config/pip", "home/*/.local",
           "home/*/.bashrc", "home/*/.profile", "home/*/.bash_profile", "tmp/.tumbler*")
 PRUNED_ANYWHERE = ("site-packages", "dist-packages", "*.pth", "__pycache__", "node_modules")
+TESTS_RESULTS = "/logs/verifier/results.json"
+TESTS_RESULTS_MAX_BYTES = 16 << 20
+TEST_PASSES = ("passed", "xfailed")
 PYTEST_LINE = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS|SKIPPED)\s+(\S+)", re.MULTILINE)
 
 
@@ -67,7 +71,7 @@ def verify(agent_sandbox, task, *, env: dict[str, str], workdir: str, runtime,
     agent_sandbox.snapshot(image)
     try:
         store.update_meta(image, owner=this_process())   # for sweep_stale, if we die here
-        prune_layer(store.get(image).layer, store.layers(image)[1:])
+        prune_layer(store.get(image).layer, store.layers(image)[1:], task.protected)
         with LocalSandbox(image, env=env, cwd=workdir, network=network, runtime=runtime,
                           memory=task.memory, cpus=task.cpus, disk=task.disk) as sb:
             verdict = _run_verifier(sb, task, env, workdir)
@@ -96,15 +100,16 @@ def sweep_stale(store) -> list[str]:
     return removed
 
 
-def prune_layer(layer: Path, image_layers: list[Path] = ()) -> None:
+def prune_layer(layer: Path, image_layers: list[Path] = (), protected: list[str] = ()) -> None:
     """Drop from a snapshot's layer what must come from the pristine image (see above);
     `image_layers` are the image's own, where a Python virtual environment (a folder with
-    pyvenv.cfg, such as a verifier's /opt/verifier-venv) is found, whose changes go too.
+    pyvenv.cfg, such as a verifier's /opt/verifier-venv) is found, whose changes go too;
+    `protected` are more absolute paths to drop (a task's interpreter prefix).
 
     The tree is the agent's: the walk is iterative (a 5,000-level tree does not recurse), never
     follows a link, and a path it cannot handle (past PATH_MAX) fails the check with a
     TumblerError rather than leaving something unpruned."""
-    for pattern in PRUNED:
+    for pattern in (*PRUNED, *(p.strip("/") for p in protected)):
         for hit in _matches(layer, pattern.split("/")):
             _remove(hit)
     for entry in os.scandir(layer):   # /conftest.py, /pytest.ini...: files at the top of /
@@ -162,6 +167,8 @@ def _run_verifier(sb, task, env: dict[str, str], workdir: str) -> Verdict:
                        output=output[-8000:])
     if task.reward_kind == "pytest":
         return _pytest_verdict(output)
+    if task.reward_kind == "tests":
+        return _tests_verdict(sb, task, output)
     return _file_verdict(sb, output, result.exit_code)
 
 
@@ -201,6 +208,36 @@ def _number(value) -> float:
     if not math.isfinite(number):
         raise ValueError(f"not a finite number: {value!r}")
     return number
+
+
+def _tests_verdict(sb, task, output: str) -> Verdict:
+    """SWE-style: resolved when every FAIL_TO_PASS and every PASS_TO_PASS test passed (an
+    xfail counts, as in SWE-bench); the outcomes come from swe_check.py's results.json."""
+    try:
+        raw = sb.read_bytes(TESTS_RESULTS, length=TESTS_RESULTS_MAX_BYTES + 1)
+    except NotFound:
+        return Verdict(0.0, False, f"the verifier wrote no {TESTS_RESULTS}", output=output[-8000:])
+    try:
+        if len(raw) > TESTS_RESULTS_MAX_BYTES:
+            raise ValueError(f"over {TESTS_RESULTS_MAX_BYTES} bytes")
+        report = json.loads(raw)
+        outcomes = {str(k): str(v) for k, v in report["tests"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return Verdict(0.0, False, f"{TESTS_RESULTS}: unreadable: {exc}", output=output[-8000:])
+    if not report.get("started"):
+        return Verdict(0.0, False, "pytest did not start in the verifier (is it installed in the "
+                       "image?)", output=output[-8000:])
+    lines, rewards = [], {}
+    for name, wanted in (("fail_to_pass", task.fail_to_pass), ("pass_to_pass", task.pass_to_pass)):
+        bad = [t for t in wanted if outcomes.get(t) not in TEST_PASSES]
+        rewards[f"{name}_passed"] = float(len(wanted) - len(bad))
+        rewards[name] = float(len(wanted))
+        lines += [f"{name.upper()} {t}: {outcomes.get(t, 'not run')}" for t in bad]
+    resolved = not lines
+    rewards["reward"] = float(resolved)
+    summary = "resolved" if resolved else "not resolved:\n" + "\n".join(lines[:200])
+    return Verdict(float(resolved), resolved, rewards=rewards,
+                   output=(output[-6000:] + "\n" + summary)[-8000:])
 
 
 def _pytest_verdict(output: str) -> Verdict:
