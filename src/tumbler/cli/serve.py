@@ -32,8 +32,12 @@ def _bytes_shown(n: int) -> str:
     return f"{n}, {_size(n)}"
 
 
-def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopback needs a token)"),
-          port: int = typer.Option(8040, help="TCP port"),
+def serve(config_file: Optional[Path] = typer.Option(
+              None, "--config", help="a YAML, TOML or JSON file of the server's settings, keyed "
+              "by ServerConfig's field names (docs/SERVER.md); the environment and the options "
+              "given here override it"),
+          host: Optional[str] = _config("address to bind (non-loopback needs a token)", "host"),
+          port: Optional[int] = _config("TCP port", "port"),
           token: Optional[list[str]] = _config("bearer token (repeatable); default: TUMBLER_TOKEN, "
                                                "comma-separated"),
           db_url: Optional[str] = _config("SQLAlchemy URL (default SQLite in the state dir); env "
@@ -59,11 +63,13 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to bind (non-loopb
           ray: Optional[str] = _config("cluster mode: place sandboxes on the node hosts of this Ray "
                                        "cluster, 'auto' or HOST:PORT (docs/CLUSTER.md)"),
           placement: Optional[str] = _config("cluster mode: spread or pack", "placement"),
-          log_level: str = typer.Option("info", help="debug, info, warning or error")):
+          log_level: Optional[str] = _config("debug, info, warning or error", "log_level")):
     """Serve the REST API (docs at /docs) and the web console (/ui)."""
     from tumbler.runtime.spec import parse_bytes
     try:
-        config = ServerConfig.from_env(
+        load = (ServerConfig.from_env if config_file is None else
+                lambda **kw: ServerConfig.from_file(config_file, **kw))
+        config = load(
             host=host, port=port, tokens=token or None, db_url=db_url, state_dir=state_dir,
             node_memory_bytes=parse_bytes(node_memory) if node_memory else None,
             node_pids=node_pids, node_cpus=node_cpus, default_ttl_s=ttl,

@@ -82,6 +82,15 @@ class ServerConfig(BaseModel):
                            "GET /v1/runs and the console; relative: to the server's cwd")
     log_level: str = "info"
 
+    @field_validator("node_memory_bytes", "max_json_bytes", "max_upload_bytes", mode="before")
+    @classmethod
+    def _size(cls, value):
+        """A size in a configuration file may be written as `--node-memory` takes it: 16g, 512m."""
+        if isinstance(value, str):
+            from tumbler.runtime.spec import parse_bytes
+            return parse_bytes(value)
+        return value
+
     @field_validator("cluster")
     @classmethod
     def _cluster_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -112,14 +121,71 @@ class ServerConfig(BaseModel):
     @classmethod
     def from_env(cls, **overrides) -> "ServerConfig":
         """Defaults, then TUMBLER_* environment variables, then `overrides` (None = unset)."""
-        values: dict = {}
-        if token := os.environ.get("TUMBLER_TOKEN"):
-            values["tokens"] = [t for t in token.split(",") if t]
-        if url := os.environ.get("TUMBLER_DB_URL"):
-            values["db_url"] = url
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls(**{**_env_settings(), **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_file(cls, path: Path, **overrides) -> "ServerConfig":
+        """The settings of a YAML (.yaml, .yml), TOML (.toml) or JSON (.json) file, keyed by this
+        model's field names, then the TUMBLER_* environment variables, then `overrides` (the
+        command line's options; None = unset). A key the model does not have is an error naming
+        it, as is a bad value (ValueError, with the file and the key's place)."""
+        values = read_settings(Path(path))
+        unknown = [k for k in values if k not in cls.model_fields]
+        if unknown:
+            import difflib
+            close = difflib.get_close_matches(unknown[0], list(cls.model_fields), n=1)
+            raise ValueError(f"{path}: unknown setting {unknown[0]!r}"
+                             + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; the settings are {', '.join(cls.model_fields)}")
+        try:
+            return cls(**{**values, **_env_settings(),
+                          **{k: v for k, v in overrides.items() if v is not None}})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the file"
+            raise ValueError(f"{path}: {where}: {str(first['msg']).removeprefix('Value error, ')}") from None
 
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.state_dir / 'server.db'}"
+
+
+def _env_settings() -> dict[str, Any]:
+    """What the TUMBLER_* environment variables set."""
+    values: dict[str, Any] = {}
+    if token := os.environ.get("TUMBLER_TOKEN"):
+        values["tokens"] = [t for t in token.split(",") if t]
+    if url := os.environ.get("TUMBLER_DB_URL"):
+        values["db_url"] = url
+    return values
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """A configuration file's top-level mapping (YAML, TOML or JSON, by its suffix)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the configuration {path}: {exc.strerror or exc}") from None
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".toml", ".json"):
+        raise ValueError(f"{path}: a configuration is .yaml, .yml, .toml or .json, not "
+                         f"{suffix or 'a name without a suffix'!r}")
+    try:
+        if suffix == ".toml":
+            import tomllib
+            values = tomllib.loads(text)
+        elif suffix == ".json":
+            import json
+            values = json.loads(text)
+        else:
+            import yaml
+            values = yaml.safe_load(text)
+    except Exception as exc:   # tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError
+        kind = {".toml": "TOML", ".json": "JSON"}.get(suffix, "YAML")
+        raise ValueError(f"{path}: not valid {kind}: {exc}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: the settings must be a mapping of names to values, not a "
+                         f"{type(values).__name__}")
+    return values
