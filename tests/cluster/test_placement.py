@@ -61,3 +61,18 @@ def test_lost_node_takes_nothing_and_a_found_sandbox_holds_its_place():
         p.choose("z", spec())
     with pytest.raises(InvalidRequest, match="spread, pack"):
         Placement("random")
+
+
+def test_a_forks_children_go_on_their_sources_node_or_none_do():
+    p = three("spread")
+    limits = Limits(memory=256 << 20, cpus=0.5)
+    p.choose_on("vm/a", ["c1", "c2", "c3"], limits)
+    assert {p.host_of(c) for c in ("c1", "c2", "c3")} == {"vm/a"}
+    assert p.limits_of("c1") == limits and p.limits_of("nope") is None
+    with pytest.raises(CapacityExceeded, match=r"vm/a cannot take 2 more sandboxes of 256 MiB: "
+                                               r"it is short of memory \(256 MiB free of 1024\)"):
+        p.choose_on("vm/a", ["c4", "c5"], limits)
+    assert p.host_of("c4") is None and p.nodes["vm/a"].memory == 3 * (256 << 20)   # none held
+    p.lose("vm/b", "its actor died")
+    with pytest.raises(CapacityExceeded, match=r"vm/b takes no new sandboxes: it was lost \(its actor died\)"):
+        p.choose_on("vm/b", ["c6"], limits)

@@ -1,6 +1,8 @@
 """`tumbler serve --ray ADDRESS`: the same server and SDK, sandboxes placed on the node hosts of a
 Ray cluster (two nodes on this machine) by budget, labels and policy, every call routed to the
-right host; GET /v1/nodes shows each node; a node killed turns its sandboxes lost."""
+right host (streamed output relayed as it comes, a fork's children on their source's node);
+GET /v1/nodes shows each node; a node killed turns its sandboxes lost; the server SIGKILLed
+and restarted takes its hosts over."""
 from __future__ import annotations
 
 import os
@@ -84,6 +86,21 @@ def test_server_places_and_routes_over_two_nodes(tmp_path):
         assert pinned.exec(["cat", "/tmp/x"]).stdout_bytes == b"\x00bytes\xff"
         s = pinned.session("named")
         assert s.run("cd /tmp && pwd").output == "/tmp\n"
+        # streamed output comes through the node host as it is made, not at the end
+        seen: list[tuple[float, bytes]] = []
+        streamed = pinned.run("for i in 1 2 3; do echo line$i; sleep 0.3; done",
+                              on_output=lambda chunk: seen.append((time.monotonic(), chunk)))
+        done = time.monotonic()
+        assert b"".join(c for _, c in seen) == b"line1\nline2\nline3\n" and streamed.exit_code == 0
+        assert done - seen[0][0] > 0.4, seen     # the first line came before the last was made
+        # a fork's children land on their source's node, files copied
+        children = pinned.fork(2)
+        ids += [c.id for c in children]
+        assert nodes()[B]["sandboxes"]["running"] == 5
+        assert [c.read_bytes("/tmp/x") for c in children] == [b"\x00bytes\xff"] * 2
+        assert children[0].run("echo child").output == "child\n"
+        for child in children:
+            child.remove()
         pinned.stop()
         pinned.start()
         assert pinned.run("echo again").output == "again\n"

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 HOST_LABEL = "tumbler.node-host"
 # What the server's cluster mode may ask of a node's runtime (NodeHost.runtime_calls).
 RUNTIME_METHODS = frozenset({"create", "start", "stop", "remove", "reset", "pause", "resume",
-                             "get", "list", "stats", "snapshot"})
+                             "get", "list", "stats", "snapshot", "fork"})
 DEFAULT_TIMEOUT_S = 300.0
 ID_BYTES = 6                # a sandbox id is 12 hex digits, as the runtime's own
 
@@ -155,6 +155,34 @@ class NodeHost:
             return await self._call(sandbox_id, op, args, body, timeout=timeout)
         return await _each(items, one)
 
+    async def call_stream(self, sandbox_id: str, op: str, args: dict, body: bytes, timeout: float):
+        """One agent call whose events (a streamed command's output) are relayed as they come:
+        yields ("events", [(header, chunk), ...]) with what arrived since the last yield, then
+        ("reply", (header, body)) or ("error", TumblerError). A Ray streaming generator in a
+        cluster: the server's cluster mode relays streamed output through it."""
+        events: asyncio.Queue = asyncio.Queue()
+        call = asyncio.ensure_future(self._call(
+            sandbox_id, op, args, body, timeout=timeout,
+            on_event=lambda header, chunk: events.put_nowait((header, chunk))))
+        try:
+            while not call.done() or not events.empty():
+                get = asyncio.ensure_future(events.get())
+                await asyncio.wait({get, call}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    continue
+                batch = [get.result()]
+                while not events.empty():
+                    batch.append(events.get_nowait())
+                yield ("events", batch)
+            try:
+                answer = ("reply", call.result())
+            except TumblerError as exc:
+                answer = ("error", exc)
+            yield answer
+        finally:
+            call.cancel()   # the caller went away (or it is done: a no-op)
+
     async def runtime_calls(self, items: list[tuple[str | None, tuple[str, tuple]]]) -> list:
         """Each (sandbox id or None, (method, args)) of this machine's runtime
         (`RUNTIME_METHODS`), all at once: the server's cluster mode drives a node's sandboxes
@@ -224,6 +252,19 @@ class NodeHost:
         if method == "list":   # this host's sandboxes only (several hosts may share a machine)
             infos = await self._blocking(self.runtime.list)
             return [i for i in infos if i.spec.labels.get(HOST_LABEL) == self.host_id]
+        if method == "fork":   # children on this node, in the ledger before they are made
+            children = args[1]
+            for child in children:
+                self._note(child)
+            try:
+                infos = await self._blocking(self.runtime.fork, *args)
+            except BaseException:
+                for child in children:
+                    self._forget(child)
+                raise
+            for info in infos:
+                self._held[info.id] = _Held(info.spec, info.state)
+            return infos
         if method == "create":
             spec, sandbox_id = args
             spec = spec.model_copy(update={"labels": {**spec.labels, HOST_LABEL: self.host_id}})
@@ -311,11 +352,11 @@ class NodeHost:
             raise NotFound(f"no sandbox {sandbox_id} on node host {self.host_id}") from None
 
     async def _call(self, sandbox_id: str, op: str, args: dict, body: bytes = b"", *,
-                    timeout: float) -> tuple[dict, bytes]:
+                    timeout: float, on_event=None) -> tuple[dict, bytes]:
         held = self._get(sandbox_id)
         if held.state is not SandboxState.RUNNING:
             raise self.host.agent_died(sandbox_id, "its init had died")
-        return await self.host.call(sandbox_id, op, args, body, timeout=timeout)
+        return await self.host.call(sandbox_id, op, args, body, timeout=timeout, on_event=on_event)
 
     async def _check_alive(self, sandbox_id: str) -> bool | None:
         """SandboxHost's death watch, after the agent hung up: if the sandbox's init is gone it

@@ -47,14 +47,14 @@ class NodeSlot:
     pids: int = 0
     lost: str | None = None
 
-    def fits(self, limits: Limits) -> str | None:
-        """None if `limits` fit what is left; else what is short, in words."""
-        if self.memory + limits.memory > self.budget.memory_bytes:
+    def fits(self, limits: Limits, count: int = 1) -> str | None:
+        """None if `count` sandboxes of `limits` fit what is left; else what is short, in words."""
+        if self.memory + count * limits.memory > self.budget.memory_bytes:
             return (f"memory ({(self.budget.memory_bytes - self.memory) >> 20} MiB free of "
                     f"{self.budget.memory_bytes >> 20})")
-        if self.cpus + limits.cpus > self.budget.cpus + 1e-9:
+        if self.cpus + count * limits.cpus > self.budget.cpus + 1e-9:
             return f"cpus ({self.budget.cpus - self.cpus:g} free of {self.budget.cpus:g})"
-        if self.pids + limits.pids > self.budget.pids:
+        if self.pids + count * limits.pids > self.budget.pids:
             return f"pids ({self.budget.pids - self.pids} free of {self.budget.pids})"
         return None
 
@@ -124,6 +124,26 @@ class Placement:
         node = min(fitting, key=lambda n: (sign * n.load(), len(n.held), n.host_id))
         self._hold(node, sandbox_id, spec.limits)
         return node.host_id
+
+    def choose_on(self, host_id: str, sandbox_ids: list[str], limits: Limits) -> None:
+        """Hold `limits` for each of `sandbox_ids` on the node `host_id` (a fork's children go
+        where their source is): all of them, or CapacityExceeded saying what it is short of."""
+        node = self.nodes.get(host_id)
+        if node is None or node.lost is not None:
+            raise CapacityExceeded(f"node host {host_id} takes no new sandboxes"
+                                   + (f": it was lost ({node.lost})" if node is not None else ""))
+        why = node.fits(limits, len(sandbox_ids))
+        if why is not None:
+            raise CapacityExceeded(f"{host_id} cannot take {len(sandbox_ids)} more sandboxes of "
+                                   f"{limits.memory >> 20} MiB: it is short of {why}. A fork's "
+                                   "sandboxes go on their source's node; remove some there or "
+                                   "fork fewer")
+        for sandbox_id in sandbox_ids:
+            self._hold(node, sandbox_id, limits)
+
+    def limits_of(self, sandbox_id: str) -> Limits | None:
+        node = self._where.get(sandbox_id)
+        return node.held[sandbox_id] if node is not None else None
 
     def place(self, sandbox_id: str, host_id: str, limits: Limits) -> None:
         """Note a sandbox found on `host_id` (a restart's reconcile): it holds its place there."""

@@ -232,9 +232,25 @@ class ClusterRuntime:
     def snapshot(self, sandbox_id: str, image: str) -> str:
         return self._routed(sandbox_id, "snapshot", image)
 
-    def fork(self, sandbox_id: str, child_ids: list[str], *args, **kwargs):
-        raise InvalidRequest("fork is not available in cluster mode yet: a fork's children must "
-                             "land on its node, which placement does not do yet")
+    def fork(self, sandbox_id: str, child_ids: list[str],
+             labels: dict[str, str] | None = None) -> list[SandboxInfo]:
+        """The runtime's fork on the source's node host: the children land on its node (their
+        limits held there first: CapacityExceeded if it has no room for all of them)."""
+        self._sync_lost()
+        host_id = self.client.host_of(sandbox_id)
+        limits = self.get(sandbox_id).spec.limits
+        with self._lock:
+            self.placement.choose_on(host_id, child_ids, limits)
+        try:
+            infos = self._routed(sandbox_id, "fork", child_ids, labels)
+        except BaseException:
+            with self._lock:
+                for child in child_ids:
+                    self.placement.release(child)
+            raise
+        for info in infos:
+            self.client.track(info.id, host_id)
+        return infos
 
     def remove(self, sandbox_id: str) -> None:
         try:
@@ -335,17 +351,20 @@ class RemoteAgent:
 
     async def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
                    timeout: float = 60.0, on_event=None) -> tuple[dict, bytes]:
-        if on_event is not None:
-            raise InvalidRequest("streamed output is not relayed from a node host yet: in cluster "
-                                 "mode run the command without streaming (its output comes whole)")
         client = self.runtime.client
         host = client.host_for(self.sandbox_id)
         if host.lost is not None:
             raise host.gone(self.sandbox_id)
-        ref = host.actor.call.remote([(self.sandbox_id, (op, args or {}, body, timeout))])
         wait_s = timeout + self.runtime.config.reply_grace_s
+        if on_event is None:
+            ref = host.actor.call.remote([(self.sandbox_id, (op, args or {}, body, timeout))])
+            answer = asyncio.wrap_future(ref.future())
+        else:   # the events relayed as the host gets them (a Ray streaming generator)
+            ref = host.actor.call_stream.options(num_returns="streaming").remote(
+                self.sandbox_id, op, args or {}, body, timeout)
+            answer = _relay(ref, on_event)
         try:
-            [answer] = await asyncio.wait_for(asyncio.wrap_future(ref.future()), wait_s)
+            [answer] = await asyncio.wait_for(answer, wait_s)
         except asyncio.TimeoutError:
             ray.cancel(ref)
             raise CommandTimeout(f"node host {host.host_id} did not answer {op} for sandbox "
@@ -363,3 +382,15 @@ class RemoteAgent:
 
     async def close(self) -> None:
         pass   # the host holds the connection; nothing of it lives here
+
+
+async def _relay(stream, on_event) -> list:
+    """Pass on a NodeHost.call_stream's events as they come -> [its answer], as `call` gives it."""
+    async for ref in stream:
+        kind, value = await ref
+        if kind == "events":
+            for header, chunk in value:
+                on_event(header, chunk)
+        else:
+            return [value]   # the reply, or the TumblerError that the caller raises
+    raise RuntimeFailure("the node host's stream ended without an answer")
