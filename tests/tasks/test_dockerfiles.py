@@ -37,8 +37,9 @@ CMD ["bash"]
 @pytest.mark.parametrize("text, where", [
     ("RUN true\n", "no FROM"),
     ("FROM debian\nFROBNICATE x\n", ":2: unknown instruction 'FROBNICATE'"),
-    ("FROM debian\nFROM debian\n", ":2: a second FROM"),
-    ("FROM debian\nCOPY --from=x /a /b\n", ":2: COPY --from"),
+    ("FROM debian AS a\nFROM debian AS A\n", ":2: a second stage named 'A'"),
+    ("FROM debian AS\n", ":1: FROM takes an image and optionally `AS name`"),
+    ("FROM debian\nADD --from=x /a /b\n", ":2: --from is COPY's, not ADD's"),
     ("FROM debian\nRUN <<EOT\necho\n", ":2: here-document EOT is never closed"),
     ("ENV X=1\nFROM debian\n", ":1: only ARG may come before FROM"),
 ])
@@ -95,6 +96,53 @@ def test_build_runs_each_instruction_and_caches_by_step(tmp_path, runtime, fresh
     assert third.cached == 0 and third.image.startswith("build.")
 
 
+def test_a_multi_stage_build_copies_from_earlier_stages(tmp_path, runtime, fresh_images):
+    """Stages by name and by index, FROM an earlier stage, globs, a rename, --chown, global ARGs,
+    --target; a --from step is cached by its stage's key (a change there reruns it)."""
+    ctx = tmp_path / "ctx"
+    write(ctx / "tool.sh", "#!/bin/sh\necho tool says $1\n", 0o755)
+    write(ctx / "Dockerfile", """
+    ARG BASE=debian
+    FROM $BASE AS builder
+    COPY tool.sh /src/
+    RUN mkdir -p /out/lib && cp /src/tool.sh /out/tool && echo one > /out/lib/a.txt \\
+        && echo two > /out/lib/b.txt && echo skip > /out/lib/c.log && chown -R 1234 /out
+    FROM builder AS tested
+    RUN /out/tool test > /out/test-report.txt
+    FROM ${BASE}
+    RUN useradd app
+    COPY --from=builder /out/tool /usr/local/bin/
+    COPY --from=0 /out/lib/*.txt /opt/lib/
+    COPY --from=tested --chown=app /out/test-report.txt /opt/report
+    COPY --from=builder /out/lib /opt/whole
+    """)
+    result = build_dockerfile(ctx, name="t-multi", runtime=runtime)
+    assert (result.steps, result.cached) == (8, 0)
+    with LocalSandbox("t-multi", runtime=runtime) as sb:
+        out = sb.run("tool hi; ls -1 /opt/lib; cat /opt/report; stat -c '%U %a' /opt/report "
+                     "/usr/local/bin/tool /opt/lib/a.txt; ls -1 /opt/whole; ls /src /out 2>&1 | head -2").output
+    assert out.splitlines() == [
+        "tool says hi", "a.txt", "b.txt", "tool says test", "app 644", "root 755", "root 644",
+        "a.txt", "b.txt", "c.log", "ls: cannot access '/src': No such file or directory",
+        "ls: cannot access '/out': No such file or directory"]
+    assert build_dockerfile(ctx, name="t-multi", runtime=runtime).cached == 8
+    write(ctx / "tool.sh", "#!/bin/sh\necho new tool says $1\n", 0o755)
+    rebuilt = build_dockerfile(ctx, name="t-multi", runtime=runtime)
+    assert rebuilt.cached == 1          # only the final stage's `RUN useradd` is the same
+    with LocalSandbox("t-multi", runtime=runtime) as sb:
+        assert sb.run("tool hi").output.strip() == "new tool says hi"
+    target = build_dockerfile(ctx, name="t-multi-tested", target="tested", runtime=runtime)
+    assert (target.steps, target.cached) == (3, 3)
+    with LocalSandbox("t-multi-tested", runtime=runtime) as sb:
+        assert sb.run("cat /out/test-report.txt").output.strip() == "new tool says test"
+    write(ctx / "Dockerfile", "FROM debian AS a\nCOPY --from=nope /x /y\n")
+    with pytest.raises(InvalidRequest, match="FROM nope|nope"):
+        build_dockerfile(ctx, runtime=runtime)
+    write(ctx / "Dockerfile", "FROM debian AS a\nFROM debian\nCOPY --from=a /no/such /y\n")
+    with pytest.raises(InvalidRequest, match="/no/such is not in the source stage"):
+        build_dockerfile(ctx, runtime=runtime)
+
+
 def test_a_failing_step_names_its_line_and_shows_its_output(tmp_path, runtime, fresh_images):
     write(tmp_path / "Dockerfile", """
     FROM debian
@@ -146,6 +194,21 @@ def test_the_docker_backend_builds_with_its_engine(tmp_path):
                                        network_mode="none", remove=True)
         assert out.decode().splitlines() == ["from the context", "built by the engine"]
         assert any("STEP" in line or "Step" in line for line in lines)
+        write(tmp_path / "Dockerfile", """
+        FROM debian AS builder
+        RUN echo built in a stage > /made.txt
+        FROM builder AS checked
+        RUN cat /made.txt > /checked.txt
+        FROM ubuntu:22.04
+        COPY --from=checked /checked.txt /final.txt
+        """)
+        staged = build_with_engine(rt.client, ImageStore(), tmp_path, "t-engine-stages:latest")
+        try:
+            out = rt.client.containers.run(staged, ["cat", "/final.txt"], network_mode="none",
+                                           remove=True)
+            assert out.decode().strip() == "built in a stage"
+        finally:
+            rt.client.images.remove(staged, force=True)
         write(tmp_path / "Dockerfile", "FROM debian\nRUN echo going down && false\n")
         with pytest.raises(RuntimeFailure, match="going down"):
             build_with_engine(rt.client, ImageStore(), tmp_path, "t-engine-fail:latest")

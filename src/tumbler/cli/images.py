@@ -164,22 +164,25 @@ def build_file(context: Path = typer.Argument(..., help="the build context (hold
                                            "(the engine's build)"),
                no_cache: bool = typer.Option(False, help="run every step again"),
                network: str = typer.Option("host", help="the RUN steps' network: host or none"),
+               target: Optional[str] = typer.Option(None, help="build up to this stage "
+                                                    "(FROM ... AS TARGET)"),
                engine: Optional[str] = typer.Option(None, help="engine URL (docker backend)")):
     """Build an image from a Dockerfile: FROM a local image (debian, ubuntu and python map to the
-    local debian images), RUN, COPY, ADD, ENV, WORKDIR, USER, ARG; each step cached."""
+    local debian images), RUN, COPY, ADD, ENV, WORKDIR, USER, ARG, stages (FROM ... AS x,
+    COPY --from=x); each step cached."""
     from tumbler.runtime.dockerfile_images import BaseImage
     name = name or context.resolve().name.lower()
     args = pairs(build_arg, "--build-arg")
     base_map = {k: BaseImage(v) for k, v in pairs(base, "--base").items()}
     if backend == "docker":
-        _engine_build(context, name, file, args, base_map, engine)
+        _engine_build(context, name, file, args, base_map, engine, target)
     elif backend == "process":
-        _process_build(context, name, file, args, base_map, no_cache, network)
+        _process_build(context, name, file, args, base_map, no_cache, network, target)
     else:
         raise InvalidRequest(f"--backend {backend!r}: use process or docker")
 
 
-def _process_build(context, name, file, args, base_map, no_cache, network) -> None:
+def _process_build(context, name, file, args, base_map, no_cache, network, target) -> None:
     from tumbler.runtime.dockerfile_images import build_dockerfile
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[line]}"))
@@ -195,16 +198,16 @@ def _process_build(context, name, file, args, base_map, no_cache, network) -> No
                 console.print(f"step {n}/{total}{' (cached)' if kind == 'cached' else ''}: {text}")
         result = build_dockerfile(context, name=name, dockerfile=file, build_args=args,
                                   base_map=base_map, no_cache=no_cache, network=network,
-                                  on_event=on_event)
+                                  target=target, on_event=on_event)
     console.print(f"built image [bold]{result.image}[/bold]: {result.steps} steps, "
                   f"{result.cached} cached, {result.seconds:.1f} s")
 
 
-def _engine_build(context, name, file, args, base_map, engine) -> None:
+def _engine_build(context, name, file, args, base_map, engine, target) -> None:
     from tumbler.runtime.engine import connect
     from tumbler.runtime.engine_builds import build_with_engine
     with console.status(f"building {name} in the container engine...") as status:
         tag = build_with_engine(connect(engine), _store(), context, name, dockerfile=file,
-                                build_args=args, base_map=base_map,
+                                build_args=args, base_map=base_map, target=target,
                                 on_output=lambda line: status.update(f"{name}: {line[:100]}"))
     console.print(f"engine image [bold]{tag}[/bold] built from {context}")

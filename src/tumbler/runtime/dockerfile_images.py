@@ -10,9 +10,12 @@ image so far, with the host's network (a build is the task author's code, not th
 the host's proxies and CA bundle, and is saved as a layer image `build.<key>`, where the key
 hashes the parent's key, the step's text after substitution, the ENV/ARG/WORKDIR/USER in force
 and, for COPY/ADD, the bytes of the files copied. A step whose key has an image is not run
-again. ENV, WORKDIR and USER are kept in the image's meta.json ("config") and applied by
-whoever starts the image (the task runner does); CMD, ENTRYPOINT, EXPOSE and the like are read
-and ignored. A failing step raises RuntimeFailure naming the Dockerfile line, the step and the
+again. Each `FROM ... [AS name]` starts a stage (FROM may name an earlier one); `COPY
+--from=name|index|image` copies from that stage's image, read in a sandbox of it (the key
+takes the stage's key in place of the bytes); the last stage, or `target`, is the result.
+ENV, WORKDIR and USER are kept in the image's meta.json ("config") and applied by whoever
+starts the image (the task runner does); CMD, ENTRYPOINT, EXPOSE and the like are read and
+ignored. A failing step raises RuntimeFailure naming the Dockerfile line, the step and the
 last lines of its output.
 """
 from __future__ import annotations
@@ -125,7 +128,7 @@ def build_dockerfile(context: str | Path, *, name: str | None = None,
                      base_map: dict[str, BaseImage] | None = None, runtime=None,
                      network: str = "host", no_cache: bool = False,
                      step_timeout_s: float = STEP_TIMEOUT_S, limits: dict | None = None,
-                     on_event: StepEvent | None = None) -> BuildResult:
+                     target: str | None = None, on_event: StepEvent | None = None) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into an image of the process runtime.
 
     Args:
@@ -135,6 +138,7 @@ def build_dockerfile(context: str | Path, *, name: str | None = None,
         network: the build sandboxes' network ("host", or "none" for a build with no network).
         no_cache: run every step again (as new cache images; the old ones stay).
         step_timeout_s: seconds one step may run.
+        target: build up to this stage (`FROM ... AS target`) and make it the result.
     """
     if runtime is None:
         from tumbler.local import default_runtime
@@ -147,7 +151,16 @@ def build_dockerfile(context: str | Path, *, name: str | None = None,
         raise NotFound(f"no Dockerfile at {path}")
     build = _Build(runtime, context, path, build_args or {}, base_map, network, no_cache,
                    step_timeout_s, {**BUILD_LIMITS, **(limits or {})}, on_event)
-    return build.run(name)
+    return build.run(name, target)
+
+
+@dataclass
+class _Stage:
+    """A finished stage: what COPY --from and a later FROM of it start from."""
+
+    image: str
+    key: str
+    config: "ImageConfig"
 
 
 class _Build:
@@ -167,10 +180,14 @@ class _Build:
         self.config = ImageConfig()
         self.image = ""
         self.key = ""
+        self.stages: dict[str, _Stage] = {}   # by name (lower-case) and by index ("0", "1"...)
+        self.stage_name = ""
+        self.stage_count = 0
+        self.from_seen = False
 
-    def run(self, name: str | None) -> BuildResult:
+    def run(self, name: str | None, target: str | None = None) -> BuildResult:
         started = time.monotonic()
-        instructions = parse_dockerfile(self.path)
+        instructions = _up_to(parse_dockerfile(self.path), target, self.path)
         steps = [x for x in instructions if x.op in LAYER_OPS]
         total, cached, n = len(steps), 0, 0
         for x in instructions:
@@ -196,7 +213,11 @@ class _Build:
                 default = substitute(default, values) if eq else self.global_args.get(key, "")
                 self.args[key] = self.build_args.get(key, default)
         elif x.op == "FROM":
-            self._from(substitute(split_words(x.args)[0], self.args), x)
+            self._end_stage()
+            words = split_words(x.args)
+            self.stage_name = words[2].lower() if len(words) == 3 and words[1].upper() == "AS" else ""
+            # ARGs before the first FROM serve every FROM (and a bare `ARG X` in a stage)
+            self._from(substitute(words[0], self.global_args if self.from_seen else self.args), x)
         elif x.op == "ENV":
             self.config.env.update(_env_pairs(x, values))
         elif x.op == "WORKDIR":
@@ -208,14 +229,28 @@ class _Build:
             self.config.cmd = x.exec_form
         self.key = _digest(self.key, x.op, json.dumps(self._state(), sort_keys=True))
 
+    def _end_stage(self) -> None:
+        if self.from_seen:
+            stage = _Stage(self.image, self.key, self.config.model_copy(deep=True))
+            self.stages[str(self.stage_count)] = stage
+            self.stage_count += 1
+            if self.stage_name:
+                self.stages[self.stage_name] = stage
+
     def _from(self, ref: str, x: Instruction) -> None:
+        if not self.from_seen:
+            self.global_args = self.args
+        self.from_seen, self.args = True, {}
+        if ref.lower() in self.stages and not ref.isdigit():   # FROM an earlier stage
+            stage = self.stages[ref.lower()]
+            self.image, self.key = stage.image, _digest("stage", stage.key)
+            self.config = stage.config.model_copy(deep=True)
+            return
         base = resolve_base(self.store, ref, self.base_map)
         self._ensure_base(base.image)
         self.image = base.image
         self.config = image_config(self.store, base.image)
         self.config.env = {"PATH": PATH_DEFAULT, **self.config.env, **base.env}
-        # ARGs before FROM serve FROM only; a bare `ARG X` after it takes X's value from there.
-        self.global_args, self.args = self.args, {}
         meta = self.store.meta(base.image)
         self.key = _digest("from", base.image, str(meta.get("created")))
         if base.setup:
@@ -243,26 +278,28 @@ class _Build:
     def _layer_step(self, x: Instruction, n: int, total: int) -> int:
         """Run step `x` unless its cache image exists; 1 when it was cached."""
         values = {**self.args, **self.config.env}
-        sources = self._sources(x, values) if x.op in ("COPY", "ADD") else []
+        source_stage = self._source_stage(x) if "from" in x.flags else None
+        sources = self._sources(x, values) if x.op in ("COPY", "ADD") and not source_stage else []
         text = x.text if x.op == "RUN" else substitute(x.text, values)
         key = _digest(self.key, text, json.dumps(self._state(), sort_keys=True),
-                      _content_digest(sources, self.context),
+                      source_stage.key if source_stage else _content_digest(sources, self.context),
                       os.urandom(8).hex() if self.no_cache else "")   # no_cache: a new chain
         cache = f"build.{key[:24]}"
-        label = f"{x.op} {x.args or '<<heredoc'}"[:120]
+        flags = "".join(f" --{k}={v}" for k, v in x.flags.items())
+        label = f"{x.op}{flags} {x.args or '<<heredoc'}"[:120]
         if self.store.exists(cache):
             self.on_event("cached", n, total, label)
             self.image, self.key = cache, key
             return 1
         self.on_event("step", n, total, label)
-        self._run_step(x, n, total, values, sources, cache)
+        self._run_step(x, n, total, values, sources, cache, source_stage)
         self.store.update_meta(cache, source=f"dockerfile:{self.path.name}:{x.line}",
                                config=self.config.model_dump())
         self.image, self.key = cache, key
         return 0
 
     def _run_step(self, x: Instruction, n: int, total: int, values: dict[str, str],
-                  sources: list[Path], cache: str) -> None:
+                  sources: list[Path], cache: str, source_stage: "_Stage | None") -> None:
         from tumbler.local import LocalSandbox
         from tumbler.runtime.pip_images import HOST_CA_PATH, _pip_env
         where = f"{self.path}:{x.line}: step {n}/{total} `{x.op} {x.args}`"[:300]
@@ -274,6 +311,8 @@ class _Build:
             sb.exec(["mkdir", "-p", self.config.workdir], timeout=60)
             if x.op == "RUN":
                 self._run(sb, x, n, total, {**proxies, **values}, where)
+            elif source_stage is not None:
+                self._copy_from(sb, x, values, source_stage, where)
             else:
                 self._copy(sb, x, values, sources, where)
             sb.exec(["rm", "-f", HOST_CA_PATH, RUN_SCRIPT], timeout=60)
@@ -329,6 +368,57 @@ class _Build:
             sb.call("file.upload_tar", {"path": target}, _tar_children(stage), timeout=600)
             placed = [str(PurePosixPath(target) / p.name) for p in stage.iterdir()]
         self._unpack_archives(sb, x, sources, target, where)
+        for flag, cmd in (("chown", "chown"), ("chmod", "chmod")):
+            if x.flags.get(flag) and placed:
+                r = sb.exec([cmd, "-R", substitute(x.flags[flag], values), *placed], timeout=300)
+                if r.exit_code != 0:
+                    raise RuntimeFailure(f"{where}: --{flag} failed: {r.stderr.strip()[-500:]}")
+
+    def _source_stage(self, x: Instruction) -> _Stage:
+        """The stage (by name or index) or image that `COPY --from=` names."""
+        ref = substitute(x.flags["from"], {**self.global_args, **self.args})
+        if x.op != "COPY":
+            raise InvalidRequest(f"{self.path}:{x.line}: {x.op} has no --from (only COPY has)")
+        if ref.lower() in self.stages:
+            return self.stages[ref.lower()]
+        if ref.isdigit() or (ref.lower() == self.stage_name and ref):
+            raise InvalidRequest(f"{self.path}:{x.line}: COPY --from={ref}: no earlier stage of "
+                                 "that name or index")
+        base = resolve_base(self.store, ref, self.base_map)
+        self._ensure_base(base.image)
+        return _Stage(base.image, _digest("from", base.image,
+                                          str(self.store.meta(base.image).get("created"))),
+                      image_config(self.store, base.image))
+
+    def _copy_from(self, sb, x: Instruction, values: dict[str, str], source: _Stage,
+                   where: str) -> None:
+        """COPY --from: each source read as a tar in a sandbox of the stage's image, renamed
+        and owned by root as COPY makes them, and unpacked at the destination."""
+        from tumbler import ops
+        from tumbler.local import LocalSandbox
+        words = x.exec_form or split_words(x.args)
+        if len(words) < 2:
+            raise InvalidRequest(f"{self.path}:{x.line}: COPY needs a source and a destination")
+        dest = substitute(words[-1], values)
+        if not dest.startswith("/"):
+            dest = str(PurePosixPath(self.config.workdir) / dest)
+        with LocalSandbox(source.image, network="none", runtime=self.runtime, cwd="/",
+                          **self.limits) as src:
+            found = [p for pattern in words[:-1] for p in _expand(src, substitute(pattern, values),
+                                                                  source.config.workdir, where)]
+            into_dir = dest.endswith("/") or len(found) > 1 or _is_dir(sb, dest) or any(
+                src.stat(p).type == "dir" for p in found)
+            target = dest.rstrip("/") or "/"
+            if not into_dir:
+                target = str(PurePosixPath(dest).parent)
+            sb.mkdir(target)
+            placed = []
+            for path in found:
+                is_dir = src.stat(path).type == "dir"
+                rename = None if into_dir or is_dir else PurePosixPath(dest).name
+                tar, tops = _rooted(src.do(ops.download_tar(path)), rename)
+                sb.call("file.upload_tar", {"path": target}, tar, timeout=600)
+                placed += [str(PurePosixPath(target) / top) for top in tops]
         for flag, cmd in (("chown", "chown"), ("chmod", "chmod")):
             if x.flags.get(flag) and placed:
                 r = sb.exec([cmd, "-R", substitute(x.flags[flag], values), *placed], timeout=300)
@@ -400,6 +490,63 @@ class _Build:
 
 
 # -- helpers without state ------------------------------------------------------------------
+
+def _up_to(instructions: list[Instruction], target: str | None, path: Path) -> list[Instruction]:
+    """The instructions up to the end of stage `target` (all of them without one)."""
+    if not target:
+        return instructions
+    for n, x in enumerate(instructions):
+        if x.op != "FROM":
+            continue
+        words = split_words(x.args)
+        if len(words) == 3 and words[1].upper() == "AS" and words[2].lower() == target.lower():
+            end = next((m for m in range(n + 1, len(instructions))
+                        if instructions[m].op == "FROM"), len(instructions))
+            return instructions[:end]
+    raise InvalidRequest(f"{path}: no stage named {target!r} (FROM ... AS {target})")
+
+
+def _expand(sb, pattern: str, workdir: str, where: str) -> list[str]:
+    """The paths in sandbox `sb` that a COPY --from source names (a glob in its last part)."""
+    if not pattern.startswith("/"):
+        pattern = str(PurePosixPath(workdir) / pattern)
+    pattern = pattern.rstrip("/") or "/"
+    if not any(c in pattern for c in "*?["):
+        try:
+            sb.stat(pattern)
+        except NotFound:
+            raise InvalidRequest(f"{where}: {pattern} is not in the source stage") from None
+        return [pattern]
+    parent, _, last = pattern.rpartition("/")
+    if any(c in parent for c in "*?["):
+        raise InvalidRequest(f"{where}: {pattern}: a glob only in the last part of a --from path")
+    try:
+        names = sorted(PurePosixPath(f.path).name for f in sb.list_dir(parent or "/"))
+    except NotFound:
+        names = []
+    found = [f"{parent}/{n}" for n in names if fnmatch.fnmatch(n, last)]
+    if not found:
+        raise InvalidRequest(f"{where}: {pattern} matches nothing in the source stage")
+    return found
+
+
+def _rooted(data: bytes, rename: str | None) -> tuple[bytes, list[str]]:
+    """The tar with every member owned by root (as COPY makes them) and, for a single file
+    copied to a new name, that name; and the names at its top."""
+    out, tops = io.BytesIO(), []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as src, \
+            tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src.getmembers():
+            member.uid = member.gid = 0
+            member.uname = member.gname = "root"
+            if rename is not None:
+                member.name = rename
+            top = member.name.split("/", 1)[0]
+            if top not in tops:
+                tops.append(top)
+            dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+    return out.getvalue(), tops
+
 
 def _digest(*parts: str) -> str:
     h = hashlib.sha256()

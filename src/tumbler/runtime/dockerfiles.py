@@ -4,8 +4,8 @@
 
 What is understood: line continuations (`\\`), comments, parser directives (ignored), JSON
 ("exec") and shell forms, `RUN <<EOF` here-documents, `$VAR`/`${VAR}`/`${VAR:-x}`/`${VAR:+x}`
-substitution (done by the builder, which knows the values). Only one stage: `FROM ... AS x`
-works, a second FROM or `COPY --from` is refused with the line named.
+substitution (done by the builder, which knows the values). Stages: each FROM starts one
+(`FROM ref [AS name]`, names unique); `--from` is COPY's only.
 """
 from __future__ import annotations
 
@@ -46,19 +46,16 @@ class Instruction:
             "\n" + self.heredoc if self.heredoc is not None else "")
 
 
-def parse_dockerfile(path: Path, *, single_stage: bool = True) -> list[Instruction]:
-    """The instructions of Dockerfile `path`; InvalidRequest names the line at fault.
-
-    single_stage: refuse a second FROM and `--from` (the process backend's builder does)."""
+def parse_dockerfile(path: Path) -> list[Instruction]:
+    """The instructions of Dockerfile `path`; InvalidRequest names the line at fault."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"cannot read {path}: {exc}") from None
-    return parse_text(text, str(path), single_stage=single_stage)
+    return parse_text(text, str(path))
 
 
-def parse_text(text: str, where: str = "Dockerfile", *, single_stage: bool = True
-               ) -> list[Instruction]:
+def parse_text(text: str, where: str = "Dockerfile") -> list[Instruction]:
     lines = text.splitlines()
     out: list[Instruction] = []
     i = 0
@@ -69,7 +66,7 @@ def parse_text(text: str, where: str = "Dockerfile", *, single_stage: bool = Tru
             continue
         instr, i = _instruction(logical, start, lines, i, where)
         out.append(instr)
-    _check_stages(out, where, single_stage)
+    _check_stages(out, where)
     return out
 
 
@@ -146,22 +143,28 @@ def _heredoc_body(lines: list[str], i: int, marker: str, *, strip_tabs: bool, li
     raise InvalidRequest(f"{where}:{line}: here-document {marker} is never closed")
 
 
-def _check_stages(instructions: list[Instruction], where: str, single_stage: bool) -> None:
+def _check_stages(instructions: list[Instruction], where: str) -> None:
     if not instructions or not any(x.op == "FROM" for x in instructions):
         raise InvalidRequest(f"{where}: no FROM instruction")
     first = next(n for n, x in enumerate(instructions) if x.op == "FROM")
     for x in instructions[:first]:
         if x.op != "ARG":
             raise InvalidRequest(f"{where}:{x.line}: only ARG may come before FROM, not {x.op}")
-    if not single_stage:
-        return
-    for x in instructions[first + 1:]:
+    names: set[str] = set()
+    for x in instructions[first:]:
         if x.op == "FROM":
-            raise InvalidRequest(f"{where}:{x.line}: a second FROM (multi-stage builds) is not "
-                                 "supported by the process backend's builder; use one stage")
-        if "from" in x.flags:
-            raise InvalidRequest(f"{where}:{x.line}: {x.op} --from (another stage or image) is "
-                                 "not supported by the process backend's builder")
+            words = split_words(x.args)
+            if len(words) == 3 and words[1].upper() == "AS":
+                if words[2].lower() in names:
+                    raise InvalidRequest(f"{where}:{x.line}: a second stage named {words[2]!r}")
+                names.add(words[2].lower())
+            elif len(words) != 1:
+                raise InvalidRequest(f"{where}:{x.line}: FROM takes an image and optionally "
+                                     f"`AS name`, not {x.args!r}")
+        if "from" in x.flags and x.op != "COPY":
+            raise InvalidRequest(f"{where}:{x.line}: --from is COPY's, not {x.op}'s")
+        if "from" in x.flags and not x.flags["from"]:
+            raise InvalidRequest(f"{where}:{x.line}: COPY --from needs a stage or image")
 
 
 def substitute(text: str, values: dict[str, str]) -> str:

@@ -32,9 +32,10 @@ OUTPUT_TAIL = 30
 def build_with_engine(client, store, context: str | Path, tag: str, *,
                       dockerfile: str | Path | None = None,
                       build_args: dict[str, str] | None = None,
-                      base_map: dict[str, BaseImage] | None = None,
+                      base_map: dict[str, BaseImage] | None = None, target: str | None = None,
                       on_output: Callable[[str], None] | None = None) -> str:
-    """Build `context`'s Dockerfile in the engine as `tag`; returns the tag."""
+    """Build `context`'s Dockerfile in the engine as `tag` (up to stage `target` if given);
+    returns the tag."""
     context = Path(context)
     path = Path(dockerfile) if dockerfile else context / "Dockerfile"
     if not path.is_file():
@@ -46,6 +47,7 @@ def build_with_engine(client, store, context: str | Path, tag: str, *,
     with engine_errors(f"build of {path}", url):
         stream = client.api.build(fileobj=body, custom_context=True, dockerfile=REWRITTEN,
                                   tag=tag, buildargs=build_args or None, network_mode="host",
+                                  target=target,
                                   rm=True, forcerm=True, decode=True, timeout=IMAGE_TIMEOUT_S)
         for event in stream:
             for line in str(event.get("stream", "")).splitlines():
@@ -63,8 +65,9 @@ def _rewrite(client, store, path: Path, build_args: dict[str, str], base_map) ->
     """The Dockerfile with each mapped FROM replaced by an engine image made from ours."""
     lines = path.read_text().splitlines()
     args: dict[str, str] = {}
+    stages: set[str] = set()
     seen_from = False
-    for x in parse_dockerfile(path, single_stage=False):
+    for x in parse_dockerfile(path):
         if x.op == "ARG" and not seen_from:   # the ARGs a FROM may use
             for word in split_words(x.args):
                 key, _, default = word.partition("=")
@@ -74,7 +77,10 @@ def _rewrite(client, store, path: Path, build_args: dict[str, str], base_map) ->
         seen_from = True
         words = split_words(x.args)
         ref = substitute(words[0], args)
-        if _engine_has(client, ref):
+        earlier = ref.lower() in stages
+        if len(words) == 3 and words[1].upper() == "AS":
+            stages.add(words[2].lower())
+        if earlier or _engine_has(client, ref):   # an earlier stage, or an image the engine has
             continue
         base = resolve_base(store, ref, base_map)
         engine_tag = f"tumbler/{base.image}:latest"
