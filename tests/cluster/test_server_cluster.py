@@ -23,6 +23,7 @@ import server_process  # noqa: E402
 from checks import IMAGE, leftovers  # noqa: E402
 from raycluster import local_cluster, reap_zombies  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
+from test_rock_compat import _have_rock, needs_rock, run_client  # noqa: E402
 import ray  # noqa: E402
 from tumbler.cluster.client import actor_name  # noqa: E402
 from tumbler.cluster.nodehost import HOST_LABEL  # noqa: E402
@@ -59,7 +60,8 @@ def cluster_server(tmp_path, ids: list[str]):
         assert leftovers(runtime, sid) == []
 
 
-def test_server_places_and_routes_over_two_nodes(tmp_path):
+def test_server_places_and_routes_over_two_nodes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUMBLER_ROCK_DEFAULT_IMAGE", IMAGE)   # ROCK's "python:3.11": the test image
     ids: list[str] = []
     with cluster_server(tmp_path, ids) as (lc, srv, client, nodes):
         assert {k: v["state"] for k, v in nodes().items()} == {A: "alive", B: "alive"}
@@ -114,6 +116,11 @@ def test_server_places_and_routes_over_two_nodes(tmp_path):
         for sb in [*boxes, pinned]:
             sb.remove()
         assert all(not n["sandboxes"] for n in nodes().values())
+        if not _have_rock():   # ROCK's unmodified SDK: a start, a command, a delete
+            out = run_client("start_only", srv.url, srv.token)
+            ids.append(out.get("sandbox_id") or "")
+            assert out["start"] is None and out["exec_list"]["stdout"] == "auth-ok\n", out
+            assert out["delete"] is None
 
 
 @pytest.mark.slow
@@ -221,3 +228,32 @@ def test_head_sigkill_and_restart_reconciles(tmp_path):
         for sid in records:
             client.send(core.remove(sid))
         assert _held_on_hosts(host_ids) == set()
+
+
+@pytest.mark.slow
+@needs_rock
+def test_the_rock_sdk_against_a_cluster_mode_server(tmp_path, monkeypatch):
+    """ROCK's real, unmodified SDK (rl-rock, the peers' venv) through a cluster-mode server:
+    start, commands, sessions, nohup, files, upload, stop and delete, and a caller-chosen id
+    attached to, with the sandboxes on the node hosts (the default run's test above does a
+    start, a command and a delete with it)."""
+    monkeypatch.setenv("TUMBLER_ROCK_DEFAULT_IMAGE", IMAGE)   # "python:3.11" runs the test image
+    ids: list[str] = []
+    with cluster_server(tmp_path, ids) as (lc, srv, client, nodes):
+        out = run_client("full", srv.url, srv.token)
+        ids.append(out.get("sandbox_id") or "")
+        assert out["start"] is None and out["is_alive"]["is_alive"] is True, out
+        assert out["status"]["state"] == "running"
+        assert out["exec_list"] == {"stdout": "exec-ok\n", "stderr": "", "exit_code": 0}
+        assert out["exec_string"] == {"stdout": "hi\n", "stderr": "err\n", "exit_code": 0}
+        assert out["arun_echo"]["output"] == "42 /tmp s1" and out["arun_multiline"]["output"] == "a\nb"
+        assert out["nohup_ok"]["output"] == "done-nohup" and out["nohup_head"]["output"] == "1\n2\n3"
+        assert out["read_file"]["content"] == "hello\nworld\n"
+        assert out["upload_sha"]["stdout"].split()[0] == out["upload_sha_expected"]
+        assert out["status_after_stop"]["state"] == "stopped"
+        assert out["delete"] is None and out["delete_again"] is None
+        chosen = run_client("chosen_id", srv.url, srv.token)
+        ids.append(chosen.get("sandbox_id") or "")
+        assert chosen["start"] is None and chosen["exec_attached"]["stdout"] == "attached\n", chosen
+        assert chosen["delete"] is None
+        assert all(not n["sandboxes"] for n in nodes().values())
