@@ -59,4 +59,4 @@ def test_the_docs_config_reference_is_the_configs_own():
     page = (Path(__file__).resolve().parents[2] / "docs" / "TRAINER.md").read_text()
     begin, end = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
     assert page[page.index(begin) + len(begin):page.index(end)] == reference_markdown(), \
-        "regenerate the table: python -c 'from tumbler.train.config import reference_markdown; print(reference_markdown())'"
+        "regenerate the table: .venv/bin/python scripts/config-reference.py"

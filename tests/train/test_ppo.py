@@ -23,7 +23,10 @@ def test_gae_with_a_fresh_critic_gives_every_generated_token_the_episode_return(
     reward, observation and prompt tokens get none, and advantages are whitened."""
     batch = to_batch([two_turn_episode(1.0), two_turn_episode(0.0)], tiny_policy.pad_id)
     head = ValueHead.for_policy(tiny_policy)
-    adv, old, returns = head.advantages(tiny_policy, batch, gamma=1.0, lam=1.0, micro_batch_size=1)
+    hidden_of = lambda mb: tiny_policy.token_logprobs(mb.input_ids, mb.attention_mask,   # noqa: E731
+                                                      positions=mb.loss_mask > 0, with_hidden=True)[2]
+    adv, old, returns = head.advantages(batch, hidden_of, gamma=1.0, lam=1.0,
+                                        micro_batches=[torch.tensor([0]), torch.tensor([1])])
     mask = batch.loss_mask
     assert torch.equal(old, torch.zeros_like(old))
     assert torch.equal(returns, mask * torch.tensor([[1.0], [0.0]]))

@@ -192,7 +192,11 @@ class OptimConfig(_Section):
     """Train only the top N decoder layers and the final norm (None: the whole model). On a
     CPU this cuts the backward pass to those layers."""
     micro_batch_size: int = Field(8, ge=1)
-    """Sequences per forward/backward; gradients accumulate over a step's micro-batches."""
+    """Sequences per forward/backward; gradients accumulate over a step's micro-batches (a
+    GRPO group's rows are kept in one micro-batch where they fit)."""
+    pack_prefix: bool = True
+    """Feed a group's shared prompt once per micro-batch instead of once per sequence (a 4-D
+    attention mask keeps the math that of separate sequences; needs sdpa or eager attention)."""
 
 
 class EvalConfig(_Section):

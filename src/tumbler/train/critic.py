@@ -1,7 +1,9 @@
 """PPO's critic: a value head on the policy's last hidden states, and GAE advantages from it.
 
     critic = ValueHead.for_policy(policy)
-    advantages, old_values, returns = critic.advantages(policy, batch, gamma=1.0, lam=0.95)
+    # hidden_of(micro-batch): the policy's final hidden states at its trained tokens
+    advantages, old_values, returns = critic.advantages(batch, hidden_of, gamma=1.0, lam=0.95,
+                                                        micro_batches=[rows_0, rows_1])
 
 The head is one linear layer over the policy trunk's final hidden state at each generated token,
 read detached: the critic learns from the policy's features without pulling them its own way,
@@ -46,19 +48,16 @@ class ValueHead:
         full = torch.zeros(positions.shape, dtype=flat.dtype, device=flat.device)
         return full.masked_scatter(positions.bool(), flat)
 
-    def advantages(self, policy, batch, *, gamma: float, lam: float, micro_batch_size: int):
-        """(advantages, old values, returns), each [B, T-1], for the rows of `batch`."""
+    def advantages(self, batch, hidden_of, *, gamma: float, lam: float, micro_batches):
+        """(advantages, old values, returns), each [B, T-1], for the rows of `batch`.
+        hidden_of(micro-batch) gives the policy's final hidden states at its trained tokens;
+        micro_batches: the row indices of each micro-batch."""
         import torch
         old = torch.zeros_like(batch.loss_mask)
         with torch.no_grad():
-            for start in range(0, len(batch), micro_batch_size):
-                index = torch.arange(start, min(start + micro_batch_size, len(batch)),
-                                     device=batch.loss_mask.device)
+            for index in micro_batches:
                 mb = batch.rows(index)
-                positions = mb.loss_mask > 0
-                _, _, hidden = policy.token_logprobs(mb.input_ids, mb.attention_mask,
-                                                     positions=positions, with_hidden=True)
-                values = self.values(hidden, positions)
+                values = self.values(hidden_of(mb), mb.loss_mask > 0)
                 old[index, :values.shape[1]] = values
         rewards = torch.zeros_like(batch.loss_mask)
         last = _last_true(batch.loss_mask > 0)

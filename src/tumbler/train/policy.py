@@ -125,7 +125,8 @@ class HFPolicy:
         return HFBatch(self, n)
 
     def token_logprobs(self, input_ids, attention_mask, temperature: float = 1.0,
-                       with_entropy: bool = False, positions=None, with_hidden: bool = False):
+                       with_entropy: bool = False, positions=None, with_hidden: bool = False,
+                       pack=None):
         """Log-probs [B, T-1] of input_ids[:, 1:] under the model (grad flows), and the
         per-position entropy [B, T-1] when asked (else None). Right-padded input expected.
         with_hidden (needs positions): also the final hidden states at `positions`, [N, H]
@@ -133,7 +134,10 @@ class HFPolicy:
 
         positions [B, T-1] (bool): compute only there (the trained tokens), 0 elsewhere; the
         vocabulary projection and softmax over every prompt position would cost more than the
-        transformer's own forward on a 49k vocabulary."""
+        transformer's own forward on a 49k vocabulary.
+
+        pack (needs positions): the same rows packed by shared prefix (tumbler.train.packing),
+        fed instead of input_ids; the results are those of the unpacked rows."""
         import torch
         lm = self.model.get_base_model() if _is_peft(self.model) else self.model
         body = getattr(lm, "model", None)
@@ -143,10 +147,17 @@ class HFPolicy:
                                 use_cache=False).logits[:, :-1].float()
             targets = input_ids[:, 1:]
         else:
-            hidden = body(input_ids=input_ids, attention_mask=attention_mask,
-                          use_cache=False).last_hidden_state[:, :-1]
             where = positions.bool()
-            logits = head(hidden[where]).float()
+            if pack is not None:
+                from tumbler.train.packing import attention_for
+                out = body(input_ids=pack.input_ids, attention_mask=attention_for(body, pack),
+                           position_ids=pack.position_ids, use_cache=False).last_hidden_state
+                trained = out.reshape(-1, out.shape[-1]).index_select(0, pack.index)
+            else:
+                hidden = body(input_ids=input_ids, attention_mask=attention_mask,
+                              use_cache=False).last_hidden_state[:, :-1]
+                trained = hidden[where]
+            logits = head(trained).float()
             targets = input_ids[:, 1:][where]
         if temperature and temperature != 1.0:
             logits = logits / temperature
@@ -159,7 +170,7 @@ class HFPolicy:
             if entropy is not None:
                 entropy = torch.zeros_like(full).masked_scatter(where, entropy)
             if with_hidden:
-                return logp, entropy, hidden[where]
+                return logp, entropy, trained
         if with_hidden:
             raise InvalidRequest("with_hidden needs positions and a model with .model and .lm_head")
         return logp, entropy

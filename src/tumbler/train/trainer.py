@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tumbler.errors import Conflict, NotFound, TumblerError
-from tumbler.train import algorithms
+from tumbler.train import algorithms, packing
 from tumbler.train.chat import ChatRenderer
 from tumbler.train.config import TrainConfig
 from tumbler.train.policy import GenerationParams, HFPolicy
@@ -290,8 +290,10 @@ class Trainer:
             update["uniform_groups"] = len(uniform)
             if self.critic is not None:
                 # PPO: token advantages from the critic; a uniform group still teaches the critic
-                critic = self.critic.advantages(self.policy, batch, gamma=alg.gamma, lam=alg.lam,
-                                                micro_batch_size=cfg.optim.micro_batch_size)
+                critic = self.critic.advantages(
+                    batch, lambda mb: self._logprobs(mb, with_hidden=True)[2], gamma=alg.gamma,
+                    lam=alg.lam, micro_batches=packing.micro_batches(batch.group_index,
+                                                                     cfg.optim.micro_batch_size))
                 update.update(self._update(batch, critic[0], keep, critic=critic[1:]))
             else:
                 rewards = torch.tensor([ep.reward for ep in episodes], device=keep.device)
@@ -338,16 +340,12 @@ class Trainer:
         total_rows = len(sub)
         scale = float(sub.loss_mask.shape[1]) if alg.loss_agg == "seq-mean-token-sum-norm" else None
         loss_sum, agg_metrics = 0.0, {}
-        size = cfg.optim.micro_batch_size
-        for start in range(0, total_rows, size):
-            index = torch.arange(start, min(start + size, total_rows), device=adv.device)
+        for index in packing.micro_batches(sub.group_index, cfg.optim.micro_batch_size):
             mb = sub.rows(index)
             width = mb.loss_mask.shape[1]
             mb_adv = adv[index] if adv.dim() == 1 else adv[index, :width]
-            out = self.policy.token_logprobs(mb.input_ids, mb.attention_mask,
-                                             temperature=cfg.rollout.temperature or 1.0,
-                                             with_entropy=alg.entropy_coef != 0,
-                                             positions=mb.loss_mask > 0, with_hidden=critic is not None)
+            out = self._logprobs(mb, with_entropy=alg.entropy_coef != 0,
+                                 with_hidden=critic is not None)
             logp, entropy = out[0], out[1]
             loss, pg_metrics = algorithms.policy_loss(
                 logp, mb.old_logprobs, mb_adv, mb.loss_mask, clip_low=alg.clip_low,
@@ -397,6 +395,18 @@ class Trainer:
         return {"loss": loss_sum, "grad_norm": grad_norm, "trained_sequences": total_rows,
                 **{f"pg/{k}": v for k, v in agg_metrics.items()}, **is_metrics}
 
+    def _logprobs(self, mb, **kwargs):
+        """token_logprobs of a micro-batch at its trained tokens, its groups packed by shared
+        prefix when that saves tokens (optim.pack_prefix)."""
+        positions = mb.loss_mask > 0
+        pack = None
+        if self.config.optim.pack_prefix and packing.supported(self.policy.model):
+            pack = packing.pack(mb.input_ids, mb.attention_mask, positions, mb.group_index)
+            pack = pack if pack.saved_tokens else None
+        return self.policy.token_logprobs(mb.input_ids, mb.attention_mask, positions=positions,
+                                          temperature=self.config.rollout.temperature or 1.0,
+                                          pack=pack, **kwargs)
+
     def _importance(self, sub):
         """The batch with the trainer's own old log-probs, and the truncated importance weights
         between them and the sampler's (plus how far apart the two were)."""
@@ -406,13 +416,8 @@ class Trainer:
         cfg, alg = self.config, self.config.algorithm
         trainer_old = torch.zeros_like(sub.old_logprobs)
         with torch.no_grad():
-            for start in range(0, len(sub), cfg.optim.micro_batch_size):
-                index = torch.arange(start, min(start + cfg.optim.micro_batch_size, len(sub)),
-                                     device=trainer_old.device)
-                mb = sub.rows(index)
-                logp, _ = self.policy.token_logprobs(mb.input_ids, mb.attention_mask,
-                                                     temperature=cfg.rollout.temperature or 1.0,
-                                                     positions=mb.loss_mask > 0)
+            for index in packing.micro_batches(sub.group_index, cfg.optim.micro_batch_size):
+                logp, _ = self._logprobs(sub.rows(index))
                 trainer_old[index, :logp.shape[1]] = logp
         weights = algorithms.importance_weights(trainer_old, sub.old_logprobs, sub.loss_mask,
                                                 level=alg.importance_sampling, mode=alg.is_mode,
