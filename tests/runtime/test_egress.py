@@ -133,8 +133,11 @@ def test_spec_refuses_half_configured_egress(make_sandbox):
 
 
 def test_sandbox_reaches_only_its_hosts(make_sandbox, server):
-    port = server
-    sb = make_sandbox(network="egress", egress=[f"{HOST}:{port}"])
+    sb = make_sandbox(network="egress", egress=[f"{HOST}:{server}"])
+    reaches_only_its_hosts(sb, server, sb.runtime.paths.sandboxes / sb.id / "egress.log")
+
+
+def reaches_only_its_hosts(sb, port: int, log_path) -> None:
     probes = {
         "allowed_get": f"GET http://{HOST}:{port}/hello HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
         "allowed_connect": f"CONNECT {HOST}:{port} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n",
@@ -161,7 +164,7 @@ def test_sandbox_reaches_only_its_hosts(make_sandbox, server):
     assert got.pop("origin_form").startswith("HTTP/1.1 403")
     for name, line in got.items():
         assert line.startswith("HTTP/1.1 403"), (name, line)
-    log = (sb.runtime.paths.sandboxes / sb.id / "egress.log").read_text()
+    log = log_path.read_text()
     assert "127.0.0.3" in log and "not on this sandbox's egress list" in log
 
 
@@ -202,3 +205,75 @@ def test_proxy_goes_with_its_sandbox(make_sandbox, server):
         == "hello /hello"
     sb.remove()
     assert proxies() == []
+
+
+def test_the_docker_backend_has_egress_too(server):
+    """The same proxy, in a Podman container's network namespace (found by its pid); it stops
+    and starts with the container, and a reset gets a new one."""
+    from test_backends import _docker_runtime
+    from tumbler.local import LocalSandbox
+    rt = _docker_runtime()
+    sb = LocalSandbox("debian", runtime=rt, network="egress", egress=[f"{HOST}:{server}"])
+    sdir = rt._dir(sb.id)
+
+    def proxies():
+        out = subprocess.run(["pgrep", "-f", f"tumbler.runtime.egress {sdir}"],
+                             capture_output=True, text=True).stdout
+        return out.split()
+    fetch = ["python3", "-c", f"import urllib.request; print(urllib.request.urlopen("
+             f"'http://{HOST}:{server}/hello', timeout=10).read().decode())"]
+    try:
+        reaches_only_its_hosts(sb, server, sdir / "egress.log")
+        assert len(proxies()) == 1
+        sb.stop()
+        assert proxies() == []
+        sb.start()
+        assert sb.exec(fetch).stdout.strip() == "hello /hello" and len(proxies()) == 1
+        sb.reset()
+        assert sb.exec(fetch).stdout.strip() == "hello /hello" and len(proxies()) == 1
+    finally:
+        sb.remove()
+    assert proxies() == []
+
+
+def test_egress_on_an_engine_elsewhere_says_why(server, tmp_path):
+    """Podman reached over TCP (a relay on loopback to its socket) is not known to be on this
+    host: its containers' namespaces cannot be entered, and egress is refused, saying why."""
+    import socket
+    from test_backends import _docker_runtime
+    from tumbler.runtime.docker import DockerRuntime
+    from tumbler.runtime.spec import SandboxSpec
+    local = _docker_runtime()
+    relay = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                client, _ = relay.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(local.url.removeprefix("unix://"))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        rt = DockerRuntime(f"tcp://127.0.0.1:{relay.getsockname()[1]}")
+        with pytest.raises(InvalidRequest, match="needs the container engine on this host"):
+            rt.create(SandboxSpec(image="debian", network="egress", egress=[f"{HOST}:{server}"]))
+    finally:
+        relay.close()
+
+
+def _pump(src, dst):
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass

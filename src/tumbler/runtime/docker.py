@@ -18,7 +18,10 @@ Security: Docker's default capabilities only, no-new-privileges, our own seccomp
 process runtime's, `seccomp.oci_seccomp`: stricter than the engine's default, e.g. no unshare,
 mount or keyctl; the engine's default if the host has no profile to build it from), the
 engine's masked and read-only /proc and /sys paths, cgroup limits, no network unless asked, a
-log of at most 1 MiB. On Podman, root inside is an unprivileged host uid: each container gets
+log of at most 1 MiB. Network "egress" is the engine's "none" plus our proxy (runtime/egress.py)
+listening inside the container's namespace, found by the container's pid: that needs the engine
+on this host (a unix socket, its containers' processes in our /proc); any other engine is
+refused at create with that reason. On Podman, root inside is an unprivileged host uid: each container gets
 its own range of 65536 ids (`--userns=auto`, from the `containers` entry of /etc/subuid and
 /etc/subgid), and its writes go to its own disk. Docker remaps only daemon-wide
 (`userns-remap`) and its storage is its own: there, neither is set per container.
@@ -37,7 +40,7 @@ from pathlib import Path
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
 from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError
-from tumbler.runtime import agent_socket, container_layers, disks, engine
+from tumbler.runtime import agent_socket, container_layers, disks, egress, engine
 from tumbler.runtime import agentpy
 from tumbler.runtime.bundle import AGENT_BOOT, AGENT_MOUNT, CAPABILITIES
 from tumbler.runtime.records import RecordKeeping
@@ -104,9 +107,11 @@ class DockerRuntime(RecordKeeping):
         sandbox_id = sandbox_id or secrets.token_hex(ID_LEN // 2)
         if not sandbox_id.isalnum() or len(sandbox_id) > 32:
             raise InvalidRequest(f"bad sandbox id {sandbox_id!r}: up to 32 letters and digits")
-        if spec.network == "egress":
-            raise InvalidRequest("network 'egress' is the process backend's (its proxy binds in "
-                                 "the sandbox's namespace); use the process backend, or 'none'")
+        if spec.network == "egress" and not self.url.startswith("unix://"):
+            raise InvalidRequest(f"network 'egress' needs the container engine on this host (its "
+                                 f"proxy listens in the container's network namespace, entered "
+                                 f"by pid); the engine at {self.url} is not a local socket: use "
+                                 "a local engine, the process backend, or network 'none'")
         try:
             self._dir(sandbox_id).mkdir()
         except FileExistsError:
@@ -280,8 +285,10 @@ class DockerRuntime(RecordKeeping):
         with engine.engine_errors(f"creating the container of sandbox {sid}", self.url):
             self.api.create_container(
                 spec.image, command=command, entrypoint=[], name=self._name(sid),
-                hostname=spec.hostname if spec.network == "none" else None,
-                environment=spec.env, working_dir=spec.cwd,
+                hostname=spec.hostname if spec.network != "host" else None,
+                environment={**(egress.proxy_env() if spec.network == "egress" else {}),
+                             **spec.env},
+                working_dir=spec.cwd,
                 labels={**spec.labels, LABEL_SANDBOX: sid, LABEL_OWNER: self.owner},
                 host_config=self._host_config(spec, self.box(sid)))
         try:
@@ -295,7 +302,7 @@ class DockerRuntime(RecordKeeping):
         import docker.types
         lim = spec.limits
         config = self.api.create_host_config(
-            network_mode=spec.network, mem_limit=lim.memory, memswap_limit=lim.memory,
+            network_mode="none" if spec.network == "egress" else spec.network, mem_limit=lim.memory, memswap_limit=lim.memory,
             nano_cpus=int(lim.cpus * 1e9), pids_limit=lim.pids,
             ulimits=[docker.types.Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile),
                      # Podman fills in a missing nproc with a value a userns cannot set.
@@ -378,6 +385,29 @@ class DockerRuntime(RecordKeeping):
         with engine.engine_errors(f"starting sandbox {sid}", self.url):
             self.api.start(self._name(sid))
         self._wait_for_agent(sid, pinned)
+        if info.spec.network == "egress":
+            self._start_egress(info)
+
+    def _start_egress(self, info: SandboxInfo) -> None:
+        """Our proxy in the container's network namespace, entered through its init's pid, which
+        must be that container's process on this host (its cgroup names the container): an
+        engine in a VM or elsewhere reports pids of its own."""
+        sid = info.id
+        state = self._inspect(sid) or {}
+        pid, container = int(state.get("State", {}).get("Pid") or 0), state.get("Id", "")
+        try:
+            cgroup = Path(f"/proc/{pid}/cgroup").read_text() if pid > 0 and container else ""
+        except OSError:
+            cgroup = ""
+        try:
+            if container not in cgroup or not cgroup:
+                raise RuntimeFailure(f"the engine's pid {pid} for the container is not that "
+                                     "container's process on this host (is the engine in a VM "
+                                     "or elsewhere?): network 'egress' needs a local engine")
+            egress.start(self._dir(sid), pid, info.spec.egress)
+        except (RuntimeFailure, OSError) as exc:
+            self._kill(sid)
+            raise RuntimeFailure(f"sandbox {sid}: {exc}") from None
 
     def _wait_for_agent(self, sid: str, pinned: Path) -> None:
         """Until the agent listens; a container that exits first fails with its log."""
@@ -394,7 +424,8 @@ class DockerRuntime(RecordKeeping):
                            f"{AGENT_START_TIMEOUT_S} s: {self._logs(sid)}")
 
     def _kill(self, sid: str) -> None:
-        """End every process of the sandbox; its container (and files) stay."""
+        """End every process of the sandbox (and its egress proxy); its container (and files) stay."""
+        egress.stop(self._dir(sid))
         Path(self.agent_socket(sid)).unlink(missing_ok=True)
         if not self._running(sid):
             return
@@ -413,6 +444,8 @@ class DockerRuntime(RecordKeeping):
         busy" on its shm mount); a second try a moment later succeeds."""
         import docker.errors
         name = sid if by_id else self._name(sid)
+        if not by_id:
+            egress.stop(self._dir(sid))
         for attempt in range(REMOVE_ATTEMPTS):
             with engine.engine_errors(f"removing container {name}", self.url):
                 try:

@@ -20,7 +20,8 @@ HTTPS_PROXY (both cases) pointing at the proxy, and NO_PROXY for its own loopbac
 endpoint lives there). Denials go to the sandbox folder's egress.log (capped).
 
 The process runtime starts the proxy with the sandbox (`start`) and kills it when the sandbox
-stops (`stop`); the proxy also exits by itself once the sandbox's init is gone.
+stops (`stop`); so does the docker runtime, with the container's pid as the engine reports it
+(a local engine only). The proxy also exits by itself once the sandbox's init is gone.
 """
 from __future__ import annotations
 
