@@ -111,9 +111,14 @@ class CreateSandboxRequest(Request, SandboxSpec):
 
 
 class PoolRequest(Request):
-    """Create or change a warm pool: `size` sandboxes made to `sandbox`, kept started."""
+    """Create or change a warm pool: `size` sandboxes made to `sandbox`, kept started (or
+    `per_node` on each node)."""
 
-    size: int = Field(ge=0, le=10_000, description="sandboxes to keep ready for handover")
+    size: int = Field(default=0, ge=0, le=10_000, description="sandboxes to keep ready for handover")
+    per_node: int | None = Field(default=None, ge=0, le=10_000, description=(
+        "keep this many ready on each live node that the sandbox's tumbler.node/ labels allow "
+        "instead of `size`: the pool grows onto nodes that join and shrinks off nodes that are "
+        "lost (one node outside cluster mode)"))
     sandbox: CreateSandboxRequest = Field(
         default_factory=CreateSandboxRequest,
         description="what each pooled sandbox is; a create with the same spec (labels, ttl "
@@ -123,6 +128,10 @@ class PoolRequest(Request):
 class PoolOut(BaseModel):
     name: str
     size: int = Field(description="target number of ready sandboxes")
+    per_node: int | None = Field(default=None, description="ready sandboxes kept on each node "
+                                 "(size follows the live nodes); null: a fixed size")
+    nodes: dict[str, int] = Field(default_factory=dict, description=(
+        "cluster mode: ready sandboxes on each node host"))
     ready: int = Field(description="sandboxes ready for handover now")
     starting: int = Field(description="sandboxes being started")
     handed_out: int = Field(description="sandboxes taken from this pool since it was made")

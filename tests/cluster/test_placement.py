@@ -76,3 +76,24 @@ def test_a_forks_children_go_on_their_sources_node_or_none_do():
     p.lose("vm/b", "its actor died")
     with pytest.raises(CapacityExceeded, match=r"vm/b takes no new sandboxes: it was lost \(its actor died\)"):
         p.choose_on("vm/b", ["c6"], limits)
+
+
+def test_a_pools_sandboxes_spread_over_the_nodes_whatever_the_policy():
+    from tumbler.cluster.placement import GROUP_LABEL
+    from tumbler.server.pools import POOL_LABEL
+    assert GROUP_LABEL == POOL_LABEL                 # the label the server's pools put on theirs
+    p = three("pack")
+    pooled = SandboxSpec(image="debian", limits=Limits(memory=64 << 20), labels={GROUP_LABEL: "warm"})
+    hosts = [p.choose(f"w{i}", pooled) for i in range(6)]
+    assert sorted(hosts) == ["vm/a", "vm/a", "vm/b", "vm/b", "vm/c", "vm/c"]
+    assert p.choose("plain", spec()) == "vm/a"        # pack, for the rest: the fullest that fits
+    p.release("w0")
+    assert p.nodes["vm/a"].groups["warm"] == 1
+    assert p.choose("w6", pooled) == "vm/a"           # the node short of the pool's share
+    assert p.live_nodes(pooled) == ["vm/a", "vm/b", "vm/c"]
+    assert p.live_nodes(spec(zone="eu")) == ["vm/a", "vm/b"]
+    p.lose("vm/b", "gone")
+    assert p.lost_held() == {f"w{i}" for i, host in enumerate(hosts) if host == "vm/b"}
+    assert p.live_nodes(pooled) == ["vm/a", "vm/c"]
+    p.add_node("vm/b", Budget(GIB, 100_000, 4.0))    # back: a fresh slot; the lost one's stay lost
+    assert len(p.lost_held()) == 2 and p.live_nodes(pooled) == ["vm/a", "vm/b", "vm/c"]

@@ -20,7 +20,7 @@ pytest.importorskip("ray", reason="tumbler[cluster] (ray) is not installed")
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
 import server_process  # noqa: E402
-from checks import IMAGE, leftovers  # noqa: E402
+from checks import IMAGE, leftovers, wait_for  # noqa: E402
 from raycluster import local_cluster, reap_zombies  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 from test_rock_compat import _have_rock, needs_rock, run_client  # noqa: E402
@@ -257,3 +257,53 @@ def test_the_rock_sdk_against_a_cluster_mode_server(tmp_path, monkeypatch):
         assert chosen["start"] is None and chosen["exec_attached"]["stdout"] == "attached\n", chosen
         assert chosen["delete"] is None
         assert all(not n["sandboxes"] for n in nodes().values())
+
+
+@pytest.mark.slow
+def test_elastic_pools_follow_the_nodes(tmp_path):
+    """A pool of 2 per node spread over the nodes grows onto a node that joins and shrinks off
+    one that is lost; a fixed-size pool's sandboxes on the lost node are made again elsewhere;
+    the lost node back, the per-node pool grows onto it again."""
+    ids: list[str] = []
+    C = f"c{os.getpid()}"
+    with cluster_server(tmp_path, ids) as (lc, srv, client, nodes):
+        name = {label: n["name"] for label, n in nodes().items()}
+
+        def pool(which: str):
+            return next(p for p in client.pools() if p.name == which)
+
+        def spread(which: str) -> dict[str, int]:
+            return {label: pool(which).nodes.get(host, 0) for label, host in name.items()}
+
+        made = client.set_pool("each", image=IMAGE, per_node=2, memory="64m")
+        assert (made.size, made.per_node) == (4, 2)
+        client.set_pool("fixed", 2, image=IMAGE, memory="96m")
+        wait_for(lambda: pool("each").ready == 4 and spread("each") == {A: 2, B: 2}, 120,
+                 "the per-node pool to fill, 2 on each node")
+        wait_for(lambda: pool("fixed").ready == 2, 120, "the fixed pool to fill")
+
+        lc.add(C)                                   # a node joins
+        wait_for(lambda: C in nodes(), 120, "the server to start a host on the new node")
+        name[C] = nodes()[C]["name"]
+        wait_for(lambda: pool("each").size == 6 and spread("each") == {A: 2, B: 2, C: 2}, 120,
+                 "the per-node pool to grow onto the new node")
+
+        fixed_on_a = spread("fixed")[A]
+        lc.kill(A)                                  # a node is lost
+        wait_for(lambda: nodes()[A]["state"] == "lost", 60, "node A to be found lost")
+        wait_for(lambda: pool("each").size == 4 and spread("each") == {A: 0, B: 2, C: 2}, 60,
+                 "the per-node pool to shrink off the lost node")
+        wait_for(lambda: pool("fixed").ready == 2 and spread("fixed")[A] == 0, 120,
+                 f"the fixed pool to make its {fixed_on_a} sandboxes of node A again elsewhere")
+        sb = Sandbox(IMAGE, client=client, memory="64m")   # a handover, from a live node
+        ids.append(sb.id)
+        assert sb.run("echo warm").output == "warm\n"
+        sb.remove()
+
+        lc.add(A)                                   # back: a new host reclaims what was left
+        wait_for(lambda: nodes()[A]["state"] == "alive", 120, "node A's host again")
+        wait_for(lambda: pool("each").size == 6 and spread("each") == {A: 2, B: 2, C: 2}, 120,
+                 "the per-node pool to grow onto node A again")
+        client.remove_pool("each")
+        client.remove_pool("fixed")
+        wait_for(lambda: all(not n["sandboxes"] for n in nodes().values()), 60, "the pools to empty")

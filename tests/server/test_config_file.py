@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from server_process import free_port
-from tumbler.server.config import ServerConfig
+from tumbler.server.config import PoolConfig, ServerConfig
 
 YAML = """\
 host: 127.0.0.1
@@ -138,3 +138,12 @@ def test_serve_runs_what_its_file_says(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def test_pools_per_node_in_a_file_and_on_the_command_line(tmp_path):
+    c = ServerConfig.from_file(_file(tmp_path, "s.yaml", "pools:\n  - {name: w, per_node: 3}\n"))
+    assert [(p.name, p.size, p.per_node) for p in c.pools] == [("w", 0, 3)]
+    assert PoolConfig.parse("w=2/node:python") == PoolConfig(name="w", per_node=2, image="python")
+    assert PoolConfig.parse("w=8") == PoolConfig(name="w", size=8)
+    with pytest.raises(ValueError, match="NAME=N/node"):
+        PoolConfig.parse("w=two/node")

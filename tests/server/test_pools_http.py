@@ -38,6 +38,10 @@ def test_create_is_a_handover_from_the_pool(runtime, tmp_path):
         client.set_pool("small", 1, memory="256m")
         wait_for(lambda: ready(client, "small") == 1, what="a pool made over the API")
         client.remove_pool("small")
+        per_node = client.set_pool("each", per_node=1, memory="256m")   # one node here: 1
+        assert (per_node.size, per_node.per_node) == (1, 1)
+        wait_for(lambda: ready(client, "each") == 1, what="a per-node pool to fill")
+        client.remove_pool("each")
     finally:
         try:
             sweep(client, runtime, client.made)

@@ -58,7 +58,8 @@ def serve(config_file: Optional[Path] = typer.Option(
                                               _bytes_shown),
           keep_sandboxes: bool = typer.Option(False, "--keep-sandboxes",
                                               help="leave sandboxes running at shutdown (for a restart)"),
-          pool: Optional[list[str]] = _config("warm pool NAME=SIZE[:IMAGE] (repeatable), e.g. debian=8"),
+          pool: Optional[list[str]] = _config("warm pool NAME=SIZE[:IMAGE] or NAME=N/node[:IMAGE] (N on "
+                                              "each node, repeatable), e.g. debian=8"),
           runs_dir: Optional[Path] = _config("trainer run directories the console shows (default ./runs)"),
           ray: Optional[str] = _config("cluster mode: place sandboxes on the node hosts of this Ray "
                                        "cluster, 'auto' or HOST:PORT (docs/CLUSTER.md)"),

@@ -20,6 +20,9 @@ from tumbler.errors import CapacityExceeded, InvalidRequest
 from tumbler.runtime.spec import Limits, SandboxSpec
 
 NODE_SELECTOR = "tumbler.node/"
+# The server's warm pools label their sandboxes with the pool's name (server/pools.py
+# POOL_LABEL): placement spreads each pool over the nodes by how many of it each holds.
+GROUP_LABEL = "tumbler.pool"
 Policy = Literal["spread", "pack"]
 POLICIES = ("spread", "pack")
 
@@ -46,6 +49,7 @@ class NodeSlot:
     cpus: float = 0.0
     pids: int = 0
     lost: str | None = None
+    groups: dict[str, int] = field(default_factory=dict)   # group (pool) -> sandboxes of it here
 
     def fits(self, limits: Limits, count: int = 1) -> str | None:
         """None if `count` sandboxes of `limits` fit what is left; else what is short, in words."""
@@ -80,6 +84,7 @@ class Placement:
         self.policy = policy
         self.nodes: dict[str, NodeSlot] = {}
         self._where: dict[str, NodeSlot] = {}
+        self._group: dict[str, str] = {}       # sandbox id -> its group, for those in one
 
     def add_node(self, host_id: str, budget: Budget, labels: dict[str, str] | None = None) -> NodeSlot:
         """A node host that takes sandboxes (again, if it was lost: a fresh slot)."""
@@ -119,10 +124,13 @@ class Placement:
                 f"{spec.limits.cpus:g} cpus, {spec.limits.pids} pids: " + "; ".join(short)
                 + ". Remove sandboxes, ask for less, or add nodes")
         # spread: the emptiest node; pack: the fullest that fits. Ties go by host id, so a
-        # burst over equal nodes goes round them in turn rather than all to one.
+        # burst over equal nodes goes round them in turn rather than all to one. A pool's
+        # sandboxes go first to the node with the fewest of that pool, whatever the policy.
         sign = 1.0 if self.policy == "spread" else -1.0
-        node = min(fitting, key=lambda n: (sign * n.load(), len(n.held), n.host_id))
-        self._hold(node, sandbox_id, spec.limits)
+        group = spec.labels.get(GROUP_LABEL)
+        node = min(fitting, key=lambda n: (n.groups.get(group, 0) if group else 0,
+                                           sign * n.load(), len(n.held), n.host_id))
+        self._hold(node, sandbox_id, spec.limits, group)
         return node.host_id
 
     def choose_on(self, host_id: str, sandbox_ids: list[str], limits: Limits) -> None:
@@ -145,17 +153,31 @@ class Placement:
         node = self._where.get(sandbox_id)
         return node.held[sandbox_id] if node is not None else None
 
-    def place(self, sandbox_id: str, host_id: str, limits: Limits) -> None:
+    def place(self, sandbox_id: str, host_id: str, limits: Limits, group: str | None = None) -> None:
         """Note a sandbox found on `host_id` (a restart's reconcile): it holds its place there."""
         node = self.nodes.get(host_id)
         if node is not None and sandbox_id not in self._where:
-            self._hold(node, sandbox_id, limits)
+            self._hold(node, sandbox_id, limits, group)
+
+    def lost_held(self) -> set[str]:
+        """The sandboxes placed on nodes that were lost (a node that came back since has a
+        fresh slot; these stay on the lost one until released)."""
+        return {sid for sid, node in self._where.items() if node.lost is not None}
+
+    def live_nodes(self, spec: SandboxSpec) -> list[str]:
+        """The live nodes whose labels `spec`'s node selector allows (budget aside)."""
+        wanted = selector(spec)
+        return [n.host_id for n in self.nodes.values() if n.lost is None
+                and all(n.labels.get(k) == v for k, v in wanted.items())]
 
     def release(self, sandbox_id: str) -> None:
         node = self._where.pop(sandbox_id, None)
         if node is None:
             return
         limits = node.held.pop(sandbox_id)
+        group = self._group.pop(sandbox_id, None)
+        if group is not None:
+            node.groups[group] -= 1
         node.memory -= limits.memory
         node.cpus -= limits.cpus
         node.pids -= limits.pids
@@ -164,7 +186,10 @@ class Placement:
         node = self._where.get(sandbox_id)
         return node.host_id if node else None
 
-    def _hold(self, node: NodeSlot, sandbox_id: str, limits: Limits) -> None:
+    def _hold(self, node: NodeSlot, sandbox_id: str, limits: Limits, group: str | None = None) -> None:
+        if group is not None:
+            node.groups[group] = node.groups.get(group, 0) + 1
+            self._group[sandbox_id] = group
         node.held[sandbox_id] = limits
         node.memory += limits.memory
         node.cpus += limits.cpus

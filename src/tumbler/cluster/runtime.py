@@ -25,7 +25,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from tumbler.cluster.client import ClusterClient, _first_line
 from tumbler.cluster.config import ClusterConfig
-from tumbler.cluster.placement import Budget, Placement, Policy
+from tumbler.cluster.placement import GROUP_LABEL, Budget, Placement, Policy
 from tumbler.errors import CommandTimeout, InvalidRequest, NodeLost, RuntimeFailure, TumblerError
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxStats
 
@@ -187,6 +187,24 @@ class ClusterRuntime:
             removed.append(sid)
         return removed
 
+    def node_count(self, spec: SandboxSpec) -> int:
+        """How many live nodes `spec`'s node labels allow (a per-node pool's multiplier)."""
+        self._sync_lost()
+        with self._lock:
+            return len(self.placement.live_nodes(spec))
+
+    def lost_ids(self) -> set[str]:
+        """The sandboxes held on lost nodes, as last found (no Ray call: the reaper's pass,
+        `lost_sandboxes`, probes the hosts)."""
+        self._sync_lost()
+        with self._lock:
+            return self.placement.lost_held()
+
+    def host_of(self, sandbox_id: str) -> str | None:
+        """The node host `sandbox_id` is placed on (None if it is not)."""
+        with self._lock:
+            return self.placement.host_of(sandbox_id)
+
     def close(self, keep_hosts: bool = False) -> None:
         """Stop the node hosts (each removes what it still holds); `keep_hosts` (the server's
         keep_sandboxes): leave them serving, for the next server to take over."""
@@ -307,7 +325,8 @@ class ClusterRuntime:
     def _found(self, info: SandboxInfo, host_id: str) -> None:
         self.client.track(info.id, host_id)
         with self._lock:
-            self.placement.place(info.id, host_id, info.spec.limits)
+            self.placement.place(info.id, host_id, info.spec.limits,
+                                 info.spec.labels.get(GROUP_LABEL))
 
     def _sync_lost(self) -> None:
         """Nodes the client found lost take no new sandboxes."""

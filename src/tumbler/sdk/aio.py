@@ -102,11 +102,14 @@ class AsyncClient:
         budget, what is admitted, sandboxes by state and whether the node is lost."""
         return await self.send(core.list_nodes())
 
-    async def set_pool(self, name: str, size: int, image: str = "debian", **sandbox) -> wire.PoolOut:
+    async def set_pool(self, name: str, size: int = 0, image: str = "debian", *,
+                 per_node: int | None = None, **sandbox) -> wire.PoolOut:
         """Make or resize pool `name`: `size` started sandboxes of this spec (arguments as
-        `create`: memory, cpus, pids, env...); a create with the same spec is then a handover."""
+        `create`: memory, cpus, pids, env...); a create with the same spec is then a handover.
+        `per_node`: instead of `size`, this many on each live node (cluster mode: the pool
+        follows the nodes that join and leave)."""
         req = core.create_request(image, **sandbox)
-        return await self.send(core.set_pool(name, size, req))
+        return await self.send(core.set_pool(name, size, req, per_node))
 
     async def remove_pool(self, name: str) -> None:
         await self.send(core.remove_pool(name))

@@ -214,9 +214,10 @@ def list_pools() -> Call:
     return _listing(f"{wire.API_PREFIX}/pools", wire.PoolList, "pools")
 
 
-def set_pool(name: str, size: int, sandbox: wire.CreateSandboxRequest) -> Call:
+def set_pool(name: str, size: int, sandbox: wire.CreateSandboxRequest,
+             per_node: int | None = None) -> Call:
     return Call("PUT", f"{wire.API_PREFIX}/pools/{name}", _model(wire.PoolOut),
-                json_body=wire.PoolRequest(size=size, sandbox=sandbox))
+                json_body=wire.PoolRequest(size=size, sandbox=sandbox, per_node=per_node))
 
 
 def remove_pool(name: str) -> Call:

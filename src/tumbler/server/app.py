@@ -116,7 +116,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
                             len(forgotten), ", ".join(forgotten))
         for pool in config.pools:
             pools.set(pool.name, wire.CreateSandboxRequest(image=pool.image).spec(),
-                      pool.size)
+                      pool.size, pool.per_node)
         app.state.pools = pools
         app.state.service = service
         app.state.metrics_registry.register(metrics.SandboxCollector(service))

@@ -27,18 +27,24 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="the pool's name")
-    size: int = Field(ge=0, le=10_000, description="sandboxes to keep ready")
+    size: int = Field(default=0, ge=0, le=10_000, description="sandboxes to keep ready")
+    per_node: int | None = Field(default=None, ge=0, le=10_000, description=(
+        "instead of size: this many ready on each live node (cluster mode: the pool follows "
+        "the nodes that join and leave)"))
     image: str = Field(default="debian", description="image of the pooled sandboxes "
                                                      "(other settings: the create defaults)")
 
     @classmethod
     def parse(cls, text: str) -> "PoolConfig":
-        """NAME=SIZE or NAME=SIZE:IMAGE, as `tumbler serve --pool` takes it."""
+        """NAME=SIZE[:IMAGE] or NAME=N/node[:IMAGE], as `tumbler serve --pool` takes it."""
         name, sep, rest = text.partition("=")
         size, _, image = rest.partition(":")
-        if not sep or not name or not size.isdigit():
-            raise ValueError(f"pool {text!r} must be NAME=SIZE or NAME=SIZE:IMAGE, e.g. debian=8")
-        return cls(name=name, size=int(size), **({"image": image} if image else {}))
+        per_node = size.removesuffix("/node")
+        if not sep or not name or not per_node.isdigit():
+            raise ValueError(f"pool {text!r} must be NAME=SIZE, NAME=N/node, or either with "
+                             ":IMAGE, e.g. debian=8 or debian=2/node:python")
+        count = {"per_node": int(per_node)} if per_node != size else {"size": int(size)}
+        return cls(name=name, **count, **({"image": image} if image else {}))
 
 
 class ServerConfig(BaseModel):

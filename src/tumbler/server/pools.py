@@ -4,6 +4,13 @@ A pool holds running sandboxes made to one spec (labels aside: they are the call
 with its agent already answering. `take(spec)` pops one in O(1) if some pool's spec matches;
 a background task per pool refills it to its target size. Pools are named and resizable at
 run time; their sandboxes count against the node budget like any other.
+
+A pool may be sized per node (`per_node`): its target is that many on each live node the
+spec's `tumbler.node/` labels allow (one node outside cluster mode). In cluster mode a watch
+task follows the nodes: the target grows when a node joins and shrinks when one is lost, the
+pooled sandboxes of a lost node leave the pool at once (they went with it) and the refill
+makes their replacements on the nodes left; placement spreads a pool's sandboxes over the
+nodes by how many of that pool each holds (`tumbler.cluster.placement`).
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ log = logging.getLogger(__name__)
 
 AGENT_READY_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+WATCH_INTERVAL_S = 1.0   # cluster mode: how often pools look at the nodes (no Ray call: the
+                         # reaper's pass probes the hosts; this reads what it found)
 MAX_POOL_SIZE = 10_000
 REMOVE_TRIES = 3
 # On the runtime's record of a pooled sandbox: a server finds the orphans it left by them
@@ -42,6 +51,7 @@ class WarmPool:
     name: str
     spec: SandboxSpec
     size: int
+    per_node: int | None = None
     ready: collections.deque = field(default_factory=collections.deque)
     starting: int = 0
     handed_out: int = 0
@@ -50,7 +60,8 @@ class WarmPool:
     task: asyncio.Task | None = None
 
     def status(self) -> wire.PoolOut:
-        return wire.PoolOut(name=self.name, size=self.size, ready=len(self.ready),
+        return wire.PoolOut(name=self.name, size=self.size, per_node=self.per_node,
+                            ready=len(self.ready),
                             starting=self.starting, handed_out=self.handed_out,
                             last_error=self.last_error, image=self.spec.image,
                             spec=self.spec)
@@ -72,6 +83,7 @@ class PoolManager:
         self._removing: set[asyncio.Task] = set()
         # Starting sandboxes costs CPU (runc, python); two at once keeps a 2-core node usable.
         self._starts = asyncio.Semaphore(concurrency)
+        self._watcher: asyncio.Task | None = None   # cluster mode: follows the nodes
 
     async def take(self, spec: SandboxSpec) -> SandboxInfo | None:
         key = pool_key(spec)
@@ -84,30 +96,55 @@ class PoolManager:
                 return info
         return None
 
-    def set(self, name: str, spec: SandboxSpec, size: int) -> wire.PoolOut:
-        """Create pool `name`, or change its spec or size; refilling starts at once."""
+    def set(self, name: str, spec: SandboxSpec, size: int, per_node: int | None = None) -> wire.PoolOut:
+        """Create pool `name`, or change its spec or size (`per_node`: that many on each live
+        node instead); refilling starts at once."""
         if not 0 <= size <= MAX_POOL_SIZE:
             raise InvalidRequest(f"pool size must be between 0 and {MAX_POOL_SIZE}, not {size}")
+        if per_node is not None and not 0 <= per_node <= MAX_POOL_SIZE:
+            raise InvalidRequest(f"per_node must be between 0 and {MAX_POOL_SIZE}, not {per_node}")
         pool = self._pools.get(name)
         spec = spec.model_copy(update={"labels": {POOL_LABEL: name, OWNER_LABEL: self.owner}})
+        if per_node is not None:
+            size = self._per_node_size(spec, per_node)
         if pool is None or pool_key(pool.spec) != pool_key(spec):
             if pool is not None:
                 self._drop_later(pool)
             pool = WarmPool(name=name, spec=spec, size=size)
             self._pools[name] = pool
             pool.task = asyncio.create_task(self._refill(pool), name=f"pool-{name}")
-        pool.size = size
+        pool.size, pool.per_node = size, per_node
         while len(pool.ready) > size:  # shrink now, so that the answer is the new state
             self._remove_later(pool.ready.pop().id)
         pool.wake.set()
-        return pool.status()
+        if self._watcher is None and hasattr(self.runtime, "lost_ids"):
+            self._watcher = asyncio.create_task(self._watch(), name="pools-follow-nodes")
+        return self._status(pool)
 
     def resize(self, name: str, size: int) -> wire.PoolOut:
         pool = self._get(name)
         return self.set(name, pool.spec, size)
 
     def list(self) -> list[wire.PoolOut]:
-        return [p.status() for p in self._pools.values()]
+        return [self._status(p) for p in self._pools.values()]
+
+    def follow_nodes(self) -> None:
+        """Cluster mode: take the pooled sandboxes of lost nodes out of their pools (they went
+        with their node; the refill replaces them on the nodes left) and size each per-node
+        pool by the live nodes now."""
+        lost = self.runtime.lost_ids()
+        for pool in list(self._pools.values()):
+            gone = [info for info in pool.ready if info.id in lost]
+            for info in gone:
+                pool.ready.remove(info)
+                self._remove_later(info.id)   # untracked and its place released; no host call
+            size = pool.size if pool.per_node is None else self._per_node_size(pool.spec, pool.per_node)
+            if gone or size != pool.size:
+                if size != pool.size:
+                    log.info("pool %s: %d -> %d sandboxes (%d per node)", pool.name, pool.size,
+                             size, pool.per_node)
+                pool.size = size
+                pool.wake.set()
 
     def remove(self, name: str) -> None:
         self._drop_later(self._pools.pop(name, None) or self._get(name))
@@ -124,6 +161,8 @@ class PoolManager:
 
     async def close(self) -> None:
         """Stop refilling and remove every sandbox still waiting in a pool."""
+        if self._watcher is not None:
+            self._watcher.cancel()
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await self._drop(pool)
@@ -131,6 +170,25 @@ class PoolManager:
             await asyncio.gather(*list(self._removing), return_exceptions=True)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _per_node_size(self, spec: SandboxSpec, per_node: int) -> int:
+        count = getattr(self.runtime, "node_count", None)   # cluster mode: the live nodes
+        return min(MAX_POOL_SIZE, per_node * (count(spec) if count is not None else 1))
+
+    def _status(self, pool: WarmPool) -> wire.PoolOut:
+        out = pool.status()
+        host_of = getattr(self.runtime, "host_of", None)   # cluster mode: where each one is
+        if host_of is not None:
+            out.nodes = dict(collections.Counter(host_of(i.id) or "?" for i in pool.ready))
+        return out
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                self.follow_nodes()
+            except Exception as exc:   # the pools must keep following the nodes
+                log.warning("pools: following the nodes failed: %s: %s", type(exc).__name__, exc)
 
     def _get(self, name: str) -> WarmPool:
         try:

@@ -23,7 +23,7 @@ async def list_pools(request: Request):
 @router.put("/{name}", response_model=wire.PoolOut)
 async def set_pool(name: str, body: wire.PoolRequest, request: Request):
     """Make pool `name`, or change its size or spec; it fills in the background."""
-    return json_response(_pools(request).set(name, body.sandbox.spec(), body.size))
+    return json_response(_pools(request).set(name, body.sandbox.spec(), body.size, body.per_node))
 
 
 @router.delete("/{name}", status_code=204)
