@@ -25,6 +25,10 @@ class ClusterConfig(BaseModel):
     owner: str | None = Field(default=None, description=(
         "who the hosts serve (the server's registry URL): a driver with another owner may not "
         "take them over"))
+    autoscale_max_nodes: int = Field(default=0, ge=0, description=(
+        "when a sandbox (or a pool's) finds no room on the live nodes, ask Ray's autoscaler "
+        "for one node more that offers the resource, up to this many in all "
+        "(`ray.autoscaler.sdk.request_resources`); 0: never ask"))
     home: str | None = Field(default=None, description=(
         "TUMBLER_HOME on the nodes (images, sandbox dirs); None: the node's own environment"))
     run: str | None = Field(default=None, description="TUMBLER_RUN on the nodes; None: as above")

@@ -26,7 +26,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from tumbler.cluster.client import ClusterClient, _first_line
 from tumbler.cluster.config import ClusterConfig
 from tumbler.cluster.placement import GROUP_LABEL, Budget, Placement, Policy
-from tumbler.errors import CommandTimeout, InvalidRequest, NodeLost, RuntimeFailure, TumblerError
+from tumbler.errors import (CapacityExceeded, CommandTimeout, InvalidRequest, NodeLost, RuntimeFailure,
+                            TumblerError)
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxStats
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ClusterRuntime:
         self.default_budget = budget
         self.placement = Placement(policy)
         self._lock = threading.Lock()
+        self._asked = 0        # nodes last asked of Ray's autoscaler
         self.refresh()
 
     # -- nodes ---------------------------------------------------------------------------------
@@ -215,8 +217,15 @@ class ClusterRuntime:
     def create(self, spec: SandboxSpec, sandbox_id: str | None = None) -> SandboxInfo:
         sandbox_id = sandbox_id or secrets.token_hex(6)
         self._sync_lost()
-        with self._lock:
-            host_id = self.placement.choose(sandbox_id, spec)
+        try:
+            with self._lock:
+                host_id = self.placement.choose(sandbox_id, spec)
+        except CapacityExceeded as exc:
+            asked = self._ask_for_a_node(spec)
+            if asked:
+                raise CapacityExceeded(f"{exc.message}. Asked Ray's autoscaler for {asked} nodes "
+                                       f"with {self.config.resource}; try again once one joins") from None
+            raise
         try:
             info = self._on_host(host_id, "create", (spec, sandbox_id), sandbox_id)
         except BaseException:
@@ -334,6 +343,26 @@ class ClusterRuntime:
             if state.lost is not None:
                 with self._lock:
                     self.placement.lose(state.host_id, state.lost)
+
+    def _ask_for_a_node(self, spec: SandboxSpec) -> int:
+        """No room for `spec` on the live nodes its labels allow: ask Ray's autoscaler for one
+        node more than are live (`autoscale_max_nodes` in all) -> the nodes asked for, 0 if
+        it did not ask. The request stands until the next (Ray's request_resources)."""
+        cap = self.config.autoscale_max_nodes
+        with self._lock:
+            if not self.placement.live_nodes(spec):
+                return 0    # a label no live node has: another node of the same kind would not either
+            live = sum(1 for n in self.placement.nodes.values() if n.lost is None)
+        wanted = min(cap, live + 1)
+        if wanted <= live:
+            return 0
+        if wanted != self._asked:
+            from ray.autoscaler.sdk import request_resources
+            request_resources(bundles=[{self.config.resource: 1}] * wanted)
+            self._asked = wanted
+            log.info("no room for a sandbox: asked Ray's autoscaler for %d nodes with %s",
+                     wanted, self.config.resource)
+        return wanted
 
     def _budget_of(self, node: dict) -> Budget:
         res = node.get("Resources") or {}
