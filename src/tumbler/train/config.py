@@ -194,6 +194,10 @@ class OptimConfig(_Section):
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward; gradients accumulate over a step's micro-batches (a
     GRPO group's rows are kept in one micro-batch where they fit)."""
+    keep_trunk: bool = True
+    """With trainable_layers: keep the frozen layers' output at every token from generation,
+    so the update runs only the trained layers (Llama-family models; the frozen layers never
+    change, so the result is the same)."""
     pack_prefix: bool = True
     """Feed a group's shared prompt once per micro-batch instead of once per sequence (a 4-D
     attention mask keeps the math that of separate sequences; needs sdpa or eager attention)."""

@@ -103,16 +103,27 @@ def supported(model) -> bool:
     return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager", None)
 
 
-def attention_for(model, packed: Packed):
-    """The 4-D mask in the form `model`'s attention takes: sdpa a bool one, eager additive."""
+def mask_for(model, allowed):
+    """A bool 4-D mask [M, 1, L, L] (True: may attend) in the form `model`'s attention takes:
+    sdpa the bool mask itself, eager an additive float one."""
     import torch
     if not supported(model):
         raise ValueError(f"attention {model.config._attn_implementation!r} takes no custom mask")
     if model.config._attn_implementation == "sdpa":
-        return packed.attention
+        return allowed
     dtype = next(model.parameters()).dtype
-    return torch.zeros(packed.attention.shape, dtype=dtype, device=packed.attention.device
-                       ).masked_fill(~packed.attention, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)
+
+
+def causal_mask(attention_mask):
+    """The bool 4-D mask of right-padded rows [B, T]: causal over real keys (a padding query
+    sees itself, so no row of the softmax is empty)."""
+    import torch
+    width = attention_mask.shape[1]
+    causal = torch.ones((width, width), dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal & attention_mask.bool()[:, None, :]
+    return (allowed | torch.eye(width, dtype=torch.bool, device=allowed.device))[:, None]
 
 
 def micro_batches(groups, size: int) -> list:

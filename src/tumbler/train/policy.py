@@ -73,6 +73,8 @@ class HFPolicy:
     tokenizer: object
     reuse_cache: bool = True
     eot_id: int = field(init=False)
+    frozen_below: int | None = field(default=None, init=False)   # freeze_below: first trained layer
+    trunk_layer: int | None = field(default=None, init=False)    # keep_trunk: the same, when kept
 
     def __post_init__(self):
         eot = getattr(self.tokenizer, "eos_token_id", None)
@@ -126,7 +128,7 @@ class HFPolicy:
 
     def token_logprobs(self, input_ids, attention_mask, temperature: float = 1.0,
                        with_entropy: bool = False, positions=None, with_hidden: bool = False,
-                       pack=None):
+                       pack=None, trunk=None):
         """Log-probs [B, T-1] of input_ids[:, 1:] under the model (grad flows), and the
         per-position entropy [B, T-1] when asked (else None). Right-padded input expected.
         with_hidden (needs positions): also the final hidden states at `positions`, [N, H]
@@ -137,7 +139,10 @@ class HFPolicy:
         transformer's own forward on a 49k vocabulary.
 
         pack (needs positions): the same rows packed by shared prefix (tumbler.train.packing),
-        fed instead of input_ids; the results are those of the unpacked rows."""
+        fed instead of input_ids; the results are those of the unpacked rows.
+        trunk [B, T-1, H] (needs positions and `trunk_layer`): the frozen layers' output at
+        each input token, kept from generation (HFBatch.trunk); only the layers from
+        `trunk_layer` up then run."""
         import torch
         lm = self.model.get_base_model() if _is_peft(self.model) else self.model
         body = getattr(lm, "model", None)
@@ -148,9 +153,13 @@ class HFPolicy:
             targets = input_ids[:, 1:]
         else:
             where = positions.bool()
-            if pack is not None:
-                from tumbler.train.packing import attention_for
-                out = body(input_ids=pack.input_ids, attention_mask=attention_for(body, pack),
+            if trunk is not None:
+                out = self._top_forward(trunk, input_ids, attention_mask, pack)
+                trained = (out[where] if pack is None else
+                           out.reshape(-1, out.shape[-1]).index_select(0, pack.index))
+            elif pack is not None:
+                from tumbler.train.packing import mask_for
+                out = body(input_ids=pack.input_ids, attention_mask=mask_for(body, pack.attention),
                            position_ids=pack.position_ids, use_cache=False).last_hidden_state
                 trained = out.reshape(-1, out.shape[-1]).index_select(0, pack.index)
             else:
@@ -175,6 +184,43 @@ class HFPolicy:
             raise InvalidRequest("with_hidden needs positions and a model with .model and .lm_head")
         return logp, entropy
 
+    def _top_forward(self, trunk, input_ids, attention_mask, pack=None):
+        """The decoder layers from `trunk_layer` up and the final norm, over the frozen layers'
+        output `trunk` [B, T-1, H] (packed first when `pack` is given): what the whole body
+        computes at those positions, without running the frozen layers again."""
+        import torch
+        from tumbler.train.packing import causal_mask, mask_for
+        body = self._body()
+        if pack is not None:
+            hidden, positions, allowed = trunk[pack.source_row, pack.source_pos], pack.position_ids, pack.attention
+        else:
+            width = trunk.shape[1]
+            hidden, allowed = trunk, causal_mask(attention_mask[:, :width])
+            positions = torch.arange(width, device=trunk.device).expand(trunk.shape[0], width)
+        rotary = body.rotary_emb(hidden, position_ids=positions)
+        mask = mask_for(body, allowed)
+        for layer in body.layers[self.trunk_layer:]:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary,
+                           position_ids=positions, use_cache=False)
+        return body.norm(hidden)
+
+    def _body(self):
+        lm = self.model.get_base_model() if _is_peft(self.model) else self.model
+        return getattr(lm, "model", None)
+
+    def keep_trunk(self) -> bool:
+        """From here on keep the frozen layers' output at every token generated or fed, so the
+        update runs only the trained layers (`freeze_below` first). Llama-family models only
+        (their decoder layers take the rotary embeddings and a full causal mask); returns
+        whether it is on."""
+        from tumbler.train.packing import supported
+        body = self._body()
+        ok = (self.frozen_below is not None and not _is_peft(self.model) and body is not None
+              and getattr(self.model.config, "model_type", None) == "llama"
+              and hasattr(body, "rotary_emb") and supported(body))
+        self.trunk_layer = self.frozen_below if ok else None
+        return ok
+
     def freeze_below(self, trainable_layers: int | None) -> None:
         """Train only the top `trainable_layers` decoder layers and the final norm (None: all).
         Autograd then stops at the first trainable layer: the backward pass, two thirds of a
@@ -189,6 +235,7 @@ class HFPolicy:
         for layer in list(layers)[-trainable_layers:]:
             for p in layer.parameters():
                 p.requires_grad_(True)
+        self.frozen_below = max(0, len(layers) - trainable_layers) or None
         norm = getattr(self.model.model, "norm", None)
         for p in (norm.parameters() if norm is not None else ()):
             p.requires_grad_(True)
@@ -220,6 +267,9 @@ class HFBatch:
         self.cache = None
         self.mask = torch.zeros((n, 0), dtype=torch.long, device=policy.device)
         self.closed = False
+        # policy.keep_trunk(): per episode, the frozen layers' output at each token fed so far
+        self.states: dict[int, list] = {i: [] for i in range(n)}
+        self._captured = None     # the last forward's frozen-layer output [R, L, H]
 
     def close(self) -> None:
         self.cache, self.closed = None, True
@@ -249,11 +299,32 @@ class HFBatch:
             self.fed[ep] = self.fed[ep] + ids + outs[ep].token_ids[:-1]
         return outs
 
+    def trunk(self, episode: int):
+        """The frozen layers' output at each token fed for `episode` [len(fed), H] (the update
+        then runs only the trained layers), or None when the policy does not keep it."""
+        import torch
+        states = self.states.get(episode)
+        if self.policy.trunk_layer is None or not states:
+            return None
+        out = torch.cat(states)
+        self.states[episode] = [out]
+        return out if len(out) == len(self.fed[episode]) else None
+
     def _drop_cache(self) -> None:
         import torch
         self.cache = None
         self.mask = torch.zeros((len(self.rows), 0), dtype=torch.long, device=self.policy.device)
         self.fed = {ep: [] for ep in self.fed}
+        self.states = {ep: [] for ep in self.states}
+
+    def _keep_states(self, take) -> None:
+        """Append the last forward's frozen-layer output: take(r) gives row r's [k, H] part."""
+        if self._captured is not None:
+            for r, ep in enumerate(self.rows):
+                part = take(r)
+                if part is not None and len(part):
+                    self.states[ep].append(part)
+            self._captured = None
 
     def _keep(self, episodes: list[int]) -> None:
         """Shrink the cache to the rows of `episodes` (episodes that ended leave the batch)."""
@@ -278,8 +349,18 @@ class HFBatch:
         past = self.mask.sum(1, keepdim=True)
         positions = (past + chunk_mask.cumsum(1) - 1).clamp(min=0)
         self.mask = torch.cat([self.mask, chunk_mask], dim=1)
-        out = self.policy.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
-                                cache=self.cache, use_cache=True, logits_to_keep=1)
+        hook = None
+        if self.policy.trunk_layer is not None:
+            def capture(module, args, kwargs):
+                self._captured = (args[0] if args else kwargs["hidden_states"]).detach()
+            layer = self.policy._body().layers[self.policy.trunk_layer]
+            hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            out = self.policy.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
+                                    cache=self.cache, use_cache=True, logits_to_keep=1)
+        finally:
+            if hook is not None:
+                hook.remove()
         self.cache = out.cache
         return out.logits[:, -1].float()
 
@@ -304,6 +385,8 @@ class HFBatch:
         if len(feed) < len(new):
             self.mask = self.mask[:len(feed)]
         logits = self._forward(ids, chunk_mask)
+        row_of = (lambda r: r) if len(feed) == len(new) else (lambda r: distinct[tuple(new[r])])
+        self._keep_states(lambda r: self._captured[row_of(r), width - len(new[r]):])
         if len(feed) < len(new):
             expand = torch.tensor([distinct[tuple(row)] for row in new], device=device)
             self.cache.batch_select_indices(expand)
@@ -328,6 +411,8 @@ class HFBatch:
             # finished rows still take a (masked) step so the batch stays rectangular
             logits = self._forward(torch.where(live, token, policy.pad_id).unsqueeze(1),
                                    live.long().unsqueeze(1))
+            alive = live.tolist()
+            self._keep_states(lambda r: self._captured[r] if alive[r] else None)
         decode = policy.tokenizer.decode
         return {ep: Generation(tokens[r], logps[r], bool(tokens[r] and tokens[r][-1] == policy.eot_id),
                                decode(tokens[r], skip_special_tokens=True))

@@ -41,6 +41,9 @@ class Episode:
     # sequences closed before the current one: (token_ids, mask, logprobs) each. An agent program
     # that rewrites its history (drops turns, edits a message) starts a new sequence.
     earlier: list[tuple[list[int], list[int], list[float]]] = field(default_factory=list)
+    # the policy's frozen layers' output at token_ids[:len(trunk)] ([k, H]; HFBatch.trunk), so
+    # the update runs only the trained layers; None when not kept
+    trunk: object = None
 
     def extend(self, ids: list[int], trained: bool, logprobs: list[float] | None = None) -> None:
         self.token_ids += ids
@@ -214,8 +217,9 @@ def rollout(policy, renderer: ChatRenderer, envs: EnvPool, seeds: list[int], gro
             stats.env_steps += len(live)
             for i, result in zip(live, steps):
                 _record_step(episodes[i], result, outs[i].stopped, renderer, turn_bonus, max_turns)
-        for ep in episodes:
+        for i, ep in enumerate(episodes):
             ep.done = True     # out of turns: what was played is the episode
+            ep.trunk = batch.trunk(i) if hasattr(batch, "trunk") else None
     finally:
         batch.close()
     stats.failed_episodes += sum(ep.error is not None for ep in episodes)

@@ -21,6 +21,8 @@ class SampleBatch:
     rewards: object          # [B] float
     group_index: object      # [B] long
     episode_index: object    # [B] long: the row's episode (its place in the episode list)
+    trunk: object = None     # [B, T-1, H]: the frozen layers' output at each input token
+                             # (every row's, kept from generation), or None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -30,7 +32,8 @@ class SampleBatch:
         width = int(self.attention_mask[index].sum(1).max())
         return SampleBatch(self.input_ids[index, :width], self.attention_mask[index, :width],
                            self.loss_mask[index, :width - 1], self.old_logprobs[index, :width - 1],
-                           self.rewards[index], self.group_index[index], self.episode_index[index])
+                           self.rewards[index], self.group_index[index], self.episode_index[index],
+                           None if self.trunk is None else self.trunk[index, :width - 1])
 
 
 def to_batch(episodes, pad_id: int, device="cpu") -> SampleBatch:
@@ -50,8 +53,23 @@ def to_batch(episodes, pad_id: int, device="cpu") -> SampleBatch:
         attn[i, :length] = 1
         mask[i, :length - 1] = torch.tensor(trained[1:], dtype=torch.float)
         old[i, :length - 1] = torch.tensor(logprobs[1:])
+    trunk = _trunk(episodes, rows, width, device)
     rewards = torch.tensor([episodes[e].reward for e, _ in rows], dtype=torch.float)
     groups = torch.tensor([episodes[e].group for e, _ in rows], dtype=torch.long)
     index = torch.tensor([e for e, _ in rows], dtype=torch.long)
     return SampleBatch(ids.to(device), attn.to(device), mask.to(device), old.to(device),
-                       rewards.to(device), groups.to(device), index.to(device))
+                       rewards.to(device), groups.to(device), index.to(device), trunk)
+
+
+def _trunk(episodes, rows, width: int, device):
+    """[n, width-1, H] of the episodes' kept frozen-layer outputs, when every row has them (an
+    episode of one sequence; tokens past the last one fed, never trained, get zeros)."""
+    import torch
+    kept = [episodes[e].trunk for e, _ in rows]
+    if any(t is None or episodes[e].earlier for t, (e, _) in zip(kept, rows)):
+        return None
+    out = torch.zeros((len(rows), width - 1, kept[0].shape[-1]), dtype=kept[0].dtype, device=device)
+    for i, (t, (_, (tokens, _, _))) in enumerate(zip(kept, rows)):
+        n = min(len(t), len(tokens) - 1)
+        out[i, :n] = t[:n]
+    return out

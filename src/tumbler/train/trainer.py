@@ -75,6 +75,8 @@ class Trainer:
                                  lora.target_modules)
         elif hasattr(self.policy, "freeze_below"):
             self.policy.freeze_below(config.optim.trainable_layers)
+            if config.optim.keep_trunk:
+                self.policy.keep_trunk()
         trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
         groups = [{"params": trainable}]
         self.critic = None
@@ -405,7 +407,7 @@ class Trainer:
             pack = pack if pack.saved_tokens else None
         return self.policy.token_logprobs(mb.input_ids, mb.attention_mask, positions=positions,
                                           temperature=self.config.rollout.temperature or 1.0,
-                                          pack=pack, **kwargs)
+                                          pack=pack, trunk=mb.trunk, **kwargs)
 
     def _importance(self, sub):
         """The batch with the trainer's own old log-probs, and the truncated importance weights
