@@ -1,6 +1,6 @@
 """Benchmark of the shipped task sets: image builds (cold, cached) and oracle trials per minute.
 
-    .venv/bin/python bench/bench_tasks.py [--sets devops,data,support] [--concurrency 1,4,16]
+    .venv/bin/python bench/bench_tasks.py [--sets devops,data,support,swe-mini] [--concurrency 1,4,16]
         [--trials 2] [--no-cold] [--json bench/results/tasks.json]
 
 Cold: the set's build-step images (every `build.*` image its tasks' chains use) are removed

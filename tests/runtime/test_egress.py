@@ -187,14 +187,19 @@ def test_pip_installs_from_an_allowed_index(make_sandbox, server):
     assert denied.exit_code != 0
 
 
+def proxies_of(sandbox_dir) -> list[str]:
+    """The pids of the egress proxies serving the sandbox whose folder is `sandbox_dir`."""
+    out = subprocess.run(["pgrep", "-f", f"tumbler.runtime.egress {sandbox_dir}"],
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
 def test_proxy_goes_with_its_sandbox(make_sandbox, server):
     sb = make_sandbox(network="egress", egress=[f"{HOST}:{server}"])
-    sdir = str(sb.runtime.paths.sandboxes / sb.id)
+    sdir = sb.runtime.paths.sandboxes / sb.id
 
     def proxies():
-        out = subprocess.run(["pgrep", "-f", f"tumbler.runtime.egress {sdir}"],
-                             capture_output=True, text=True).stdout
-        return out.split()
+        return proxies_of(sdir)
     assert len(proxies()) == 1
     sb.stop()
     assert proxies() == []
@@ -217,9 +222,7 @@ def test_the_docker_backend_has_egress_too(server):
     sdir = rt._dir(sb.id)
 
     def proxies():
-        out = subprocess.run(["pgrep", "-f", f"tumbler.runtime.egress {sdir}"],
-                             capture_output=True, text=True).stdout
-        return out.split()
+        return proxies_of(sdir)
     fetch = ["python3", "-c", f"import urllib.request; print(urllib.request.urlopen("
              f"'http://{HOST}:{server}/hello', timeout=10).read().decode())"]
     try:

@@ -171,12 +171,13 @@ def test_an_agents_real_fix_is_what_is_judged(tmp_path, runtime):
         def run(self, sandbox, task, timeout_s, log):
             r = sandbox.exec(["/bin/sh", "-c", "sed -i 's/total = int/total += int/' "
                               "tinytext/duration.py && echo 'def test_mine(): pass' >> "
-                              "tests/test_duration.py"], timeout=60)
+                              "tests/test_duration.py && touch tests/helpers.py"], timeout=60)
             return AgentOutcome(r.exit_code)
     [task] = load_tasks("swe-mini", ["tinytext-2"])
     result = run_trial(task, Fixer(), 0, tmp_path / "trial", runtime)
     assert result.passed, (result, (tmp_path / "trial" / "verifier.log").read_text())
-    assert "test_mine" not in (tmp_path / "trial" / "verifier.log").read_text()
+    log = (tmp_path / "trial" / "verifier.log").read_text()
+    assert "test_mine" not in log and "deleted 1 the base did not have: tests/helpers.py" in log
 
 
 def test_the_cli_runs_rows_with_the_oracle(tmp_path, runtime):

@@ -368,11 +368,7 @@ class _Build:
             sb.call("file.upload_tar", {"path": target}, _tar_children(stage), timeout=600)
             placed = [str(PurePosixPath(target) / p.name) for p in stage.iterdir()]
         self._unpack_archives(sb, x, sources, target, where)
-        for flag, cmd in (("chown", "chown"), ("chmod", "chmod")):
-            if x.flags.get(flag) and placed:
-                r = sb.exec([cmd, "-R", substitute(x.flags[flag], values), *placed], timeout=300)
-                if r.exit_code != 0:
-                    raise RuntimeFailure(f"{where}: --{flag} failed: {r.stderr.strip()[-500:]}")
+        _chown_chmod(sb, x, values, placed, where)
 
     def _source_stage(self, x: Instruction) -> _Stage:
         """The stage (by name or index) or image that `COPY --from=` names."""
@@ -419,11 +415,7 @@ class _Build:
                 tar, tops = _rooted(src.do(ops.download_tar(path)), rename)
                 sb.call("file.upload_tar", {"path": target}, tar, timeout=600)
                 placed += [str(PurePosixPath(target) / top) for top in tops]
-        for flag, cmd in (("chown", "chown"), ("chmod", "chmod")):
-            if x.flags.get(flag) and placed:
-                r = sb.exec([cmd, "-R", substitute(x.flags[flag], values), *placed], timeout=300)
-                if r.exit_code != 0:
-                    raise RuntimeFailure(f"{where}: --{flag} failed: {r.stderr.strip()[-500:]}")
+        _chown_chmod(sb, x, values, placed, where)
 
     def _stage(self, src: Path, stage: Path, rename: str | None, extract: bool) -> None:
         """Put `src` (a context file or directory) under `stage` as COPY would under dest."""
@@ -490,6 +482,15 @@ class _Build:
 
 
 # -- helpers without state ------------------------------------------------------------------
+
+def _chown_chmod(sb, x: Instruction, values: dict[str, str], placed: list[str], where: str) -> None:
+    """COPY/ADD's --chown and --chmod, on what the step placed."""
+    for flag in ("chown", "chmod"):
+        if x.flags.get(flag) and placed:
+            r = sb.exec([flag, "-R", substitute(x.flags[flag], values), *placed], timeout=300)
+            if r.exit_code != 0:
+                raise RuntimeFailure(f"{where}: --{flag} failed: {r.stderr.strip()[-500:]}")
+
 
 def _up_to(instructions: list[Instruction], target: str | None, path: Path) -> list[Instruction]:
     """The instructions up to the end of stage `target` (all of them without one)."""

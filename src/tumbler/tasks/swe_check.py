@@ -9,9 +9,10 @@ repository is never imported. Standard library only; pytest is imported by the c
 image's site-packages, before the repository goes on sys.path.
 
 1. In the repository, every file named like a pytest config or plugin hook (conftest.py,
-   pytest.ini, .pytest.ini, tox.ini) that the manifest does not list is deleted; every listed
-   file (the test patch's files as it leaves them, the files of the named tests, the base
-   commit's conftest.py and pytest.ini files) is written back from /tests/files, through real
+   pytest.ini, .pytest.ini, tox.ini) that the manifest does not list is deleted, and so is
+   every unlisted file directly in a named test's folder; every listed file (the test patch's
+   files as it leaves them, the other files of the named tests' folders, the base commit's
+   conftest.py and pytest.ini files) is written back from /tests/files, through real
    directories only (a link the agent put in the way is replaced); the test patch's deletions
    are deleted.
 2. pytest runs the named tests' files in a child (python3 -I, the repository first on sys.path
@@ -59,7 +60,7 @@ def main(manifest_path, results=RESULTS):
         _remove(repo)
         os.makedirs(repo)
     listed = set(manifest["write"])
-    _delete_unlisted(repo, listed)
+    deleted = _delete_unlisted(repo, listed, set(manifest.get("test_dirs", [])))
     for rel in manifest["write"]:
         _put(repo, rel, os.path.join(files, rel))
     for rel in manifest["delete"]:
@@ -68,17 +69,25 @@ def main(manifest_path, results=RESULTS):
     os.makedirs(os.path.dirname(results), exist_ok=True)
     with open(results, "w") as fh:
         json.dump({"started": started, "exit_code": code, "tests": tests}, fh)
+    print(f"swe_check: wrote back {len(listed)} files; deleted {len(deleted)} the base did not "
+          f"have{': ' + ', '.join(deleted[:20]) if deleted else ''}")
     print(f"swe_check: pytest {'ran' if started else 'did not start'} (exit code {code}), "
           f"{len(tests)} test results")
 
 
-def _delete_unlisted(repo, listed):
+def _delete_unlisted(repo, listed, test_dirs):
+    """Delete the guarded names and the files of the test folders that are not listed."""
+    deleted = []
     for folder, dirs, names in os.walk(repo):
         dirs[:] = [d for d in dirs if d != ".git"]
+        in_test_dir = ("" if folder == repo else os.path.relpath(folder, repo)) in test_dirs
         for name in names + [d for d in dirs if d in GUARDED]:
             path = os.path.join(folder, name)
-            if name in GUARDED and os.path.relpath(path, repo) not in listed:
+            rel = os.path.relpath(path, repo)
+            if (name in GUARDED or in_test_dir) and rel not in listed:
                 _remove(path)
+                deleted.append(rel)
+    return deleted
 
 
 def _put(repo, rel, source):

@@ -16,10 +16,12 @@ named by a hash of the row): `repo/` (the tree at base_commit, from `git archive
 (the environment's base and packages, the repo copied to /testbed, a git repository of it made
 there for the agent, the environment's install steps), `solution/` (the gold patch and the
 script that applies it) and `verifier/`: `manifest.json` and `files/`, the test files as the test
-patch leaves them, computed here on the host with git. The agent never sees the test patch:
-after its turn the verifier (tumbler.tasks.verify, then `swe_check.py` in the sandbox) writes
-those files back over whatever the agent left, deletes any conftest.py/pytest.ini/tox.ini the
-base did not have, runs the tests and reports each one; resolved means every FAIL_TO_PASS and
+patch leaves them (with every other file of the named tests' folders, and the base's
+conftest.py/pytest.ini/tox.ini files), computed here on the host with git. The agent never
+sees the test patch: after its turn the verifier (tumbler.tasks.verify, then `swe_check.py` in
+the sandbox) writes those files back over whatever the agent left, deletes any other file in
+those folders and any conftest.py/pytest.ini/tox.ini the base did not have, runs the tests and
+reports each one; resolved means every FAIL_TO_PASS and
 every PASS_TO_PASS test passed.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ from tumbler.tasks.model import Task
 ROWS_FILE = "instances.jsonl"
 GUARDED = ("conftest.py", "pytest.ini", ".pytest.ini", "tox.ini")   # as swe_check.GUARDED
 CHECKER = Path(__file__).with_name("swe_check.py")
+LAYOUT = "2"               # of the task folder: a change here makes every folder anew
 GIT_TIMEOUT_S = 300
 PATCH_PATH = re.compile(r"^(?:---|\+\+\+) (?:[ab]/)?(.+?)\s*$", re.MULTILINE)
 SOLVE = """#!/bin/bash
@@ -196,8 +199,8 @@ def _prefix(python: str) -> str | None:
 # -- the task folder ------------------------------------------------------------------------
 
 def _materialize(row: Row, base_dir: Path, cache: Path, where: str) -> Path:
-    """The row's task folder under `cache`, made once (named by a hash of the row)."""
-    key = hashlib.sha256(row.model_dump_json().encode()).hexdigest()[:16]
+    """The row's task folder under `cache`, made once (named by a hash of LAYOUT and the row)."""
+    key = hashlib.sha256(f"{LAYOUT}\0{row.model_dump_json()}".encode()).hexdigest()[:16]
     folder = cache / f"{row.instance_id}-{key}"
     if (folder / "Dockerfile").is_file():
         return folder
@@ -265,7 +268,9 @@ def _write_folder(row: Row, git_dir: Path, folder: Path, where: str) -> None:
     for rel in patched + test_files:
         if rel.startswith("/") or ".." in rel.split("/") or not rel.strip():
             raise InvalidRequest(f"{where}: {rel!r} is not a path inside the repository")
-    restored = set(patched) | set(test_files) | {n for n in names if n.rsplit("/", 1)[-1] in GUARDED}
+    test_dirs = sorted({os.path.dirname(t) for t in test_files})
+    restored = set(patched) | set(test_files) | {
+        n for n in names if n.rsplit("/", 1)[-1] in GUARDED or os.path.dirname(n) in test_dirs}
     after = folder / "verifier" / "files"
     after.mkdir(parents=True)
     for rel in sorted(restored):
@@ -285,7 +290,8 @@ def _write_folder(row: Row, git_dir: Path, folder: Path, where: str) -> None:
         raise InvalidRequest(f"{where}: FAIL_TO_PASS/PASS_TO_PASS name test files that are not "
                              f"in the repository with the test patch: {', '.join(missing)}")
     manifest = {"repo": env.workdir, "write": sorted(present),
-                "delete": sorted(set(patched) - present), "test_files": test_files}
+                "delete": sorted(set(patched) - present), "test_files": test_files,
+                "test_dirs": test_dirs}
     (folder / "verifier" / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if row.patch:
         (folder / "solution").mkdir()
