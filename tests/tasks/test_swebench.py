@@ -57,6 +57,10 @@ def test_swe_bench_json_strings_and_a_plain_repository(tmp_path):
     path.write_text(json.dumps(row) + "\n")
     [task] = load_tasks(path)
     assert task.id == "tinytext-2" and len(task.fail_to_pass) == 3
+    # an interpreter outside /usr: the verifier takes its whole prefix from the image
+    path.write_text(json.dumps({**row, "environment": {"python": "/opt/venv/bin/python"}}) + "\n")
+    [task] = load_tasks(path)
+    assert task.test_command[0] == "/opt/venv/bin/python" and task.protected == ["/opt/venv"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -102,6 +106,14 @@ def test_the_oracle_resolves_and_nothing_does_not(tmp_path, runtime):
                             "pass_to_pass_passed": 4.0, "pass_to_pass": 4.0, "reward": 0.0}
     log = (tmp_path / "nop" / "trials" / "tinytext-2" / "0" / "verifier.log").read_text()
     assert "FAIL_TO_PASS tests/test_duration.py::test_hours_and_minutes: failed" in log
+
+
+def test_an_image_without_pytest_is_a_verifier_error(tmp_path, runtime):
+    row = {**rows()[0], "environment": {"packages": ["git"]}}
+    [task] = load_tasks(write_rows(tmp_path, [row]))
+    [result] = run_tasks([task], OracleAgent(), out_dir=tmp_path / "out", runtime=runtime)
+    assert (result.passed, result.error) == (False, "verifier_error"), result
+    assert "pytest did not start" in result.reason
 
 
 class Planter:

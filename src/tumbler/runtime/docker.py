@@ -393,6 +393,7 @@ class DockerRuntime(RecordKeeping):
         must be that container's process on this host (its cgroup names the container): an
         engine in a VM or elsewhere reports pids of its own."""
         sid = info.id
+        egress.stop(self._dir(sid))   # one of an earlier start, if any is left
         state = self._inspect(sid) or {}
         pid, container = int(state.get("State", {}).get("Pid") or 0), state.get("Id", "")
         try:
