@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 ACTOR_PREFIX = "tumbler-node-host:"
 
 
+def home_for(home: str | None, host_id: str) -> str | None:
+    """ClusterConfig.home for the host `host_id`: its `{name}` is the host's name."""
+    return home.replace("{name}", host_id.partition("/")[2]) if home else None
+
+
 def actor_name(host_id: str) -> str:
     """The Ray actor name of the node host `host_id` (in ClusterConfig.namespace)."""
     return ACTOR_PREFIX + host_id
@@ -316,8 +321,8 @@ class ClusterClient:
             name=actor_name(host_id), namespace=cfg.namespace,
             lifetime="detached" if cfg.detached else None,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(host_id, home=cfg.home, run=cfg.run, start_concurrency=cfg.start_concurrency,
-                 owner=cfg.owner)
+        ).remote(host_id, home=home_for(cfg.home, host_id), run=cfg.run,
+                 start_concurrency=cfg.start_concurrency, owner=cfg.owner)
 
     def _named(self, host_id: str):
         """The live actor named after `host_id` in the namespace, if one is there."""

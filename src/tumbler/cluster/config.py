@@ -30,7 +30,13 @@ class ClusterConfig(BaseModel):
         "for one node more that offers the resource, up to this many in all "
         "(`ray.autoscaler.sdk.request_resources`); 0: never ask"))
     home: str | None = Field(default=None, description=(
-        "TUMBLER_HOME on the nodes (images, sandbox dirs); None: the node's own environment"))
+        "TUMBLER_HOME on the nodes (images, sandbox dirs); `{name}` in it is the host's name "
+        "(several nodes on one machine, each its own store); None: the node's own environment"))
+    copy_images: bool = Field(default=True, description=(
+        "before a sandbox is made on a node, copy the image layers the node lacks from the "
+        "server's store, verified by sha256 (cluster/images.py); off: each node's store decides"))
+    image_timeout_s: float = Field(default=900.0, gt=0, description=(
+        "seconds for one image layer to be copied to a node"))
     run: str | None = Field(default=None, description="TUMBLER_RUN on the nodes; None: as above")
     start_concurrency: int = Field(default=4, ge=1, le=256, description=(
         "sandboxes one host starts or removes at once (each start costs runc and a python)"))

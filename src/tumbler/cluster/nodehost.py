@@ -36,8 +36,9 @@ from typing import Awaitable, Callable, TypeVar
 from pydantic import BaseModel, Field
 
 from tumbler import memstats, ops
+from tumbler.cluster import images
 from tumbler.config import Paths
-from tumbler.errors import Conflict, InvalidRequest, NotFound, TumblerError
+from tumbler.errors import Conflict, InvalidRequest, NotFound, RuntimeFailure, TumblerError
 from tumbler.models import CommandResult, ExecResult
 from tumbler.runtime import overlay
 from tumbler.runtime.process import ProcessRuntime
@@ -110,6 +111,7 @@ class NodeHost:
         self._ledger = self.runtime.paths.home / "nodehosts" / re.sub(r"[^A-Za-z0-9._-]", "_", host_id)
         self._ledger.mkdir(parents=True, exist_ok=True)
         self.reclaimed, self.reclaim_failed = self._reclaim()
+        images.sweep_received(self.runtime.images)   # image copies a dead host was receiving
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -182,6 +184,41 @@ class NodeHost:
             yield answer
         finally:
             call.cancel()   # the caller went away (or it is done: a no-op)
+
+    # -- images (cluster/images.py: copies from the server's store, by digest) ---------------
+
+    async def image_digests(self, names: list[str]) -> dict[str, str | None]:
+        """Each image name -> its layer's digest in this node's store (None: not here)."""
+        return await self._blocking(images.digests, self.runtime.images, names)
+
+    async def image_begin(self, size: int) -> str:
+        """Make room for a layer tar of `size` bytes -> the transfer's id (its file's path)."""
+        free = images.free_bytes(self.runtime.images)
+        if free < 2 * size:   # the tar, then its files
+            raise RuntimeFailure(f"node host {self.host_id} has {free >> 20} MiB free in "
+                                 f"{self.runtime.images.root}; the image needs {2 * size >> 20} MiB (its tar, then its files)")
+        path = images.receiving(self.runtime.images)
+        path.touch()
+        return str(path)
+
+    async def image_part(self, transfer: str, offset: int, data: bytes) -> None:
+        def write() -> None:
+            fd = os.open(self._receiving(transfer), os.O_WRONLY)
+            try:
+                os.pwrite(fd, data, offset)
+            finally:
+                os.close(fd)
+        await self._blocking(write)
+
+    async def image_finish(self, transfer: str, name: str, parent: str | None, digest: str,
+                           source: str) -> None:
+        """Check the received tar's sha256 against `digest` and unpack it as image `name`."""
+        path = self._receiving(transfer)
+        try:
+            await self._blocking(images.unpack, self.runtime.images, name, parent, path, digest,
+                                 source)
+        finally:
+            path.unlink(missing_ok=True)
 
     async def runtime_calls(self, items: list[tuple[str | None, tuple[str, tuple]]]) -> list:
         """Each (sandbox id or None, (method, args)) of this machine's runtime
@@ -344,6 +381,12 @@ class NodeHost:
             return exc.message
         self._forget(sandbox_id)
         return True
+
+    def _receiving(self, transfer: str) -> Path:
+        path = Path(transfer)
+        if path.parent != self.runtime.images.root or not path.name.startswith(images.RECEIVING):
+            raise InvalidRequest(f"node host {self.host_id}: no image transfer {transfer!r}")
+        return path
 
     def _get(self, sandbox_id: str) -> _Held:
         try:

@@ -18,16 +18,21 @@ import asyncio
 import logging
 import secrets
 import socket
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
+from tumbler.cluster import images
 from tumbler.cluster.client import ClusterClient, _first_line
 from tumbler.cluster.config import ClusterConfig
 from tumbler.cluster.placement import GROUP_LABEL, Budget, Placement, Policy
-from tumbler.errors import (CapacityExceeded, CommandTimeout, InvalidRequest, NodeLost, RuntimeFailure,
-                            TumblerError)
+from tumbler.errors import (CapacityExceeded, CommandTimeout, Conflict, InvalidRequest, NodeLost,
+                            RuntimeFailure, TumblerError)
+from tumbler.runtime.images import ImageStore
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec, SandboxStats
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 MEMORY_RESOURCE = "tumbler_memory"
 CPUS_RESOURCE = "tumbler_cpus"
 READY_TIMEOUT_S = 30.0
+IMAGE_PARTS_IN_FLIGHT = 4
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -73,6 +79,11 @@ class ClusterRuntime:
         self.placement = Placement(policy)
         self._lock = threading.Lock()
         self._asked = 0        # nodes last asked of Ray's autoscaler
+        self.store = ImageStore()                        # this server's images, copied to nodes
+        images.sweep_packing(self.store)
+        self.node_images: dict[str, dict[str, str]] = {}   # host id -> image -> digest it has
+        self._image_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.image_copies: list[dict] = []               # what was copied where, how fast
         self.refresh()
 
     # -- nodes ---------------------------------------------------------------------------------
@@ -227,6 +238,7 @@ class ClusterRuntime:
                                        f"with {self.config.resource}; try again once one joins") from None
             raise
         try:
+            self._ensure_image(host_id, spec.image)
             info = self._on_host(host_id, "create", (spec, sandbox_id), sandbox_id)
         except BaseException:
             with self._lock:
@@ -343,6 +355,94 @@ class ClusterRuntime:
             if state.lost is not None:
                 with self._lock:
                     self.placement.lose(state.host_id, state.lost)
+
+    # -- images across nodes (cluster/images.py) -------------------------------------------------
+
+    def _ensure_image(self, host_id: str, image: str) -> None:
+        """Before a sandbox of `image` is made on `host_id`: send the layers the node lacks
+        from this server's store, base first, each verified by its digest there. Nothing to do
+        when this server has no such image (the node's own store decides) or copy_images is off."""
+        if not self.config.copy_images or not self.store.exists(image):
+            return
+        layers = images.chain(self.store, image)
+        want = {name: images.digest(self.store, name) for name, _ in layers}
+        with self._lock:
+            lock = self._image_locks.setdefault((host_id, image), threading.Lock())
+            have = self.node_images.setdefault(host_id, {})
+        with lock:
+            missing = [(name, parent) for name, parent in layers if have.get(name) != want[name]]
+            if not missing:
+                return
+            theirs = self._host_call(host_id, "image_digests", [n for n, _ in missing])
+            for name, parent in missing:
+                if theirs.get(name) not in (None, want[name]):
+                    raise Conflict(
+                        f"image {name!r} on node host {host_id} is not this server's (digest "
+                        f"{theirs[name][:19]}..., the server's {want[name][:19]}...): remove it "
+                        f"there (`tumbler image rm {name}` on that node) or name one of them anew")
+                if theirs.get(name) is None:
+                    self._copy_layer(host_id, name, parent, want[name])
+                have[name] = want[name]
+
+    def _copy_layer(self, host_id: str, name: str, parent: str | None, digest: str) -> None:
+        """One layer to one node: packed here, sent in parts (a few in flight), checked and
+        unpacked there. Progress goes to the log."""
+        host = self.client.host(host_id)
+        where = f"image {name!r} to node host {host_id}"
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=images.packing_prefix(), dir=self.store.root) as tmp:
+            tar = Path(tmp) / "layer.tar"
+            if images.pack(self.store, name, tar) != digest:
+                raise RuntimeFailure(f"{where}: the image changed while it was being copied")
+            size = tar.stat().st_size
+            transfer = self._host_call(host_id, "image_begin", size)
+            log.info("copying %s: %d MiB", where, size >> 20)
+            pending, sent, shown = [], 0, 0
+            deadline = started + self.config.image_timeout_s
+            with open(tar, "rb") as fh:
+                while True:
+                    chunk = fh.read(images.PART_BYTES)
+                    if chunk:
+                        pending.append((len(chunk), host.actor.image_part.remote(transfer, sent, chunk)))
+                        sent += len(chunk)
+                    while pending and (len(pending) >= IMAGE_PARTS_IN_FLIGHT or not chunk):
+                        part, ref = pending.pop(0)
+                        self._answer(host, ref, where, deadline)
+                        done = sent - sum(n for n, _ in pending)
+                        if size and done * 4 // size > shown:
+                            shown = done * 4 // size
+                            log.info("copying %s: %d%%", where, 25 * shown)
+                    if not chunk:
+                        break
+            self._host_call(host_id, "image_finish", transfer, name, parent, digest, f"copy:{digest}")
+        seconds = time.monotonic() - started
+        self.image_copies.append({"image": name, "host_id": host_id, "bytes": size,
+                                  "seconds": round(seconds, 3)})
+        log.info("copied %s: %d MiB in %.1f s", where, size >> 20, seconds)
+
+    def _host_call(self, host_id: str, method: str, *args):
+        """One call of a node host's own (not a batch) -> its answer; its failure as a
+        TumblerError that names the host."""
+        host = self.client.host(host_id)
+        if host.lost is not None:
+            raise host.gone("(an image copy)")
+        deadline = time.monotonic() + self.config.image_timeout_s
+        return self._answer(host, getattr(host.actor, method).remote(*args),
+                            f"node host {host_id} in {method}", deadline)
+
+    def _answer(self, host, ref, where: str, deadline: float):
+        try:
+            return ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+        except GetTimeoutError:
+            ray.cancel(ref)
+            raise CommandTimeout(f"{where}: no answer within {self.config.image_timeout_s:g} s") from None
+        except RayTaskError as exc:
+            if isinstance(exc.cause, TumblerError):
+                raise exc.cause from None
+            raise RuntimeFailure(f"{where}: {_first_line(exc)}") from None
+        except RayError as exc:
+            self.client.lose(host, _first_line(exc))
+            raise host.gone("(an image copy)") from None
 
     def _ask_for_a_node(self, spec: SandboxSpec) -> int:
         """No room for `spec` on the live nodes its labels allow: ask Ray's autoscaler for one

@@ -141,11 +141,13 @@ class ImageStore:
                 self._finish(stage, name, source=f"tar:{Path(tar_path).name}")
         return self.get(name)
 
-    def add_layer(self, name: str, parent: str, upper: Path, *, source: str,
+    def add_layer(self, name: str, parent: str | None, upper: Path, *, source: str,
                   copy: Callable[[Path, Path], None]) -> Image:
-        """A snapshot: `copy(upper, dest)` fills the new layer, stacked on `parent`."""
+        """A snapshot: `copy(upper, dest)` fills the new layer, stacked on `parent` (None: a
+        base layer whose ids are already shifted, as a copy from another store's is)."""
         check_name(name)
-        self.get(parent)
+        if parent is not None:
+            self.get(parent)
         with self._lock():
             if self.exists(name):
                 raise AlreadyExists(f"image {name!r} exists; pick another snapshot name")
