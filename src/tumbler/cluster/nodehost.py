@@ -196,7 +196,8 @@ class NodeHost:
         free = images.free_bytes(self.runtime.images)
         if free < 2 * size:   # the tar, then its files
             raise RuntimeFailure(f"node host {self.host_id} has {free >> 20} MiB free in "
-                                 f"{self.runtime.images.root}; the image needs {2 * size >> 20} MiB (its tar, then its files)")
+                                 f"{self.runtime.images.root}; the image needs {2 * size >> 20} "
+                                 "MiB (its tar, then its files)")
         path = images.receiving(self.runtime.images)
         path.touch()
         return str(path)
