@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/train.json")
     parser.add_argument("--trl-seconds", type=float, default=0,
                         help="also run TRL's GRPOTrainer side by side for this long (0: skip)")
+    parser.add_argument("--trl-threads", type=int, default=1,
+                        help="torch threads for both trainers in the side-by-side run")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(2)
@@ -74,7 +76,7 @@ def main() -> None:
         import sys
         sys.path.insert(0, str(Path(__file__).parent))
         from trl_side import side_by_side
-        figures["trl_side_by_side"] = side_by_side(args.config, args.trl_seconds)
+        figures["trl_side_by_side"] = side_by_side(args.config, args.trl_seconds, args.trl_threads)
     table = Table(title=f"trainer, {args.config}, median of {len(h)} steps")
     table.add_column("figure")
     table.add_column("value", justify="right")

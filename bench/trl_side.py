@@ -17,19 +17,24 @@ SINGLE_TURN = ["env.kwargs.max_turns=1", "rollout.max_turns=1", "rollout.turn_bo
                "run_dir=/tmp/bench-train-side/{time}"]
 
 
-def ours(config_path: str, seconds: float) -> dict:
+def ours(config_path: str, seconds: float, threads: int) -> dict:
     from tumbler.train import Trainer, load_config
-    cfg = load_config(config_path, SINGLE_TURN + ["steps=1000", f"time_limit_s={seconds}"])
-    trainer = Trainer(cfg)
+    cfg = load_config(config_path, SINGLE_TURN + ["steps=1000", f"time_limit_s={seconds}",
+                                                  f"model.threads={threads}"])
+    cpu = [time.process_time()]
+    trainer = Trainer(cfg, on_step=lambda m: cpu.append(time.process_time()))
+    cpu[0] = time.process_time()
     result = trainer.run()
     h = result.history
     return {"steps": len(h), "step_s": round(result.train_seconds / len(h), 2),
+            "step_cpu_s": round((cpu[-1] - cpu[0]) / len(h), 2),
             "reward_mean": round(sum(m["reward_mean"] for m in h) / len(h), 3),
             "rewards": [m["reward_mean"] for m in h]}
 
 
-def trl(config_path: str, seconds: float) -> dict:
+def trl(config_path: str, seconds: float, threads: int) -> dict:
     import torch
+    torch.set_num_threads(threads)
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -63,14 +68,15 @@ def trl(config_path: str, seconds: float) -> dict:
             out.append(float(env.step(text)[1]))
         return out
 
-    times, rewards = [], []
+    times, cpu_times, rewards = [], [], []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.monotonic()
+            self.t0, self.c0 = time.monotonic(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             times.append(time.monotonic() - self.t0)
+            cpu_times.append(time.process_time() - self.c0)
             if sum(times) >= seconds:
                 control.should_training_stop = True
 
@@ -93,6 +99,7 @@ def trl(config_path: str, seconds: float) -> dict:
     trainer.train()
     steps = len(times)
     return {"steps": steps, "step_s": round(sum(times) / max(1, steps), 2),
+            "step_cpu_s": round(sum(cpu_times) / max(1, steps), 2),
             "reward_mean": round(sum(rewards) / max(1, len(rewards)), 3), "rewards": rewards}
 
 
@@ -108,9 +115,14 @@ def _freeze_below(model, layers: int | None) -> None:
         p.requires_grad_(True)
 
 
-def side_by_side(config_path: str, seconds: float) -> dict:
-    """Both trainers, TRL first, each for `seconds` of training; ratios are ours over TRL's."""
-    theirs = trl(config_path, seconds)
-    mine = ours(config_path, seconds)
-    return {"seconds_each": seconds, "tumbler": mine, "trl": theirs,
-            "step_speedup": round(theirs["step_s"] / max(mine["step_s"], 1e-9), 2)}
+def side_by_side(config_path: str, seconds: float, threads: int = 1) -> dict:
+    """Both trainers, TRL first, each for `seconds` of training on `threads` torch threads;
+    ratios are TRL's time over ours. One thread by default: on a shared machine a second
+    thread that loses its core stalls every parallel kernel, so wall times then measure the
+    neighbours; CPU seconds per step stay a property of the trainer."""
+    theirs = trl(config_path, seconds, threads)
+    mine = ours(config_path, seconds, threads)
+    return {"seconds_each": seconds, "threads": threads, "tumbler": mine, "trl": theirs,
+            "step_speedup": round(theirs["step_s"] / max(mine["step_s"], 1e-9), 2),
+            # CPU seconds per step: what each step costs, whatever else the machine runs
+            "step_cpu_speedup": round(theirs["step_cpu_s"] / max(mine["step_cpu_s"], 1e-9), 2)}
