@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_burst.py [--n 1000] [--warm] [--memory 128m] [--cpus 0.1]
         [--cold-starts 100000 --label ungated]     # the same burst without the arrival-order gate
+        [--nodes 4]                                # cluster mode over a local Ray cluster of 4 nodes
 
 Starts `tumbler serve` (its own state dir, a free port, auth on) in a subprocess, then N
 coroutines at once each create a sandbox through the async SDK and run `echo ready` in it. Per
@@ -10,6 +11,11 @@ the burst's start; prints the first, median and last of both, the errors, and th
 writes bench/results/burst.json (one entry per mode: cold, or --warm: from a warm pool of N
 started and full before the burst). Then removes every sandbox and stops the server. Needs root
 and the "debian" image.
+
+With `--nodes K` the server runs in cluster mode (`ray` set) over a Ray cluster of K nodes on
+this machine (`ray.cluster_utils.Cluster`: a head without sandboxes and K nodes offering
+`tumbler_host`), so the same burst goes through placement and the node hosts; on one machine
+the K nodes share its cores, so this measures the cluster path's cost, not more capacity.
 
 What it judges: the server serves a burst in arrival order (a sandbox answers as soon as it is
 made, so the median is about half the last) at the rate the machine allows.
@@ -67,6 +73,21 @@ def start_server(state_dir: str, extra: dict) -> tuple[subprocess.Popen, str]:
             time.sleep(0.05)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def start_cluster(nodes: int):
+    """A Ray cluster of `nodes` sandbox nodes on this machine (loopback only)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    for i in range(nodes):   # names of this run: a host reclaims what carries its id
+        cluster.add_node(num_cpus=1, resources={"tumbler_host": 1}, node_ip_address="127.0.0.1",
+                         labels={"tumbler-host": f"burst{i}-{os.getpid()}"})
+    return cluster
 
 
 async def fill_pool(client: AsyncClient, n: int, spec: dict, timeout_s: float) -> float:
@@ -140,24 +161,35 @@ def main() -> None:
                     help="the server's cold_starts (default: its own, two per core); a large "
                          "number (100000) lets every create of the burst go at once, as before "
                          "the arrival-order gate")
+    ap.add_argument("--nodes", type=int, default=0, help="cluster mode over a local Ray cluster "
+                    "of this many nodes (0: the server alone, single-node mode)")
     ap.add_argument("--label", default="", help="a name for this sitting in the results file")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args()
     spec = {"memory": args.memory, "cpus": args.cpus}
-    with tempfile.TemporaryDirectory(prefix="tumbler-bench-burst-") as state:
-        proc, url = start_server(state, {"cold_starts": args.cold_starts} if args.cold_starts else {})
-        try:
-            res = asyncio.run(run(url, args.n, args.warm, spec))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:   # a graceful stop removes what is left: 1,000 sandboxes take minutes here
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                print(f"server did not stop within {STOP_TIMEOUT_S} s: killed; its sandboxes "
-                      "may be left (tumbler local ls)", file=sys.stderr)
+    cluster = start_cluster(args.nodes) if args.nodes else None
+    extra = {"cold_starts": args.cold_starts} if args.cold_starts else {}
+    if cluster is not None:
+        extra["ray"] = cluster.address
+    try:
+        with tempfile.TemporaryDirectory(prefix="tumbler-bench-burst-") as state:
+            proc, url = start_server(state, extra)
+            try:
+                res = asyncio.run(run(url, args.n, args.warm, spec))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:   # a graceful stop removes what is left: 1,000 sandboxes take minutes here
+                    proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    print(f"server did not stop within {STOP_TIMEOUT_S} s: killed; its sandboxes "
+                          "may be left (tumbler local ls)", file=sys.stderr)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
     mode = "warm" if args.warm else "cold"
-    res.update(mode=mode, cold_starts=args.cold_starts or "default", memory=args.memory, cpus=args.cpus, cores=os.cpu_count(),
+    res.update(mode=mode, nodes=args.nodes or "single", load=os.getloadavg(),
+               cold_starts=args.cold_starts or "default", memory=args.memory, cpus=args.cpus, cores=os.cpu_count(),
                host=platform.node(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     print(json.dumps(res, indent=2))
     if not args.no_save:
