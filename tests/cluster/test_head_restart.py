@@ -2,7 +2,8 @@
 sandboxes, and the next driver with the same owner takes its hosts over (ClusterRuntime, as
 the server's cluster mode does at a restart): the sandboxes and their shells are as they
 were, the creates the dead driver had under way are in the listing (let finish first), a driver of another owner
-is refused, and what no record names is removed on request. The same through a real
+is refused, and what no record names is removed on request; a driver that stops keeping
+its hosts (keep_sandboxes) leaves them to the next as well. The same through a real
 `tumbler serve --ray` SIGKILLed and restarted: test_server_cluster.py (slow)."""
 from __future__ import annotations
 
@@ -88,6 +89,10 @@ def test_hosts_outlive_a_killed_driver_and_are_taken_over():
                 assert _run(rt, ids[1], "echo hi").output == "hi\n"
                 assert sorted(rt.remove_unknown({ids[0]})) == sorted(made[1:])
                 assert [i.id for i in rt.list()] == [ids[0]]
+                rt.close(keep_hosts=True)    # a graceful stop with keep_sandboxes: hosts serve on
+                rt = ClusterRuntime(BUDGET, config=ClusterConfig(**CONFIG))
+                assert [i.id for i in rt.list()] == [ids[0]]
+                assert _run(rt, ids[0], "echo $KEEP").output == "kept\n"
             finally:
                 rt.close()           # removes what is left, stops the hosts
         finally:
