@@ -111,6 +111,16 @@ def load_program(name_or_path: str | Path) -> AgentProgram:
         raise InvalidRequest(f"{path}: {problems}") from None
 
 
+def start_program(program: AgentProgram, bridge, sandbox, task, timeout_s: float) -> str:
+    """Start `program` on `task` in `sandbox` (attached to the sync `bridge`) as a model-service
+    episode: the prompt written to its prompt_file, the command rendered, its env and
+    working directory; returns the episode id. It is killed after timeout_s seconds."""
+    workdir = program.cwd or sandbox.info.spec.cwd
+    sandbox.write_file(program.prompt_file, task.instruction)
+    return bridge.start_episode(sandbox.id, program.render(task.instruction, workdir),
+                                env=program.env, cwd=workdir, timeout_s=timeout_s)
+
+
 class ProgramAgent:
     """A task-runner agent (`tumbler.tasks.agents.Agent`) that runs an AgentProgram.
 
@@ -144,14 +154,11 @@ class ProgramAgent:
     def run(self, sandbox, task, timeout_s: float, log: IO[str]) -> AgentOutcome:
         from tumbler.modelservice import EpisodeEnded, ModelBridge, ModelCall
         timeout_s = self.program.timeout_s or timeout_s
-        workdir = self.program.cwd or sandbox.info.spec.cwd
-        sandbox.write_file(self.program.prompt_file, task.instruction)
         upstream = getattr(self.owner, "upstream", None)
         with ModelBridge(call_timeout_s=self.call_timeout_s, upstream=upstream,
                          models=(self.program.model,)) as bridge:
             bridge.attach(sandbox)
-            episode = bridge.start_episode(sandbox.id, self.program.render(task.instruction, workdir),
-                                           env=self.program.env, cwd=workdir, timeout_s=timeout_s)
+            episode = start_program(self.program, bridge, sandbox, task, timeout_s)
             ended = self._serve(bridge, episode, time.monotonic() + timeout_s + END_SLACK_S,
                                 ModelCall, EpisodeEnded)
             trial_dir = Path(getattr(log, "name", "")).parent if getattr(log, "name", None) else None

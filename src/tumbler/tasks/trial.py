@@ -42,26 +42,44 @@ def task_image(task: Task, runtime, on_event=None):
     return result.image, result.config
 
 
+def trial_image(task: Task, agent, runtime, image: tuple | None = None):
+    """The image (name, config) a trial of `task` with `agent` runs in: the task's own (or
+    `image`, already built), with the agent's install on top when it has prepare_image."""
+    name, config = image or task_image(task, runtime)
+    prepare = getattr(agent, "prepare_image", None)   # an agent program installs itself
+    if prepare is not None:
+        name, config = prepare(name, config, runtime)
+    return name, config
+
+
+def trial_sandbox(task: Task, image: str, config, runtime):
+    """The agent's sandbox of a trial: `image` with the task's limits, its WORKDIR and
+    /logs/agent made (a LocalSandbox; removed on exit)."""
+    from tumbler.local import LocalSandbox
+    sb = LocalSandbox(image, env=config.env, cwd=config.workdir, runtime=runtime,
+                      memory=task.memory, cpus=task.cpus, disk=task.disk)
+    try:
+        sb.mkdir(config.workdir)
+        sb.mkdir("/logs/agent")
+    except BaseException:
+        sb.remove()
+        raise
+    return sb
+
+
 def run_trial(task: Task, agent: Agent, trial: int, trial_dir: Path, runtime,
               image: tuple | None = None, verifier_network: str = "none") -> TrialResult:
     """Run one trial of `task` with `agent`; logs go to `trial_dir`. Never raises for the
     trial's own failures: they are in the result's error and reason."""
-    from tumbler.local import LocalSandbox
     trial_dir.mkdir(parents=True, exist_ok=True)
     started, wall = time.time(), time.monotonic()
     base = dict(task_id=task.id, trial=trial, agent=agent.name, started=started)
     try:
-        name, config = image or task_image(task, runtime)
-        prepare = getattr(agent, "prepare_image", None)   # an agent program installs itself
-        if prepare is not None:
-            name, config = prepare(name, config, runtime)
+        name, config = trial_image(task, agent, runtime, image)
     except TumblerError as exc:
         return _failed(base, wall, "build_error", str(exc))
     try:
-        with LocalSandbox(name, env=config.env, cwd=config.workdir, runtime=runtime,
-                          memory=task.memory, cpus=task.cpus, disk=task.disk) as sb:
-            sb.mkdir(config.workdir)
-            sb.mkdir("/logs/agent")
+        with trial_sandbox(task, name, config, runtime) as sb:
             t0 = time.monotonic()
             with open(trial_dir / "agent.log", "w") as agent_log:
                 outcome = agent.run(sb, task, task.agent_timeout_s, agent_log)

@@ -14,14 +14,18 @@ verbatim and only the new messages are rendered (the same rule as env mode). Any
 program dropped or edited turns) starts a new sequence of the same episode, rendered whole, and
 is counted as `rewritten_histories`.
 
+Tool calls: when a call offers `tools`, the policy's reply is read in the Hermes text format
+(`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, tumbler.train.toolcalls) and the
+program gets OpenAI `tool_calls`; the trained tokens are still exactly the generated ones.
+
 Rewards are computed on the host, never read from the sandbox: "replay" plays the replies the
 policy gave, in order, through a fresh copy of `env.id` at the episode's seed (the program's own
 game, run where the program cannot touch it); or a function `module:name` called as
-`fn(seed=, replies=, ended=)` returning `(reward, success)`.
+`fn(seed=, replies=, ended=)` returning `(reward, success)`. With `agent.tasks` each episode is a
+trial of a task instead, rewarded by the task's verifier (tumbler.train.taskmode.TaskPool).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from tumbler.agent.envgames.base import BOXED
 from tumbler.errors import InvalidRequest, TumblerError
+from tumbler.train import toolcalls
 from tumbler.train.chat import ChatRenderer
 from tumbler.train.policy import GenerationParams
 from tumbler.train.rollout import Episode, RolloutStats, remove_all
@@ -50,6 +55,22 @@ class _Playing:
     stopped: bool = True                  # whether that reply ended with the end-of-turn token
     replies: list[str] = field(default_factory=list)
     ended: object = None                  # the EpisodeEnded event
+    timeout_s: float | None = None        # the program's own limit, seconds
+    sandbox: object = None                # task mode: the episode's own sandbox, and its task
+    task: object = None
+    image_config: object = None
+
+
+class EpisodeFailed(Exception):
+    """An episode's failure, said in its own words (the reward could not be had)."""
+
+
+def make_pool(n: int, config, *, runtime=None):
+    """The agent-mode pool of a TrainConfig: a TaskPool with agent.tasks, else an AgentPool."""
+    if config.agent.tasks:
+        from tumbler.train.taskmode import TaskPool
+        return TaskPool(n, config.agent, heldout_seed=config.eval.seed, runtime=runtime)
+    return AgentPool(n, config.agent, config.env, runtime=runtime)
 
 
 class AgentPool:
@@ -64,7 +85,7 @@ class AgentPool:
 
         from tumbler.modelservice import ModelBridge
         self.agent, self.env = agent, env
-        self.reward_fn = _reward_function(agent.reward, env)
+        self.reward_fn = _reward_function(agent.reward or "replay", env)
         files = _check_files(agent.files)
         self.client = None
         if agent.server:
@@ -116,8 +137,7 @@ class AgentPool:
         # the programs' own time (their env steps, start-up, HTTP): the rollout less generation
         stats.env_s += time.monotonic() - started - (stats.generation_s - generating)
         stats.env_steps += sum(ep.turns for ep in episodes)
-        for ep, p in zip(episodes, playing):
-            self._score(ep, p, turn_bonus, max_turns)
+        self._score_all(episodes, playing, turn_bonus, max_turns)
         stats.failed_episodes += sum(ep.error is not None for ep in episodes)
         return episodes, stats
 
@@ -127,7 +147,7 @@ class AgentPool:
             argv = [part.replace("{seed}", str(ep.seed)) for part in self.agent.command]
             episode_id = self.bridge.start_episode(sb.id, argv, timeout_s=self.agent.timeout_s,
                                                    cwd=self.agent.cwd)
-            playing.append(_Playing(sb.id, episode_id))
+            playing.append(_Playing(sb.id, episode_id, timeout_s=self.agent.timeout_s))
         return playing
 
     def _serve(self, episodes, playing, generator, renderer, params, max_turns, stats) -> None:
@@ -179,7 +199,7 @@ class AgentPool:
             return None
 
     def _answer(self, pending, episodes, playing, generator, renderer, params, stats) -> None:
-        prompts = {i: self._prompt(episodes[i], playing[i], call.messages, renderer, stats)
+        prompts = {i: self._prompt(episodes[i], playing[i], call, renderer, stats)
                    for i, call in pending.items()}
         t0 = time.monotonic()
         outs = generator.generate(prompts, params)
@@ -191,26 +211,37 @@ class AgentPool:
             ep.turns += 1
             ep.transcript += [call.messages[-1], {"role": "assistant", "content": out.text}]
             stats.generated_tokens += len(out.token_ids)
-            p.history = [*call.messages, {"role": "assistant", "content": out.text}]
+            tools = call.request.get("tools") if self.agent.tool_format == "hermes" else None
+            content, calls = toolcalls.parse(out.text, tools) if tools else (out.text, [])
+            reply = {"role": "assistant", "content": content}
+            if calls:
+                reply["tool_calls"] = calls
+            p.history = [*call.messages, reply]
             p.stopped = out.stopped
             p.replies.append(out.text)
-            call.respond(out.text, token_ids=out.token_ids, logprobs=out.logprobs,
-                         finish_reason="stop" if out.stopped else "length")
+            call.respond(content, tool_calls=calls or None, token_ids=out.token_ids,
+                         logprobs=out.logprobs, finish_reason="tool_calls" if calls else
+                         "stop" if out.stopped else "length")
 
-    def _prompt(self, ep: Episode, p: _Playing, messages, renderer, stats) -> list[int]:
+    def _prompt(self, ep: Episode, p: _Playing, call, renderer, stats) -> list[int]:
         """The episode's token list for this call: continued when the call extends the last
         one's messages and our reply, else a new sequence."""
+        messages = call.messages
         if not isinstance(messages, list) or not messages:
             raise InvalidRequest("a chat call without messages")
         seen = p.history
         if seen is not None and len(messages) > len(seen) and \
                 [_key(m) for m in messages[:len(seen)]] == [_key(m) for m in seen]:
-            ep.extend(renderer.continuation(messages[len(seen):], p.stopped), trained=False)
+            new = [toolcalls.as_text(m) for m in messages[len(seen):]]
+            ep.extend(renderer.continuation(new, p.stopped), trained=False)
         else:
             if seen is not None:
                 stats.rewritten_histories += 1
             ep.restart()
-            ep.extend(renderer.full_render(messages), trained=False)
+            tools = call.request.get("tools") if self.agent.tool_format == "hermes" else None
+            chat, template_tools = toolcalls.for_template(
+                messages, tools, getattr(renderer.tokenizer, "chat_template", None))
+            ep.extend(renderer.full_render(chat, tools=template_tools), trained=False)
         return ep.token_ids
 
     def _stop(self, p: _Playing) -> None:
@@ -219,11 +250,15 @@ class AgentPool:
         except TumblerError as exc:
             log.info("stopping episode %s: %s", p.episode_id, exc)
 
+    def _score_all(self, episodes, playing, turn_bonus: float, max_turns: int) -> None:
+        for ep, p in zip(episodes, playing):
+            self._score(ep, p, turn_bonus, max_turns)
+
     def _score(self, ep: Episode, p: _Playing, turn_bonus: float, max_turns: int) -> None:
         ep.done = True
         ended = p.ended
         if ep.error is None and ended is not None and ended.reason == "timeout":
-            ep.error = f"the agent program ran past its {self.agent.timeout_s:.0f} s"
+            ep.error = f"the agent program ran past its {p.timeout_s or self.agent.timeout_s:.0f} s"
         if ep.error is None and not p.replies:
             tail = (ended.output if ended is not None else "")[-OUTPUT_TAIL:]
             code = ended.exit_code if ended is not None else None
@@ -231,13 +266,19 @@ class AgentPool:
         if ep.error is not None:
             return
         try:
-            reward, success = self.reward_fn(seed=ep.seed, replies=list(p.replies), ended=ended)
+            reward, success = self._reward(ep, p)
+        except EpisodeFailed as exc:
+            ep.error = str(exc)
+            return
         except Exception as exc:    # a broken reward function is this episode's failure, logged
             ep.error = f"reward: {type(exc).__name__}: {exc}"
             return
         ep.reward, ep.success = float(reward), bool(success)
         if ep.success and turn_bonus:
             ep.reward += turn_bonus * max(0, max_turns - ep.turns)
+
+    def _reward(self, ep: Episode, p: _Playing) -> tuple[float, bool]:
+        return self.reward_fn(seed=ep.seed, replies=list(p.replies), ended=p.ended)
 
     def close(self) -> None:
         try:
@@ -304,10 +345,7 @@ class _Generator:
         self.batches, self.slot = [], {}
 
 
-def _key(message: dict) -> tuple:
-    """What identifies a message when a later call repeats it."""
-    extra = {k: v for k, v in message.items() if k not in ("role", "content") and v is not None}
-    return message.get("role"), message.get("content"), json.dumps(extra, sort_keys=True)
+_key = toolcalls.message_key
 
 
 def _check_files(files: dict[str, str]) -> dict[str, Path]:

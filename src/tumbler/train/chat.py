@@ -57,10 +57,13 @@ class ChatRenderer:
         closing = [] if response_stopped else [self.eot_id]
         return closing + self.separator + ids[len(self._dummy_prefix):]
 
-    def full_render(self, messages: list[dict]) -> list[int]:
-        """The template's render of a whole chat (for checks against the incremental one)."""
-        return self._render(messages, generation_prompt=True)
+    def full_render(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """The template's render of a whole chat (an agent program's first call, or one that
+        rewrote its history); `tools` are passed to the template when given."""
+        return self._render(messages, generation_prompt=True, tools=tools)
 
-    def _render(self, messages: list[dict], generation_prompt: bool) -> list[int]:
+    def _render(self, messages: list[dict], generation_prompt: bool, tools=None) -> list[int]:
+        extra = {"tools": tools} if tools else {}
         return list(self.tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False))
+            messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False,
+            **extra))

@@ -82,30 +82,56 @@ class EnvConfig(_Section):
 
 class AgentConfig(_Section):
     """Agent mode (mode: agent): an unmodified agent program per episode, in a sandbox whose
-    model endpoint the trainer answers (docs/TRAINER.md, "Agent mode")."""
+    model endpoint the trainer answers (docs/TRAINER.md, "Agent mode"); with `tasks`, each
+    episode is one trial of a task set's task ("Agent mode on task sets")."""
 
     command: list[str] = Field(default_factory=list)
     """The program's argv; '{seed}' in any part becomes the episode's seed, e.g.
-    [python3, /root/openai_agent.py, --seed, '{seed}']."""
+    [python3, /root/openai_agent.py, --seed, '{seed}'] (not with tasks: see program)."""
+    tasks: str | None = None
+    """A task set (devops, data, support, swe-mini; a folder of Harbor or Terminal-Bench task
+    folders; a .jsonl of SWE-style rows; docs/TASKS.md): each episode is one trial of one of
+    its tasks, in the task's image with `program` installed, rewarded by the task's verifier.
+    A seed picks the task, so a GRPO group is one task played group_size times."""
+    task_ids: list[str] = Field(default_factory=list)
+    """With tasks: only these task ids of the set (empty: all)."""
+    heldout: list[str] = Field(default_factory=list)
+    """With tasks: the task ids kept for evaluation, never trained on (empty: heldout_fraction
+    of the tasks, chosen by a hash of their ids)."""
+    heldout_fraction: float = Field(0.2, ge=0, lt=1)
+    """With tasks and no heldout list: the share of tasks held out for evaluation (at least
+    one when above 0 and the set has two or more)."""
+    program: str = "bash"
+    """With tasks: the agent program (tumbler.agents: bash, mini-swe-agent, qwen-code,
+    claude-code, or a program .toml; docs/AGENTS.md)."""
     files: dict[str, str] = Field(default_factory=dict)
-    """Files put in every sandbox before the first episode: sandbox path -> host path."""
+    """Files put in every sandbox before its program starts: sandbox path -> host path."""
     image: str = "openai"
-    """The sandboxes' image (`make openai-image` builds 'openai': debian with the openai package)."""
+    """The sandboxes' image (`make openai-image` builds 'openai': debian with the openai
+    package). With tasks: unused (each task's own image)."""
     cwd: str | None = None
-    """The program's working directory (None: the sandbox's default)."""
+    """The program's working directory (None: the sandbox's default; with tasks: the
+    program's cwd, else the task image's WORKDIR)."""
     server: str | None = None
-    """Make the sandboxes through this `tumbler serve` (its URL) instead of on this machine."""
+    """Make the sandboxes through this `tumbler serve` (its URL) instead of on this machine
+    (not with tasks)."""
     server_token: str | None = None
     """The server's API token (None: $TUMBLER_TOKEN, or none)."""
     timeout_s: float = Field(120.0, gt=0)
-    """Seconds one episode's program may run; it is killed then and the episode counts as failed."""
+    """Seconds one episode's program may run; it is killed then and the episode counts as
+    failed. With tasks: at most this, and at most the task's own agent timeout."""
+    tool_format: Literal["hermes", "none"] = "hermes"
+    """When a call offers tools: 'hermes' reads <tool_call>{"name": ..., "arguments": {...}}
+    </tool_call> in the policy's reply as OpenAI tool_calls (and describes the tools to the
+    policy); 'none' answers with the text as it is."""
     wave_s: float = Field(1.0, gt=0)
     """Seconds to wait, after the first call of a wave, for the other programs' calls before
     generating the waiting ones in one batch."""
-    reward: str = "replay"
-    """'replay': the policy's replies stepped through env.id (with env.kwargs) at the episode's
-    seed, on the host; or 'module:function' called as fn(seed=, replies=, ended=) -> (reward,
-    success). Nothing the program prints or returns is trusted."""
+    reward: str | None = None
+    """'replay' (the default without tasks): the policy's replies stepped through env.id (with
+    env.kwargs) at the episode's seed, on the host; or 'module:function' called as fn(seed=,
+    replies=, ended=) -> (reward, success). With tasks: 'verifier' (the default), the task's
+    verifier on the host. Nothing the program prints or returns is trusted."""
 
 
 class RolloutConfig(_Section):
@@ -258,8 +284,21 @@ class TrainConfig(_Section):
 
 
 def _check_mode(config: "TrainConfig", source: str) -> None:
-    if config.mode == "agent" and not config.agent.command:
-        raise TrainConfigError(f"{source}: agent.command: agent mode needs the program's argv")
+    agent = config.agent
+    if config.mode == "agent" and not agent.command and not agent.tasks:
+        raise TrainConfigError(f"{source}: agent.command: agent mode needs the program's argv "
+                               "(or agent.tasks: a task set, played by agent.program)")
+    if agent.tasks:
+        wrong = [(key, why) for key, bad, why in (
+            ("command", agent.command, "the program comes from agent.program"),
+            ("server", agent.server, "task images are built and run on this machine"),
+            ("reward", agent.reward not in (None, "verifier"), "the task's verifier rewards"))
+            if bad]
+        if wrong:
+            key, why = wrong[0]
+            raise TrainConfigError(f"{source}: agent.{key}: not with agent.tasks ({why})")
+    elif agent.reward == "verifier":
+        raise TrainConfigError(f"{source}: agent.reward: 'verifier' needs agent.tasks")
     if config.algorithm.dynamic_sampling and config.rollout.group_size < 2:
         raise TrainConfigError(f"{source}: algorithm.dynamic_sampling needs rollout.group_size "
                                "of 2 or more (a group of one always looks uniform)")

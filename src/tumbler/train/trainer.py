@@ -128,8 +128,8 @@ class Trainer:
     def _make_envs(self, n: int):
         env = self.config.env
         if self.config.mode == "agent":
-            from tumbler.train.agentmode import AgentPool
-            return AgentPool(n, self.config.agent, env)
+            from tumbler.train.agentmode import make_pool
+            return make_pool(n, self.config)
         if env.hosted:
             import os
             return EnvPool.hosted(env.id, n, image=env.image, step_timeout=env.step_timeout_s,
