@@ -1,10 +1,11 @@
 """Node hosts that outlive their driver (ClusterConfig.detached): a driver SIGKILLed holding
 sandboxes, and the next driver with the same owner takes its hosts over (ClusterRuntime, as
 the server's cluster mode does at a restart): the sandboxes and their shells are as they
-were, the creates the dead driver had under way are in the listing (let finish first), a driver of another owner
-is refused, and what no record names is removed on request; a driver that stops keeping
-its hosts (keep_sandboxes) leaves them to the next as well. The same through a real
-`tumbler serve --ray` SIGKILLed and restarted: test_server_cluster.py (slow)."""
+were, the creates the dead driver had under way are in the listing (let finish first), a
+driver of another owner is refused, and what no record names is removed on request; a
+driver that stops keeping its hosts (keep_sandboxes) leaves them to the next as well. The
+same through a real `tumbler serve --ray` SIGKILLed and restarted: test_server_cluster.py
+(slow)."""
 from __future__ import annotations
 
 import asyncio
