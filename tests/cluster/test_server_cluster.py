@@ -28,6 +28,8 @@ import ray  # noqa: E402
 from tumbler.cluster.client import actor_name  # noqa: E402
 from tumbler.cluster.nodehost import HOST_LABEL  # noqa: E402
 from tumbler.errors import CapacityExceeded, TumblerError  # noqa: E402
+from tumbler.config import Paths  # noqa: E402
+from tumbler.runtime.images import ImageStore  # noqa: E402
 from tumbler.runtime.process import ProcessRuntime  # noqa: E402
 from tumbler.runtime.spec import SandboxSpec  # noqa: E402
 from tumbler.sdk import Sandbox, core  # noqa: E402
@@ -307,3 +309,39 @@ def test_elastic_pools_follow_the_nodes(tmp_path):
         client.remove_pool("each")
         client.remove_pool("fixed")
         wait_for(lambda: all(not n["sandboxes"] for n in nodes().values()), 60, "the pools to empty")
+
+
+@pytest.mark.slow
+def test_images_reach_nodes_with_a_store_of_their_own(tmp_path):
+    """Each node with its own Tumbler home (an empty image store): the first sandbox on a node
+    gets the test image copied there from the server's store, checked by its sha256; the next
+    ones on that node cost no copy."""
+    for path in (tmp_path, *tmp_path.parents):   # a sandbox's shifted root must reach its rootfs
+        if path == Path("/tmp") or path == path.parent:
+            break
+        path.chmod(path.stat().st_mode | 0o111)
+    homes = tmp_path / "nodes"
+    with local_cluster([A, B]) as lc:
+        srv = ServerProcess(tmp_path, ray=lc.cluster.address, node_memory_bytes=1 << 30,
+                            cluster={"home": str(homes / "{name}")}, log_level="info")
+        srv.start()
+        client = srv.client()
+        try:
+            boxes = [Sandbox(IMAGE, client=client, memory="64m") for _ in range(4)]   # 2 a node
+            for sb in boxes:
+                assert "Debian" in sb.run("head -1 /etc/os-release").output
+            head = ImageStore().meta(IMAGE)["digest"]
+            for name in (A, B):
+                node = ImageStore(Paths(home=homes / name, run=tmp_path / "run"))
+                assert node.meta(IMAGE)["digest"] == head
+            log = (tmp_path / "server.log").read_text()
+            assert log.count(f"copied image '{IMAGE}'") == 2, log[-2000:]   # once per node
+            for sb in boxes:
+                sb.remove()
+        finally:
+            assert srv.terminate(120) in (0, -15)
+    reap_zombies()
+    for name in (A, B):
+        runtime = ProcessRuntime(Paths(home=homes / name, run=Paths.from_env().run))
+        for sb in boxes:
+            assert leftovers(runtime, sb.id) == []
