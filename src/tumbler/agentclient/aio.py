@@ -3,8 +3,8 @@
     client = AsyncAgentClient("/run/tumbler/sb-1/agent.sock", on_lost=mark_dead)
     result, output = await client.call("exec", {"argv": ["true"]}, timeout=30)
 
-Speaks `protocol.py` frames. Requests carry ids; one reader task routes each reply (and the
-output events before it) to the waiting call. Multiplexing lets one connection serve every
+Speaks `protocol.py` frames. Requests carry ids; the connection's protocol cuts frames from
+what arrives and routes each reply (and the output events before it) to the waiting call. Multiplexing lets one connection serve every
 concurrent request to a sandbox without a thread per call (the server, the model bridge).
 Raises the same errors as the blocking `client.py`. Standard library only, relative imports only
 (this folder also runs inside sandboxes), like the rest of the package.
@@ -22,7 +22,6 @@ from tumbler.agentclient.blocking import MAX_EVENTS, AgentGone, reply_limit, rep
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-STREAM_LIMIT = 1 << 20   # bytes of read buffer in the StreamReader
 
 OnEvent = Callable[[dict, bytes], None]
 OnLost = Callable[[], None]
@@ -52,8 +51,7 @@ class AsyncAgentClient:
     def __init__(self, path: str, on_lost: OnLost | None = None):
         self.path = path
         self.on_lost = on_lost
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task | None = None
+        self._proto: _FrameProtocol | None = None
         self._pending: dict[int, _Pending] = {}
         self._next_id = 0
         self._connect_lock = asyncio.Lock()
@@ -70,7 +68,9 @@ class AsyncAgentClient:
         Raises AgentRequestError for an error reply, AgentGone when the agent is gone or sent
         more than asked for, TimeoutError when no reply came in time (the connection stays usable).
         """
-        writer = await self._connection()
+        proto = self._proto
+        if proto is None or proto.transport.is_closing():
+            proto = await self._connection()
         self._next_id += 1
         rid = self._next_id
         loop = asyncio.get_running_loop()
@@ -80,12 +80,14 @@ class AsyncAgentClient:
         head = _dumps({"id": rid, "op": op, "args": args or {}}).encode()
         timer = None
         try:
-            writer.write(HEADER.pack(len(head), len(body)) + head + body if len(body) < 1 << 16
-                         else HEADER.pack(len(head), len(body)) + head)
-            if len(body) >= 1 << 16:
-                writer.write(body)   # not copied into one buffer with the header
-            if writer.transport.get_write_buffer_size() > 1 << 16:
-                await writer.drain()
+            transport = proto.transport
+            if len(body) < 1 << 16:
+                transport.write(HEADER.pack(len(head), len(body)) + head + body)
+            else:
+                transport.write(HEADER.pack(len(head), len(body)) + head)
+                transport.write(body)   # not copied into one buffer with the header
+            if proto.paused:
+                await proto.drain()
             # A timer that fails the future, not asyncio.wait_for: the same timeout for a
             # fraction of the CPU (wait_for adds a second future and two callbacks per call).
             timer = loop.call_later(timeout, _expire, future)
@@ -104,43 +106,117 @@ class AsyncAgentClient:
         self._closed = True
         await self._drop(AgentGone("client closed"))
 
-    async def _connection(self) -> asyncio.StreamWriter:
-        if self._writer is not None and not self._writer.is_closing():
-            return self._writer
+    async def _connection(self) -> "_FrameProtocol":
         async with self._connect_lock:
             if self._closed:
                 raise AgentGone(f"client for {self.path} is closed")
-            if self._writer is None or self._writer.is_closing():
+            if self._proto is None or self._proto.transport.is_closing():
+                loop = asyncio.get_running_loop()
                 try:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_unix_connection(self.path, limit=STREAM_LIMIT),
+                    _, proto = await asyncio.wait_for(
+                        loop.create_unix_connection(lambda: _FrameProtocol(self), self.path),
                         CONNECT_TIMEOUT_S)
                 except (OSError, asyncio.TimeoutError) as exc:
                     raise AgentGone(f"cannot connect to the agent at {self.path}: {exc}") from None
-                self._writer = writer
-                self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
-        return self._writer
+                self._proto = proto
+        return self._proto
 
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _lost(self, proto: "_FrameProtocol", exc: Exception) -> None:
+        """The connection `proto` ended (the agent hung up, or sent what was not asked for)."""
+        if self._proto is not proto:
+            return   # an old connection, closed by us
+        self._proto = None
+        self._fail_pending(exc)
+        if self.on_lost is not None and not self._closed:
+            self.on_lost()
+
+    async def _drop(self, exc: Exception) -> None:
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            proto.transport.close()
+        self._fail_pending(exc)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+
+class _FrameProtocol(asyncio.Protocol):
+    """The read side of one connection: frames cut from what arrives and routed to their
+    calls as they complete, in the loop's own callback (no reader task, no per-read await).
+    The caps are checked before a byte of what they bound is kept: a header over MAX_HEADER,
+    or a body over what its call may still receive, drops the connection."""
+
+    def __init__(self, client: AsyncAgentClient):
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self._drained: asyncio.Future | None = None
+        self._buf = bytearray()
+        self._skip = 0            # body bytes still to drop (a reply nobody waits for)
+        self._frame: tuple | None = None   # (header, pending, body_len) awaiting its body
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return
+            data = data[self._skip:]
+            self._skip = 0
+        buf += data
+        try:
+            self._frames()
+        except _Hostile as exc:
+            self.transport.abort()
+            self.client._lost(self, ConnectionError(f"connection lost: {exc}"))  # noqa: SLF001
+
+    def _frames(self) -> None:
+        buf = self._buf
+        pos, end = 0, len(buf)
         try:
             while True:
-                head_len, body_len = HEADER.unpack(await reader.readexactly(HEADER.size))
-                if head_len > MAX_HEADER:
-                    raise _Hostile(f"agent sent a frame header of {head_len} bytes")
-                header = json.loads(await reader.readexactly(head_len))
-                if not isinstance(header, dict):
-                    raise _Hostile("agent sent a frame header that is not an object")
-                rid = header.get("id")
-                pending = self._pending.get(rid) if isinstance(rid, int) else None
-                if pending is None:  # a reply to a call that timed out or was cancelled
-                    await _discard(reader, body_len)
-                    continue
-                # The length is checked against what the call asked for before a byte of the
-                # body is read: a hostile agent cannot make the host buffer more.
-                if body_len > pending.room:
-                    raise _Hostile(f"agent sent a {body_len}-byte body where at most "
-                                   f"{pending.room} bytes were asked for")
-                body = await reader.readexactly(body_len) if body_len else b""
+                if self._frame is None:
+                    if end - pos < HEADER.size:
+                        return
+                    head_len, body_len = HEADER.unpack_from(buf, pos)
+                    if head_len > MAX_HEADER:
+                        raise _Hostile(f"agent sent a frame header of {head_len} bytes")
+                    if end - pos - HEADER.size < head_len:
+                        return
+                    start = pos + HEADER.size
+                    try:
+                        header = json.loads(buf[start:start + head_len])
+                    except ValueError as exc:
+                        raise _Hostile(f"agent sent a frame header that is not JSON: {exc}") from None
+                    if not isinstance(header, dict):
+                        raise _Hostile("agent sent a frame header that is not an object")
+                    pos = start + head_len
+                    rid = header.get("id")
+                    pending = self.client._pending.get(rid) if isinstance(rid, int) else None  # noqa: SLF001
+                    if pending is None:   # a reply to a call that timed out or was cancelled
+                        if end - pos >= body_len:
+                            pos += body_len
+                        else:
+                            self._skip = body_len - (end - pos)
+                            pos = end
+                        continue
+                    # The length is checked against what the call asked for before a byte of
+                    # the body is kept: a hostile agent cannot make the host buffer more.
+                    if body_len > pending.room:
+                        raise _Hostile(f"agent sent a {body_len}-byte body where at most "
+                                       f"{pending.room} bytes were asked for")
+                    self._frame = (header, pending, body_len)
+                header, pending, body_len = self._frame
+                if end - pos < body_len:
+                    return
+                body = bytes(buf[pos:pos + body_len]) if body_len else b""
+                pos += body_len
+                self._frame = None
                 pending.room -= body_len
                 if "event" in header:
                     pending.events += 1
@@ -150,29 +226,32 @@ class AsyncAgentClient:
                         pending.on_event(header, body)
                 elif not pending.future.done():
                     pending.future.set_result((header, body))
-        except asyncio.CancelledError:
-            raise
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
-            if self._writer is writer:
-                self._writer = None
-            writer.close()
-            self._fail_pending(ConnectionError(f"connection lost: {exc or 'closed'}"))
-            if self.on_lost is not None and not self._closed:
-                self.on_lost()
+        finally:
+            if pos:
+                del buf[:pos]
 
-    async def _drop(self, exc: Exception) -> None:
-        writer, self._writer = self._writer, None
-        task, self._reader_task = self._reader_task, None
-        if task is not None:
-            task.cancel()
-        if writer is not None:
-            writer.close()
-        self._fail_pending(exc)
+    def eof_received(self) -> bool:
+        return False   # close: connection_lost follows
 
-    def _fail_pending(self, exc: Exception) -> None:
-        for pending in list(self._pending.values()):
-            if not pending.future.done():
-                pending.future.set_exception(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(ConnectionError("connection lost"))
+        self.client._lost(self, ConnectionError(f"connection lost: {exc or 'closed'}"))  # noqa: SLF001
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drain(self) -> None:
+        if not self.paused:
+            return
+        if self._drained is None or self._drained.done():
+            self._drained = asyncio.get_running_loop().create_future()
+        await self._drained
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode   # json.dumps's, made once
@@ -181,9 +260,3 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode   # json.dumps's, made o
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(asyncio.TimeoutError())
-
-
-async def _discard(reader: asyncio.StreamReader, n: int) -> None:
-    """Skip n bytes of the stream without holding more than a chunk of them."""
-    while n > 0:
-        n -= len(await reader.readexactly(min(n, STREAM_LIMIT)))
