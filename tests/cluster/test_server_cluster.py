@@ -334,6 +334,7 @@ def test_images_reach_nodes_with_a_store_of_their_own(tmp_path):
             for name in (A, B):
                 node = ImageStore(Paths(home=homes / name, run=tmp_path / "run"))
                 assert node.meta(IMAGE)["digest"] == head
+            assert all(n.images == {IMAGE: head} for n in client.nodes())   # GET /v1/nodes
             log = (tmp_path / "server.log").read_text()
             assert log.count(f"copied image '{IMAGE}'") == 2, log[-2000:]   # once per node
             for sb in boxes:

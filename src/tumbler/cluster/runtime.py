@@ -128,6 +128,7 @@ class ClusterRuntime:
                             "admitted": {"memory_bytes": slot.memory, "pids": slot.pids,
                                          "cpus": slot.cpus},
                             "sandbox_ids": list(slot.held),
+                            "images": dict(self.node_images.get(slot.host_id, {})),
                             "state": "lost" if slot.lost else "alive", "lost": slot.lost})
             return out
 

@@ -43,7 +43,7 @@ def cluster_nodes(request: Request) -> list[wire.NodeOut]:
             memory_total_bytes=int(res.get("memory", 0)),
             memory_available_bytes=max(0, int(res.get("memory", 0)) - node["admitted"]["memory_bytes"]),
             state=node["state"], lost=node["lost"], address=node["address"], labels=node["labels"],
-            sandbox_ids=held))
+            sandbox_ids=held, images=node.get("images", {})))
     return out
 
 
