@@ -230,6 +230,29 @@ class RunRequest(Request):
                        "crosses the wire once")
 
 
+class RunItem(RunRequest):
+    """One command of a batch of runs: `RunRequest` plus where it runs."""
+
+    sandbox_id: str = Field(min_length=1, description="the sandbox")
+    session: str | None = Field(default=None, min_length=1, description=(
+        "the session; null: the sandbox's default session (made by its first command)"))
+
+
+MAX_RUNS = 1024                 # commands in one POST /v1/runs
+RUNS_MEDIA_TYPE = "application/x-tumbler-runs"
+
+
+class RunsRequest(Request):
+    """Commands to run at once, in any sessions of any sandboxes. The reply (`RUNS_MEDIA_TYPE`,
+    chunked) answers each as it ends: a line `INDEX STATUS LENGTH`, then LENGTH bytes that are
+    exactly what the command's own run route would have answered with STATUS (a
+    `CommandResult`, or an error `{"error": {"kind", "message"}}`). Commands that end together
+    come in one write. The SDK's `AsyncClient` sends the commands its sessions start at the
+    same moment this way, so many sessions through one client cost a request per batch."""
+
+    runs: list[RunItem] = Field(min_length=1, max_length=MAX_RUNS)
+
+
 class InputRequest(Request):
     data: str | None = Field(default=None, description="text typed on the terminal (add the newline)")
     data_b64: Base64Text | None = Field(default=None, description="or the exact bytes, base64")
@@ -351,9 +374,6 @@ class NodeOut(BaseModel):
                                    "labels (a sandbox label tumbler.node/KEY=VALUE places by them)")
     sandbox_ids: list[str] = Field(default_factory=list, description="the server's sandboxes on it "
                                    "(ids; pooled ones not counted)")
-    images: dict[str, str] = Field(default_factory=dict, description=(
-        "cluster mode: the server's images the node is known to have, by the sha256 digest of "
-        "each layer (copied there, or found there with that digest)"))
 
 
 class NodeList(BaseModel):

@@ -17,6 +17,7 @@ from tumbler.errors import CommandTimeout, InvalidRequest, ServerUnreachable
 from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.spec import SandboxStats
 from tumbler.sdk import core
+from tumbler.sdk.runs import RunBatcher
 from tumbler.sdk.transport import AsyncTumblerTransport
 from tumbler.archives import extract_tar, tar_directory
 
@@ -24,10 +25,13 @@ DEFAULT_TIMEOUT_S = wire.DEFAULT_TIMEOUT_S
 
 
 class AsyncClient:
-    """A connection pool to one server, for one event loop; share it between sandboxes."""
+    """A connection pool to one server, for one event loop; share it between sandboxes.
+
+    `batch_runs`: commands its sessions start in the same turn of the loop go to the server
+    as one request, each answered as it ends (`sdk.runs`); False sends each on its own."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
-                 retries: int = core.RETRIES, max_connections: int = 100):
+                 retries: int = core.RETRIES, max_connections: int = 100, batch_runs: bool = True):
         self.url = (url or core.default_url()).rstrip("/")
         token = token or core.default_token()
         self.token = token   # for clients of the same server made from this one (the model bridge)
@@ -36,15 +40,27 @@ class AsyncClient:
         self._transport = AsyncTumblerTransport(max_idle=max_connections)
         self._http = httpx.AsyncClient(base_url=self.url, headers=headers, transport=self._transport)
         self._builder = core.RequestBuilder(self.url, token)
+        self._runs = RunBatcher(self) if batch_runs else None
 
     async def send(self, call: core.Call):
         """Make the request (retrying connection failures only) and read its reply."""
+        if call.run_of is not None and self._runs is not None:
+            return await self._runs.run(call)
+        return await self._send_now(call)
+
+    async def _send_now(self, call: core.Call):
+        status, content = await self._fetch(call)
+        return core.finish(call, core.Reply(status, content))
+
+    async def _fetch(self, call: core.Call, on_chunk=None) -> tuple[int, bytes]:
+        """(status, content) of the call's request, connection failures retried, transport
+        errors said as TumblerErrors; `on_chunk` as transport.fetch's."""
         head, body, host, port = self._builder.raw(call)
         for attempt in range(self.retries + 1):
             try:
                 # Straight to the transport, as bytes: no cookies, redirects or hooks to run
                 # (see core), nor httpx's Request and Response to build (see transport.fetch).
-                status, content = await self._transport.fetch(head, body, host, port, call.timeout)
+                return await self._transport.fetch(head, body, host, port, call.timeout, on_chunk)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt == self.retries:
                     raise ServerUnreachable(f"cannot reach the server at {self.url}: {exc}") from None
@@ -54,7 +70,6 @@ class AsyncClient:
                 raise CommandTimeout(f"no reply to {call.method} {call.path} within {call.timeout} s") from None
             except httpx.TransportError as exc:
                 raise ServerUnreachable(f"connection to {self.url} failed mid-request: {exc}") from None
-            return core.finish(call, core.Reply(status, content))
 
     async def stream_run(self, call: core.Call, on_output: Callable[[bytes], None]) -> CommandResult:
         body, headers = call.body_and_headers()
@@ -125,6 +140,8 @@ class AsyncClient:
         return await self.send(core.health())
 
     async def close(self) -> None:
+        if self._runs is not None:
+            await self._runs.close()
         await self._http.aclose()
 
     async def __aenter__(self) -> "AsyncClient":

@@ -62,12 +62,15 @@ class Call:
     json_body: wire.Request | None = None
     content: bytes | None = None
     timeout: float = OP_TIMEOUT_S
+    content_type: str = "application/octet-stream"   # of `content`
+    # A command's run (sandbox id, session or None): what AsyncClient may send in a batch.
+    run_of: tuple[str, str | None] | None = None
 
     def body_and_headers(self) -> tuple[bytes | None, dict[str, str]]:
         if self.json_body is not None:
             return self.json_body.model_dump_json().encode(), {"content-type": "application/json"}
         if self.content is not None:
-            return self.content, {"content-type": "application/octet-stream"}
+            return self.content, {"content-type": self.content_type}
         return None, {}
 
 
@@ -293,7 +296,8 @@ def run(sandbox_id: str, session: str | None, command: str, timeout: float,
     return Call("POST", _run_path(sandbox_id, session, stream), _command,
                 json_body=wire.RunRequest(command=command, timeout=timeout, max_output=max_output,
                                           text=False),
-                timeout=timeout + REPLY_GRACE_S)
+                timeout=timeout + REPLY_GRACE_S,
+                run_of=None if stream else (sandbox_id, session))
 
 
 def session_input(sandbox_id: str, session: str, data: str | bytes) -> Call:

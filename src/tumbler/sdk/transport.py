@@ -138,27 +138,28 @@ class AsyncTumblerTransport(httpx.AsyncBaseTransport):
                               extensions={"http_version": b"HTTP/1.1"})
 
     async def fetch(self, head: bytes, body: bytes, host: str, port: int,
-                    timeout: float | None) -> tuple[int, bytes]:
+                    timeout: float | None, on_chunk=None) -> tuple[int, bytes]:
         """One whole exchange without httpx's Request and Response: send `head` (request line
         and headers, as `core.RequestBuilder.raw` makes them) and `body`, read the reply to its
         end -> (status, body). What `handle_async_request` and then `aread` do, with the same
         errors (httpx's) and the same resend of a request the server never read; building and
         reading httpx's objects cost more CPU than the rest of a command's round trip here.
-        `timeout`: seconds for each read, as the read timeout of a Request."""
+        `timeout`: seconds for each read, as the read timeout of a Request. `on_chunk(data)`:
+        each chunk of a chunked 200 reply as it arrives (the content returned is then empty)."""
         conn, reused = await self._acquire(None, timeout, host=host, port=port)
         try:
-            return await self._fetch_on(conn, head, body, timeout)
+            return await self._fetch_on(conn, head, body, timeout, on_chunk)
         except _StaleConnection:
             if not reused:
                 raise httpx.ReadError("server closed the connection before answering")
         conn, _ = await self._acquire(None, timeout, fresh=True, host=host, port=port)
         try:
-            return await self._fetch_on(conn, head, body, timeout)
+            return await self._fetch_on(conn, head, body, timeout, on_chunk)
         except _StaleConnection:
             raise httpx.ReadError("server closed the connection before answering") from None
 
     async def _fetch_on(self, conn: "_AsyncConn", head: bytes, body: bytes,
-                        timeout: float | None) -> tuple[int, bytes]:
+                        timeout: float | None, on_chunk=None) -> tuple[int, bytes]:
         # One timer that closes the connection, not asyncio.wait_for around each read: a
         # read then fails at once, and `expired` says it was the timeout.
         loop = asyncio.get_running_loop()
@@ -188,6 +189,8 @@ class AsyncTumblerTransport(httpx.AsyncBaseTransport):
                 conn.close()
                 raise _StaleConnection() from None
             status, _headers, length, chunked, keep_alive = parse_head(raw)
+            if status != 200:
+                on_chunk = None
             if chunked:
                 parts = []
                 while True:
@@ -197,7 +200,11 @@ class AsyncTumblerTransport(httpx.AsyncBaseTransport):
                         await reader.readuntil(b"\r\n")
                         break
                     arm()
-                    parts.append((await reader.readexactly(size + 2))[:-2])
+                    data = (await reader.readexactly(size + 2))[:-2]
+                    if on_chunk is None:
+                        parts.append(data)
+                    else:
+                        on_chunk(data)
                 content = b"".join(parts)
             elif length is None:   # read to the end: the server closes after the body
                 parts = []

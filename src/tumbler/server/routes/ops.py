@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from tumbler import wire
 from tumbler.errors import TumblerError
@@ -31,6 +32,27 @@ async def _one(request: Request, sandbox_id: str, req: wire.OpRequest) -> wire.O
 async def op(sandbox_id: str, body: wire.OpRequest, request: Request):
     """Send one agent op to the sandbox; its error is this request's error."""
     return await _one(request, sandbox_id, body)
+
+
+@router.post(f"{wire.API_PREFIX}/runs", tags=["sessions"], responses={200: {
+    "content": {wire.RUNS_MEDIA_TYPE: {}},
+    "description": "chunked: per command, as it ends, a line `INDEX STATUS LENGTH` and LENGTH "
+                   "bytes of what its run route answers with STATUS"}})
+async def runs(body: wire.RunsRequest, request: Request):
+    """Run many commands at once, in any sessions of any sandboxes; each is answered as it
+    ends (see `wire.RunsRequest`). Served by `server.fastpath.serve_runs`, which answers this
+    route before FastAPI's routing; this handler is the same code on the full stack."""
+    return _Runs(service(request), body)
+
+
+class _Runs(Response):
+    def __init__(self, svc, body: wire.RunsRequest):
+        super().__init__()
+        self.svc, self.body = svc, body
+
+    async def __call__(self, scope, receive, send) -> None:
+        from tumbler.server.fastpath import serve_runs   # fastpath imports the routes
+        await serve_runs(self.svc, self.body, receive, send)
 
 
 @router.post(f"{wire.API_PREFIX}/ops", response_model=wire.BatchOpReply)
