@@ -374,6 +374,9 @@ class NodeOut(BaseModel):
                                    "labels (a sandbox label tumbler.node/KEY=VALUE places by them)")
     sandbox_ids: list[str] = Field(default_factory=list, description="the server's sandboxes on it "
                                    "(ids; pooled ones not counted)")
+    images: dict[str, str] = Field(default_factory=dict, description=(
+        "cluster mode: the server's images the node is known to have, by the sha256 digest of "
+        "each layer (copied there, or found there with that digest)"))
 
 
 class NodeList(BaseModel):
