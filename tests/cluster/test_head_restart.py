@@ -76,6 +76,8 @@ def test_hosts_outlive_a_killed_driver_and_are_taken_over():
             driver.wait(30)
         assert len(ids) == 2, ids
         made = [*ids, *IN_FLIGHT]
+        lc.add(A)   # a second node of the same name on this machine: its host cannot start,
+                    # and the take-over of the first must not suffer for it
         try:
             rt = ClusterRuntime(BUDGET, config=ClusterConfig(**CONFIG))
             try:

@@ -100,7 +100,9 @@ class ClusterClient:
 
     def start_hosts(self) -> list[HostInfo]:
         """Start a NodeHost on every alive node that offers the resource and has none -> what
-        each new host reports (`reclaimed`: its dead predecessor's sandboxes it removed).
+        each new host reports (`reclaimed`: its dead predecessor's sandboxes it removed). A
+        host that fails raises, after the others are started: the error's `started` holds
+        their HostInfos.
 
         A node whose host was lost gets a new one only if its raylet answers: Ray lists a
         killed node as alive until its health check gives up on it (15-30 s)."""
@@ -169,8 +171,10 @@ class ClusterClient:
             infos.append(info)
         if failures:
             log.warning("node hosts started: %s", [i.host_id for i in infos])
-            raise failures[0] if len(failures) == 1 else type(failures[0])(
+            error = failures[0] if len(failures) == 1 else type(failures[0])(
                 "; ".join(f.message for f in failures))
+            error.started = infos   # the hosts that did start (and serve) all the same
+            raise error
         return infos
 
     def hosts(self) -> list[HostState]:

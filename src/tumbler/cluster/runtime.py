@@ -95,8 +95,13 @@ class ClusterRuntime:
 
     def refresh(self) -> list[str]:
         """Start node hosts on nodes that have none (joined, or restarted) and take in the
-        sandboxes each already holds -> the ids of the hosts started."""
-        started = [i.host_id for i in self.client.start_hosts()]
+        sandboxes each already holds -> the ids of the hosts started. A host that fails to
+        start raises, once the others are taken in."""
+        try:
+            infos, failed = self.client.start_hosts(), None
+        except TumblerError as exc:   # the hosts that started are taken in all the same
+            infos, failed = getattr(exc, "started", []), exc
+        started = [i.host_id for i in infos]
         nodes = {n["NodeID"]: n for n in ray.nodes()}
         with self._lock:
             for state in self.client.hosts():
@@ -110,6 +115,8 @@ class ClusterRuntime:
         for host_id in started:
             for info in self._on_host(host_id, "list", ()):
                 self._found(info, host_id)
+        if failed is not None:
+            raise failed
         return started
 
     def nodes(self) -> list[dict]:
