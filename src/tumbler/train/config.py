@@ -119,7 +119,8 @@ class AgentConfig(_Section):
     """The server's API token (None: $TUMBLER_TOKEN, or none)."""
     timeout_s: float = Field(120.0, gt=0)
     """Seconds one episode's program may run; it is killed then and the episode counts as
-    failed. With tasks: at most this, and at most the task's own agent timeout."""
+    failed. It counts the program's waits on the policy's generation too (with tasks this,
+    not the task's own agent timeout, which assumes a hosted model)."""
     tool_format: Literal["hermes", "none"] = "hermes"
     """When a call offers tools: 'hermes' reads <tool_call>{"name": ..., "arguments": {...}}
     </tool_call> in the policy's reply as OpenAI tool_calls (and describes the tools to the

@@ -124,7 +124,7 @@ class TaskPool(AgentPool):
         except TumblerError as exc:
             ep.error = f"build_error: task {task.id}: {exc}"
             return idle
-        timeout = min(self.agent.timeout_s, self.program.timeout_s or task.agent_timeout_s)
+        timeout = self.agent.timeout_s      # waiting on the policy included: not the task's own
         try:
             sb = trial_sandbox(task, image, config, self.runtime)
             with self._lock:
