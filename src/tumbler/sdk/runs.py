@@ -29,6 +29,7 @@ RUNS_PATH = f"{wire.API_PREFIX}/runs"
 # While other runs of the client are under way, a gathering is held open until the next of
 # them is answered (its session's next command then joins), or this long at the most.
 HOLD_S = 0.001
+HOLD_ANSWERS = 1
 
 
 class _Item:
@@ -59,11 +60,14 @@ class RunBatcher:
         self._gathering = gathering = [_Item(call, None)]
         try:
             await asyncio.sleep(0)    # the runs the other tasks start in this turn join
-            if self._running:         # and those started when the next answer comes
+            deadline = loop.time() + HOLD_S
+            for _ in range(HOLD_ANSWERS):   # and those started when the next answers come
+                if not self._running or loop.time() >= deadline:
+                    break
                 if self._answer is None:
                     self._answer = loop.create_future()
                 answer = self._answer
-                timer = loop.call_later(HOLD_S, _settle, answer)
+                timer = loop.call_at(deadline, _settle, answer)
                 try:
                     await answer
                 finally:
