@@ -32,7 +32,7 @@ import ray  # noqa: E402
 
 from bench_burst import TOKEN, start_server  # noqa: E402
 from bench_cluster import reap_children  # noqa: E402
-from timing import pct  # noqa: E402
+from timing import echo_window as window, pct  # noqa: E402
 from tumbler.sdk import AsyncClient, AsyncSandbox  # noqa: E402
 
 IMAGE = os.environ.get("TUMBLER_TEST_IMAGE", "debian")
@@ -47,19 +47,6 @@ async def round_trip(session, n: int) -> list[float]:
         await session.run("echo hi")
         out.append(time.perf_counter() - t)
     return out
-
-
-async def window(sessions: list, seconds: float) -> float:
-    count, stop_at = 0, time.perf_counter() + seconds
-
-    async def worker(s):
-        nonlocal count
-        while time.perf_counter() < stop_at:
-            await s.run("echo hi")
-            count += 1
-    t = time.perf_counter()
-    await asyncio.gather(*(worker(s) for s in sessions))
-    return count / (time.perf_counter() - t)
 
 
 async def measure(urls: dict[str, str], seconds: float, windows: int, trips: int) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from tumbler.sdk import AsyncClient, AsyncSandbox, Client, Sandbox
-from timing import pct, timed
+from timing import echo_window, pct, timed
 
 IMAGE = os.environ.get("TUMBLER_TEST_IMAGE", "debian")
 TOKEN = "bench-token"
@@ -147,40 +147,9 @@ def bench_peers(results: dict, quick: bool) -> dict:
     return out
 
 
-async def bench_async(url: str, sessions: int, seconds: float, burst: int) -> dict:
-    res = {}
+async def bench_async(url: str, burst: int) -> dict:
     async with AsyncClient(url, TOKEN) as client:
-        if seconds:
-            res.update(await _aggregate(client, sessions, seconds))
-        if burst:
-            res.update(await _burst(client, burst))
-    return res
-
-
-async def _aggregate(client: AsyncClient, sessions: int, seconds: float) -> dict:
-    """Commands/s of `sessions` sessions, one per sandbox, each running echo back to back."""
-    boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client) for _ in range(sessions)))
-    try:
-        sess = await asyncio.gather(*(sb.session("agg") for sb in boxes))
-        # Those came from the warm pool, which now starts as many anew: wait for it, or the
-        # window would time the pool's cold starts too (the local windows start none).
-        await _pool_refilled(client)
-        count, stop_at = 0, 0.0
-
-        async def worker(s):
-            nonlocal count
-            while time.perf_counter() < stop_at:
-                await s.run("echo hi")
-                count += 1
-        stop_at = time.perf_counter() + 0.5
-        await asyncio.gather(*(worker(s) for s in sess))           # warm up
-        count = 0
-        t = time.perf_counter()
-        stop_at = t + seconds
-        await asyncio.gather(*(worker(s) for s in sess))
-        return {f"aggregate_{sessions}_sessions_cmds_per_s": count / (time.perf_counter() - t)}
-    finally:
-        await asyncio.gather(*(sb.remove() for sb in boxes))
+        return await _burst(client, burst)
 
 
 async def _pool_refilled(client: AsyncClient, timeout_s: float = 60.0) -> None:
@@ -207,39 +176,87 @@ async def _burst(client: AsyncClient, burst: int) -> dict:
     return res
 
 
-def bench_local(sessions: int, seconds: float) -> dict:
-    """The same 8-session workload through LocalSandbox (threads, no server): the in-process
-    figure the server's aggregate is judged against, in the same sitting."""
-    import threading
+class LocalWindows:
+    """`sessions` LocalSandboxes, one session each, timed in windows of echo back to back."""
 
-    from tumbler import LocalSandbox
-    boxes = [LocalSandbox(IMAGE) for _ in range(sessions)]
-    try:
-        sess = [sb.session("agg") for sb in boxes]
-        counts = [0] * sessions
-        stop_at = [0.0]
+    def __init__(self, sessions: int):
+        from tumbler import LocalSandbox
+        self.boxes = [LocalSandbox(IMAGE) for _ in range(sessions)]
+        self.sess = [sb.session("agg") for sb in self.boxes]
+
+    def window(self, length: float) -> float:
+        import threading
+        counts = [0] * len(self.sess)
+        stop_at = time.perf_counter() + length
 
         def worker(i):
-            while time.perf_counter() < stop_at[0]:
-                sess[i].run("echo hi")
+            while time.perf_counter() < stop_at:
+                self.sess[i].run("echo hi")
                 counts[i] += 1
+        t = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(self.sess))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return sum(counts) / (time.perf_counter() - t)
 
-        def window(length: float) -> float:
-            for i in range(sessions):
-                counts[i] = 0
-            t = time.perf_counter()
-            stop_at[0] = t + length
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(sessions)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            return sum(counts) / (time.perf_counter() - t)
-        window(0.5)   # warm up
-        return {f"local_aggregate_{sessions}_sessions_cmds_per_s": window(seconds)}
-    finally:
-        for sb in boxes:
+    def __enter__(self) -> "LocalWindows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sb in self.boxes:
             sb.remove()
+
+
+class ServerWindows:
+    """`sessions` sandboxes of the server, one session each, timed as LocalWindows, on an event
+    loop of their own (so the windows can alternate with LocalWindows')."""
+
+    def __init__(self, url: str, sessions: int):
+        self.loop = asyncio.new_event_loop()
+
+        async def setup():
+            self.client = AsyncClient(url, TOKEN)
+            self.boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=self.client)
+                                                for _ in range(sessions)))
+            self.sess = await asyncio.gather(*(sb.session("agg") for sb in self.boxes))
+            # Those came from the warm pool, which now starts as many anew: wait for it, or
+            # the windows would time the pool's cold starts too (the local windows start none).
+            await _pool_refilled(self.client)
+        self.loop.run_until_complete(setup())
+
+    def window(self, length: float) -> float:
+        return self.loop.run_until_complete(echo_window(self.sess, length))
+
+    def __enter__(self) -> "ServerWindows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def teardown():
+            await asyncio.gather(*(sb.remove() for sb in self.boxes))
+            await self.client.close()
+        self.loop.run_until_complete(teardown())
+        self.loop.close()
+
+
+def compare_aggregates(url: str, pairs: int, seconds: float) -> dict:
+    """The 8-session aggregate through server + SDK against LocalSandbox's, in windows that
+    alternate (server, local, server, ...) so both see the same load on the shared machine;
+    the ratio is the median of the pairs' (one window hit by a burst of other work moves a
+    median less than a mean)."""
+    with ServerWindows(url, 8) as server, LocalWindows(8) as local:
+        server.window(0.5)   # warm up both
+        local.window(0.5)
+        rates = [(server.window(seconds), local.window(seconds)) for _ in range(pairs)]
+    ratios = sorted(s / lo for s, lo in rates)
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return {"aggregate_8_sessions_cmds_per_s": sum(s for s, _ in rates) / pairs,
+            "local_aggregate_8_sessions_cmds_per_s": sum(lo for _, lo in rates) / pairs,
+            "server_vs_local_aggregate_ratio": median,
+            "server_vs_local_aggregate_ratio_min": ratios[0],
+            "server_vs_local_aggregate_ratio_max": ratios[-1]}
 
 
 def main() -> None:
@@ -247,29 +264,27 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer samples, no 200-sandbox burst")
     ap.add_argument("--n", type=int, default=2000, help="session round trips to time")
     ap.add_argument("--burst", type=int, default=200, help="sandboxes created at once")
+    ap.add_argument("--aggregate-only", action="store_true",
+                    help="only the 8-session aggregate, server against local (no peers)")
     args = ap.parse_args()
-    n, burst, seconds = (300, 20, 2.0) if args.quick else (args.n, args.burst, 5.0)
+    n, burst, seconds, pairs = (300, 20, 1.0, 5) if args.quick else (args.n, args.burst, 2.0, 7)
     with tempfile.TemporaryDirectory(prefix="tumbler-bench-") as state:
         proc, url = start_server(state)
         try:
-            with Client(url, TOKEN) as client:
-                results = bench_sync(client, n)
-                results.update(bench_pool(client, 10 if args.quick else 30))
+            results = {}
+            if not args.aggregate_only:
+                with Client(url, TOKEN) as client:
+                    results = bench_sync(client, n)
+                    results.update(bench_pool(client, 10 if args.quick else 30))
             # Server and local windows alternate, so both see the same load on the machine.
-            server_rates, local_rates = [], []
-            for _ in range(2):
-                server_rates.append(asyncio.run(bench_async(url, 8, seconds / 2, 0))
-                                    ["aggregate_8_sessions_cmds_per_s"])
-                local_rates.append(bench_local(8, seconds / 2)["local_aggregate_8_sessions_cmds_per_s"])
-            results["aggregate_8_sessions_cmds_per_s"] = sum(server_rates) / 2
-            results["local_aggregate_8_sessions_cmds_per_s"] = sum(local_rates) / 2
-            results["server_vs_local_aggregate_ratio"] = sum(server_rates) / sum(local_rates)
-            if burst:
-                results.update(asyncio.run(bench_async(url, 8, 0, burst)))
+            results.update(compare_aggregates(url, pairs, seconds))
+            if burst and not args.aggregate_only:
+                results.update(asyncio.run(bench_async(url, burst)))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
-    results.update(bench_peers(results, args.quick))
+    if not args.aggregate_only:
+        results.update(bench_peers(results, args.quick))
     budgets = {"session_rtt_p50_ms": ("<=", 2.0), "session_create_close_p50_ms": ("<=", 20.0),
                "sandbox_create_to_first_result_p50_ms": ("<=", 150.0),
                "aggregate_8_sessions_cmds_per_s": (">=", 2000.0), "pool_create_p50_ms": ("<=", 10.0)}
@@ -280,6 +295,8 @@ def main() -> None:
         if limit is not None:
             mark = f"{op} {limit:g}  " + ("ok" if (value <= limit if op == "<=" else value >= limit) else "MISSED")
         print(f"{key:48} {value:>10.2f}  {mark}")
+    if args.aggregate_only:
+        return   # a partial run: the results file keeps the last full one
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"results": results, "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},

@@ -18,3 +18,19 @@ def timed(fn, n: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t)
     return out
+
+
+async def echo_window(sessions: list, seconds: float) -> float:
+    """Commands/s of `sessions` (async sessions, each its own worker) running `echo hi` back to
+    back for `seconds`."""
+    import asyncio
+    count, stop_at = 0, time.perf_counter() + seconds
+
+    async def worker(s):
+        nonlocal count
+        while time.perf_counter() < stop_at:
+            await s.run("echo hi")
+            count += 1
+    t = time.perf_counter()
+    await asyncio.gather(*(worker(s) for s in sessions))
+    return count / (time.perf_counter() - t)
