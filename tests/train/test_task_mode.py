@@ -110,6 +110,32 @@ def test_task_episodes_earn_the_verifiers_reward_never_the_agents_claim(tokenize
                         "cheat": [(0.0, False, None)] * 2}
 
 
+def test_swe_rows_are_judged_by_their_tests_not_the_agents_edits_to_them(tokenizer, tmp_path):
+    """swe-mini (SWE-style rows): a one-line fix of tinytext-2 resolves it; rewriting
+    tinytext-1's tests (and planting a conftest.py) to pass resolves nothing."""
+    from tumbler.train.taskmode import TaskPool
+    fix = "sed -i 's/total = int(number)/total += int(number)/' tinytext/duration.py"
+    names = ["punctuation_makes_one_dash", "no_dash_at_the_ends", "single_word", "two_words",
+             "accents_are_dropped"]     # every test of the file it rewrites, made to pass
+    cheat = ("printf '" + "".join(f"def test_{n}(): pass\\n" for n in names) +
+             "' > tests/test_slug.py && printf 'import pytest\\n' > conftest.py")
+
+    def reply(ep, turn, ids):
+        if turn > 0:
+            return "Done."
+        return tool_call(fix if "parse_duration" in tokenizer.decode(ids) else cheat)
+    agent = build_config({"mode": "agent", "agent": agent_section(
+        tmp_path, tasks="swe-mini", heldout_fraction=0)}).agent
+    policy = ScriptedPolicy(tokenizer, reply)
+    with TaskPool(2, agent) as pool:
+        seeds = [0, 1]                                   # one pass: both rows
+        assert {pool.task_of(s).id for s in seeds} == {"tinytext-1", "tinytext-2"}
+        episodes, stats = pool.play(policy, ChatRenderer(tokenizer, policy.eot_id), seeds,
+                                    [0, 1], GenerationParams(max_new_tokens=128), max_turns=3)
+        outcome = {r["task"]: (r["reward"], r["error"], r["turns"]) for r in pool.results}
+    assert outcome == {"tinytext-2": (1.0, None, 2), "tinytext-1": (0.0, None, 2)}, outcome
+
+
 def harbor(root: Path, name: str, dockerfile="FROM debian:bookworm\nWORKDIR /root\n",
            test_sh="#!/bin/bash\nmkdir -p /logs/verifier; echo 0 > /logs/verifier/reward.txt\n"):
     d = root / name
