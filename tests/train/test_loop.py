@@ -1,5 +1,6 @@
 """Rollouts through envs hosted in sandboxes, and a short training run with the tiny model."""
 import json
+import math
 
 import pytest
 
@@ -157,3 +158,32 @@ def test_dynamic_sampling_replaces_uniform_groups(tokenizer, tmp_path):
     uniform_after, resampled, n = found[True]
     assert uniform_before > 0 and resampled >= uniform_before
     assert uniform_after < uniform_before and n == 12
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "ppo"])
+def test_a_bfloat16_policy_trains_on_the_cpu(tmp_path, estimator):
+    """The GPU's dtype end to end on the CPU: bf16 weights, kept trunk and packed prefixes,
+    the critic (ppo); the trained layer moves, the frozen one does not."""
+    import torch
+    from tumbler.train import Trainer, build_config
+    cfg = build_config({
+        "model": {"name": "tiny", "device": "cpu", "dtype": "bfloat16"},
+        "env": {"id": "GuessTheNumber-v0", "hosted": False, "format_penalty": -0.1,
+                "kwargs": {"low": 1, "high": 3, "max_turns": 2}},
+        "rollout": {"groups_per_step": 2, "group_size": 3, "max_turns": 2, "max_new_tokens": 4,
+                    "temperature": 1.0},
+        "algorithm": {"estimator": estimator, "skip_uniform_groups": False},
+        "optim": {"lr": 1e-2, "trainable_layers": 1},
+        "eval": {"episodes": 0}, "steps": 2, "save_final": False, "run_dir": str(tmp_path / "run"),
+    })
+    trainer = Trainer(cfg)
+    model = trainer.policy.model
+    assert next(model.parameters()).dtype == torch.bfloat16 and trainer.policy.trunk_layer == 1
+    frozen = model.model.layers[0].mlp.up_proj.weight.clone()
+    trained = model.model.layers[1].mlp.up_proj.weight.clone()
+    result = trainer.run()
+    assert all(math.isfinite(m["loss"]) and m["trained_sequences"] == 6 for m in result.history)
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, frozen)
+    if estimator == "ppo":     # the random policy's rewards are all equal: only PPO's GAE
+        assert all(m["grad_norm"] > 0 for m in result.history)      # gives advantages then
+        assert not torch.equal(model.model.layers[1].mlp.up_proj.weight, trained)
