@@ -240,23 +240,72 @@ class ServerWindows:
         self.loop.close()
 
 
-def compare_aggregates(url: str, pairs: int, seconds: float) -> dict:
+def compare_aggregates(url: str, pairs: int, seconds: float, server_pid: int | None = None,
+                       unbatched: bool = False) -> dict:
     """The 8-session aggregate through server + SDK against LocalSandbox's, in windows that
     alternate (server, local, server, ...) so both see the same load on the shared machine;
     the ratio is the median of the pairs' (one window hit by a burst of other work moves a
-    median less than a mean)."""
+    median less than a mean). `unbatched`: each pair gets a third window, the server's with
+    the client's batching of runs off (`AsyncClient(batch_runs=False)`). With `server_pid`,
+    the server's and this client's CPU per command in the server windows too."""
+    def timed(window, count_cpu: bool) -> tuple[float, float, float]:
+        s0, c0, t = _cpu_s(server_pid), time.process_time(), time.perf_counter()
+        rate = window()
+        commands = rate * (time.perf_counter() - t)
+        return (rate, 1e6 * (_cpu_s(server_pid) - s0) / commands,
+                1e6 * (time.process_time() - c0) / commands) if count_cpu else (rate, 0.0, 0.0)
     with ServerWindows(url, 8) as server, LocalWindows(8) as local:
+        runs = getattr(server.client, "_runs", None)   # an SDK from before batching has none
+
+        def server_window(batched: bool) -> float:
+            if runs is not None:
+                server.client._runs = runs if batched else None   # noqa: SLF001
+            return server.window(seconds)
         server.window(0.5)   # warm up both
         local.window(0.5)
-        rates = [(server.window(seconds), local.window(seconds)) for _ in range(pairs)]
-    ratios = sorted(s / lo for s, lo in rates)
-    mid = len(ratios) // 2
-    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
-    return {"aggregate_8_sessions_cmds_per_s": sum(s for s, _ in rates) / pairs,
-            "local_aggregate_8_sessions_cmds_per_s": sum(lo for _, lo in rates) / pairs,
-            "server_vs_local_aggregate_ratio": median,
-            "server_vs_local_aggregate_ratio_min": ratios[0],
-            "server_vs_local_aggregate_ratio_max": ratios[-1]}
+        rows = []
+        for _ in range(pairs):
+            rows.append((timed(lambda: server_window(True), server_pid is not None),
+                         local.window(seconds),
+                         timed(lambda: server_window(False), server_pid is not None)
+                         if unbatched else None))
+        if runs is not None:
+            server.client._runs = runs   # noqa: SLF001
+    res = {"aggregate_8_sessions_cmds_per_s": _mean(r[0][0] for r in rows),
+           "local_aggregate_8_sessions_cmds_per_s": _mean(r[1] for r in rows)}
+    res.update(_ratios("server_vs_local_aggregate_ratio", [r[0][0] / r[1] for r in rows]))
+    if server_pid is not None:
+        res["server_cpu_us_per_command"] = _median([r[0][1] for r in rows])
+        res["client_cpu_us_per_command"] = _median([r[0][2] for r in rows])
+    if unbatched:
+        res["unbatched_aggregate_8_sessions_cmds_per_s"] = _mean(r[2][0] for r in rows)
+        res.update(_ratios("unbatched_vs_local_aggregate_ratio", [r[2][0] / r[1] for r in rows]))
+        if server_pid is not None:
+            res["unbatched_server_cpu_us_per_command"] = _median([r[2][1] for r in rows])
+            res["unbatched_client_cpu_us_per_command"] = _median([r[2][2] for r in rows])
+    return res
+
+
+def _ratios(name: str, ratios: list[float]) -> dict:
+    return {name: _median(ratios), f"{name}_min": min(ratios), f"{name}_max": max(ratios)}
+
+
+def _median(xs: list[float]) -> float:
+    xs, mid = sorted(xs), len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process `pid` has used; 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -266,6 +315,8 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=200, help="sandboxes created at once")
     ap.add_argument("--aggregate-only", action="store_true",
                     help="only the 8-session aggregate, server against local (no peers)")
+    ap.add_argument("--unbatched", action="store_true",
+                    help="with the aggregate, also the server's with the SDK's batching of runs off")
     args = ap.parse_args()
     n, burst, seconds, pairs = (300, 20, 1.0, 5) if args.quick else (args.n, args.burst, 2.0, 7)
     with tempfile.TemporaryDirectory(prefix="tumbler-bench-") as state:
@@ -277,7 +328,7 @@ def main() -> None:
                     results = bench_sync(client, n)
                     results.update(bench_pool(client, 10 if args.quick else 30))
             # Server and local windows alternate, so both see the same load on the machine.
-            results.update(compare_aggregates(url, pairs, seconds))
+            results.update(compare_aggregates(url, pairs, seconds, proc.pid, args.unbatched))
             if burst and not args.aggregate_only:
                 results.update(asyncio.run(bench_async(url, burst)))
         finally:
