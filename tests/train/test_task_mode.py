@@ -106,8 +106,14 @@ def test_task_episodes_earn_the_verifiers_reward_never_the_agents_claim(tokenize
                 if first != "I am done.":
                     assert ep.turns == 2 and "exit code: 0" in prompt
         assert pool.sandboxes == [] and pool.results[0]["task"] == "wrong-permission"
+        # at the turn limit the program is stopped, and what it did is verified all the same
+        policy = scripted(tokenizer, tool_call(FIX))
+        (ep,), _ = pool.play(policy, ChatRenderer(tokenizer, policy.eot_id), [3], [0], params,
+                             max_turns=1)
+        outcomes["cut"] = [(ep.reward, ep.success, ep.error)]
+        assert ep.turns == 1
     assert outcomes == {"fix": [(1.0, True, None)] * 2, "nothing": [(0.0, False, None)] * 2,
-                        "cheat": [(0.0, False, None)] * 2}
+                        "cheat": [(0.0, False, None)] * 2, "cut": [(1.0, True, None)]}
 
 
 def test_swe_rows_are_judged_by_their_tests_not_the_agents_edits_to_them(tokenizer, tmp_path):
