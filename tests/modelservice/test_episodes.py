@@ -64,6 +64,7 @@ async def test_many_sandboxes_and_episodes_at_once(agent_sandbox):
     assert sorted((e.sandbox_id, e.episode_id) for e in ended) == sorted(started)
     assert all(e.exit_code == 0 and json.loads(e.output)["solved"] for e in ended)
     assert len(bridge.trajectories(ended_only=True)) == 8
+    assert await bridge.forget_ended() == 8 and bridge.trajectories() == []
 
 
 @pytest.mark.asyncio

@@ -208,6 +208,14 @@ class AsyncModelBridge:
         """Write the trajectories as JSONL (one episode a line); returns how many."""
         return write_jsonl(self.trajectories(ended_only=ended_only), path)
 
+    async def forget_ended(self) -> int:
+        """Drop the trajectories of ended episodes (a trainer that has read them: a long run
+        would otherwise keep every call it ever answered); returns how many."""
+        ended = [key for key, t in self._trajectories.items() if t.ended]
+        for key in ended:
+            del self._trajectories[key]
+        return len(ended)
+
     async def close(self) -> None:
         """Detach every sandbox (their waiting calls get 503) and stop forwarding."""
         if self._closed:

@@ -90,6 +90,9 @@ class ModelBridge:
     def export_jsonl(self, path, *, ended_only: bool = True) -> int:
         return self.core.export_jsonl(path, ended_only=ended_only)
 
+    def forget_ended(self) -> int:
+        return self._run(self.core.forget_ended(), CONTROL_TIMEOUT_S)
+
     def close(self) -> None:
         """Detach every sandbox, then stop the loop thread."""
         if not self._loop.is_running():

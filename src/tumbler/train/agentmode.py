@@ -123,6 +123,7 @@ class AgentPool:
         stats = stats or RolloutStats()
         episodes = [Episode(seed=s, group=g) for s, g in zip(seeds, groups)]
         started, generating = time.monotonic(), stats.generation_s
+        self._forget_ended()
         playing = self._start(episodes)
         generator = _Generator(policy)
         try:
@@ -243,6 +244,15 @@ class AgentPool:
                 messages, tools, getattr(renderer.tokenizer, "chat_template", None))
             ep.extend(renderer.full_render(chat, tools=template_tools), trained=False)
         return ep.token_ids
+
+    def _forget_ended(self) -> None:
+        """The last rollout's episodes hold what training needs of its calls: the bridge's
+        records of them go (kept, a long run's memory would grow by every call it answered;
+        the last rollout's stay readable until the next)."""
+        try:
+            self.bridge.forget_ended()
+        except TumblerError as exc:
+            log.info("dropping ended trajectories: %s", exc)
 
     def _stop(self, p: _Playing) -> None:
         try:
