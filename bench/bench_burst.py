@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_burst.py [--n 1000] [--warm] [--memory 128m] [--cpus 0.1]
         [--cold-starts 100000 --label ungated]     # the same burst without the arrival-order gate
         [--nodes 4]                                # cluster mode over a local Ray cluster of 4 nodes
+        [--warm --without spare,yield]             # a warm burst as before those two changes
 
 Starts `tumbler serve` (its own state dir, a free port, auth on) in a subprocess, then N
 coroutines at once each create a sandbox through the async SDK and run `echo ready` in it. Per
@@ -16,6 +17,11 @@ With `--nodes K` the server runs in cluster mode (`ray` set) over a Ray cluster 
 this machine (`ray.cluster_utils.Cluster`: a head without sandboxes and K nodes offering
 `tumbler_host`), so the same burst goes through placement and the node hosts; on one machine
 the K nodes share its cores, so this measures the cluster path's cost, not more capacity.
+
+`--without` turns off, in the server it starts, what made a warm burst fast, to compare in one
+sitting: `spare` (pooled sandboxes are handed over with a spare bash that the first command's
+default session takes; without it that command starts bash) and `yield` (a pool's refill waits
+while a burst is being handed out instead of starting replacements beside it).
 
 What it judges: the server serves a burst in arrival order (a sandbox answers as soon as it is
 made, so the median is about half the last) at the rate the machine allows.
@@ -54,12 +60,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(state_dir: str, extra: dict) -> tuple[subprocess.Popen, str]:
+# What --without turns off in the server, as code run before it starts.
+WITHOUT = {
+    "spare": "import tumbler.ops as o; o.session_prestart = lambda **_: o.Op('health')",
+    "yield": "import tumbler.server.pools as p; p.REFILL_YIELD_S = 0.0",
+}
+
+
+def start_server(state_dir: str, extra: dict, without: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = {"port": port, "state_dir": state_dir, "tokens": [TOKEN], "log_level": "warning",
               "node_memory_bytes": 256 << 30, **extra}
-    code = ("import sys; from tumbler.cli.serve import run; from tumbler.server.config import "
-            "ServerConfig; run(ServerConfig.model_validate_json(sys.argv[1]))")
+    code = "".join(WITHOUT[w] + "; " for w in without) + (
+        "import sys; from tumbler.cli.serve import run; from tumbler.server.config import "
+        "ServerConfig; run(ServerConfig.model_validate_json(sys.argv[1]))")
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -163,9 +177,14 @@ def main() -> None:
                          "the arrival-order gate")
     ap.add_argument("--nodes", type=int, default=0, help="cluster mode over a local Ray cluster "
                     "of this many nodes (0: the server alone, single-node mode)")
+    ap.add_argument("--without", default="", help="comma-separated, of: " + ", ".join(WITHOUT)
+                    + " (see above): the server without them, to compare")
     ap.add_argument("--label", default="", help="a name for this sitting in the results file")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args()
+    without = tuple(w for w in args.without.split(",") if w)
+    if unknown := set(without) - set(WITHOUT):
+        ap.error(f"--without: unknown {', '.join(sorted(unknown))}; known: {', '.join(WITHOUT)}")
     spec = {"memory": args.memory, "cpus": args.cpus}
     cluster = start_cluster(args.nodes) if args.nodes else None
     extra = {"cold_starts": args.cold_starts} if args.cold_starts else {}
@@ -173,7 +192,7 @@ def main() -> None:
         extra["ray"] = cluster.address
     try:
         with tempfile.TemporaryDirectory(prefix="tumbler-bench-burst-") as state:
-            proc, url = start_server(state, extra)
+            proc, url = start_server(state, extra, without)
             try:
                 res = asyncio.run(run(url, args.n, args.warm, spec))
             finally:
@@ -189,7 +208,7 @@ def main() -> None:
             cluster.shutdown()
     mode = "warm" if args.warm else "cold"
     res.update(mode=mode, nodes=args.nodes or "single", load=os.getloadavg(),
-               cold_starts=args.cold_starts or "default", memory=args.memory, cpus=args.cpus, cores=os.cpu_count(),
+               cold_starts=args.cold_starts or "default", without=list(without), memory=args.memory, cpus=args.cpus, cores=os.cpu_count(),
                host=platform.node(), when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     print(json.dumps(res, indent=2))
     if not args.no_save:

@@ -69,6 +69,13 @@ def session_create(name: str, env: dict[str, str] | None = None, cwd: str | None
     return Op("session.create", {"name": name, "env": env or {}, "cwd": cwd})
 
 
+def session_prestart(env: dict[str, str] | None = None, cwd: str | None = None) -> Op:
+    """A spare bash in the agent, taken over by the first session made with this env and cwd
+    (a warm pool's sandboxes: their first command then starts no bash). Answers
+    {"spare": bool}; never an error for a bash that cannot start."""
+    return Op("session.prestart", {"env": env or {}, "cwd": cwd})
+
+
 def session_input(name: str, data: bytes) -> Op:
     return Op("session.input", {"name": name}, data)
 

@@ -224,3 +224,28 @@ def test_orphans_are_reaped(agent):
     agent.call("session.close", {"name": s})
     assert wait_gone(agent, orphan)
     assert [pid for pid, state in agent.children() if state == "Z"] == []
+
+
+def test_a_spare_bash_becomes_the_first_session_of_its_env_and_cwd(agent, tmp_path):
+    """A warm pool's sandbox gets a spare bash (session.prestart); the default session of the
+    first command takes it over (no bash started then), one of another cwd does not, and the
+    spare is never listed as a session."""
+    cwd = str(tmp_path)
+    reply = agent.call("session.prestart", {"env": {}, "cwd": cwd})[0]
+    assert reply["spare"] is True and reply["pid"] > 0
+    assert agent.call("session.prestart", {"env": {}, "cwd": cwd})[0]["pid"] == reply["pid"]
+    assert reply["pid"] not in [s["pid"] for s in agent.call("session.list")[0]["sessions"]]
+    agent.session("elsewhere", cwd="/")   # another cwd: a bash of its own, the spare kept
+    pids = {s["name"]: s["pid"] for s in agent.call("session.list")[0]["sessions"]}
+    assert pids["elsewhere"] != reply["pid"]
+    out = agent.run("spare-taker", "pwd; echo $$", ensure=True, cwd=cwd)[1].decode().split()
+    assert out == [cwd, str(reply["pid"])]
+    pids = {s["name"]: s["pid"] for s in agent.call("session.list")[0]["sessions"]}
+    assert pids["spare-taker"] == reply["pid"]
+    # Taken: the next prestart makes a new one; a session of its env and cwd takes that one.
+    again = agent.call("session.prestart", {"env": {"X": "1"}, "cwd": cwd})[0]
+    assert again["pid"] not in (reply["pid"], pids["elsewhere"])
+    out = agent.run("with-x", "echo $X $$", ensure=True, cwd=cwd, env={"X": "1"})[1]
+    assert out.decode().split() == ["1", str(again["pid"])]
+    for name in ("elsewhere", "spare-taker", "with-x"):
+        agent.call("session.close", {"name": name})

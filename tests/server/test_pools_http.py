@@ -26,7 +26,12 @@ def test_create_is_a_handover_from_the_pool(runtime, tmp_path):
         waiting = pooled_ids(runtime)
         sb = client.create("debian", labels={"job": "a"})
         assert sb.id in waiting  # handed over, not made cold
-        assert sb.run("echo from the pool").output == "from the pool\n"
+        # With a spare bash (not a session yet), which the first command's default session takes.
+        assert sb.sessions() == []
+        spare = [p.pid for p in sb.processes() if p.cmd.split()[0].endswith("bash")]
+        assert len(spare) == 1
+        assert sb.run("echo from the pool $$").output == f"from the pool {spare[0]}\n"
+        assert sb.run("pwd").output == "/root\n"   # the spec's cwd, as a cold one's
         assert sb.refresh().labels == {"job": "a"}
         pool = next(p for p in client.pools() if p.name == "warm")
         assert pool.handed_out == 1

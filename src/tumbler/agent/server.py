@@ -45,6 +45,7 @@ class Agent:
             "health": self.health,
             "shutdown": self.shutdown,
             "session.create": self.session_create,
+            "session.prestart": self.session_prestart,
             "session.run": self.session_run,
             "session.input": self.session_input,
             "session.interrupt": self.session_interrupt,
@@ -107,6 +108,14 @@ class Agent:
         cwd = a.get(args, "cwd", str, None)
         self.sessions.create(name, a.env(args), cwd)
         return {"name": name}, b""
+
+    def session_prestart(self, args, body, emit):
+        """A spare bash for the first session of this env and cwd (a warm pool's sandbox)."""
+        try:
+            pid = self.sessions.prestart(a.env(args), a.get(args, "cwd", str, None))
+        except AgentRequestError as e:   # bash did not start: the first session will say why
+            return {"spare": False, "error": e.message}, b""
+        return {"spare": pid is not None, "pid": pid}, b""
 
     def session_run(self, args, body, emit):
         name = a.get(args, "name", str)

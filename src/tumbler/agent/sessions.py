@@ -415,11 +415,55 @@ class Session:
 
 
 class Sessions:
-    """The agent's named sessions."""
+    """The agent's named sessions, and at most one spare bash started ahead of them.
+
+    A warm pool's sandbox is handed over with a spare (`prestart`): the first session made
+    with the same env and cwd (the default session at the first command) takes it over
+    instead of starting bash then, which is most of a first command's cost. The spare is no
+    session: it is not listed and has no name until it is taken.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._by_name: dict[str, Session] = {}
+        self._spare: tuple[tuple, Session] | None = None   # (env and cwd it has, the bash)
+        self._prestarting = threading.Lock()
+
+    def prestart(self, env: dict[str, str], cwd: str | None) -> int | None:
+        """Start a spare bash with `env` in `cwd` unless one of those is up; its pid, or None
+        if the image has no bash (sessions will say so; exec still works)."""
+        if not os.path.exists(BASH):
+            return None
+        key = (tuple(sorted(env.items())), cwd)
+        with self._prestarting:   # one at a time: a second one finds the first's spare
+            with self._lock:
+                current = self._spare
+                if current is not None and current[0] == key and current[1].alive \
+                        and not current[1].closed:
+                    return current[1].pid
+                self._spare = None
+            if current is not None:
+                current[1].close()
+            spare = Session("spare", env, cwd)
+            with self._lock:
+                self._spare = (key, spare)
+            return spare.pid
+
+    def _take_spare(self, name: str, env: dict[str, str], cwd: str | None) -> Session | None:
+        """The spare as session `name` if it was made for this env and cwd (else it stays
+        for a session that is)."""
+        with self._lock:
+            spare = self._spare
+            if spare is None or spare[0] != (tuple(sorted(env.items())), cwd):
+                return None
+            self._spare = None
+        session = spare[1]
+        if session.alive and not session.closed:
+            session.name = name
+            session._reader.name = f"session-{name}"
+            return session
+        session.close()   # its bash exited meanwhile
+        return None
 
     def create(self, name: str, env: dict[str, str], cwd: str | None) -> Session:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -433,7 +477,7 @@ class Sessions:
                                         "pick another name")
             self._by_name[name] = None  # reserved while bash starts
         try:
-            session = Session(name, env, cwd)
+            session = self._take_spare(name, env, cwd) or Session(name, env, cwd)
         except BaseException:
             with self._lock:
                 del self._by_name[name]
@@ -494,6 +538,10 @@ class Sessions:
         return [s.info() for s in sessions]
 
     def close_all(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare[1].close()
         for name in self.names():
             try:
                 self.close(name)

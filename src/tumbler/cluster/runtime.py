@@ -332,9 +332,11 @@ class ClusterRuntime:
         """What the service calls the sandbox's agent through (AsyncAgentClient's `call`)."""
         return RemoteAgent(self, sandbox_id)
 
-    def wait_agent(self, sandbox_id: str, timeout: float = READY_TIMEOUT_S) -> None:
-        """Block until the sandbox's agent answers (a warm pool's sandboxes are handed over ready)."""
-        [answer] = self.client.routed("call", [(sandbox_id, ("health", {}, b"", timeout))],
+    def wait_agent(self, sandbox_id: str, timeout: float = READY_TIMEOUT_S, op: str = "health",
+                   args: dict | None = None) -> None:
+        """Block until the sandbox's agent answers `op` (a warm pool's sandboxes are handed
+        over ready)."""
+        [answer] = self.client.routed("call", [(sandbox_id, (op, args or {}, b"", timeout))],
                                       timeout + self.config.reply_grace_s)
         if isinstance(answer, TumblerError):
             raise answer
