@@ -61,6 +61,11 @@ def serve(config_file: Optional[Path] = typer.Option(
           pool: Optional[list[str]] = _config("warm pool NAME=SIZE[:IMAGE] or NAME=N/node[:IMAGE] (N on "
                                               "each node, repeatable), e.g. debian=8"),
           runs_dir: Optional[Path] = _config("trainer run directories the console shows (default ./runs)"),
+          backend: Optional[str] = _config("process (runc) or docker (a Docker-API engine: "
+                                           "Docker or Podman)", "backend"),
+          engine: Optional[str] = _config("backend docker: the engine's URL (default "
+                                          "DOCKER_HOST, else /var/run/docker.sock, else "
+                                          "/run/tumbler/podman.sock)"),
           ray: Optional[str] = _config("cluster mode: place sandboxes on the node hosts of this Ray "
                                        "cluster, 'auto' or HOST:PORT (docs/CLUSTER.md)"),
           placement: Optional[str] = _config("cluster mode: spread or pack", "placement"),
@@ -77,7 +82,7 @@ def serve(config_file: Optional[Path] = typer.Option(
             default_max_lifetime_s=max_lifetime, reap_interval_s=reap_interval,
             max_json_bytes=max_json, max_upload_bytes=max_upload,
             keep_sandboxes=keep_sandboxes or None, log_level=log_level, runs_dir=runs_dir,
-            ray=ray, placement=placement,
+            backend=backend, engine=engine, ray=ray, placement=placement,
             pools=[PoolConfig.parse(p) for p in pool] if pool else None)
     except ValueError as exc:
         typer.echo(f"error: {_first_message(exc)}", err=True)

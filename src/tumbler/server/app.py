@@ -174,7 +174,10 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
 
 
 def _runtime_for(config: ServerConfig) -> Runtime:
-    """This machine's process runtime, or in cluster mode (`ray` set) the node hosts'."""
+    """This machine's runtime (`backend`), or in cluster mode (`ray` set) the node hosts'."""
+    if config.ray is None and config.backend == "docker":
+        from tumbler.runtime.docker import DockerRuntime
+        return DockerRuntime(config.engine)
     if config.ray is None:
         from tumbler.runtime.process import ProcessRuntime
         return ProcessRuntime()

@@ -68,6 +68,15 @@ class ServerConfig(BaseModel):
     node_cpus: float = Field(default=1024.0, description="sum of sandbox cpu limits admitted, cores")
     cold_starts: int | None = Field(default=None, ge=1, description="cold creates under way at "
                                     "once; more wait their turn in arrival order. null: two per core")
+    backend: Literal["process", "docker"] = Field(default="process", description="how this "
+                                                  "machine's sandboxes are isolated: process "
+                                                  "(runc, no daemon) or docker (containers of a "
+                                                  "Docker-API engine: Docker or Podman; "
+                                                  "docs/DOCKER.md); this machine's only, not "
+                                                  "cluster mode's")
+    engine: str | None = Field(default=None, description="backend docker: the engine's API URL "
+                               "(unix:///run/tumbler/podman.sock); null: DOCKER_HOST, else "
+                               "/var/run/docker.sock, else Tumbler's Podman socket")
     ray: str | None = Field(default=None, description="cluster mode: the Ray cluster to place "
                             "sandboxes on, 'auto' (the one this machine belongs to) or HOST:PORT; "
                             "null: this machine only (docs/CLUSTER.md)")
@@ -115,6 +124,14 @@ class ServerConfig(BaseModel):
             where = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"cluster.{where}: {first['msg']}") from None
         return value
+
+    @model_validator(mode="after")
+    def _backend_where(self):
+        if self.ray is not None and self.backend != "process":
+            raise ValueError(f"backend {self.backend!r} with ray: in cluster mode the node hosts "
+                             "make the sandboxes, with the process runtime (docker-backend nodes "
+                             "are not offered yet); drop one of the two")
+        return self
 
     @model_validator(mode="after")
     def _auth_or_loopback(self):
