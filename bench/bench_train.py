@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--trl-threads", type=int, default=1,
                         help="torch threads for both trainers in the side-by-side run")
     args = parser.parse_args()
+    from tumbler.train.cli import passive_omp_threads
+    passive_omp_threads()          # as `tumbler train` does, for both trainers
     import torch
     torch.set_num_threads(2)
     from tumbler.train import Trainer, load_config
