@@ -326,7 +326,8 @@ class ClusterClient:
             lifetime="detached" if cfg.detached else None,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         ).remote(host_id, home=home_for(cfg.home, host_id), run=cfg.run,
-                 start_concurrency=cfg.start_concurrency, owner=cfg.owner)
+                 start_concurrency=cfg.start_concurrency, owner=cfg.owner,
+                 backend=cfg.backend_of(host_id), engine=cfg.engine)
 
     def _named(self, host_id: str):
         """The live actor named after `host_id` in the namespace, if one is there."""

@@ -1,7 +1,11 @@
 """ClusterConfig: where node hosts go and how long the client waits for them."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+Backend = Literal["process", "docker"]
 
 
 class ClusterConfig(BaseModel):
@@ -38,6 +42,14 @@ class ClusterConfig(BaseModel):
     image_timeout_s: float = Field(default=900.0, gt=0, description=(
         "seconds for one image layer to be copied to a node"))
     run: str | None = Field(default=None, description="TUMBLER_RUN on the nodes; None: as above")
+    backend: Backend = Field(default="process", description=(
+        "how the node hosts isolate sandboxes: process (runc) or docker (a Docker-API engine "
+        "on each node, Docker or Podman; its images are the engine's, none are copied)"))
+    engine: str | None = Field(default=None, description=(
+        "docker nodes: the engine's API URL on the node; None: the node's DOCKER_HOST, else "
+        "/var/run/docker.sock, else Tumbler's Podman socket"))
+    node_backends: dict[str, Backend] = Field(default_factory=dict, description=(
+        "per node: a host's name (its `name_label` value) -> its backend, instead of `backend`"))
     start_concurrency: int = Field(default=4, ge=1, le=256, description=(
         "sandboxes one host starts or removes at once (each start costs runc and a python)"))
     start_timeout_s: float = Field(default=120.0, gt=0, description=(
@@ -49,3 +61,7 @@ class ClusterConfig(BaseModel):
         "seconds for a remove or reset batch, and for a node host to answer `info`"))
     reply_grace_s: float = Field(default=30.0, ge=0, description=(
         "seconds on top of a command's own timeout before the client gives up on the host"))
+
+    def backend_of(self, host_id: str) -> Backend:
+        """The backend of node host `host_id` (machine/name)."""
+        return self.node_backends.get(host_id.partition("/")[2], self.backend)

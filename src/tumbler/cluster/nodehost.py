@@ -94,14 +94,19 @@ class NodeHost:
     as they are in its Ray actor."""
 
     def __init__(self, host_id: str, *, home: str | None = None, run: str | None = None,
-                 start_concurrency: int = 4, owner: str | None = None):
+                 start_concurrency: int = 4, owner: str | None = None, backend: str = "process",
+                 engine: str | None = None):
         self.host_id = host_id
         self.owner = owner    # the server it serves (its registry); another may not adopt it
         self._in_flight: set[asyncio.Task] = set()   # runtime_calls batches under way
         memstats.tune()   # a host lives for days: big freed blocks go back to the kernel
         env = Paths.from_env()
-        self.runtime = ProcessRuntime(Paths(home=Path(home) if home else env.home,
-                                            run=Path(run) if run else env.run))
+        paths = Paths(home=Path(home) if home else env.home, run=Path(run) if run else env.run)
+        if backend == "docker":   # the node's engine; its images are the engine's own
+            from tumbler.runtime.docker import DockerRuntime
+            self.runtime = DockerRuntime(engine, paths=paths)
+        else:
+            self.runtime = ProcessRuntime(paths)
         self.host = SandboxHost(self.runtime, threads=start_concurrency, fix=_fix,
                                 check_alive=self._check_alive, thread_name="nodehost")
         self._held: dict[str, _Held] = {}
@@ -111,7 +116,8 @@ class NodeHost:
         self._ledger = self.runtime.paths.home / "nodehosts" / re.sub(r"[^A-Za-z0-9._-]", "_", host_id)
         self._ledger.mkdir(parents=True, exist_ok=True)
         self.reclaimed, self.reclaim_failed = self._reclaim()
-        images.sweep_received(self.runtime.images)   # image copies a dead host was receiving
+        if isinstance(self.runtime, ProcessRuntime):   # image copies a dead host was receiving
+            images.sweep_received(self.runtime.images)
 
     # -- batches -----------------------------------------------------------------------------
 

@@ -376,8 +376,10 @@ class ClusterRuntime:
     def _ensure_image(self, host_id: str, image: str) -> None:
         """Before a sandbox of `image` is made on `host_id`: send the layers the node lacks
         from this server's store, base first, each verified by its digest there. Nothing to do
-        when this server has no such image (the node's own store decides) or copy_images is off."""
-        if not self.config.copy_images or not self.store.exists(image):
+        when this server has no such image (the node's own store decides), copy_images is off,
+        or the node is a docker one (its engine's images)."""
+        if (not self.config.copy_images or self.config.backend_of(host_id) == "docker"
+                or not self.store.exists(image)):
             return
         layers = images.chain(self.store, image)
         want = {name: images.digest(self.store, name) for name, _ in layers}

@@ -187,6 +187,7 @@ def _runtime_for(config: ServerConfig) -> Runtime:
     connect(config.ray)
     # Detached hosts outlive this process: a server SIGKILLed and started again (same
     # registry) takes them over, sandboxes and all, and reconciles (docs/CLUSTER.md).
-    cluster = ClusterConfig(**{**config.cluster, "detached": True, "owner": config.database_url})
+    cluster = ClusterConfig(**{"backend": config.backend, "engine": config.engine, **config.cluster,
+                               "detached": True, "owner": config.database_url})
     return ClusterRuntime(Budget(config.node_memory_bytes, config.node_pids, config.node_cpus),
                           policy=config.placement, config=cluster)

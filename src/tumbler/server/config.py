@@ -72,9 +72,10 @@ class ServerConfig(BaseModel):
                                                   "machine's sandboxes are isolated: process "
                                                   "(runc, no daemon) or docker (containers of a "
                                                   "Docker-API engine: Docker or Podman; "
-                                                  "docs/DOCKER.md); this machine's only, not "
-                                                  "cluster mode's")
+                                                  "docs/DOCKER.md); in cluster mode each node "
+                                                  "host's, unless cluster.node_backends names it")
     engine: str | None = Field(default=None, description="backend docker: the engine's API URL "
+                               "(in cluster mode on each node) "
                                "(unix:///run/tumbler/podman.sock); null: DOCKER_HOST, else "
                                "/var/run/docker.sock, else Tumbler's Podman socket")
     ray: str | None = Field(default=None, description="cluster mode: the Ray cluster to place "
@@ -124,14 +125,6 @@ class ServerConfig(BaseModel):
             where = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"cluster.{where}: {first['msg']}") from None
         return value
-
-    @model_validator(mode="after")
-    def _backend_where(self):
-        if self.ray is not None and self.backend != "process":
-            raise ValueError(f"backend {self.backend!r} with ray: in cluster mode the node hosts "
-                             "make the sandboxes, with the process runtime (docker-backend nodes "
-                             "are not offered yet); drop one of the two")
-        return self
 
     @model_validator(mode="after")
     def _auth_or_loopback(self):
