@@ -18,6 +18,9 @@ protocol.py: invalid, not_found, exists, conflict, internal):
                      has exited, in the same round trip (the default session's policy)
                      -> {exit_code: int | null, output_size, truncated, timed_out, session_alive,
                          duration_s}; body = output (empty when streamed: `output` events carry it)
+  session.prestart   {env = {}, cwd = null} -> {spare: bool, pid}   a spare bash (not listed), which
+                     the next session made with the same env and cwd takes over (a warm pool's
+                     sandboxes: their first command starts no bash); spare false: no bash here
   session.input      {name} body = bytes typed on the terminal -> {}
   session.interrupt  {name} -> {interrupted: bool}      returns once the running command ended
   session.close      {name} -> {}
