@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_burst.py [--n 1000] [--warm] [--memory 128m] [--cpus 0.1]
         [--cold-starts 100000 --label ungated]     # the same burst without the arrival-order gate
         [--nodes 4]                                # cluster mode over a local Ray cluster of 4 nodes
-        [--warm --without spare,yield]             # a warm burst as before those two changes
+        [--warm --without spare]                   # a warm burst as before the spare bash
 
 Starts `tumbler serve` (its own state dir, a free port, auth on) in a subprocess, then N
 coroutines at once each create a sandbox through the async SDK and run `echo ready` in it. Per
@@ -18,10 +18,9 @@ this machine (`ray.cluster_utils.Cluster`: a head without sandboxes and K nodes 
 `tumbler_host`), so the same burst goes through placement and the node hosts; on one machine
 the K nodes share its cores, so this measures the cluster path's cost, not more capacity.
 
-`--without` turns off, in the server it starts, what made a warm burst fast, to compare in one
-sitting: `spare` (pooled sandboxes are handed over with a spare bash that the first command's
-default session takes; without it that command starts bash) and `yield` (a pool's refill waits
-while a burst is being handed out instead of starting replacements beside it).
+`--without spare` turns off, in the server it starts, what made a warm burst fast, to compare
+in one sitting: pooled sandboxes handed over with a spare bash that the first command's default
+session takes (without it, that command starts bash).
 
 What it judges: the server serves a burst in arrival order (a sandbox answers as soon as it is
 made, so the median is about half the last) at the rate the machine allows.
@@ -63,7 +62,6 @@ def free_port() -> int:
 # What --without turns off in the server, as code run before it starts.
 WITHOUT = {
     "spare": "import tumbler.ops as o; o.session_prestart = lambda **_: o.Op('health')",
-    "yield": "import tumbler.server.pools as p; p.REFILL_YIELD_S = 0.0",
 }
 
 

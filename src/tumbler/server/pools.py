@@ -34,12 +34,6 @@ RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 WATCH_INTERVAL_S = 1.0   # cluster mode: how often pools look at the nodes (no Ray call: the
                          # reaper's pass probes the hosts; this reads what it found)
 MAX_POOL_SIZE = 10_000
-# While a burst of creates is being handed sandboxes, starting their replacements would take
-# the CPU that the takers' first commands need (a start is runc, mounts and a python; a
-# handover is a few ms): a refill waits until takes pause this long ...
-REFILL_QUIET_S = 0.1
-# ... but no longer than this after the burst's first take, so steady demand is refilled.
-REFILL_YIELD_S = 2.0
 REMOVE_TRIES = 3
 # On the runtime's record of a pooled sandbox: a server finds the orphans it left by them
 # (several servers may share one runtime home; each reclaims only its own).
@@ -90,16 +84,11 @@ class PoolManager:
         # Starting sandboxes costs CPU (runc, python); two at once keeps a 2-core node usable.
         self._starts = asyncio.Semaphore(concurrency)
         self._watcher: asyncio.Task | None = None   # cluster mode: follows the nodes
-        self._last_take = self._burst_began = -REFILL_YIELD_S   # monotonic seconds
 
     async def take(self, spec: SandboxSpec) -> SandboxInfo | None:
         key = pool_key(spec)
         for pool in self._pools.values():
             if pool.ready and pool_key(pool.spec) == key:
-                now = time.monotonic()
-                if now - self._last_take >= REFILL_QUIET_S:
-                    self._burst_began = now
-                self._last_take = now
                 info = pool.ready.popleft()
                 self._release(f"pool:{info.id}")
                 pool.handed_out += 1
@@ -218,8 +207,6 @@ class PoolManager:
                 pool.wake.clear()
                 await pool.wake.wait()
                 continue
-            if await self._yield_to_takes():
-                continue   # the pool may have changed meanwhile: look again
             pool.starting += 1
             token = f"pool-start:{pool.name}:{time.monotonic_ns()}"
             try:
@@ -241,15 +228,6 @@ class PoolManager:
             finally:
                 self._release(token)
                 pool.starting -= 1
-
-    async def _yield_to_takes(self) -> bool:
-        """Wait while a burst is being handed out (see REFILL_QUIET_S); True if it waited."""
-        waited = False
-        while ((now := time.monotonic()) - self._last_take < REFILL_QUIET_S
-               and now - self._burst_began < REFILL_YIELD_S):
-            waited = True
-            await asyncio.sleep(REFILL_QUIET_S - (now - self._last_take))
-        return waited
 
     def _start_one(self, spec: SandboxSpec) -> SandboxInfo:
         info = self.runtime.create(spec)
