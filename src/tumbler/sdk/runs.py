@@ -30,6 +30,10 @@ RUNS_PATH = f"{wire.API_PREFIX}/runs"
 # them is answered (its session's next command then joins), or this long at the most.
 HOLD_S = 0.001
 HOLD_ANSWERS = 1
+# A cancelled run's interrupt is sent again this often while it finds nothing running, for at
+# most this long (the server may not have started that command of the batch yet).
+INTERRUPT_RETRY_S = 0.1
+INTERRUPT_WINDOW_S = 30.0
 
 
 class _Item:
@@ -116,17 +120,30 @@ class RunBatcher:
             return await item.future
         except asyncio.CancelledError:
             if item.sent:   # it runs on the server: stop it, as a dropped request would
-                sandbox_id, session = item.call.run_of
-                task = asyncio.ensure_future(self._interrupt(sandbox_id, session or DEFAULT_SESSION))
+                task = asyncio.ensure_future(self._interrupt(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             raise
 
-    async def _interrupt(self, sandbox_id: str, session: str) -> None:
-        try:
-            await self.client._send_now(core.interrupt(sandbox_id, session))   # noqa: SLF001
-        except TumblerError as exc:
-            log.debug("interrupt of %s/%s after a cancelled run: %s", sandbox_id, session, exc)
+    async def _interrupt(self, item: _Item) -> None:
+        """Interrupt a cancelled item's command. The batch's other commands may have answered
+        before the server started this one, so an interrupt can come too early and find the
+        session idle: it is sent again until one finds the command running, or the command's
+        frame comes back (it ended), or INTERRUPT_WINDOW_S pass."""
+        sandbox_id, session = item.call.run_of
+        session = session or DEFAULT_SESSION
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(INTERRUPT_WINDOW_S, item.call.timeout)
+        while item.sent:
+            try:
+                if await self.client._send_now(core.interrupt(sandbox_id, session)):   # noqa: SLF001
+                    return
+            except TumblerError as exc:
+                log.debug("interrupt of %s/%s after a cancelled run: %s", sandbox_id, session, exc)
+                return
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(INTERRUPT_RETRY_S)
 
     async def _each(self, items: list[_Item]) -> None:
         """Each on its own request (one item; or a server without /v1/runs)."""
