@@ -144,9 +144,7 @@ class HFPolicy:
         each input token, kept from generation (HFBatch.trunk); only the layers from
         `trunk_layer` up then run."""
         import torch
-        lm = self.model.get_base_model() if _is_peft(self.model) else self.model
-        body = getattr(lm, "model", None)
-        head = getattr(lm, "lm_head", None)
+        body, head = self._body(), getattr(self._lm(), "lm_head", None)
         if positions is None or body is None or head is None:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
                                 use_cache=False).logits[:, :-1].float()
@@ -204,9 +202,12 @@ class HFPolicy:
                            position_ids=positions, use_cache=False)
         return body.norm(hidden)
 
+    def _lm(self):
+        """The causal LM itself (under LoRA's wrapper when there is one)."""
+        return self.model.get_base_model() if _is_peft(self.model) else self.model
+
     def _body(self):
-        lm = self.model.get_base_model() if _is_peft(self.model) else self.model
-        return getattr(lm, "model", None)
+        return getattr(self._lm(), "model", None)
 
     def keep_trunk(self) -> bool:
         """From here on keep the frozen layers' output at every token generated or fed, so the
@@ -411,8 +412,9 @@ class HFBatch:
             # finished rows still take a (masked) step so the batch stays rectangular
             logits = self._forward(torch.where(live, token, policy.pad_id).unsqueeze(1),
                                    live.long().unsqueeze(1))
-            alive = live.tolist()
-            self._keep_states(lambda r: self._captured[r] if alive[r] else None)
+            if self._captured is not None:     # policy.keep_trunk(): live rows' new token
+                alive = live.tolist()
+                self._keep_states(lambda r: self._captured[r] if alive[r] else None)
         decode = policy.tokenizer.decode
         return {ep: Generation(tokens[r], logps[r], bool(tokens[r] and tokens[r][-1] == policy.eot_id),
                                decode(tokens[r], skip_special_tokens=True))
