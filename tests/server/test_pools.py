@@ -117,3 +117,28 @@ def test_failing_spec_reports_its_error(runtime):
 
     status = asyncio.run(scenario())
     assert "no-such-image" in status.last_error and status.ready == 0
+
+
+def test_a_pool_starts_several_at_once_and_closing_mid_fill_leaves_nothing(runtime):
+    """Sandboxes with a small CPU limit wait most of a second for their agent; a pool makes
+    the next ones meanwhile (it used to wait for each), and a close while starts are under way
+    removes what they made."""
+    async def scenario():
+        pools = PoolManager(runtime)
+        pools.set("slow", SandboxSpec(image=IMAGE, limits=Limits(memory="64m", cpus=0.1)), 6)
+        peak = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while pools.list()[0].ready < 2:
+            peak = max(peak, pools.list()[0].starting)
+            assert asyncio.get_running_loop().time() < deadline, pools.list()
+            await asyncio.sleep(0.01)
+        made = {i.id for i in runtime.list() if i.spec.labels.get("tumbler.pool") == "slow"}
+        await pools.close()   # some of the six are still starting
+        return peak, made
+
+    peak, made = asyncio.run(scenario())
+    assert peak > 1
+    left = [i.id for i in runtime.list() if i.spec.labels.get("tumbler.pool") == "slow"]
+    assert left == []
+    for sid in made:
+        assert leftovers(runtime, sid) == []

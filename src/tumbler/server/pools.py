@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass, field
 
 from tumbler import ops, wire
-from tumbler.agentclient.blocking import AgentClient
+from tumbler.agentclient.aio import AsyncAgentClient
 from tumbler.errors import InvalidRequest, NotFound
 from tumbler.runtime.base import Runtime
+from tumbler.sandboxhost import make
 from tumbler.runtime.spec import SandboxInfo, SandboxSpec
 from tumbler.server.capacity import Admission
 
@@ -34,6 +35,12 @@ RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 WATCH_INTERVAL_S = 1.0   # cluster mode: how often pools look at the nodes (no Ray call: the
                          # reaper's pass probes the hosts; this reads what it found)
 MAX_POOL_SIZE = 10_000
+# Sandboxes one pool has starting at once. A start's CPU-bound part (runc, mounts) is gated by
+# the manager's `concurrency`; its wait for the agent is not: a small CPU limit stretches the
+# agent's and its spare bash's start to most of a second of waiting (0.64-0.72 s at 0.1 CPU
+# against 0.05-0.07 s at 1 CPU), and a pool that waited for each before making the next
+# filled at about one sandbox a second whatever the machine had free.
+MAX_STARTING = 16
 REMOVE_TRIES = 3
 # On the runtime's record of a pooled sandbox: a server finds the orphans it left by them
 # (several servers may share one runtime home; each reclaims only its own).
@@ -56,6 +63,8 @@ class WarmPool:
     starting: int = 0
     handed_out: int = 0
     last_error: str | None = None
+    failures: int = 0             # starts failed in a row (the refill backs off)
+    starts: set = field(default_factory=set)   # start tasks under way
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
 
@@ -114,6 +123,7 @@ class PoolManager:
             self._pools[name] = pool
             pool.task = asyncio.create_task(self._refill(pool), name=f"pool-{name}")
         pool.size, pool.per_node = size, per_node
+        self._keep_nodes()
         while len(pool.ready) > size:  # shrink now, so that the answer is the new state
             self._remove_later(pool.ready.pop().id)
         pool.wake.set()
@@ -148,6 +158,7 @@ class PoolManager:
 
     def remove(self, name: str) -> None:
         self._drop_later(self._pools.pop(name, None) or self._get(name))
+        self._keep_nodes()
 
     async def reclaim_orphans(self, known: set[str]) -> int:
         """Remove pooled sandboxes that no record knows: left waiting by a server that was
@@ -175,6 +186,13 @@ class PoolManager:
         count = getattr(self.runtime, "node_count", None)   # cluster mode: the live nodes
         return min(MAX_POOL_SIZE, per_node * (count(spec) if count is not None else 1))
 
+    def _keep_nodes(self) -> None:
+        """Cluster mode: a node that a per-node pool has a target on is never idle (the
+        runtime releases idle node hosts for Ray's autoscaler to remove their nodes)."""
+        keep = getattr(self.runtime, "keep_nodes", None)
+        if keep is not None:
+            keep([p.spec for p in self._pools.values() if p.per_node])
+
     def _status(self, pool: WarmPool) -> wire.PoolOut:
         out = pool.status()
         host_of = getattr(self.runtime, "host_of", None)   # cluster mode: where each one is
@@ -197,53 +215,64 @@ class PoolManager:
             raise NotFound(f"no pool {name!r}; pools: {', '.join(self._pools) or 'none'}") from None
 
     async def _refill(self, pool: WarmPool) -> None:
-        failures = 0
+        """Keep `pool` at its size: up to MAX_STARTING starts under way at once (one at a
+        time, after a backoff, while starts keep failing)."""
         while True:
             while len(pool.ready) + pool.starting > pool.size:
                 if not pool.ready:
                     break
                 await self._remove(pool.ready.pop().id)
-            if len(pool.ready) + pool.starting >= pool.size:
+            cap = 1 if pool.failures else MAX_STARTING
+            if len(pool.ready) + pool.starting >= pool.size or pool.starting >= cap:
                 pool.wake.clear()
                 await pool.wake.wait()
                 continue
+            if pool.failures:
+                await asyncio.sleep(RETRY_BACKOFF_S[min(pool.failures, len(RETRY_BACKOFF_S)) - 1])
             pool.starting += 1
-            token = f"pool-start:{pool.name}:{time.monotonic_ns()}"
-            try:
-                if self.admission is not None:
-                    self.admission.reserve(token, pool.spec.limits)
-                async with self._starts:
-                    info = await _uncancellable(asyncio.to_thread(self._start_one, pool.spec),
-                                                on_cancel=lambda i: self.runtime.remove(i.id))
-                self._release(token)  # the sandbox's own place replaces the start's
-                self._hold(info.id, pool.spec)
-                pool.ready.append(info)
-                pool.last_error = None
-                failures = 0
-            except Exception as exc:  # keep the pool alive; say why it cannot fill
-                pool.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("pool %s could not start a sandbox: %s", pool.name, pool.last_error)
-                await asyncio.sleep(RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)])
-                failures += 1
-            finally:
-                self._release(token)
-                pool.starting -= 1
+            task = asyncio.ensure_future(self._start_into(pool))
+            pool.starts.add(task)
+            task.add_done_callback(pool.starts.discard)
 
-    def _start_one(self, spec: SandboxSpec) -> SandboxInfo:
-        info = self.runtime.create(spec)
+    async def _start_into(self, pool: WarmPool) -> None:
+        """Start one sandbox for `pool` and put it in when its agent answers."""
+        token = f"pool-start:{pool.name}:{time.monotonic_ns()}"
         try:
-            info = self.runtime.start(info.id)
-            # Its agent answers, and has a spare bash for the first command's default session
-            # (which would start one then: most of a pooled sandbox's first command).
+            if self.admission is not None:
+                self.admission.reserve(token, pool.spec.limits)
+            info = await _uncancellable(self._start_one(pool.spec),
+                                        on_cancel=lambda i: self.runtime.remove(i.id))
+            self._release(token)  # the sandbox's own place replaces the start's
+            self._hold(info.id, pool.spec)
+            pool.ready.append(info)
+            pool.last_error = None
+            pool.failures = 0
+        except Exception as exc:  # keep the pool alive; say why it cannot fill
+            pool.last_error = f"{type(exc).__name__}: {exc}"
+            pool.failures += 1
+            log.warning("pool %s could not start a sandbox: %s", pool.name, pool.last_error)
+        finally:
+            self._release(token)
+            pool.starting -= 1
+            pool.wake.set()
+
+    async def _start_one(self, spec: SandboxSpec) -> SandboxInfo:
+        """A running sandbox of `spec` whose agent answers, with a spare bash for the first
+        command's default session (which would start one then: most of a pooled sandbox's
+        first command). Only the making holds one of the manager's start places."""
+        async with self._starts:
+            info = await asyncio.to_thread(make, self.runtime, spec)
+        try:
             ready = ops.session_prestart(cwd=spec.cwd)
             wait_agent = getattr(self.runtime, "wait_agent", None)   # cluster mode: via its host
             if wait_agent is not None:
-                wait_agent(info.id, AGENT_READY_TIMEOUT_S, ready.name, ready.args)
+                await asyncio.to_thread(wait_agent, info.id, AGENT_READY_TIMEOUT_S, ready.name,
+                                        ready.args)
             else:
-                _wait_for_agent(self.runtime.agent_socket(info.id), ready)
+                await _wait_for_agent(self.runtime.agent_socket(info.id), ready)
             return info
         except BaseException:
-            self.runtime.remove(info.id)
+            await asyncio.shield(asyncio.to_thread(self.runtime.remove, info.id))
             raise
 
     def _drop_later(self, pool: WarmPool) -> None:
@@ -255,12 +284,12 @@ class PoolManager:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _drop(self, pool: WarmPool) -> None:
-        if pool.task is not None:
-            pool.task.cancel()
-            try:
-                await pool.task
-            except (asyncio.CancelledError, Exception):
-                pass
+        for task in [pool.task, *pool.starts]:
+            if task is not None:
+                task.cancel()
+        # A start cancelled mid-way removes what it made (`_uncancellable`) before it ends.
+        await asyncio.gather(*[t for t in [pool.task, *pool.starts] if t is not None],
+                             return_exceptions=True)
         while pool.ready:
             await self._remove(pool.ready.pop().id)
 
@@ -314,13 +343,13 @@ async def _uncancellable(coro, on_cancel):
         raise
 
 
-def _wait_for_agent(socket_path: str, ready: ops.Op) -> None:
-    """Block until the agent answers `ready` (the handover must find it ready), at most a
-    timeout."""
-    client = AgentClient(socket_path)
+async def _wait_for_agent(socket_path: str, ready: ops.Op) -> None:
+    """Wait until the agent answers `ready` (the handover must find it ready), at most a
+    timeout; on the loop, so that many starts can wait at once without a thread each."""
+    client = AsyncAgentClient(socket_path)
     try:
         t = time.monotonic()
-        client.call(ready.name, ready.args, timeout=AGENT_READY_TIMEOUT_S)
+        await client.call(ready.name, ready.args, timeout=AGENT_READY_TIMEOUT_S)
         log.debug("agent ready after %.1f ms", (time.monotonic() - t) * 1e3)
     finally:
-        client.close()
+        await client.close()
