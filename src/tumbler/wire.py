@@ -366,8 +366,12 @@ class NodeOut(BaseModel):
     load: list[float] = Field(description="load average over 1, 5 and 15 minutes")
     memory_total_bytes: int
     memory_available_bytes: int
-    state: str = Field(default="alive", description="cluster mode: alive, or lost (its sandboxes "
-                       "answer node_lost)")
+    state: str = Field(default="alive", description="cluster mode: alive; lost (its sandboxes "
+                       "answer node_lost); or released (its node host was ended for being idle, "
+                       "so that Ray's autoscaler can remove the node; placement starts it again "
+                       "when the other nodes are full)")
+    backend: str = Field(default="process", description="how the node isolates its sandboxes: "
+                         "process (runc jails) or docker (its Docker-API engine's containers)")
     lost: str | None = Field(default=None, description="why the node was declared lost")
     address: str | None = Field(default=None, description="cluster mode: the node's address")
     labels: dict[str, str] = Field(default_factory=dict, description="cluster mode: the Ray node's "

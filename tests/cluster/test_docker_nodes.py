@@ -34,6 +34,8 @@ def test_a_docker_node_beside_a_process_node(tmp_path):
         srv.start()
         try:
             with srv.client() as client:
+                assert {n.labels["tumbler-host"]: n.backend for n in client.nodes()} == {
+                    A: "process", B: "docker"}
                 for name, backend in ((A, "process"), (B, "docker")):
                     sb = Sandbox(IMAGE, client=client, memory="128m",
                                  labels={"tumbler.node/tumbler-host": name})

@@ -97,3 +97,23 @@ def test_a_pools_sandboxes_spread_over_the_nodes_whatever_the_policy():
     assert p.live_nodes(pooled) == ["vm/a", "vm/c"]
     p.add_node("vm/b", Budget(GIB, 100_000, 4.0))    # back: a fresh slot; the lost one's stay lost
     assert len(p.lost_held()) == 2 and p.live_nodes(pooled) == ["vm/a", "vm/b", "vm/c"]
+
+
+def test_a_released_node_takes_nothing_until_it_is_taken_back():
+    p = three("spread")
+    assert p.choose("busy", spec()) == "vm/a"
+    assert not p.release_node("vm/a")                 # it holds a sandbox: not idle
+    assert p.release_node("vm/b") and p.release_node("vm/c")
+    assert p.nodes["vm/b"].state == "released"
+    assert p.live_nodes(spec()) == ["vm/a"]           # a per-node pool counts a only
+    assert p.live_nodes(spec(), released=True) == ["vm/a", "vm/b", "vm/c"]
+    assert {p.choose(f"s{i}", spec()) for i in range(3)} == {"vm/a"}   # spread, yet a only
+    with pytest.raises(CapacityExceeded, match="short of memory"):
+        p.choose("full", spec())
+    assert p.wakeable(spec()) == ["vm/b", "vm/c"]     # what can take it back, labels and room
+    assert p.wakeable(spec(zone="us")) == ["vm/c"]
+    assert p.wakeable(spec(memory=3 * GIB)) == []
+    p.add_node("vm/b", Budget(GIB, 100_000, 4.0), {"zone": "eu"})   # its host started again
+    assert p.choose("full", spec()) == "vm/b"
+    p.drop_node("vm/c")                               # Ray removed the released node
+    assert "vm/c" not in p.nodes

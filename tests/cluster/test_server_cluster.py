@@ -41,12 +41,13 @@ A, B = f"a{os.getpid()}", f"b{os.getpid()}"
 
 
 @contextmanager
-def cluster_server(tmp_path, ids: list[str]):
-    """A 2-node local Ray cluster, a server in cluster mode over it, a client; on leaving, the
-    server stopped (removing what is left), the cluster shut down, and no sandbox left behind."""
+def cluster_server(tmp_path, ids: list[str], **settings):
+    """A 2-node local Ray cluster, a server in cluster mode over it (with `settings` of its
+    configuration), a client; on leaving, the server stopped (removing what is left), the
+    cluster shut down, and no sandbox left behind."""
     with local_cluster([A, B]) as lc:
         srv = ServerProcess(tmp_path, ray=lc.cluster.address, node_memory_bytes=1 << 30,
-                            reap_interval_s=1.0)
+                            reap_interval_s=1.0, **settings)
         srv.start()
         client = srv.client()
 
@@ -62,17 +63,23 @@ def cluster_server(tmp_path, ids: list[str]):
         assert leftovers(runtime, sid) == []
 
 
+def node_ls(srv) -> str:
+    shown = subprocess.run([sys.executable, "-m", "tumbler.cli", "node", "ls", "--url", srv.url,
+                            "--token", srv.token], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
 def test_server_places_and_routes_over_two_nodes(tmp_path, monkeypatch):
     monkeypatch.setenv("TUMBLER_ROCK_DEFAULT_IMAGE", IMAGE)   # ROCK's "python:3.11": the test image
     ids: list[str] = []
     with cluster_server(tmp_path, ids) as (lc, srv, client, nodes):
         assert {k: v["state"] for k, v in nodes().items()} == {A: "alive", B: "alive"}
+        assert {v["backend"] for v in nodes().values()} == {"process"}
         assert nodes()[A]["budget"]["memory_bytes"] == 1 << 30   # the node budget, per node
-        shown = subprocess.run([sys.executable, "-m", "tumbler.cli", "node", "ls", "--url", srv.url,
-                                "--token", srv.token], capture_output=True, text=True, timeout=60,
-                               env={**os.environ, "COLUMNS": "200"})
-        assert shown.returncode == 0, shown.stderr
-        assert f"/{A}" in shown.stdout and f"/{B}" in shown.stdout and "alive" in shown.stdout
+        shown = node_ls(srv)
+        assert f"/{A}" in shown and f"/{B}" in shown and "alive" in shown and "process" in shown
 
         boxes = [Sandbox(IMAGE, client=client, memory="128m") for _ in range(4)]
         ids += [sb.id for sb in boxes]
@@ -346,3 +353,29 @@ def test_images_reach_nodes_with_a_store_of_their_own(tmp_path):
         runtime = ProcessRuntime(Paths(home=homes / name, run=Paths.from_env().run))
         for sb in boxes:
             assert leftovers(runtime, sb.id) == []
+
+
+@pytest.mark.slow
+def test_idle_nodes_are_released_and_taken_back_through_the_server(tmp_path):
+    """With autoscaling on, nodes idle for idle_release_s show `released` in GET /v1/nodes and
+    `tumbler node ls`; a new sandbox takes one back; a per-node pool then counts the live node
+    only and keeps it; once the pool is gone, it is released again."""
+    ids: list[str] = []
+    settings = {"autoscale_max_nodes": 3, "idle_release_s": 1.0}
+    with cluster_server(tmp_path, ids, cluster=settings) as (lc, srv, client, nodes):
+        def states() -> list[str]:
+            return sorted(n["state"] for n in nodes().values())
+
+        wait_for(lambda: states() == ["released", "released"], 60, "both idle nodes to be released")
+        assert node_ls(srv).count("released") == 2
+        sb = Sandbox(IMAGE, client=client, memory="128m")   # no live host: one is taken back
+        ids.append(sb.id)
+        assert sb.run("echo back").output == "back\n"
+        assert states() == ["alive", "released"]
+        assert client.set_pool("each", image=IMAGE, per_node=1, memory="64m").size == 1
+        sb.remove()
+        wait_for(lambda: client.pools()[0].ready == 1, 120, "the per-node pool to fill")
+        time.sleep(3)   # past idle_release_s, a few reaper passes: the pool keeps its node
+        assert states() == ["alive", "released"]
+        client.remove_pool("each")
+        wait_for(lambda: states() == ["released", "released"], 60, "the node to be released again")

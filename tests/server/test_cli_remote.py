@@ -37,6 +37,14 @@ def test_pool_commands(server, api):
     assert missing.returncode == 2 and "no pool" in missing.stderr
 
 
+def test_node_ls_shows_this_node_and_its_backend(server, api):
+    [node] = api.nodes()
+    assert (node.state, node.backend) == ("alive", "process")   # single node: the runc jail
+    shown = tumbler(server, "node", "ls")
+    assert shown.returncode == 0, shown.stderr
+    assert "alive" in shown.stdout and "process" in shown.stdout
+
+
 def test_wrong_token_is_refused(server):
     env = {**os.environ, "TUMBLER_URL": server.url, "TUMBLER_TOKEN": "wrong"}
     out = subprocess.run([sys.executable, "-m", "tumbler.cli", "sandbox", "ls"], capture_output=True,

@@ -298,6 +298,7 @@ def test_pool_resized_from_the_page(page, client, console_server):
     shot(page, "pools")
     page.goto(page.url.split("#")[0] + "#/nodes")
     page.wait_for_selector(".card .meter")
+    expect(page.locator(".card").first).to_contain_text("process")   # the node's backend
     shot(page, "nodes")
 
 

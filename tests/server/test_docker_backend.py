@@ -19,6 +19,7 @@ def test_a_sandbox_made_through_the_server_on_the_docker_backend_runs_a_command(
     made = []
     try:
         with srv.client() as client:
+            assert [n.backend for n in client.nodes()] == ["docker"]
             deadline = time.monotonic() + POOL_TIMEOUT_S
             while (pool := client.pools()[0]).ready < 1:
                 assert time.monotonic() < deadline, f"the pool did not fill: {pool}"

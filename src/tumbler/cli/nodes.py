@@ -19,18 +19,18 @@ console = Console()
 @node_app.command("ls")
 @reports_errors
 def node_ls(url: Optional[str] = URL, token: Optional[str] = TOKEN):
-    """List nodes: state, labels, memory and cpus admitted of their budget, sandboxes by state,
-    the server's images each is known to have."""
+    """List nodes: state (alive, lost or released), backend, labels, memory and cpus admitted
+    of their budget, sandboxes by state, the server's images each is known to have."""
     from tumbler.sdk import Client
     with Client(url, token) as client:
         nodes = client.nodes()
-    table = Table("node", "state", "labels", "memory admitted", "cpus admitted", "sandboxes",
-                  "images")
+    table = Table("node", "state", "backend", "labels", "memory admitted", "cpus admitted",
+                  "sandboxes", "images")
     for n in nodes:
         mem = f"{int(n.admitted['memory_bytes']) >> 20} / {int(n.budget['memory_bytes']) >> 20} MiB"
         cpus = f"{n.admitted['cpus']:g} / {n.budget['cpus']:g}"
         boxes = ", ".join(f"{k} {v}" for k, v in sorted(n.sandboxes.items())) or "none"
         labels = ", ".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
-        table.add_row(n.name, n.state + (f" ({n.lost})" if n.lost else ""), labels, mem, cpus, boxes,
-                      ", ".join(sorted(n.images)))
+        table.add_row(n.name, n.state + (f" ({n.lost})" if n.lost else ""), n.backend, labels, mem,
+                      cpus, boxes, ", ".join(sorted(n.images)))
     console.print(table)

@@ -18,6 +18,9 @@ A host that starts on that machine again (same host id) removes what is left of 
 verdict on the node (its health check) can take 15-30 s; the client does not wait for it.
 Every wait has a timeout (`ClusterConfig`); a host that does not answer in time gives
 `CommandTimeout`, and is not declared lost for that.
+
+Release: `release(host_id)` ends an idle host (no sandbox), so that Ray's autoscaler may remove
+its node; `start_hosts` then starts none there until a caller names it in `wake`.
 """
 from __future__ import annotations
 
@@ -93,32 +96,39 @@ class ClusterClient:
         self._hosts: dict[str, _Host] = {}     # host id -> its newest actor
         self._where: dict[str, _Host] = {}     # sandbox id -> the actor that made it
         self._lost_nodes: set[str] = set()     # Ray node ids whose host was lost
+        self._released: dict[str, HostState] = {}   # host id -> its node, the host ended idle
         self._turn = itertools.count()
         self._starting = threading.Lock()      # one start_hosts at a time
 
     # -- hosts --------------------------------------------------------------------------------
 
-    def start_hosts(self) -> list[HostInfo]:
+    def start_hosts(self, wake: set[str] | frozenset[str] = frozenset()) -> list[HostInfo]:
         """Start a NodeHost on every alive node that offers the resource and has none -> what
         each new host reports (`reclaimed`: its dead predecessor's sandboxes it removed). A
         host that fails raises, after the others are started: the error's `started` holds
         their HostInfos.
 
-        A node whose host was lost gets a new one only if its raylet answers: Ray lists a
-        killed node as alive until its health check gives up on it (15-30 s)."""
+        A node whose host was released (`release`) gets none, unless its host id is in
+        `wake`. A node whose host was lost gets a new one only if its raylet answers: Ray
+        lists a killed node as alive until its health check gives up on it (15-30 s)."""
         with self._starting:
-            return self._start_hosts()
+            return self._start_hosts(wake)
 
-    def _start_hosts(self) -> list[HostInfo]:
+    def _start_hosts(self, wake: set[str] | frozenset[str]) -> list[HostInfo]:
         wanted: dict[str, list[dict]] = {}      # host id -> the nodes that would run it
-        for node in ray.nodes():
-            if not node["Alive"] or node["Resources"].get(self.config.resource, 0) < 1:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        with self._lock:   # a released node that Ray no longer has is forgotten
+            alive = {n["NodeID"] for n in nodes}
+            self._released = {h: s for h, s in self._released.items() if s.node_id in alive}
+            asleep = {s.node_id for h, s in self._released.items() if h not in wake}
+        for node in nodes:
+            if node["Resources"].get(self.config.resource, 0) < 1:
                 continue
             node_id = node["NodeID"]
             with self._lock:
                 served = any(h.node_id == node_id and h.lost is None for h in self._hosts.values())
                 suspect = node_id in self._lost_nodes
-            if served or (suspect and not self._raylet_answers(node)):
+            if served or node_id in asleep or (suspect and not self._raylet_answers(node)):
                 continue
             name = (node.get("Labels") or {}).get(self.config.name_label, self.config.default_name)
             wanted.setdefault(host_id_for(node["NodeManagerHostname"], name), []).append(node)
@@ -168,6 +178,7 @@ class ClusterClient:
             with self._lock:
                 self._hosts[host_id] = host
                 self._lost_nodes.discard(node_id)
+                self._released.pop(host_id, None)
             infos.append(info)
         if failures:
             log.warning("node hosts started: %s", [i.host_id for i in infos])
@@ -184,6 +195,32 @@ class ClusterClient:
                 counts[id(host)] = counts.get(id(host), 0) + 1
             return [HostState(h.host_id, h.node_id, h.address, counts.get(id(h), 0), h.lost)
                     for h in self._hosts.values()]
+
+    def released(self) -> dict[str, HostState]:
+        """The released hosts (host id -> where it ran), on nodes Ray still had at the last
+        `start_hosts`."""
+        with self._lock:
+            return dict(self._released)
+
+    def release(self, host_id: str) -> None:
+        """End the idle host `host_id` (it holds no sandbox: Conflict otherwise): its actor
+        closes (its ledger goes) and is killed, and `start_hosts` leaves its node without a
+        host until a call wakes it. Ray's autoscaler may then remove the idle node."""
+        with self._lock:
+            host = self._hosts.get(host_id)
+            if host is None or host.lost is not None:
+                raise NotFound(f"no live node host {host_id} to release")
+            if any(h is host for h in self._where.values()):
+                raise Conflict(f"node host {host_id} holds sandboxes: it is not idle")
+            del self._hosts[host_id]
+            self._released[host_id] = HostState(host_id, host.node_id, host.address, 0, None)
+        try:
+            ray.get(host.actor.close.remote(), timeout=self.config.op_timeout_s)
+        except RayError as exc:
+            log.warning("node host %s did not close cleanly: %s", host_id, _first_line(exc))
+        ray.kill(host.actor, no_restart=True)
+        self._await_name_free(host_id)
+        log.info("node host %s on Ray node %s released (idle)", host_id, host.node_id[:12])
 
     def host_of(self, sandbox_id: str) -> str:
         """The id of the node host that holds `sandbox_id`."""
@@ -335,6 +372,13 @@ class ClusterClient:
             return ray.get_actor(actor_name(host_id), namespace=self.config.namespace)
         except ValueError:
             return None
+
+    def _await_name_free(self, host_id: str) -> None:
+        """Wait (up to probe_timeout_s) until Ray has let go of the name of a killed host, so
+        that a host started there again at once is not refused it."""
+        deadline = time.monotonic() + self.config.probe_timeout_s
+        while self._named(host_id) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _raylet_answers(self, node: dict) -> bool:
         """Whether the node's raylet accepts a connection (a dead one refuses, or never answers)."""

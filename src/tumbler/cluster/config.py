@@ -33,6 +33,11 @@ class ClusterConfig(BaseModel):
         "when a sandbox (or a pool's) finds no room on the live nodes, ask Ray's autoscaler "
         "for one node more that offers the resource, up to this many in all "
         "(`ray.autoscaler.sdk.request_resources`); 0: never ask"))
+    idle_release_s: float = Field(default=300.0, ge=0, description=(
+        "with autoscale_max_nodes set: seconds a node may hold no sandbox and no per-node "
+        "pool's target before its node host is released (ended, the standing request lowered "
+        "to the live hosts), so that Ray's autoscaler can remove the idle node; placement takes "
+        "a released node back before it asks for a new one. 0: never release"))
     home: str | None = Field(default=None, description=(
         "TUMBLER_HOME on the nodes (images, sandbox dirs); `{name}` in it is the host's name "
         "(several nodes on one machine, each its own store); None: the node's own environment"))

@@ -39,7 +39,7 @@ class Budget:
 @dataclass
 class NodeSlot:
     """One node host as placement sees it: its budget, labels, what it holds, and whether it
-    takes new sandboxes (a lost or draining node does not)."""
+    takes new sandboxes (a lost or released node does not)."""
 
     host_id: str
     budget: Budget
@@ -49,7 +49,21 @@ class NodeSlot:
     cpus: float = 0.0
     pids: int = 0
     lost: str | None = None
+    released: bool = False   # its host was ended for being idle; placement may take it back
     groups: dict[str, int] = field(default_factory=dict)   # group (pool) -> sandboxes of it here
+
+    @property
+    def serves(self) -> bool:
+        """Whether it takes new sandboxes now (neither lost nor released)."""
+        return self.lost is None and not self.released
+
+    @property
+    def state(self) -> str:
+        return "lost" if self.lost is not None else "released" if self.released else "alive"
+
+    def matches(self, wanted: dict[str, str]) -> bool:
+        """Whether its labels are those a spec's node selector asks for."""
+        return all(self.labels.get(k) == v for k, v in wanted.items())
 
     def fits(self, limits: Limits, count: int = 1) -> str | None:
         """None if `count` sandboxes of `limits` fit what is left; else what is short, in words."""
@@ -96,16 +110,37 @@ class Placement:
         if slot is not None:
             slot.lost = reason
 
+    def release_node(self, host_id: str) -> bool:
+        """Take the idle node `host_id` out of placement (its host is to be ended) -> False,
+        changing nothing, if it holds a sandbox or does not serve."""
+        slot = self.nodes.get(host_id)
+        if slot is None or not slot.serves or slot.held:
+            return False
+        slot.released = True
+        return True
+
+    def drop_node(self, host_id: str) -> None:
+        """Forget a released node (Ray no longer has it: the autoscaler removed it)."""
+        slot = self.nodes.get(host_id)
+        if slot is not None and slot.released:
+            del self.nodes[host_id]
+
+    def wakeable(self, spec: SandboxSpec) -> list[str]:
+        """The released nodes that could take a sandbox of `spec` (labels, an empty budget)."""
+        wanted = selector(spec)
+        return sorted(n.host_id for n in self.nodes.values() if n.released and n.lost is None
+                      and n.matches(wanted) and n.fits(spec.limits) is None)
+
     def choose(self, sandbox_id: str, spec: SandboxSpec) -> str:
         """Place `sandbox_id` (made to `spec`) on a node and hold its limits there -> the host id.
 
         CapacityExceeded when no node fits, saying per node what it lacks."""
         wanted = selector(spec)
-        live = [n for n in self.nodes.values() if n.lost is None]
+        live = [n for n in self.nodes.values() if n.serves]
         if not live:
             raise CapacityExceeded("no live node host to place the sandbox on: every node is lost "
-                                   "or none offers the tumbler_host resource")
-        matching = [n for n in live if all(n.labels.get(k) == v for k, v in wanted.items())]
+                                   "or released, or none offers the tumbler_host resource")
+        matching = [n for n in live if n.matches(wanted)]
         if not matching:
             asked = ", ".join(f"{k}={v}" for k, v in wanted.items())
             have = "; ".join(f"{n.host_id}: {_labels(n.labels)}" for n in live)
@@ -137,9 +172,10 @@ class Placement:
         """Hold `limits` for each of `sandbox_ids` on the node `host_id` (a fork's children go
         where their source is): all of them, or CapacityExceeded saying what it is short of."""
         node = self.nodes.get(host_id)
-        if node is None or node.lost is not None:
+        if node is None or not node.serves:
             raise CapacityExceeded(f"node host {host_id} takes no new sandboxes"
-                                   + (f": it was lost ({node.lost})" if node is not None else ""))
+                                   + (f": it was lost ({node.lost})" if node is not None and node.lost
+                                      else ""))
         why = node.fits(limits, len(sandbox_ids))
         if why is not None:
             raise CapacityExceeded(f"{host_id} cannot take {len(sandbox_ids)} more sandboxes of "
@@ -164,11 +200,12 @@ class Placement:
         fresh slot; these stay on the lost one until released)."""
         return {sid for sid, node in self._where.items() if node.lost is not None}
 
-    def live_nodes(self, spec: SandboxSpec) -> list[str]:
-        """The live nodes whose labels `spec`'s node selector allows (budget aside)."""
+    def live_nodes(self, spec: SandboxSpec, released: bool = False) -> list[str]:
+        """The serving nodes (`released`: and the released ones) whose labels `spec`'s node
+        selector allows (budget aside)."""
         wanted = selector(spec)
         return [n.host_id for n in self.nodes.values() if n.lost is None
-                and all(n.labels.get(k) == v for k, v in wanted.items())]
+                and (released or not n.released) and n.matches(wanted)]
 
     def release(self, sandbox_id: str) -> None:
         node = self._where.pop(sandbox_id, None)

@@ -29,7 +29,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from tumbler.cluster import images
 from tumbler.cluster.client import ClusterClient, _first_line
 from tumbler.cluster.config import ClusterConfig
-from tumbler.cluster.placement import GROUP_LABEL, Budget, Placement, Policy
+from tumbler.cluster.placement import GROUP_LABEL, Budget, Placement, Policy, selector
 from tumbler.errors import (CapacityExceeded, CommandTimeout, Conflict, InvalidRequest, NodeLost,
                             RuntimeFailure, TumblerError)
 from tumbler.runtime.images import ImageStore
@@ -79,6 +79,9 @@ class ClusterRuntime:
         self.placement = Placement(policy)
         self._lock = threading.Lock()
         self._asked = 0        # nodes last asked of Ray's autoscaler
+        self._kept: list[SandboxSpec] = []    # per-node pools' specs: the nodes they allow stay
+        self._idle_since: dict[str, float] = {}   # host id -> when it was first seen idle
+        self._waking = threading.Lock()       # one released node taken back at a time
         self.store = ImageStore()                        # this server's images, copied to nodes
         images.sweep_packing(self.store)
         self.node_images: dict[str, dict[str, str]] = {}   # host id -> image -> digest it has
@@ -93,18 +96,23 @@ class ClusterRuntime:
 
     # -- nodes ---------------------------------------------------------------------------------
 
-    def refresh(self) -> list[str]:
-        """Start node hosts on nodes that have none (joined, or restarted) and take in the
-        sandboxes each already holds -> the ids of the hosts started. A host that fails to
-        start raises, once the others are taken in."""
+    def refresh(self, wake: frozenset[str] = frozenset()) -> list[str]:
+        """Start node hosts on nodes that have none (joined, or restarted; a released node
+        only if `wake` names its host) and take in the sandboxes each already holds -> the ids
+        of the hosts started. A host that fails to start raises, once the others are taken in."""
         try:
-            infos, failed = self.client.start_hosts(), None
+            infos, failed = self.client.start_hosts(wake), None
         except TumblerError as exc:   # the hosts that started are taken in all the same
             infos, failed = getattr(exc, "started", []), exc
         started = [i.host_id for i in infos]
         nodes = {n["NodeID"]: n for n in ray.nodes()}
+        hosts = self.client.hosts()
+        known = {*self.client.released(), *(s.host_id for s in hosts)}
         with self._lock:
-            for state in self.client.hosts():
+            for host_id, slot in list(self.placement.nodes.items()):
+                if slot.released and host_id not in known:
+                    self.placement.drop_node(host_id)   # Ray no longer has its node
+            for state in hosts:
                 slot = self.placement.nodes.get(state.host_id)
                 if state.lost is not None:
                     self.placement.lose(state.host_id, state.lost)
@@ -120,15 +128,17 @@ class ClusterRuntime:
         return started
 
     def nodes(self) -> list[dict]:
-        """Each node host: id, address, labels, budget, what it holds, and whether it is lost."""
+        """Each node host: id, address, labels, backend, budget, what it holds, and its state
+        (alive, lost, or released: ended for being idle)."""
         self._sync_lost()
-        states = {s.host_id: s for s in self.client.hosts()}
+        states = {**self.client.released(), **{s.host_id: s for s in self.client.hosts()}}
         with self._lock:
             out = []
             for slot in self.placement.nodes.values():
                 state = states.get(slot.host_id)
                 out.append({"host_id": slot.host_id, "labels": dict(slot.labels),
                             "address": state.address if state else None,
+                            "backend": self.config.backend_of(slot.host_id),
                             "node_id": state.node_id if state else None,
                             "budget": {"memory_bytes": slot.budget.memory_bytes,
                                        "pids": slot.budget.pids, "cpus": slot.budget.cpus},
@@ -136,18 +146,19 @@ class ClusterRuntime:
                                          "cpus": slot.cpus},
                             "sandbox_ids": list(slot.held),
                             "images": dict(self.node_images.get(slot.host_id, {})),
-                            "state": "lost" if slot.lost else "alive", "lost": slot.lost})
+                            "state": slot.state, "lost": slot.lost})
             return out
 
     @property
     def cold_starts(self) -> int:
         """Creates the server lets go at once: each live host starts `start_concurrency`."""
         with self._lock:
-            live = sum(1 for n in self.placement.nodes.values() if n.lost is None)
+            live = sum(1 for n in self.placement.nodes.values() if n.serves)
         return max(1, live) * self.config.start_concurrency
 
     def total_budget(self) -> Budget:
-        """The live nodes' budgets summed (what the service admits in all)."""
+        """The live nodes' budgets summed, the released ones' too (placement takes them back
+        when the others are full): what the service admits in all."""
         with self._lock:
             live = [n.budget for n in self.placement.nodes.values() if n.lost is None]
         return Budget(sum(b.memory_bytes for b in live), sum(b.pids for b in live),
@@ -182,6 +193,7 @@ class ClusterRuntime:
             self.refresh()
         except TumblerError as exc:   # a node whose host will not start: the others serve on
             log.warning("node hosts: %s", exc.message)
+        self.release_idle()
         states = {s.host_id: s for s in self.client.hosts()}
         with self._lock:
             held = [(sid, slot.host_id) for slot in self.placement.nodes.values() if slot.lost
@@ -213,11 +225,56 @@ class ClusterRuntime:
             removed.append(sid)
         return removed
 
+    def keep_nodes(self, specs: list[SandboxSpec]) -> None:
+        """The specs of the per-node pools (per_node > 0): a node that one of them allows has
+        a pool target on it, so it is never idle (the server's pools set this)."""
+        with self._lock:
+            self._kept = list(specs)
+
+    def release_idle(self) -> list[str]:
+        """Release the node hosts that have held no sandbox and no per-node pool's target for
+        `idle_release_s` (with autoscaling on) -> their ids: each is ended, its node marked
+        released, and the standing autoscaler request lowered to the hosts left. The reaper's
+        pass calls this."""
+        idle_s = self.config.idle_release_s
+        if not idle_s or not self.config.autoscale_max_nodes:
+            return []
+        now = time.monotonic()
+        chosen = []
+        with self._lock:
+            kept = [selector(spec) for spec in self._kept]
+            for host_id, slot in self.placement.nodes.items():
+                if not slot.serves or slot.held or any(slot.matches(w) for w in kept):
+                    self._idle_since.pop(host_id, None)
+                elif now - self._idle_since.setdefault(host_id, now) >= idle_s \
+                        and self.placement.release_node(host_id):
+                    self._idle_since.pop(host_id)
+                    chosen.append(host_id)
+        released = []
+        with self._waking:   # not while a create takes a released node back
+            for host_id in chosen:
+                try:
+                    self.client.release(host_id)
+                except TumblerError as exc:   # a sandbox routed there after all: it serves on
+                    log.warning("node host %s not released: %s", host_id, exc.message)
+                    with self._lock:
+                        self.placement.nodes[host_id].released = False
+                    continue
+                released.append(host_id)
+        if released:
+            with self._lock:
+                live = sum(1 for n in self.placement.nodes.values() if n.serves)
+            self._request_nodes(live)
+        return released
+
     def node_count(self, spec: SandboxSpec) -> int:
-        """How many live nodes `spec`'s node labels allow (a per-node pool's multiplier)."""
+        """How many live nodes `spec`'s node labels allow (a per-node pool's multiplier).
+        Released nodes do not count, except that when all it allows are released it counts
+        one: the pool's refill then takes one back."""
         self._sync_lost()
         with self._lock:
-            return len(self.placement.live_nodes(spec))
+            live = len(self.placement.live_nodes(spec))
+            return live or min(1, len(self.placement.live_nodes(spec, released=True)))
 
     def lost_ids(self) -> set[str]:
         """The sandboxes held on lost nodes, as last found (no Ray call: the reaper's pass,
@@ -242,8 +299,7 @@ class ClusterRuntime:
         sandbox_id = sandbox_id or secrets.token_hex(6)
         self._sync_lost()
         try:
-            with self._lock:
-                host_id = self.placement.choose(sandbox_id, spec)
+            host_id = self._choose(sandbox_id, spec)
         except CapacityExceeded as exc:
             asked = self._ask_for_a_node(spec)
             if asked:
@@ -342,6 +398,36 @@ class ClusterRuntime:
             raise answer
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _choose(self, sandbox_id: str, spec: SandboxSpec) -> str:
+        """Place `sandbox_id` on a serving node; if none has room, take back a released node
+        that has (its host started again) and place it there. CapacityExceeded if neither."""
+        try:
+            with self._lock:
+                return self.placement.choose(sandbox_id, spec)
+        except CapacityExceeded:
+            with self._lock:
+                if not self.placement.wakeable(spec):
+                    raise
+        with self._waking:
+            try:   # another create may have taken one back meanwhile
+                with self._lock:
+                    return self.placement.choose(sandbox_id, spec)
+            except CapacityExceeded as exc:
+                short = exc
+            with self._lock:
+                wakeable = self.placement.wakeable(spec)
+            for host_id in wakeable:
+                try:
+                    started = self.refresh(wake=frozenset([host_id]))
+                except TumblerError as exc:
+                    log.warning("released node host %s not taken back: %s", host_id, exc.message)
+                    continue
+                if host_id in started:
+                    log.info("released node host %s taken back: no room on the others", host_id)
+                    with self._lock:
+                        return self.placement.choose(sandbox_id, spec)
+            raise short
 
     def _routed(self, sandbox_id: str, method: str, *args):
         self._sync_lost()
@@ -467,19 +553,24 @@ class ClusterRuntime:
         it did not ask. The request stands until the next (Ray's request_resources)."""
         cap = self.config.autoscale_max_nodes
         with self._lock:
-            if not self.placement.live_nodes(spec):
+            if not self.placement.live_nodes(spec, released=True):
                 return 0    # a label no live node has: another node of the same kind would not either
+            # Ray counts the released nodes too (they offer the resource): one more than all
             live = sum(1 for n in self.placement.nodes.values() if n.lost is None)
         wanted = min(cap, live + 1)
         if wanted <= live:
             return 0
         if wanted != self._asked:
-            from ray.autoscaler.sdk import request_resources
-            request_resources(bundles=[{self.config.resource: 1}] * wanted)
-            self._asked = wanted
+            self._request_nodes(wanted)
             log.info("no room for a sandbox: asked Ray's autoscaler for %d nodes with %s",
                      wanted, self.config.resource)
         return wanted
+
+    def _request_nodes(self, count: int) -> None:
+        """The standing request to Ray's autoscaler: `count` nodes offering the resource."""
+        from ray.autoscaler.sdk import request_resources
+        request_resources(bundles=[{self.config.resource: 1}] * count)
+        self._asked = count
 
     def _budget_of(self, node: dict) -> Budget:
         res = node.get("Resources") or {}

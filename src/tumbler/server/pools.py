@@ -10,7 +10,9 @@ spec's `tumbler.node/` labels allow (one node outside cluster mode). In cluster 
 task follows the nodes: the target grows when a node joins and shrinks when one is lost, the
 pooled sandboxes of a lost node leave the pool at once (they went with it) and the refill
 makes their replacements on the nodes left; placement spreads a pool's sandboxes over the
-nodes by how many of that pool each holds (`tumbler.cluster.placement`).
+nodes by how many of that pool each holds (`tumbler.cluster.placement`). The runtime is told
+the per-node pools' specs (`keep_nodes`): a node one of them allows is never idle, so its host
+is not released for Ray's autoscaler to remove the node.
 """
 from __future__ import annotations
 

@@ -712,7 +712,8 @@ function viewNodes() {
   main().replaceChildren(h("div", { class: "title" }, h("h2", {}, "Nodes"),
     h("span", { class: "muted" }, "the machines that run this server's sandboxes, what they admit and their load")), holder);
   const draw = () => holder.replaceChildren(...app.nodes.map((n) => section(n.name,
-    h("p", {}, n.state ? h("span", { class: "badge " + (n.state === "alive" ? "running" : "error") }, n.state) : null,
+    h("p", {}, n.state ? h("span", { class: "badge " + ({ alive: "running", released: "stopped" }[n.state] || "error") }, n.state) : null,
+      n.backend ? h("span", { class: "muted" }, " · " + n.backend) : null,
       n.address ? h("span", { class: "muted" }, " · " + n.address) : null,
       n.lost ? h("span", { class: "err" }, " · " + n.lost) : null,
       ...Object.entries(n.labels || {}).map(([k, v]) => h("span", { class: "chip" }, k + "=" + v))),

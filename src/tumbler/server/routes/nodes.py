@@ -42,7 +42,8 @@ def cluster_nodes(request: Request) -> list[wire.NodeOut]:
             sandboxes=dict(counts), cpus=int(res.get("CPU", 0)), load=[],
             memory_total_bytes=int(res.get("memory", 0)),
             memory_available_bytes=max(0, int(res.get("memory", 0)) - node["admitted"]["memory_bytes"]),
-            state=node["state"], lost=node["lost"], address=node["address"], labels=node["labels"],
+            state=node["state"], lost=node["lost"], backend=node["backend"],
+            address=node["address"], labels=node["labels"],
             sandbox_ids=held, images=node.get("images", {})))
     return out
 
@@ -57,7 +58,7 @@ def this_node(request: Request) -> wire.NodeOut:
     budget = svc.admission.budget
     total, available = _meminfo()
     return wire.NodeOut(
-        name=socket.gethostname(),
+        name=socket.gethostname(), backend=svc.runtime.name,
         budget={"memory_bytes": budget.memory_bytes, "pids": budget.pids, "cpus": budget.cpus},
         admitted=svc.admission.usage(),
         sandboxes=_by_state(request),
