@@ -67,7 +67,12 @@ def test_a_run_killed_with_sigkill_resumes_onto_the_same_curve(tmp_path):
     assert 2 <= resumed.start_step < steps
     result = resumed.run()
     assert result.steps == steps and [m["step"] for m in result.history] == list(range(1, steps + 1))
-    assert curve(result.history) == curve(straight.history)
+    # Step for step the same, to float noise: the killed run's first steps ran in a `tumbler
+    # train` process and the rest here, and the two may split torch's kernels over threads
+    # differently (seen on one machine: 1e-7 apart in approx_kl at step 8); a wrong resume
+    # (RNG, data, optimizer state) moves rewards and losses far more.
+    for got, want in zip(curve(result.history), curve(straight.history), strict=True):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), got["step"]
     logged = [m["step"] for m in resumed.run_dir.read("metrics")]
     assert logged == list(range(1, steps + 1))               # the lost steps' lines were cut
     assert (run / "checkpoints" / "final" / "trainer.pt").is_file()
