@@ -259,17 +259,3 @@ def test_sandboxes_of_a_killed_owner_go_with_the_next_runtime(runtime, tmp_path)
             runtime.remove(orphan)
         except NotFound:
             pass
-
-
-def test_remove_clears_what_a_create_cut_short_left(runtime):
-    """A process killed mid-create (between the sandbox's directory and its record) leaves a
-    directory with a disk image and no sandbox.json: remove takes it away, as any other."""
-    from tumbler.runtime.spec import SandboxSpec
-    info = runtime.create(SandboxSpec(image=IMAGE))
-    (runtime._dir(info.id) / "sandbox.json").unlink()   # as if killed before the record
-    with pytest.raises(NotFound):
-        runtime.get(info.id)
-    runtime.remove(info.id)
-    assert leftovers(runtime, info.id) == []
-    with pytest.raises(NotFound):
-        runtime.remove(info.id)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
-from tumbler.errors import Conflict, InvalidRequest, NotFound, RuntimeFailure, SandboxError, TumblerError
+from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError, TumblerError
 from tumbler.runtime import agentpy, cgroups, disks, egress, expiry, overlay, owners
 from tumbler.runtime.bundle import oci_config
 from tumbler.runtime.images import ImageStore
@@ -106,27 +106,12 @@ class ProcessRuntime(RecordKeeping):
 
     def remove(self, sandbox_id: str) -> None:
         with self._lock(sandbox_id):
-            try:
-                info = self.get(sandbox_id)
-            except NotFound:
-                if not self._remove_partial(sandbox_id):
-                    raise
-                return
+            info = self.get(sandbox_id)
             transition(sandbox_id, info.state, "remove")
             self._stop(sandbox_id)
             remove_tree(self._dir(sandbox_id))
             cgroups.remove(self._cgroup(sandbox_id))
         self._forget_lock(sandbox_id)
-
-    def _remove_partial(self, sandbox_id: str) -> bool:
-        """Remove what a create cut short left (its process killed between making the
-        directory and writing its record): a directory with no sandbox.json, in which nothing
-        runs or is mounted yet. False if there is none."""
-        sdir = self._dir(sandbox_id)
-        if not (sandbox_id.isalnum() and sdir.is_dir()) or (sdir / "sandbox.json").exists():
-            return False
-        remove_tree(sdir)
-        return True
 
     def reset(self, sandbox_id: str) -> SandboxInfo:
         """Back to the pristine image: every process ends, every written file is gone."""

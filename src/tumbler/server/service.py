@@ -109,11 +109,6 @@ class SandboxService:
         try:
             info = self.runtime.get(record.id)
         except NotFound:
-            if record.state is SandboxState.CREATED:   # a create this server's death cut short:
-                try:                                   # what it made so far goes
-                    self.runtime.remove(record.id)
-                except NotFound:
-                    pass
             if record.state is not SandboxState.ERROR:
                 self._move(record, "lose", GONE)
             return record
