@@ -286,12 +286,11 @@ class PoolManager:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _drop(self, pool: WarmPool) -> None:
-        for task in [pool.task, *pool.starts]:
-            if task is not None:
-                task.cancel()
+        tasks = [t for t in [pool.task, *pool.starts] if t is not None]
+        for task in tasks:
+            task.cancel()
         # A start cancelled mid-way removes what it made (`_uncancellable`) before it ends.
-        await asyncio.gather(*[t for t in [pool.task, *pool.starts] if t is not None],
-                             return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         while pool.ready:
             await self._remove(pool.ready.pop().id)
 
