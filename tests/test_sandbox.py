@@ -222,6 +222,41 @@ def test_half_made_sandbox_dirs_are_swept_at_start(runtime):
         shutil.rmtree(young, ignore_errors=True)
 
 
+def test_a_create_whose_process_died_is_swept_at_once(runtime):
+    """A server SIGKILLed mid-create left a young dir with no record, which the 60 s grace kept
+    past the restart (the chaos test saw it). The dir names its creator: a dead one's create is
+    over, whatever its age; a live one's (a create in progress) is left alone."""
+    import subprocess
+    import sys
+    from tumbler.runtime import owners
+    from tumbler.runtime.process import CREATOR, ProcessRuntime
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = f"{child.pid}:{owners._start_time(child.pid)}"
+    child.kill()
+    child.wait(10)
+    cut, cut2, busy = (runtime.paths.sandboxes / n for n in ("cutshort1", "cutshort2", "increate1"))
+
+    def half_made(d, creator):
+        (d / "layer").mkdir(parents=True)
+        (d / CREATOR).write_text(creator)
+    half_made(cut, dead)
+    half_made(busy, owners.this_process())
+    try:
+        ProcessRuntime(runtime.paths)
+        assert not cut.exists() and busy.exists()
+        half_made(cut2, dead)                      # found by a remove, not a sweep
+        with pytest.raises(NotFound):
+            runtime.remove("cutshort2")
+        assert not cut2.exists()
+        with pytest.raises(NotFound):
+            runtime.remove("increate1")
+        assert busy.exists()
+    finally:
+        import shutil
+        for d in (cut, cut2, busy):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def test_exit_in_the_default_session_gives_a_fresh_one(sandbox):
     """`exit 3` used to leave every later run raising Conflict for the life of the sandbox."""
     sandbox.run("export KEPT=1")

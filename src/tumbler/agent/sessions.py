@@ -37,6 +37,7 @@ INIT_TIMEOUT = 10.0               # seconds for bash to start and print the init
 INTERRUPT_GRACE = 0.3             # seconds after ^C before the marker line is sent
 KILL_ROUNDS = 10                  # rounds of SIGKILL to the foreground group ...
 KILL_ROUND_WAIT = 0.2             # ... seconds each, before the session is given up
+RECLAIM_POLL = 0.005              # seconds between looks at who holds the terminal after a stop
 READ_CHUNK = 1 << 16              # bytes per read of the pty master
 DRAIN_TIME = 0.1                  # seconds spent reading what a dead bash left in the pty
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -49,13 +50,21 @@ SENTINEL_MAX = 1 + 16 + 1 + 12 + 1
 
 # $? is restored right before eval (not after the command), because the `read` that starts the
 # next line would otherwise reset it to 0 and `false` then `echo $?` would print 0.
+# The command goes into the pipe behind its nonce, and __tmb_get skips what lacks it: a ^C that
+# lands before (or during) bash's `read` leaves that command, or its tail, in the pipe, and the
+# next trigger would otherwise run it ("bash: leep: command not found" after `sleep 60`).
+# The loop is a function defined once, so the trigger line holds no reserved word: right after a
+# syntax error in eval (`[[ 1`) bash's parser may not take the next line's words as such.
 TRIGGER = (
-    "IFS= builtin read -r -d '' -u %d __tmb_c; __tmb_rc \"${__tmb_s:-0}\"; builtin eval \"$__tmb_c\"; "
-    "__tmb_s=$?; builtin printf '\\036%%s:%%d\\036' %s \"$__tmb_s\"\n"
+    "__tmb_get %(nonce)s; __tmb_rc \"${__tmb_s:-0}\"; builtin eval \"$__tmb_c\"; "
+    "__tmb_s=$?; builtin printf '\\036%%s:%%d\\036' %(nonce)s \"$__tmb_s\"\n"
 )
 INIT = (
     "PS1=''; PS2=''; PS0=''; unset PROMPT_COMMAND MAILCHECK; set +o history; "
-    "__tmb_rc() { return $1; }; builtin printf '\\036%s:0\\036'\n"
+    "__tmb_rc() { return $1; }; "
+    "__tmb_get() { while IFS= builtin read -r -d '' -u %(fd)d __tmb_c; do "
+    "if builtin [ \"${__tmb_c:0:16}\" = \"$1\" ]; then __tmb_c=${__tmb_c:16}; return 0; fi; done; "
+    "__tmb_c=''; return 1; }; builtin printf '\\036%(nonce)s:0\\036'\n"
 )
 MARKER = "builtin printf '\\036%s:130\\036'\n"
 
@@ -140,7 +149,7 @@ class Session:
         cmd = _Command(nonce.encode(), DEFAULT_MAX_OUTPUT, None)
         with self._lock:
             self._current = cmd
-        os.write(self._master, (INIT % nonce).encode())
+        os.write(self._master, (INIT % {"fd": COMMAND_FD, "nonce": nonce}).encode())
         if not cmd.done.wait(INIT_TIMEOUT) or not self.alive:
             self.close()
             raise AgentRequestError(CONFLICT, f"session {self.name!r}: bash did not start: "
@@ -180,8 +189,8 @@ class Session:
             termios.tcflush(self._slave, termios.TCIFLUSH)
             # The trigger goes first: bash reads the pipe only after reading it, so a command
             # longer than the pipe's buffer does not block this write forever.
-            self._write_tty((TRIGGER % (COMMAND_FD, nonce)).encode())
-            self._write_all(self._cmd_w, data + b"\0")
+            self._write_tty((TRIGGER % {"nonce": nonce}).encode())
+            self._write_all(self._cmd_w, nonce.encode() + data + b"\0")
         except BaseException as e:
             with self._lock:
                 self._current = None
@@ -235,7 +244,7 @@ class Session:
         """End `cmd`: ^C, then a marker line, then SIGKILL of the foreground group; else close."""
         self._write_tty(b"\x03")
         if cmd.done.wait(INTERRUPT_GRACE):
-            return
+            return self._reclaim_terminal()
         # An interactive bash drops the rest of the line when its foreground job dies of SIGINT,
         # so the sentinel may never come: a fresh marker line tells when bash reads again.
         marker = _nonce()
@@ -247,20 +256,43 @@ class Session:
         self._write_tty((MARKER % marker).encode())
         for _ in range(KILL_ROUNDS):
             if cmd.done.wait(KILL_ROUND_WAIT):
-                return
+                return self._reclaim_terminal()
             self._kill_foreground()
         if not cmd.done.is_set():
             log.warning("session %s: bash itself does not stop; closing the session", self.name)
             self.close()
 
-    def _kill_foreground(self) -> None:
+    def _reclaim_terminal(self) -> None:
+        """Kill a job that still holds the terminal once the stopped command has ended.
+
+        A ^C that lands between bash's fork of a command and the child's taking of the terminal
+        is handled by bash as if at the prompt: it answers the marker line, and only then waits
+        for the child, which goes on running as the terminal's foreground (a `sleep 60` that
+        held up the next command). Bash takes the terminal back when that job is gone; the
+        newline it prints then lands in the next command's output (rare, and not worth a second
+        marker round trip on every stop)."""
+        deadline = time.monotonic() + KILL_ROUNDS * KILL_ROUND_WAIT
+        first = True
+        while time.monotonic() < deadline:
+            try:
+                pgrp = os.tcgetpgrp(self._master)
+            except OSError:
+                return
+            if pgrp <= 1 or pgrp == self.pid:
+                return
+            # SIGINT first: of a job killed by SIGKILL, bash prints "Killed" into the next command.
+            self._kill_foreground(signal.SIGINT if first else signal.SIGKILL)
+            first = False
+            time.sleep(RECLAIM_POLL)
+
+    def _kill_foreground(self, sig: int = signal.SIGKILL) -> None:
         try:
             pgrp = os.tcgetpgrp(self._master)
         except OSError:
             return
         if pgrp > 1 and pgrp != self.pid:  # bash's own group is the session: never kill it here
             try:
-                os.killpg(pgrp, signal.SIGKILL)
+                os.killpg(pgrp, sig)
             except ProcessLookupError:
                 pass
 

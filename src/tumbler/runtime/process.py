@@ -1,6 +1,7 @@
 """The process runtime: each sandbox is a runc container over an overlay of its image. No daemon.
 
     <home>/sandboxes/<id>/sandbox.json   spec and state (what survives our own restart)
+    <home>/sandboxes/<id>/creator        the process that made it (a create cut short is swept)
     <home>/sandboxes/<id>/config.json    the OCI bundle's config (bundle dir = sandbox dir)
     <home>/sandboxes/<id>/disk.img       the sandbox's own ext4 filesystem (its disk quota)
     <home>/sandboxes/<id>/layer/{upper,work}  its writable layer, on that filesystem, while mounted
@@ -31,7 +32,8 @@ from pathlib import Path
 
 from tumbler.agent import protocol as agent_protocol
 from tumbler.config import Paths
-from tumbler.errors import Conflict, InvalidRequest, RuntimeFailure, SandboxError, TumblerError
+from tumbler.errors import (Conflict, InvalidRequest, NotFound, RuntimeFailure, SandboxError,
+                            TumblerError)
 from tumbler.runtime import agentpy, cgroups, disks, egress, expiry, overlay, owners
 from tumbler.runtime.bundle import oci_config
 from tumbler.runtime.images import ImageStore
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 RUNC_TIMEOUT_S = 30
 UNRECORDED_GRACE_S = 60.0  # a dir without a record this old is a leftover, not a create
+CREATOR = "creator"        # in a sandbox dir: "pid:start time" of the process that made it
 PR_SET_CHILD_SUBREAPER = 36
 ID_LEN = 12
 AGENT_LOG = "agent.log"    # on the sandbox's disk, beside its overlay's upper dir
@@ -106,7 +109,11 @@ class ProcessRuntime(RecordKeeping):
 
     def remove(self, sandbox_id: str) -> None:
         with self._lock(sandbox_id):
-            info = self.get(sandbox_id)
+            try:
+                info = self.get(sandbox_id)
+            except NotFound:
+                self._remove_if_abandoned(self._dir(sandbox_id))
+                raise
             transition(sandbox_id, info.state, "remove")
             self._stop(sandbox_id)
             remove_tree(self._dir(sandbox_id))
@@ -189,6 +196,7 @@ class ProcessRuntime(RecordKeeping):
         except FileExistsError:
             raise Conflict(f"sandbox {sandbox_id} exists") from None
         try:
+            (sdir / CREATOR).write_text(owners.this_process())
             make_disk(sdir / "disk.img")
             (sdir / "rootfs").mkdir()
         except BaseException:
@@ -264,19 +272,38 @@ class ProcessRuntime(RecordKeeping):
     def _sweep_unrecorded(self, min_age_s: float = UNRECORDED_GRACE_S) -> None:
         """Remove sandbox dirs without a sandbox.json: left by a process killed between the
         steps of a create or a remove. Nothing lists them, so nothing else would remove them.
-        Young ones are spared: another process may be creating them right now."""
+        Young ones are spared, since another process may be creating them right now, unless
+        the process that began the create is gone (a server SIGKILLed mid-create)."""
         now = time.time()
         for sdir in self.paths.sandboxes.iterdir():
             if sdir.name.startswith(".") or (sdir / "sandbox.json").exists():
+                continue
+            if self._remove_if_abandoned(sdir):
                 continue
             try:
                 if now - sdir.stat().st_mtime < min_age_s:
                     continue
             except FileNotFoundError:  # another process's remove finished it first
                 continue
-            if overlay.is_mounted(sdir / "rootfs") or overlay.is_mounted(sdir / "layer"):
-                continue
-            remove_tree(sdir)
+            self._remove_unmounted(sdir)
+
+    def _remove_if_abandoned(self, sdir: Path) -> bool:
+        """Remove `sdir` if it is a create whose creator died before it wrote sandbox.json."""
+        try:
+            creator = (sdir / CREATOR).read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if owners.is_alive(creator) or (sdir / "sandbox.json").exists():
+            return False
+        log.warning("removing %s: a create cut short (process %s is gone)", sdir.name,
+                    creator.partition(":")[0])
+        return self._remove_unmounted(sdir)
+
+    @staticmethod
+    def _remove_unmounted(sdir: Path) -> bool:
+        if overlay.is_mounted(sdir / "rootfs") or overlay.is_mounted(sdir / "layer"):
+            return False
+        return remove_tree(sdir)
 
     def _start(self, info: SandboxInfo) -> None:
         sid = info.id
