@@ -38,6 +38,25 @@ def test_malformed_json_and_wrong_types(http, api):
     assert resp.status_code == 400 and "memory" in error_of(resp)["message"]
     resp = http.post("/v1/sandboxes", json={"image": "no-such-image"})
     assert resp.status_code == 404 and "no-such-image" in error_of(resp)["message"]
+    resp = http.post("/v1/sandboxes", content=b'{"image": "deb', headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and "json" in error_of(resp)["message"].lower()
+    resp = http.post("/v1/sandboxes", json={"image": IMAGE, "ttl_s": "soon", "colour": 1})
+    assert resp.status_code == 400 and "ttl_s" in error_of(resp)["message"]
+    assert "colour" in error_of(resp)["message"]
+
+
+def test_a_create_answers_the_records_document(http, api):
+    """POST /v1/sandboxes is served on the fast path (fastpath.py): its 201 reply is the same
+    document FastAPI's GET route gives for the same sandbox."""
+    resp = http.post("/v1/sandboxes", json={"image": IMAGE, "labels": {"k": "é"}, "ttl_s": 600})
+    assert resp.status_code == 201 and resp.headers["content-type"] == "application/json"
+    made = resp.json()
+    api.made.append(made["id"])
+    got = http.get(f"/v1/sandboxes/{made['id']}").json()
+    assert made.keys() == got.keys()
+    assert {k: v for k, v in made.items() if k != "last_active"} == \
+        {k: v for k, v in got.items() if k != "last_active"}
+    assert made["spec"]["labels"] == {"k": "é"} and made["state"] == "running"
 
 
 def test_unknown_ids_are_404(http, api):

@@ -146,3 +146,25 @@ def test_the_runs_route_answers_frames(server, api):
         assert httpx.post(server.url + "/v1/runs", json=body, timeout=30).status_code == 401
     finally:
         sb.remove()
+
+
+def test_a_cancelled_runs_interrupt_outlasts_a_session_not_made_yet(monkeypatch):
+    """The first command on a fresh sandbox makes its default session: an interrupt sent before
+    that gets NotFound, which used to end the retries (CI: `sleep 60` ran on, the session stayed
+    busy). It is retried like an idle session's, until one finds the command running."""
+    from tumbler.sdk import core, runs
+    monkeypatch.setattr(runs, "INTERRUPT_RETRY_S", 0.001)
+    answers = [NotFound("no session 'default'"), False, True]
+    sent = []
+
+    class Client:
+        async def _send_now(self, call):
+            sent.append(call.path)
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+    item = runs._Item(core.run("sb1", None, "sleep 60", 60, None), None)
+    item.sent = True
+    asyncio.run(runs.RunBatcher(Client())._interrupt(item))
+    assert sent == ["/v1/sandboxes/sb1/sessions/default/interrupt"] * 3 and answers == []

@@ -19,7 +19,7 @@ import json
 import logging
 
 from tumbler import wire
-from tumbler.errors import ServerUnreachable, TumblerError
+from tumbler.errors import NotFound, ServerUnreachable, TumblerError
 from tumbler.ops import DEFAULT_SESSION
 from tumbler.sdk import core
 
@@ -128,8 +128,10 @@ class RunBatcher:
     async def _interrupt(self, item: _Item) -> None:
         """Interrupt a cancelled item's command. The batch's other commands may have answered
         before the server started this one, so an interrupt can come too early and find the
-        session idle: it is sent again until one finds the command running, or the command's
-        frame comes back (it ended), or INTERRUPT_WINDOW_S pass."""
+        session idle, or not made yet (the first command on a fresh sandbox makes the default
+        session: CI saw that NotFound end the retries, and `sleep 60` ran on): it is sent again
+        until one finds the command running, or the command's frame comes back (it ended), or
+        INTERRUPT_WINDOW_S pass."""
         sandbox_id, session = item.call.run_of
         session = session or DEFAULT_SESSION
         loop = asyncio.get_running_loop()
@@ -138,6 +140,8 @@ class RunBatcher:
             try:
                 if await self.client._send_now(core.interrupt(sandbox_id, session)):   # noqa: SLF001
                     return
+            except NotFound:
+                pass   # its session is not there yet: as good as idle
             except TumblerError as exc:
                 log.debug("interrupt of %s/%s after a cancelled run: %s", sandbox_id, session, exc)
                 return

@@ -1,11 +1,12 @@
 """The hot path, served as plain ASGI: a command in a session, POST /v1/sandboxes/{id}/run and
-/v1/sandboxes/{id}/sessions/{name}/run, and many at once, POST /v1/runs.
+/v1/sandboxes/{id}/sessions/{name}/run, many at once, POST /v1/runs, and a create, POST
+/v1/sandboxes (a burst of a thousand from warm pools is mostly this route's CPU).
 
 FastAPI's routing and dependency solving cost more CPU per request than the rest of the server
 put together (~0.2 ms of a ~0.4 ms request on this 2-core box), and a command round trip is the
-request that agents make thousands of times. This middleware answers exactly those two routes,
-with the same models, errors and disconnect behaviour as routes/sessions.py, whose handlers stay
-for the OpenAPI docs and serve as the reference. Everything else passes through.
+request that agents make thousands of times. This middleware answers exactly those routes,
+with the same models, errors and disconnect behaviour as routes/sessions.py and
+routes/sandboxes.py, whose handlers stay for the OpenAPI docs and serve as the reference. Everything else passes through.
 
 `app.TumblerAPI` also sends these two routes past Starlette's own middleware layers, straight to
 a chain of the server's middlewares that ends here (see there); the reply is written as two raw
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 RUN_DEFAULT = "/v1/sandboxes/{sandbox_id}/run"
 RUN_SESSION = "/v1/sandboxes/{sandbox_id}/sessions/{name}/run"
 RUNS = f"{wire.API_PREFIX}/runs"
+CREATE = f"{wire.API_PREFIX}/sandboxes"
 # Seconds a command runs before a watch for the client's hang-up starts. Most commands end
 # sooner, and a timer costs a fraction of the task the watch needs; a client that left before
 # that is seen all the same (the server remembers a disconnect), only that much later.
@@ -46,6 +48,8 @@ def match(path: str) -> tuple[str, str | None, str] | None:
     """(sandbox_id, session name or None, route template) if `path` is a run route."""
     if path == RUNS:
         return "", None, RUNS
+    if path == CREATE:
+        return "", None, CREATE
     parts = path.split("/")
     if len(parts) < 5 or parts[1] != "v1" or parts[2] != "sandboxes" or not parts[3]:
         return None
@@ -78,6 +82,8 @@ class FastRun:
                 return await error_response(400, "invalid", validation_message(exc.errors()))(
                     scope, receive, send)
             return await serve_runs(scope["app"].state.service, runs, receive, send)
+        if template is CREATE:
+            return await serve_create(scope, receive, send, body)
         try:
             req = wire.RunRequest.model_validate_json(body)
         except ValidationError as exc:
@@ -87,11 +93,28 @@ class FastRun:
             result = await run_watched(scope["app"].state.service, receive, sandbox_id, name, req)
         except TumblerError as exc:
             return await error_response(exc.status, exc.kind, exc.message)(scope, receive, send)
-        content = command_json(result, req.text)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(content)).encode()),
-                                (b"content-type", _JSON_HEADERS)]})
-        await send({"type": "http.response.body", "body": content})
+        await _send_json(send, 200, command_json(result, req.text))
+
+
+async def serve_create(scope, receive, send, body: bytes) -> None:
+    """POST /v1/sandboxes: routes.sandboxes.create_sandbox without FastAPI's routing."""
+    try:
+        req = wire.CreateSandboxRequest.model_validate_json(body)
+    except ValidationError as exc:
+        return await error_response(400, "invalid", validation_message(exc.errors()))(
+            scope, receive, send)
+    try:
+        record = await scope["app"].state.service.create(req)
+    except TumblerError as exc:
+        return await error_response(exc.status, exc.kind, exc.message)(scope, receive, send)
+    await _send_json(send, 201, record.model_dump_json().encode())
+
+
+async def _send_json(send, status: int, content: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(content)).encode()),
+                            (b"content-type", _JSON_HEADERS)]})
+    await send({"type": "http.response.body", "body": content})
 
 
 async def run_watched(svc, receive, sandbox_id: str, name: str | None, body: wire.RunRequest):
