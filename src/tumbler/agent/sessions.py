@@ -272,29 +272,25 @@ class Session:
         newline it prints then lands in the next command's output (rare, and not worth a second
         marker round trip on every stop)."""
         deadline = time.monotonic() + KILL_ROUNDS * KILL_ROUND_WAIT
-        first = True
-        while time.monotonic() < deadline:
-            try:
-                pgrp = os.tcgetpgrp(self._master)
-            except OSError:
-                return
-            if pgrp <= 1 or pgrp == self.pid:
-                return
-            # SIGINT first: of a job killed by SIGKILL, bash prints "Killed" into the next command.
-            self._kill_foreground(signal.SIGINT if first else signal.SIGKILL)
-            first = False
+        # SIGINT first: of a job killed by SIGKILL, bash prints "Killed" into the next command.
+        sig = signal.SIGINT
+        while self._kill_foreground(sig) and time.monotonic() < deadline:
+            sig = signal.SIGKILL
             time.sleep(RECLAIM_POLL)
 
-    def _kill_foreground(self, sig: int = signal.SIGKILL) -> None:
+    def _kill_foreground(self, sig: int = signal.SIGKILL) -> bool:
+        """Signal the terminal's foreground group unless it is bash's own; True if it was not."""
         try:
             pgrp = os.tcgetpgrp(self._master)
         except OSError:
-            return
-        if pgrp > 1 and pgrp != self.pid:  # bash's own group is the session: never kill it here
-            try:
-                os.killpg(pgrp, sig)
-            except ProcessLookupError:
-                pass
+            return False
+        if pgrp <= 1 or pgrp == self.pid:  # bash's own group is the session: never kill it here
+            return False
+        try:
+            os.killpg(pgrp, sig)
+        except ProcessLookupError:
+            pass
+        return True
 
     def _check_usable(self) -> None:
         if self.closed:

@@ -293,7 +293,7 @@ class ProcessRuntime(RecordKeeping):
             creator = (sdir / CREATOR).read_text()
         except (FileNotFoundError, NotADirectoryError):
             return False
-        if owners.is_alive(creator) or (sdir / "sandbox.json").exists():
+        if owners.is_alive(creator):   # a dead creator writes no sandbox.json any more
             return False
         log.warning("removing %s: a create cut short (process %s is gone)", sdir.name,
                     creator.partition(":")[0])

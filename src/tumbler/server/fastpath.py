@@ -6,9 +6,10 @@ FastAPI's routing and dependency solving cost more CPU per request than the rest
 put together (~0.2 ms of a ~0.4 ms request on this 2-core box), and a command round trip is the
 request that agents make thousands of times. This middleware answers exactly those routes,
 with the same models, errors and disconnect behaviour as routes/sessions.py and
-routes/sandboxes.py, whose handlers stay for the OpenAPI docs and serve as the reference. Everything else passes through.
+routes/sandboxes.py, whose handlers stay for the OpenAPI docs and serve as the reference.
+Everything else passes through.
 
-`app.TumblerAPI` also sends these two routes past Starlette's own middleware layers, straight to
+`app.TumblerAPI` also sends these routes past Starlette's own middleware layers, straight to
 a chain of the server's middlewares that ends here (see there); the reply is written as two raw
 ASGI messages from JSON built with the standard library, the same document
 `CommandResult.wire_json` makes, for a third of pydantic's CPU.
@@ -45,7 +46,7 @@ _JSON_HEADERS = b"application/json"
 
 
 def match(path: str) -> tuple[str, str | None, str] | None:
-    """(sandbox_id, session name or None, route template) if `path` is a run route."""
+    """(sandbox_id, session name or None, route template) if `path` is a fast-path route."""
     if path == RUNS:
         return "", None, RUNS
     if path == CREATE:
@@ -75,39 +76,27 @@ class FastRun:
         body = await _read_body(receive)
         if body is None:
             return   # the client left before sending its body
-        if template is RUNS:
-            try:
-                runs = wire.RunsRequest.model_validate_json(body)
-            except ValidationError as exc:
-                return await error_response(400, "invalid", validation_message(exc.errors()))(
-                    scope, receive, send)
-            return await serve_runs(scope["app"].state.service, runs, receive, send)
-        if template is CREATE:
-            return await serve_create(scope, receive, send, body)
+        model = _MODELS.get(template, wire.RunRequest)
         try:
-            req = wire.RunRequest.model_validate_json(body)
+            req = model.model_validate_json(body)
         except ValidationError as exc:
             return await error_response(400, "invalid", validation_message(exc.errors()))(
                 scope, receive, send)
+        svc = scope["app"].state.service
+        if template is RUNS:
+            return await serve_runs(svc, req, receive, send)
         try:
-            result = await run_watched(scope["app"].state.service, receive, sandbox_id, name, req)
+            if template is CREATE:   # routes.sandboxes.create_sandbox
+                status, content = 201, (await svc.create(req)).model_dump_json().encode()
+            else:
+                result = await run_watched(svc, receive, sandbox_id, name, req)
+                status, content = 200, command_json(result, req.text)
         except TumblerError as exc:
             return await error_response(exc.status, exc.kind, exc.message)(scope, receive, send)
-        await _send_json(send, 200, command_json(result, req.text))
+        await _send_json(send, status, content)
 
 
-async def serve_create(scope, receive, send, body: bytes) -> None:
-    """POST /v1/sandboxes: routes.sandboxes.create_sandbox without FastAPI's routing."""
-    try:
-        req = wire.CreateSandboxRequest.model_validate_json(body)
-    except ValidationError as exc:
-        return await error_response(400, "invalid", validation_message(exc.errors()))(
-            scope, receive, send)
-    try:
-        record = await scope["app"].state.service.create(req)
-    except TumblerError as exc:
-        return await error_response(exc.status, exc.kind, exc.message)(scope, receive, send)
-    await _send_json(send, 201, record.model_dump_json().encode())
+_MODELS = {RUNS: wire.RunsRequest, CREATE: wire.CreateSandboxRequest}   # else wire.RunRequest
 
 
 async def _send_json(send, status: int, content: bytes) -> None:
