@@ -102,6 +102,13 @@ def test_an_idle_node_is_released_and_taken_back_when_the_others_are_full():
             assert _asked() == [{"tumbler_host": 1}]   # the standing request: the live host only
             assert rt.node_count(small) == 1           # per-node pools count a only
             assert rt.total_budget().memory_bytes == 512 << 20   # b can still be taken back
+            # a server restarted now (a new runtime in this namespace) finds b released too,
+            # from Ray's KV: it starts no host there, so the autoscaler may still remove the node
+            again = ClusterRuntime(Budget(256 << 20, 1 << 16, 64.0), config=config)
+            assert {n["host_id"]: n["state"] for n in again.nodes()} == {a: "alive", b: "released"}
+            assert again.total_budget().memory_bytes == 512 << 20
+            with pytest.raises(ValueError):
+                ray.get_actor(actor_name(b), namespace=config.namespace)
             # the reaper's pass starts no host there again (a stays: it holds a sandbox)
             assert rt.lost_sandboxes() == {} and rt.refresh() == []
             assert {n["host_id"]: n["state"] for n in rt.nodes()} == {a: "alive", b: "released"}

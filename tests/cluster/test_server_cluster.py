@@ -368,6 +368,9 @@ def test_idle_nodes_are_released_and_taken_back_through_the_server(tmp_path):
 
         wait_for(lambda: states() == ["released", "released"], 60, "both idle nodes to be released")
         assert node_ls(srv).count("released") == 2
+        srv.kill()                                   # SIGKILL: the restart reads Ray's KV
+        srv.start()
+        assert states() == ["released", "released"]  # no host started on an idle node
         sb = Sandbox(IMAGE, client=client, memory="128m")   # no live host: one is taken back
         ids.append(sb.id)
         assert sb.run("echo back").output == "back\n"

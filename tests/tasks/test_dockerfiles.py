@@ -174,6 +174,20 @@ def test_an_unknown_base_says_how_to_map_it(tmp_path, runtime):
         build_dockerfile(tmp_path, runtime=runtime)
 
 
+def _output_of(client, image, cmd):
+    """A container's stdout, with a deadline.
+
+    `containers.run(remove=True)` reads the attach stream, and podman's Docker API at times
+    never ends it when the container exits first (a CI run hung there for 300 s): run
+    detached, wait with a timeout, then read the logs."""
+    container = client.containers.run(image, cmd, network_mode="none", detach=True)
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 0
+        return container.logs(stdout=True, stderr=False)
+    finally:
+        container.remove(force=True)
+
+
 def test_the_docker_backend_builds_with_its_engine(tmp_path):
     from test_backends import _docker_runtime
     from tumbler.runtime.engine_builds import build_with_engine
@@ -190,8 +204,7 @@ def test_the_docker_backend_builds_with_its_engine(tmp_path):
     tag = build_with_engine(rt.client, ImageStore(), tmp_path, "t-engine-build:latest",
                             on_output=lines.append)
     try:
-        out = rt.client.containers.run(tag, ["cat", "/msg.txt", "/built.txt"],
-                                       network_mode="none", remove=True)
+        out = _output_of(rt.client, tag, ["cat", "/msg.txt", "/built.txt"])
         assert out.decode().splitlines() == ["from the context", "built by the engine"]
         assert any("STEP" in line or "Step" in line for line in lines)
         write(tmp_path / "Dockerfile", """
@@ -204,8 +217,7 @@ def test_the_docker_backend_builds_with_its_engine(tmp_path):
         """)
         staged = build_with_engine(rt.client, ImageStore(), tmp_path, "t-engine-stages:latest")
         try:
-            out = rt.client.containers.run(staged, ["cat", "/final.txt"], network_mode="none",
-                                           remove=True)
+            out = _output_of(rt.client, staged, ["cat", "/final.txt"])
             assert out.decode().strip() == "built in a stage"
         finally:
             rt.client.images.remove(staged, force=True)

@@ -20,11 +20,15 @@ Every wait has a timeout (`ClusterConfig`); a host that does not answer in time 
 `CommandTimeout`, and is not declared lost for that.
 
 Release: `release(host_id)` ends an idle host (no sandbox), so that Ray's autoscaler may remove
-its node; `start_hosts` then starts none there until a caller names it in `wake`.
+its node; `start_hosts` then starts none there until a caller names it in `wake`. The released
+hosts are kept in Ray's own key-value store (the GCS, in the client's namespace), so a server
+SIGKILLed and restarted leaves them released too, instead of starting hosts that would keep
+idle nodes from being removed.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import socket
 import threading
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tumbler.cluster.config import ClusterConfig
@@ -44,6 +49,7 @@ from tumbler.runtime.spec import SandboxSpec
 
 log = logging.getLogger(__name__)
 ACTOR_PREFIX = "tumbler-node-host:"
+RELEASED_KEY = "tumbler:released-hosts"   # in Ray's KV: host id -> [node id, address]
 
 
 def home_for(home: str | None, host_id: str) -> str | None:
@@ -96,7 +102,8 @@ class ClusterClient:
         self._hosts: dict[str, _Host] = {}     # host id -> its newest actor
         self._where: dict[str, _Host] = {}     # sandbox id -> the actor that made it
         self._lost_nodes: set[str] = set()     # Ray node ids whose host was lost
-        self._released: dict[str, HostState] = {}   # host id -> its node, the host ended idle
+        self._released = self._load_released()   # host id -> its node, the host ended idle
+        self._saving = threading.Lock()            # one write of _released to Ray's KV at a time
         self._turn = itertools.count()
         self._starting = threading.Lock()      # one start_hosts at a time
 
@@ -119,8 +126,11 @@ class ClusterClient:
         nodes = [n for n in ray.nodes() if n["Alive"]]
         with self._lock:   # a released node that Ray no longer has is forgotten
             alive = {n["NodeID"] for n in nodes}
-            self._released = {h: s for h, s in self._released.items() if s.node_id in alive}
+            kept = {h: s for h, s in self._released.items() if s.node_id in alive}
+            forgot, self._released = len(kept) < len(self._released), kept
             asleep = {s.node_id for h, s in self._released.items() if h not in wake}
+        if forgot:
+            self._save_released()
         for node in nodes:
             if node["Resources"].get(self.config.resource, 0) < 1:
                 continue
@@ -150,7 +160,7 @@ class ClusterClient:
                 failures.append(RuntimeFailure(f"node host {host_id} cannot start yet: {exc}"))
                 continue
             started.append((host_id, nodes, actor, actor.info.remote(), False))
-        infos = []
+        infos, woke = [], False
         deadline = time.monotonic() + self.config.start_timeout_s
         for host_id, nodes, actor, ref, taken in started:
             where = f"the node host {host_id} on Ray node {nodes[0]['NodeID'][:12]}"
@@ -178,8 +188,10 @@ class ClusterClient:
             with self._lock:
                 self._hosts[host_id] = host
                 self._lost_nodes.discard(node_id)
-                self._released.pop(host_id, None)
+                woke = self._released.pop(host_id, None) is not None or woke
             infos.append(info)
+        if woke:
+            self._save_released()
         if failures:
             log.warning("node hosts started: %s", [i.host_id for i in infos])
             error = failures[0] if len(failures) == 1 else type(failures[0])(
@@ -214,6 +226,7 @@ class ClusterClient:
                 raise Conflict(f"node host {host_id} holds sandboxes: it is not idle")
             del self._hosts[host_id]
             self._released[host_id] = HostState(host_id, host.node_id, host.address, 0, None)
+        self._save_released()
         try:
             ray.get(host.actor.close.remote(), timeout=self.config.op_timeout_s)
         except RayError as exc:
@@ -221,6 +234,25 @@ class ClusterClient:
         ray.kill(host.actor, no_restart=True)
         self._await_name_free(host_id)
         log.info("node host %s on Ray node %s released (idle)", host_id, host.node_id[:12])
+
+    def _load_released(self) -> dict[str, HostState]:
+        """The released hosts a previous client of this namespace left in Ray's KV."""
+        raw = _internal_kv_get(RELEASED_KEY, namespace=self.config.namespace)
+        if not raw:
+            return {}
+        try:
+            return {h: HostState(h, str(node), str(address), 0, None)
+                    for h, (node, address) in json.loads(raw).items()}
+        except (ValueError, TypeError) as exc:   # not ours to trust blindly: start afresh
+            log.warning("ignoring the released hosts kept in Ray (%s): %s", RELEASED_KEY, exc)
+            return {}
+
+    def _save_released(self) -> None:
+        # the snapshot is taken under _saving, so the last write holds the newest set
+        with self._saving:
+            with self._lock:
+                doc = {h: [s.node_id, s.address] for h, s in self._released.items()}
+            _internal_kv_put(RELEASED_KEY, json.dumps(doc), namespace=self.config.namespace)
 
     def host_of(self, sandbox_id: str) -> str:
         """The id of the node host that holds `sandbox_id`."""

@@ -120,6 +120,11 @@ class ClusterRuntime:
                     node = nodes.get(state.node_id, {})
                     self.placement.add_node(state.host_id, self._budget_of(node),
                                             node.get("Labels") or {})
+            for host_id, state in self.client.released().items():
+                if host_id not in self.placement.nodes:   # released before this server started
+                    node = nodes.get(state.node_id, {})
+                    self.placement.add_node(host_id, self._budget_of(node),
+                                            node.get("Labels") or {}).released = True
         for host_id in started:
             for info in self._on_host(host_id, "list", ()):
                 self._found(info, host_id)
