@@ -24,7 +24,8 @@ def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> 
     opts = (f"lowerdir={':'.join(map(str, layers))},upperdir={upper},workdir={work},"
             "index=off,metacopy=off").encode()
     # nosuid, nodev: a set-uid file or a device node planted by a sandbox's root is inert for
-    # any host user who reaches it (the merged tree is visible on the host while it runs).
+    # any host user who reaches it (the merged tree is on the host from this mount until the
+    # sandbox's init has its own copy; its upper dir is, on the disk's mount, all along).
     if _libc.mount(b"overlay", str(target).encode(), b"overlay", MS_NOSUID | MS_NODEV, opts) != 0:
         err = ctypes.get_errno()
         raise RuntimeFailure(f"overlay mount at {target} failed: {os.strerror(err)}")
@@ -39,6 +40,15 @@ def unmount(target: Path) -> None:
 
 
 def is_mounted(target: Path) -> bool:
-    needle = f" {target} "
-    with open("/proc/self/mountinfo") as fh:
-        return any(needle in line for line in fh)
+    """Whether a filesystem is mounted at `target`: its device is not its parent's. Ours are
+    overlay and ext4-on-loop mounts, never a bind of the filesystem beneath, so two stats
+    answer, where reading /proc/self/mountinfo cost ~1.7 us per mount of the host's: 3.5 ms
+    with a node of 1,000 sandboxes, at every start and remove."""
+    try:
+        return os.stat(target).st_dev != os.stat(target.parent).st_dev
+    except FileNotFoundError:
+        return False
+    except OSError:   # not ours to guess: a caller may delete the tree if it says no
+        needle = f" {target} "
+        with open("/proc/self/mountinfo") as fh:
+            return any(needle in line for line in fh)

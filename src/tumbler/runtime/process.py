@@ -5,7 +5,8 @@
     <home>/sandboxes/<id>/config.json    the OCI bundle's config (bundle dir = sandbox dir)
     <home>/sandboxes/<id>/disk.img       the sandbox's own ext4 filesystem (its disk quota)
     <home>/sandboxes/<id>/layer/{upper,work}  its writable layer, on that filesystem, while mounted
-    <home>/sandboxes/<id>/rootfs         the overlay mount point, while it runs
+    <home>/sandboxes/<id>/rootfs         the overlay mount point, while runc starts it (then only in
+                                         the sandbox's own mount namespace)
     <run>/sock/<id>.sock                 the agent's socket, made and bound by us, on the host only
 
 We bind the agent's listening socket ourselves and hand it to the container as stdin, so the
@@ -334,6 +335,12 @@ class ProcessRuntime(RecordKeeping):
         finally:
             # Only the agent holds the socket now: if it dies, clients are refused, not queued.
             listener.close()
+        # The sandbox's mount namespace holds its own copy of the root now; the host's goes.
+        # Each runc start copies and reads the host's mount table (several times), so a mount
+        # kept per running sandbox made every start dearer as a node filled: 2,000 mounts
+        # added ~35 ms of CPU to a ~65 ms start. The disk's mount stays (snapshots read the
+        # upper dir through it).
+        overlay.unmount(rootfs)
         if info.spec.network == "egress":
             try:
                 egress.start(sdir, self.init_pid(sid), info.spec.egress)
