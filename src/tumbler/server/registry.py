@@ -6,10 +6,12 @@ request, so the service keeps it in memory and writes it back in batches (`touch
 """
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
-from sqlalchemy import Float, Integer, String, Text, create_engine, delete, event, select, update
+from sqlalchemy import (Float, Integer, String, Text, bindparam, create_engine, delete, event,
+                        insert, select, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from tumbler import wire
@@ -76,10 +78,23 @@ class Registry:
 
     def write_many(self, writes: list[tuple[str, tuple]]) -> None:
         """Several ("add", (record,)) and ("set_state", (id, state, error)) writes in one
-        transaction, in order: a burst of creates costs one commit, not one each."""
+        transaction, in order: a burst of creates costs one commit, not one each, and each
+        run of writes of one kind is one executemany per table (the ORM's unit of work made
+        a burst of 1,000 pooled creates spend a sixth of the server's time here)."""
+        now = time.time()
         with self._session.begin() as s:
-            for kind, args in writes:
-                (_add if kind == "add" else _set_state)(s, *args)
+            for kind, run in itertools.groupby(writes, key=lambda w: w[0]):
+                args = [a for _, a in run]
+                if kind == "add":
+                    records = [r for (r,) in args]
+                    s.execute(insert(_SANDBOXES), [_row(r) for r in records])
+                    s.execute(insert(_HISTORY), [{"sandbox_id": r.id, "state": r.state.value,
+                                                  "at": r.created} for r in records])
+                else:
+                    s.execute(_SET_STATE, [{"b_id": sid, "state": state.value, "error": error,
+                                            "last_active": now} for sid, state, error in args])
+                    s.execute(insert(_HISTORY), [{"sandbox_id": sid, "state": state.value,
+                                                  "at": now} for sid, state, _ in args])
 
     def get(self, sandbox_id: str) -> SandboxRecord | None:
         with self._session() as s:
@@ -127,12 +142,23 @@ class Registry:
 
 
 def _add(s, record: SandboxRecord) -> None:
-    s.add(SandboxRow(id=record.id, spec_json=record.spec.model_dump_json(), state=record.state.value,
-                     created=record.created, last_active=record.last_active,
-                     ttl_s=record.ttl_s, expires_at=record.expires_at,
-                     labels_json=json.dumps(record.labels), runtime=record.runtime,
-                     error=record.error))
+    s.add(SandboxRow(**_row(record)))
     s.add(TransitionRow(sandbox_id=record.id, state=record.state.value, at=record.created))
+
+
+def _row(record: SandboxRecord) -> dict:
+    return {"id": record.id, "spec_json": record.spec.model_dump_json(),
+            "state": record.state.value, "created": record.created,
+            "last_active": record.last_active, "ttl_s": record.ttl_s,
+            "expires_at": record.expires_at, "labels_json": json.dumps(record.labels),
+            "runtime": record.runtime, "error": record.error}
+
+
+_SANDBOXES = SandboxRow.__table__
+_HISTORY = TransitionRow.__table__
+_SET_STATE = (update(_SANDBOXES).where(_SANDBOXES.c.id == bindparam("b_id"))
+              .values(state=bindparam("state"), error=bindparam("error"),
+                      last_active=bindparam("last_active")))
 
 
 def _set_state(s, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
