@@ -4,6 +4,9 @@
         lc.kill("a")                            # SIGKILL every process of node a, no grace
         lc.add("a")                             # a fresh node (new Ray node id) named a again
 
+    with autoscaling_cluster("c", idle_timeout_minutes=0.1):   # Ray's own autoscaler adds and
+        ...                                                    # removes node c (0 or 1 of it)
+
 Each named node offers 1 unit of `RESOURCE` and the node label `LABEL` = its name, which is how
 `ClusterClient` places one NodeHost per node and names it. Every node sits on 127.0.0.1 (tests
 send traffic to loopback only) and Ray's usage stats are off. The test process becomes a child
@@ -15,7 +18,10 @@ that still runs (`killed_at_exit` names them).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import socket
+import tempfile
 import shutil
 import signal
 import time
@@ -81,6 +87,63 @@ def local_cluster(names: list[str]) -> Iterator[LocalCluster]:
         lc.killed_at_exit = _finish_children(before)
         shutil.rmtree(session_dir, ignore_errors=True)
         _forget(address, session_dir)
+
+
+@contextmanager
+def autoscaling_cluster(name: str, idle_timeout_minutes: float = 0.1) -> Iterator[Cluster]:
+    """A head (no `RESOURCE`) running Ray's own autoscaler (its monitor, v1) over Ray's fake
+    multi-node provider, whose "machines" are raylets started on this one: one node type that
+    offers `RESOURCE` with `LABEL` = `name`, 0 to 1 of it, removed after `idle_timeout_minutes`
+    idle. Driver connected; everything it started is killed and reaped on leaving."""
+    env = {"RAY_FAKE_CLUSTER": "1",               # the provider refuses to run without it
+           "AUTOSCALER_UPDATE_INTERVAL_S": "1"}   # the monitor's loop (5 s by default)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)                        # the head's monitor inherits them
+    with socket.socket() as s:
+        s.bind((NODE_IP, 0))
+        port = s.getsockname()[1]
+    config = {
+        "cluster_name": f"tumbler-{name}", "max_workers": 1, "upscaling_speed": 1.0,
+        "idle_timeout_minutes": idle_timeout_minutes,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True,
+                     "disable_node_updaters": True, "disable_launch_config_check": True,
+                     "gcs_address": f"{NODE_IP}:{port}"},
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
+            "sandboxes": {"resources": {"CPU": 1, RESOURCE: 1}, "labels": {LABEL: name},
+                          "node_config": {}, "min_workers": 0, "max_workers": 1}},
+        "head_node_type": "ray.head.default", "auth": {}, "docker": {}, "file_mounts": {},
+        **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                               "worker_setup_commands", "head_start_ray_commands",
+                               "worker_start_ray_commands", "cluster_synced_files",
+                               "rsync_exclude", "rsync_filter")},
+        "file_mounts_sync_continuously": False}
+    _become_subreaper()
+    before = set(_children())
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="tumbler-autoscaler-") as fh:
+        json.dump(config, fh)
+        fh.flush()
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": False, "node_ip_address": NODE_IP,
+            "gcs_server_port": port, "autoscaling_config": fh.name})
+        session_dir = cluster.head_node.get_session_dir_path()
+        try:
+            ray.init(address=cluster.address, log_to_driver=False)
+            yield cluster
+        finally:
+            ray.shutdown()
+            try:   # the monitor goes with the head; the nodes it launched are reaped below
+                cluster.remove_node(cluster.head_node, allow_graceful=False)
+            except AssertionError:
+                pass
+            _finish_children(before)
+            shutil.rmtree(session_dir, ignore_errors=True)
+            _forget(cluster.address, session_dir)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def reap_zombies(before: set[int] | None = None) -> int:

@@ -3,7 +3,8 @@ server's ClusterRuntime ask Ray's autoscaler for one node more (ClusterConfig.au
 which is what Ray's `request_resources` stores for the autoscaler to act on; an idle node's host
 is released (ClusterConfig.idle_release_s) so that the autoscaler can remove the node, and taken
 back when the other nodes are full. The local cluster here has no autoscaler process, so the
-tests read the request where Ray keeps it."""
+tests read the request where Ray keeps it; the last runs Ray's own autoscaler (over its fake
+multi-node provider) and sees it add a node and remove it."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from ray.experimental.internal_kv import _internal_kv_get  # noqa: E402
 
 import ray  # noqa: E402
 from checks import IMAGE, leftovers  # noqa: E402
-from raycluster import local_cluster, reap_zombies  # noqa: E402
+from raycluster import LABEL, RESOURCE, autoscaling_cluster, local_cluster, reap_zombies  # noqa: E402
 from tumbler.cluster import ClusterConfig  # noqa: E402
 from tumbler.cluster.client import actor_name  # noqa: E402
 from tumbler.cluster.placement import Budget  # noqa: E402
@@ -131,3 +132,60 @@ def test_an_idle_node_is_released_and_taken_back_when_the_others_are_full():
             reap_zombies()
     for sid in made:
         assert leftovers(ProcessRuntime(), sid) == []
+
+
+AUTOSCALER_WAIT_S = 120.0
+
+
+def _until(what: str, check, timeout: float = AUTOSCALER_WAIT_S):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.5)
+    return found
+
+
+def _sandbox_nodes() -> list[dict]:
+    return [n for n in ray.nodes() if n["Alive"] and n["Resources"].get(RESOURCE)]
+
+
+def test_rays_autoscaler_adds_a_node_for_a_sandbox_and_removes_it_once_released():
+    """Ray's own autoscaler, on a cluster scaled to zero: a sandbox that finds no node makes
+    the runtime ask for one; the autoscaler launches it, the reaper's pass starts a host there,
+    and the sandbox is made and runs. Once it is gone and the node idles, the host is released
+    and the request lowered, and the autoscaler removes the node: Ray no longer lists it, and
+    the runtime forgets it."""
+    name = f"auto{os.getpid()}"
+    with autoscaling_cluster(name, idle_timeout_minutes=0.1):
+        config = ClusterConfig(autoscale_max_nodes=1, idle_release_s=IDLE_S,
+                               namespace=f"real-autoscale-{os.getpid()}")
+        rt = ClusterRuntime(Budget(256 << 20, 1 << 16, 64.0), config=config)
+        made: list[str] = []
+        try:
+            assert rt.nodes() == [] and _sandbox_nodes() == []
+            spec = SandboxSpec(image=IMAGE, limits=Limits(memory=128 << 20))
+            with pytest.raises(CapacityExceeded, match="Asked Ray's autoscaler for 1 nodes"):
+                rt.create(spec)
+            [node] = _until("the autoscaler to launch a node", _sandbox_nodes)
+            assert node["Labels"][LABEL] == name
+            [host] = _until("a node host on the new node", lambda: rt.lost_sandboxes() == {}
+                            and [n["host_id"] for n in rt.nodes() if n["state"] == "alive"])
+            made.append(rt.create(spec).id)
+            rt.start(made[0])
+            rt.wait_agent(made[0])
+            [ran] = rt.client.exec([(made[0], ["echo", "scaled"])], timeout=30)
+            assert (ran.exit_code, ran.stdout_bytes) == (0, b"scaled\n"), ran
+            rt.remove(made.pop())
+
+            assert rt.release_idle() == []             # idle from now on
+            time.sleep(IDLE_S)
+            assert rt.release_idle() == [host]
+            assert _asked() in (None, [])              # nothing stands for the autoscaler
+            _until("the autoscaler to remove the idle node", lambda: _sandbox_nodes() == [])
+            _until("the runtime to forget the removed node",
+                   lambda: rt.lost_sandboxes() == {} and rt.nodes() == [])
+        finally:
+            for sid in made:
+                rt.remove(sid)
+            rt.close()
+            reap_zombies()

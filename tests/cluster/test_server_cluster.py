@@ -56,7 +56,15 @@ def cluster_server(tmp_path, ids: list[str], **settings):
         try:
             yield lc, srv, client, nodes
         finally:   # a graceful stop removes what is left and stops the node hosts
+            hosts = [n.name for n in client.nodes()] if srv.proc.poll() is None else []
             assert srv.terminate(120) in (0, -15)
+            for host in hosts:   # the shutdown ran to its end: it closed every host it had
+                with pytest.raises(ValueError):
+                    ray.get_actor(actor_name(host), namespace="tumbler")
+            # and nothing could cut it short: Ray's failure signal handler (absl's) took the
+            # SIGTERM, dumped a stack and ended the server ~3 s in, before a shutdown of more
+            # than a few sandboxes had removed them
+            assert b"SIGTERM received" not in (tmp_path / "server.log").read_bytes()
     reap_zombies()
     runtime = ProcessRuntime()
     for sid in ids:

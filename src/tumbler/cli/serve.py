@@ -103,11 +103,27 @@ def run(config: ServerConfig) -> None:
     except Conflict as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
+    if config.ray:
+        _keep_sigterm_graceful()
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=config.host, port=config.port,
                 log_level=config.log_level, access_log=False, loop="auto", http="auto",
                 timeout_graceful_shutdown=30, proxy_headers=False)
+
+
+def _keep_sigterm_graceful() -> None:
+    """Cluster mode joins Ray, whose C++ core installs absl's failure signal handler: on
+    SIGTERM it dumps a stack, then re-raises with the default action, which ended the server
+    ~3 s into its graceful shutdown (sandboxes, pools and node hosts left to run on). Ray reads
+    the switch when it is imported, so it is set before that; a process that imported Ray
+    already keeps Ray's handler, and says so."""
+    import os
+    if "ray" in sys.modules:
+        logging.getLogger(__name__).warning(
+            "Ray was imported before the server: a SIGTERM may end it before its shutdown "
+            "removes what it made (set RAY_DISABLE_FAILURE_SIGNAL_HANDLER=1 before importing ray)")
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 
 def _first_message(exc: ValueError) -> str:

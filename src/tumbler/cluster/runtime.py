@@ -558,10 +558,11 @@ class ClusterRuntime:
         it did not ask. The request stands until the next (Ray's request_resources)."""
         cap = self.config.autoscale_max_nodes
         with self._lock:
-            if not self.placement.live_nodes(spec, released=True):
-                return 0    # a label no live node has: another node of the same kind would not either
             # Ray counts the released nodes too (they offer the resource): one more than all
             live = sum(1 for n in self.placement.nodes.values() if n.lost is None)
+            if live and not self.placement.live_nodes(spec, released=True):
+                return 0    # a label no live node has: another node of the same kind would not
+                            # either (with none at all, a cluster scaled to zero, ask)
         wanted = min(cap, live + 1)
         if wanted <= live:
             return 0
