@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -118,7 +119,6 @@ def _keep_sigterm_graceful() -> None:
     ~3 s into its graceful shutdown (sandboxes, pools and node hosts left to run on). Ray reads
     the switch when it is imported, so it is set before that; a process that imported Ray
     already keeps Ray's handler, and says so."""
-    import os
     if "ray" in sys.modules:
         logging.getLogger(__name__).warning(
             "Ray was imported before the server: a SIGTERM may end it before its shutdown "

@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from tumbler.cluster import images
-from tumbler.cluster.client import ClusterClient, _first_line
+from tumbler.cluster.client import ClusterClient, HostState, _first_line
 from tumbler.cluster.config import ClusterConfig
 from tumbler.cluster.placement import GROUP_LABEL, Budget, Placement, Policy, selector
 from tumbler.errors import (CapacityExceeded, CommandTimeout, Conflict, InvalidRequest, NodeLost,
@@ -117,14 +117,10 @@ class ClusterRuntime:
                 if state.lost is not None:
                     self.placement.lose(state.host_id, state.lost)
                 elif slot is None or slot.lost is not None or state.host_id in started:
-                    node = nodes.get(state.node_id, {})
-                    self.placement.add_node(state.host_id, self._budget_of(node),
-                                            node.get("Labels") or {})
+                    self._add_slot(state, nodes)
             for host_id, state in self.client.released().items():
                 if host_id not in self.placement.nodes:   # released before this server started
-                    node = nodes.get(state.node_id, {})
-                    self.placement.add_node(host_id, self._budget_of(node),
-                                            node.get("Labels") or {}).released = True
+                    self._add_slot(state, nodes).released = True
         for host_id in started:
             for info in self._on_host(host_id, "list", ()):
                 self._found(info, host_id)
@@ -577,6 +573,12 @@ class ClusterRuntime:
         from ray.autoscaler.sdk import request_resources
         request_resources(bundles=[{self.config.resource: 1}] * count)
         self._asked = count
+
+    def _add_slot(self, state: HostState, nodes: dict[str, dict]):
+        """A placement slot for the host `state` (a HostState), its budget and labels its Ray
+        node's (`nodes`: Ray's, by node id)."""
+        node = nodes.get(state.node_id, {})
+        return self.placement.add_node(state.host_id, self._budget_of(node), node.get("Labels") or {})
 
     def _budget_of(self, node: dict) -> Budget:
         res = node.get("Resources") or {}

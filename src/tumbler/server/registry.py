@@ -73,8 +73,7 @@ class Registry:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def add(self, record: SandboxRecord) -> None:
-        with self._session.begin() as s:
-            _add(s, record)
+        self.write_many([("add", (record,))])
 
     def write_many(self, writes: list[tuple[str, tuple]]) -> None:
         """Several ("add", (record,)) and ("set_state", (id, state, error)) writes in one
@@ -106,8 +105,7 @@ class Registry:
             return [_from_row(r) for r in s.scalars(select(SandboxRow).order_by(SandboxRow.created))]
 
     def set_state(self, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
-        with self._session.begin() as s:
-            _set_state(s, sandbox_id, state, error)
+        self.write_many([("set_state", (sandbox_id, state, error))])
 
     def history(self, sandbox_id: str) -> list[tuple[str, float]]:
         """The sandbox's states, oldest first, each with when it began (unix seconds)."""
@@ -141,11 +139,6 @@ class Registry:
         self.engine.dispose()
 
 
-def _add(s, record: SandboxRecord) -> None:
-    s.add(SandboxRow(**_row(record)))
-    s.add(TransitionRow(sandbox_id=record.id, state=record.state.value, at=record.created))
-
-
 def _row(record: SandboxRecord) -> dict:
     return {"id": record.id, "spec_json": record.spec.model_dump_json(),
             "state": record.state.value, "created": record.created,
@@ -159,13 +152,6 @@ _HISTORY = TransitionRow.__table__
 _SET_STATE = (update(_SANDBOXES).where(_SANDBOXES.c.id == bindparam("b_id"))
               .values(state=bindparam("state"), error=bindparam("error"),
                       last_active=bindparam("last_active")))
-
-
-def _set_state(s, sandbox_id: str, state: SandboxState, error: str | None = None) -> None:
-    now = time.time()
-    s.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id)
-              .values(state=state.value, error=error, last_active=now))
-    s.add(TransitionRow(sandbox_id=sandbox_id, state=state.value, at=now))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
