@@ -19,6 +19,7 @@ V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "free
 HYBRID_V2 = "unified"
 FREEZE_TIMEOUT_S = 10.0
 FREEZE_POLL_S = 0.001
+FREEZE_ASK_AGAIN_POLLS = 10   # ask the tasks anew every ~10 ms (see freeze)
 
 
 def is_v2() -> bool:
@@ -100,16 +101,26 @@ def freeze(rel: str, timeout_s: float = FREEZE_TIMEOUT_S) -> None:
 
     Written here rather than through `runc pause`: runc 1.1 gives up after a few milliseconds
     of retries ("unable to freeze") when the CPU is busy, while the kernel finishes the freeze
-    on its own if one waits. runc reads the same file, so `runc state` says paused."""
+    on its own if one waits. runc reads the same file, so `runc state` says paused.
+
+    The v1 freezer asks each task to freeze once, when FROZEN is written: a task that starts a
+    freezable sleep after that is never asked again. dash runs commands with vfork, and a
+    parent that enters its vfork wait just after the ask waits for a child the freezer has
+    already frozen; the cgroup stays FREEZING for good (seen in 1 of ~80 freezes of a shell
+    loop). Writing FROZEN again asks every task anew, so the loop repeats it."""
     path, frozen, thawed = _freezer(rel)
     path.write_text(frozen)
     deadline = time.monotonic() + timeout_s
+    polls = 0
     while not _is_frozen(rel):
         if time.monotonic() > deadline:
             path.write_text(thawed)
             raise RuntimeFailure(f"the processes of cgroup {rel} did not freeze within "
                                  f"{timeout_s:g} s (one may be stuck in the kernel); left running")
         time.sleep(FREEZE_POLL_S)
+        polls += 1
+        if polls % FREEZE_ASK_AGAIN_POLLS == 0:
+            path.write_text(frozen)
 
 
 def _is_frozen(rel: str) -> bool:
