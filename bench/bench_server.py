@@ -241,12 +241,12 @@ class ServerWindows:
 
 
 def compare_aggregates(url: str, pairs: int, seconds: float, server_pid: int | None = None,
-                       unbatched: bool = False) -> dict:
+                       batched: bool = False) -> dict:
     """The 8-session aggregate through server + SDK against LocalSandbox's, in windows that
     alternate (server, local, server, ...) so both see the same load on the shared machine;
     the ratio is the median of the pairs' (one window hit by a burst of other work moves a
-    median less than a mean). `unbatched`: each pair gets a third window, the server's with
-    the client's batching of runs off (`AsyncClient(batch_runs=False)`). With `server_pid`,
+    median less than a mean). `batched`: each pair gets a third window, the server's with
+    the client's run stream off (`AsyncClient(run_stream=False)`: commands in batches). With `server_pid`,
     the server's and this client's CPU per command in the server windows too."""
     def timed(window, count_cpu: bool) -> tuple[float, float, float]:
         s0, c0, t = _cpu_s(server_pid), time.process_time(), time.perf_counter()
@@ -255,11 +255,11 @@ def compare_aggregates(url: str, pairs: int, seconds: float, server_pid: int | N
         return (rate, 1e6 * (_cpu_s(server_pid) - s0) / commands,
                 1e6 * (time.process_time() - c0) / commands) if count_cpu else (rate, 0.0, 0.0)
     with ServerWindows(url, 8) as server, LocalWindows(8) as local:
-        runs = getattr(server.client, "_runs", None)   # an SDK from before batching has none
+        stream = getattr(server.client, "_stream", None)   # an SDK from before it has none
 
-        def server_window(batched: bool) -> float:
-            if runs is not None:
-                server.client._runs = runs if batched else None   # noqa: SLF001
+        def server_window(streamed: bool) -> float:
+            if stream is not None:
+                server.client._stream = stream if streamed else None   # noqa: SLF001
             return server.window(seconds)
         server.window(0.5)   # warm up both
         local.window(0.5)
@@ -268,21 +268,21 @@ def compare_aggregates(url: str, pairs: int, seconds: float, server_pid: int | N
             rows.append((timed(lambda: server_window(True), server_pid is not None),
                          local.window(seconds),
                          timed(lambda: server_window(False), server_pid is not None)
-                         if unbatched else None))
-        if runs is not None:
-            server.client._runs = runs   # noqa: SLF001
+                         if batched else None))
+        if stream is not None:
+            server.client._stream = stream   # noqa: SLF001
     res = {"aggregate_8_sessions_cmds_per_s": _mean(r[0][0] for r in rows),
            "local_aggregate_8_sessions_cmds_per_s": _mean(r[1] for r in rows)}
     res.update(_ratios("server_vs_local_aggregate_ratio", [r[0][0] / r[1] for r in rows]))
     if server_pid is not None:
         res["server_cpu_us_per_command"] = _median([r[0][1] for r in rows])
         res["client_cpu_us_per_command"] = _median([r[0][2] for r in rows])
-    if unbatched:
-        res["unbatched_aggregate_8_sessions_cmds_per_s"] = _mean(r[2][0] for r in rows)
-        res.update(_ratios("unbatched_vs_local_aggregate_ratio", [r[2][0] / r[1] for r in rows]))
+    if batched:
+        res["batched_aggregate_8_sessions_cmds_per_s"] = _mean(r[2][0] for r in rows)
+        res.update(_ratios("batched_vs_local_aggregate_ratio", [r[2][0] / r[1] for r in rows]))
         if server_pid is not None:
-            res["unbatched_server_cpu_us_per_command"] = _median([r[2][1] for r in rows])
-            res["unbatched_client_cpu_us_per_command"] = _median([r[2][2] for r in rows])
+            res["batched_server_cpu_us_per_command"] = _median([r[2][1] for r in rows])
+            res["batched_client_cpu_us_per_command"] = _median([r[2][2] for r in rows])
     return res
 
 
@@ -315,8 +315,9 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=200, help="sandboxes created at once")
     ap.add_argument("--aggregate-only", action="store_true",
                     help="only the 8-session aggregate, server against local (no peers)")
-    ap.add_argument("--unbatched", action="store_true",
-                    help="with the aggregate, also the server's with the SDK's batching of runs off")
+    ap.add_argument("--batched", action="store_true",
+                    help="with the aggregate, also the server's with the SDK's run stream off "
+                         "(its commands in batches, as before the stream)")
     args = ap.parse_args()
     n, burst, seconds, pairs = (300, 20, 1.0, 5) if args.quick else (args.n, args.burst, 2.0, 7)
     with tempfile.TemporaryDirectory(prefix="tumbler-bench-") as state:
@@ -328,7 +329,7 @@ def main() -> None:
                     results = bench_sync(client, n)
                     results.update(bench_pool(client, 10 if args.quick else 30))
             # Server and local windows alternate, so both see the same load on the machine.
-            results.update(compare_aggregates(url, pairs, seconds, proc.pid, args.unbatched))
+            results.update(compare_aggregates(url, pairs, seconds, proc.pid, args.batched))
             if burst and not args.aggregate_only:
                 results.update(asyncio.run(bench_async(url, burst)))
         finally:

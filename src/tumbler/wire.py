@@ -240,6 +240,7 @@ class RunItem(RunRequest):
 
 MAX_RUNS = 1024                 # commands in one POST /v1/runs
 RUNS_MEDIA_TYPE = "application/x-tumbler-runs"
+RUN_STREAM_PATH = f"{API_PREFIX}/runs/stream"
 
 
 class RunsRequest(Request):

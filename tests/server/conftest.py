@@ -31,4 +31,4 @@ def api(server, runtime):
 @pytest.fixture
 def new_aclient(server, api):
     """Makes AsyncClients of `server` whose sandboxes `api`'s teardown checks (close them in the test)."""
-    return lambda: AsyncTrackingClient(server.url, TOKEN, api.made)
+    return lambda **options: AsyncTrackingClient(server.url, TOKEN, api.made, **options)

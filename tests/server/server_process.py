@@ -90,8 +90,8 @@ class TrackingClient(Client):
 
 
 class AsyncTrackingClient(AsyncClient):
-    def __init__(self, url, token, made: list[str]):
-        super().__init__(url, token)
+    def __init__(self, url, token, made: list[str], **options):
+        super().__init__(url, token, **options)
         self.made = made
 
     async def send(self, call):

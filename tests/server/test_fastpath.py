@@ -9,7 +9,7 @@ import pytest
 from tumbler import wire
 from tumbler.models import CommandResult
 from tumbler.sdk import core, transport
-from tumbler.server.fastpath import command_json
+from tumbler.server.runframes import command_json
 
 RESULTS = [
     CommandResult(output_bytes=b"hi\n", exit_code=0),

@@ -1,5 +1,6 @@
-"""Many sessions through one AsyncClient: the commands they start together go as one POST
-/v1/runs, answered each as it ends, with the results and errors each would have had alone."""
+"""Many sessions through one AsyncClient: their commands go on one long-lived POST
+/v1/runs/stream, or (the stream off) the commands they start together as one POST /v1/runs;
+either way each is answered as it ends, with the result or error it would have had alone."""
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,7 @@ def _paths(client) -> list[str]:
 
 def test_sessions_started_together_go_as_one_batch(new_aclient):
     async def scenario():
-        client = new_aclient()
+        client = new_aclient(run_stream=False)
         boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client) for _ in range(3)))
         try:
             named = await boxes[0].session("second")
@@ -52,9 +53,10 @@ def test_sessions_started_together_go_as_one_batch(new_aclient):
     asyncio.run(scenario())
 
 
-def test_a_slow_command_holds_up_no_other_answer(new_aclient):
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_slow_command_holds_up_no_other_answer(new_aclient, stream):
     async def scenario():
-        client = new_aclient()
+        client = new_aclient(run_stream=stream)
         slow_box, fast_box = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client)
                                                     for _ in range(2)))
         try:
@@ -74,10 +76,10 @@ def test_a_slow_command_holds_up_no_other_answer(new_aclient):
 
 
 def test_errors_and_timeouts_in_a_batch_are_each_commands_own(new_aclient):
-    """Each item raises what its own request raises: the same types as with batching off."""
-    async def scenario(batch: bool):
-        client = new_aclient()
-        client._runs = client._runs if batch else None
+    """Each item raises what its own request raises: the same types on the stream, in a batch
+    and each on its own."""
+    async def scenario(stream: bool, batch: bool):
+        client = new_aclient(run_stream=stream, batch_runs=batch)
         sb = await AsyncSandbox.create(IMAGE, client=client)
         try:
             busy = asyncio.ensure_future(sb.run("sleep 1"))
@@ -94,19 +96,22 @@ def test_errors_and_timeouts_in_a_batch_are_each_commands_own(new_aclient):
         finally:
             await sb.remove()
             await client.close()
-    assert asyncio.run(scenario(True)) == asyncio.run(scenario(False))
+    alone = asyncio.run(scenario(False, False))
+    assert asyncio.run(scenario(True, True)) == alone
+    assert asyncio.run(scenario(False, True)) == alone
 
 
-def test_a_run_whose_caller_stops_waiting_is_interrupted(new_aclient):
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_run_whose_caller_stops_waiting_is_interrupted(new_aclient, stream):
     async def scenario():
-        client = new_aclient()
+        client = new_aclient(run_stream=stream)
         boxes = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client) for _ in range(2)))
         try:
             seen = _paths(client)
             stuck = asyncio.ensure_future(boxes[0].run("sleep 60"))
             other = asyncio.ensure_future(boxes[1].run("echo other"))
             assert (await other).output == "other\n"
-            assert seen == [f"{wire.API_PREFIX}/runs"], seen
+            assert seen == ([] if stream else [f"{wire.API_PREFIX}/runs"]), seen
             stuck.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await stuck

@@ -1,6 +1,7 @@
 """`tumbler serve`: run the server under uvicorn (`run(config)` does it for a ServerConfig)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -108,9 +109,33 @@ def run(config: ServerConfig) -> None:
         _keep_sigterm_graceful()
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=config.host, port=config.port,
-                log_level=config.log_level, access_log=False, loop="auto", http="auto",
-                timeout_graceful_shutdown=30, proxy_headers=False)
+    app = create_app(config)
+    server = _server_class()(uvicorn.Config(app, host=config.host, port=config.port,
+                                    log_level=config.log_level, access_log=False, loop="auto",
+                                    http="auto", timeout_graceful_shutdown=30,
+                                    proxy_headers=False))
+    server.stopping = app.state.stopping
+    server.run()
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, which also tells the app a shutdown began: uvicorn waits for the
+        requests under way, and a client's run stream (fastpath.serve_run_stream) is one that
+        would otherwise go on until the graceful timeout."""
+
+        stopping: asyncio.Event | None = None
+
+        def handle_exit(self, sig, frame) -> None:
+            if self.stopping is not None:
+                try:
+                    asyncio.get_running_loop().call_soon_threadsafe(self.stopping.set)
+                except RuntimeError:   # no loop runs yet (a signal before the start)
+                    pass
+            super().handle_exit(sig, frame)
+    return Server
 
 
 def _keep_sigterm_graceful() -> None:

@@ -18,6 +18,7 @@ from tumbler.models import CommandResult, ExecResult, FileInfo, ProcessInfo
 from tumbler.runtime.spec import SandboxStats
 from tumbler.sdk import core
 from tumbler.sdk.runs import RunBatcher
+from tumbler.sdk.runstream import RunStream
 from tumbler.sdk.transport import AsyncTumblerTransport
 from tumbler.archives import extract_tar, tar_directory
 
@@ -27,11 +28,14 @@ DEFAULT_TIMEOUT_S = wire.DEFAULT_TIMEOUT_S
 class AsyncClient:
     """A connection pool to one server, for one event loop; share it between sandboxes.
 
-    `batch_runs`: commands its sessions start in the same turn of the loop go to the server
-    as one request, each answered as it ends (`sdk.runs`); False sends each on its own."""
+    `run_stream`: its sessions' commands go to the server on one long-lived request, each
+    answered as it ends (`sdk.runstream`). `batch_runs`: without a stream (turned off, or a
+    server or proxy that cannot carry one), commands its sessions start in the same turn of
+    the loop go as one request (`sdk.runs`); both False sends each on its own."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
-                 retries: int = core.RETRIES, max_connections: int = 100, batch_runs: bool = True):
+                 retries: int = core.RETRIES, max_connections: int = 100, batch_runs: bool = True,
+                 run_stream: bool = True):
         self.url = (url or core.default_url()).rstrip("/")
         token = token or core.default_token()
         self.token = token   # for clients of the same server made from this one (the model bridge)
@@ -41,10 +45,19 @@ class AsyncClient:
         self._http = httpx.AsyncClient(base_url=self.url, headers=headers, transport=self._transport)
         self._builder = core.RequestBuilder(self.url, token)
         self._runs = RunBatcher(self) if batch_runs else None
+        self._stream = RunStream(self) if run_stream else None
 
     async def send(self, call: core.Call):
         """Make the request (retrying connection failures only) and read its reply."""
-        if call.run_of is not None and self._runs is not None:
+        if call.run_of is not None:
+            stream = self._stream
+            if stream is not None and stream.enabled:
+                return await stream.run(call)
+            return await self._send_without_stream(call)
+        return await self._send_now(call)
+
+    async def _send_without_stream(self, call: core.Call):
+        if self._runs is not None:
             return await self._runs.run(call)
         return await self._send_now(call)
 
@@ -140,6 +153,8 @@ class AsyncClient:
         return await self.send(core.health())
 
     async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
         if self._runs is not None:
             await self._runs.close()
         await self._http.aclose()

@@ -126,28 +126,7 @@ class RunBatcher:
             raise
 
     async def _interrupt(self, item: _Item) -> None:
-        """Interrupt a cancelled item's command. The batch's other commands may have answered
-        before the server started this one, so an interrupt can come too early and find the
-        session idle, or not made yet (the first command on a fresh sandbox makes the default
-        session: CI saw that NotFound end the retries, and `sleep 60` ran on): it is sent again
-        until one finds the command running, or the command's frame comes back (it ended), or
-        INTERRUPT_WINDOW_S pass."""
-        sandbox_id, session = item.call.run_of
-        session = session or DEFAULT_SESSION
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(INTERRUPT_WINDOW_S, item.call.timeout)
-        while item.sent:
-            try:
-                if await self.client._send_now(core.interrupt(sandbox_id, session)):   # noqa: SLF001
-                    return
-            except NotFound:
-                pass   # its session is not there yet: as good as idle
-            except TumblerError as exc:
-                log.debug("interrupt of %s/%s after a cancelled run: %s", sandbox_id, session, exc)
-                return
-            if loop.time() >= deadline:
-                return
-            await asyncio.sleep(INTERRUPT_RETRY_S)
+        await interrupt_cancelled(self.client, item.call, lambda: item.sent)
 
     async def _each(self, items: list[_Item]) -> None:
         """Each on its own request (one item; or a server without /v1/runs)."""
@@ -169,7 +148,7 @@ class RunBatcher:
         items = [item for item in items if not item.future.done()]   # cancelled while gathered
         if len(items) < 2:
             return await self._each(items)
-        body = b'{"runs":[' + b",".join(_item_json(item.call) for item in items) + b"]}"
+        body = b'{"runs":[' + b",".join(item_json(item.call) for item in items) + b"]}"
         call = core.Call("POST", RUNS_PATH, core._none, content=body,   # noqa: SLF001
                          content_type="application/json",
                          timeout=max(item.call.timeout for item in items))
@@ -246,12 +225,37 @@ class _Frames:
                 item.future.set_exception(error())
 
 
+async def interrupt_cancelled(client, call: core.Call, running) -> None:
+    """Interrupt a cancelled run's command, sent in a batch or on a stream. The server may not
+    have started it yet (a batch's other commands answered first; the stream's line still on
+    its way), so an interrupt can come too early and find the session idle, or not made yet
+    (the first command on a fresh sandbox makes the default session: CI saw that NotFound end
+    the retries, and `sleep 60` ran on): it is sent again while `running()` says the command
+    is unanswered, until one finds it running, or INTERRUPT_WINDOW_S pass."""
+    sandbox_id, session = call.run_of
+    session = session or DEFAULT_SESSION
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(INTERRUPT_WINDOW_S, call.timeout)
+    while running():
+        try:
+            if await client._send_now(core.interrupt(sandbox_id, session)):   # noqa: SLF001
+                return
+        except NotFound:
+            pass   # its session is not there yet: as good as idle
+        except TumblerError as exc:
+            log.debug("interrupt of %s/%s after a cancelled run: %s", sandbox_id, session, exc)
+            return
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(INTERRUPT_RETRY_S)
+
+
 def _settle(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def _item_json(call: core.Call) -> bytes:
+def item_json(call: core.Call) -> bytes:
     """The batch's item (`wire.RunItem`) for a run Call: its RunRequest body (a JSON object)
     with where it runs put first."""
     sandbox_id, session = call.run_of

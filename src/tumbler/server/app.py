@@ -146,6 +146,7 @@ def create_app(config: ServerConfig, *, runtime: Runtime | None = None,
     app.state.metrics_registry = CollectorRegistry(auto_describe=True)
     app.state.runs = RunStore(config.runs_dir)
     app.state.event_streams = 0
+    app.state.stopping = asyncio.Event()   # set by `tumbler serve` at SIGTERM (run streams end)
     errors.install(app)
     for router in (system.router, sandboxes.router, pause_fork_routes.router, pty_routes.router,
                    port_routes.router,

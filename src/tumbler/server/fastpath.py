@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import math
 
 from pydantic import ValidationError
 
 from tumbler import wire
 from tumbler.errors import TumblerError
-from tumbler.models import CommandResult
-from tumbler.server import metrics
 from tumbler.server.errors import error_response, validation_message
+from tumbler.server.runframes import RUNS_MEDIA_TYPE, command_json, frame, outcome
+from tumbler.server.runstream import RunStream
 from tumbler.server.routes.sessions import _disconnected, _interrupt_on_disconnect, _interrupt_quietly
 from tumbler.server.service import DEFAULT_SESSION
 
@@ -37,6 +35,7 @@ log = logging.getLogger(__name__)
 RUN_DEFAULT = "/v1/sandboxes/{sandbox_id}/run"
 RUN_SESSION = "/v1/sandboxes/{sandbox_id}/sessions/{name}/run"
 RUNS = f"{wire.API_PREFIX}/runs"
+RUN_STREAM = wire.RUN_STREAM_PATH
 CREATE = f"{wire.API_PREFIX}/sandboxes"
 # Seconds a command runs before a watch for the client's hang-up starts. Most commands end
 # sooner, and a timer costs a fraction of the task the watch needs; a client that left before
@@ -49,6 +48,8 @@ def match(path: str) -> tuple[str, str | None, str] | None:
     """(sandbox_id, session name or None, route template) if `path` is a fast-path route."""
     if path == RUNS:
         return "", None, RUNS
+    if path == RUN_STREAM:
+        return "", None, RUN_STREAM
     if path == CREATE:
         return "", None, CREATE
     parts = path.split("/")
@@ -73,6 +74,10 @@ class FastRun:
             return await self.app(scope, receive, send)
         sandbox_id, name, template = found
         scope["tumbler.route"] = template
+        if template is RUN_STREAM:
+            state = scope["app"].state
+            stream = RunStream(state.service, state.config.max_json_bytes, state.stopping)
+            return await stream.serve(receive, send)
         body = await _read_body(receive)
         if body is None:
             return   # the client left before sending its body
@@ -131,7 +136,7 @@ async def serve_runs(svc, req: wire.RunsRequest, receive, send) -> None:
     of commands that end in the same turn of the loop go out in one write. A client that
     hangs up has the commands still running interrupted, as the run route does."""
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", _RUNS_MEDIA_TYPE)]})
+                "headers": [(b"content-type", RUNS_MEDIA_TYPE)]})
     loop = asyncio.get_running_loop()
     out = bytearray()
     left = len(req.runs)
@@ -144,17 +149,7 @@ async def serve_runs(svc, req: wire.RunsRequest, receive, send) -> None:
     def done(i: int, item: wire.RunItem, task: asyncio.Task) -> None:
         nonlocal left
         left -= 1
-        if task.cancelled():
-            status, body = 500, _error_json("internal", "the command's run was cancelled")
-        elif (exc := task.exception()) is None:
-            status, body = 200, command_json(task.result(), item.text)
-        elif isinstance(exc, TumblerError):
-            status, body = exc.status, _error_json(exc.kind, exc.message)
-        else:
-            log.error("a run of a batch failed", exc_info=exc)
-            status, body = 500, _error_json("internal", "internal server error")
-        out.extend(b"%d %d %d\n" % (i, status, len(body)))
-        out.extend(body)
+        out.extend(frame(i, *outcome(task, item.text)))
         poke()
 
     tasks = []
@@ -183,35 +178,6 @@ async def serve_runs(svc, req: wire.RunsRequest, receive, send) -> None:
                 return
     finally:
         watcher.cancel()
-
-
-def _error_json(kind: str, message: str) -> bytes:
-    metrics.ERRORS.labels(kind=kind).inc()
-    return json.dumps({"error": {"kind": kind, "message": message}}).encode()
-
-
-_RUNS_MEDIA_TYPE = wire.RUNS_MEDIA_TYPE.encode()
-
-
-def command_json(result: CommandResult, text: bool) -> bytes:
-    """result.wire_json(text), as bytes, written out by hand: the same fields in the same order with the same values (a CommandResult's are
-    validated already), for a fraction of the CPU of pydantic's or json's. A duration JSON
-    cannot hold (NaN, infinity) goes the pydantic way, which writes null."""
-    duration = result.duration_s
-    if not math.isfinite(duration):
-        return result.wire_json(text).encode()
-    exit_code = result.exit_code
-    return (_COMMAND % (
-        _json_str(result.output) if text else "null", wire.b64(result.output_bytes),
-        "null" if exit_code is None else int(exit_code), _BOOL[result.timed_out],
-        _BOOL[result.truncated], int(result.output_size), float(duration),
-        _BOOL[result.session_alive])).encode()
-
-
-_COMMAND = ('{"output":%s,"output_b64":"%s","exit_code":%s,"timed_out":%s,"truncated":%s,'
-            '"output_size":%d,"duration_s":%r,"session_alive":%s}')
-_BOOL = {True: "true", False: "false"}
-_json_str = json.encoder.encode_basestring   # "..." with JSON escapes, UTF-8 kept as it is
 
 
 async def _read_body(receive) -> bytes | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from tumbler.server.errors import error_response
+from tumbler.wire import RUN_STREAM_PATH
 
 # Routes whose body is raw file or tar data get the upload limit; every other body is JSON.
 # ROCK's multipart upload; E2B's envd upload (/files); the port proxy's bodies, whatever they are.
@@ -22,7 +23,8 @@ class BodyLimit:
         self.max_upload = max_upload
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE"):
+        if (scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE")
+                or scope["path"] == RUN_STREAM_PATH):   # limited per line (fastpath.serve_run_stream)
             return await self.app(scope, receive, send)
         limit = self.max_upload if is_raw(scope["path"]) else self.max_json
         length, lengths, framed_otherwise = None, 0, False

@@ -1,0 +1,163 @@
+"""POST /v1/runs/stream: one long-lived request that carries a client's commands as it starts
+them and answers each as it ends (`wire.RUN_STREAM_PATH`; the SDK's side: `sdk.runstream`).
+
+The body is chunked: a line `INDEX JSON` per command (`wire.RunItem`; INDEX the client's, unique
+among its commands under way). The reply is chunked too, frames as POST /v1/runs sends them
+(`runframes`); the frames of commands that end in one turn of the loop go in one write. The
+HTTP request, its auth and the per-request work of both sides are paid once per connection
+instead of once per command or batch.
+
+A client that hangs up has its commands still running interrupted; one that ends its body gets
+the rest answered, then the reply ends. Once the server is stopping (SIGTERM), commands still
+coming are answered 503 unrun and the reply ends when those running have answered, so a
+shutdown never waits on a stream. Bounds: a line is at most the JSON body limit (over it, or a
+line without its index, the stream ends with a frame `-1 400`), at most `wire.MAX_RUNS`
+commands run at once (more are answered 429), and a client that reads its answers slower than
+they come has no more commands read until it catches up.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from pydantic import ValidationError
+
+from tumbler import wire
+from tumbler.server.errors import validation_message
+from tumbler.server.routes.sessions import _disconnected, _interrupt_quietly
+from tumbler.server.runframes import RUNS_MEDIA_TYPE, error_json, frame, outcome
+from tumbler.server.service import DEFAULT_SESSION
+
+# Bytes of answers held for a client that reads them slower than they come; past it, no more
+# commands are read until it catches up.
+UNSENT_MAX = 16 << 20
+
+
+class BrokenStream(Exception):
+    """The body is not lines of `INDEX JSON`: the stream ends, answered with a frame -1."""
+
+
+class RunStream:
+    """One client's stream (see the module): `await RunStream(...).serve(receive, send)`."""
+
+    def __init__(self, svc, max_line: int, stopping: asyncio.Event):
+        self.svc = svc
+        self.max_line = max_line
+        self.stopping = stopping
+        self.running: dict[int, wire.RunItem] = {}
+        self.out = bytearray()        # frames not sent yet
+        self.ended = False            # the client ended its body
+        self.gone = False             # the client hung up
+        self.room = asyncio.Event()   # clear while the client is behind on its answers
+        self.room.set()
+        self._wake: asyncio.Future | None = None
+
+    async def serve(self, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", RUNS_MEDIA_TYPE)]})
+        reader = asyncio.ensure_future(self._read(receive))
+        stop_watch = asyncio.ensure_future(self.stopping.wait())
+        stop_watch.add_done_callback(lambda _f: self._poke())
+        try:
+            await self._write(send)
+        finally:
+            reader.cancel()
+            stop_watch.cancel()
+
+    # -- the reply -----------------------------------------------------------------------------
+
+    async def _write(self, send) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            closing = self.ended or self.stopping.is_set()
+            if not self.out and (self.running or not closing):
+                self._wake = loop.create_future()
+                await self._wake
+                continue
+            if self.gone:   # the client left: interrupt what still runs, answer nobody
+                for item in self.running.values():
+                    self.svc.spawn(_interrupt_quietly(self.svc, item.sandbox_id,
+                                                      item.session or DEFAULT_SESSION))
+                return
+            final = closing and not self.running
+            data, self.out[:] = bytes(self.out), b""
+            await send({"type": "http.response.body", "body": data, "more_body": not final})
+            self.room.set()
+            if final:
+                return
+
+    def _poke(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _answer(self, index: int, status: int, body: bytes) -> None:
+        self.out += frame(index, status, body)
+        if len(self.out) > UNSENT_MAX:
+            self.room.clear()
+        self._poke()
+
+    # -- the body ------------------------------------------------------------------------------
+
+    async def _read(self, receive) -> None:
+        buf = bytearray()
+        try:
+            while True:
+                if not self.room.is_set():
+                    await self.room.wait()
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return self._hung_up()
+                buf += message.get("body", b"")
+                pos = 0
+                while (nl := buf.find(b"\n", pos)) >= 0:
+                    self._start(bytes(buf[pos:nl]))
+                    pos = nl + 1
+                del buf[:pos]
+                if len(buf) > self.max_line:
+                    raise BrokenStream(f"a line of the run stream is over {self.max_line} bytes")
+                if not message.get("more_body"):
+                    break
+        except BrokenStream as exc:
+            self._answer(-1, 400, error_json("invalid", str(exc)))
+        self.ended = True
+        self._poke()
+        await _disconnected(receive)   # the rest is answered unless the client leaves first
+        self._hung_up()
+
+    def _hung_up(self) -> None:
+        self.gone = True
+        self._poke()
+
+    def _start(self, line: bytes) -> None:
+        head, _, doc = line.partition(b" ")
+        try:
+            index = int(head)
+        except ValueError:
+            raise BrokenStream("a line of the run stream must start with its index") from None
+        try:
+            item = wire.RunItem.model_validate_json(doc)
+        except ValidationError as exc:
+            return self._answer(index, 400, error_json("invalid", validation_message(exc.errors())))
+        refused = self._refusal(index)
+        if refused is not None:
+            return self._answer(index, *refused)
+        self.running[index] = item
+        task = asyncio.get_running_loop().create_task(self.svc.run(
+            item.sandbox_id, item.session, item.command, timeout=item.timeout,
+            max_output=item.max_output))
+        task.add_done_callback(functools.partial(self._done, index, item))
+
+    def _refusal(self, index: int) -> tuple[int, bytes] | None:
+        if index in self.running:
+            return 409, error_json("conflict", f"run {index} of this stream is still running")
+        if len(self.running) >= wire.MAX_RUNS:
+            return 429, error_json("capacity", f"{wire.MAX_RUNS} commands are under way on "
+                                               "this stream already")
+        if self.stopping.is_set():
+            return 503, error_json("unreachable", "the server is shutting down; the command "
+                                                  "was not run")
+        return None
+
+    def _done(self, index: int, item: wire.RunItem, task: asyncio.Task) -> None:
+        del self.running[index]
+        self._answer(index, *outcome(task, item.text))
