@@ -30,7 +30,13 @@ def _result(result: dict, _body: bytes) -> dict:
 
 def known(model, fields: dict) -> dict:
     """The fields of an agent's result that `model` has (a newer agent may send more)."""
-    return {k: v for k, v in fields.items() if k in model.model_fields}
+    names = _FIELDS.get(model)
+    if names is None:   # pydantic's model_fields costs a deprecation check at each access
+        names = _FIELDS[model] = frozenset(model.model_fields)
+    return {k: v for k, v in fields.items() if k in names}
+
+
+_FIELDS: dict[type, frozenset[str]] = {}
 
 
 @dataclass(frozen=True)

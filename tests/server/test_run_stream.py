@@ -168,10 +168,13 @@ def test_a_dropped_stream_fails_its_runs_and_a_shutdown_does_not_wait_for_it(tmp
     try:
         asyncio.run(scenario())
     finally:
-        with httpx.Client(base_url=srv.url, headers=AUTH, timeout=30) as http:
-            for sandbox in http.get("/v1/sandboxes").json()["sandboxes"]:
-                http.delete(f"/v1/sandboxes/{sandbox['id']}")
-        srv.terminate()
+        try:
+            with httpx.Client(base_url=srv.url, headers=AUTH, timeout=30) as http:
+                for sandbox in http.get("/v1/sandboxes").json()["sandboxes"]:
+                    http.delete(f"/v1/sandboxes/{sandbox['id']}")
+        finally:
+            if srv.proc.poll() is None:
+                srv.terminate()
     reap_exited_children()   # the inits the killed server left to this (subreaper) process
     for sandbox_id in made:
         assert leftovers_after(runtime, sandbox_id) == [], sandbox_id

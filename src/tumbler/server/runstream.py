@@ -73,6 +73,10 @@ class RunStream:
             if not self.out and (self.running or not closing):
                 self._wake = loop.create_future()
                 await self._wake
+                # One more turn of the loop: the agents that answer just after this one join
+                # its write (fewer writes, and wake-ups of the client; ~10% less CPU a command
+                # in bench_server's aggregate).
+                await asyncio.sleep(0)
                 continue
             if self.gone:   # the client left: interrupt what still runs, answer nobody
                 for item in self.running.values():
