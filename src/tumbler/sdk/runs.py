@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Iterator
 
 from tumbler import wire
 from tumbler.errors import NotFound, ServerUnreachable, TumblerError
@@ -186,34 +187,20 @@ class _Frames:
         self.answered = answered   # RunBatcher._answered: one run fewer under way
 
     def feed(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
+        self.buf += data
         try:
-            while True:
-                nl = buf.find(b"\n", pos)
-                if nl < 0:
-                    return
-                try:
-                    index, status, length = (int(x) for x in buf[pos:nl].split())
-                    item = self.items[index]
-                except (ValueError, IndexError):
-                    raise ServerUnreachable("the server's reply to a batch of runs is out of "
-                                            "step (a frame line that names no command)") from None
-                if len(buf) - nl - 1 < length:
-                    return
-                content = bytes(buf[nl + 1:nl + 1 + length])
-                pos = nl + 1 + length
+            for index, status, content in cut_frames(self.buf):
+                if not 0 <= index < len(self.items):
+                    raise ValueError(index)
+                item = self.items[index]
                 if item.sent:
                     item.sent = False   # answered: nothing left to interrupt
                     self.answered()
                 if not item.future.done():
-                    try:   # read as its own request's reply would be
-                        item.future.set_result(core.finish(item.call, core.Reply(status, content)))
-                    except Exception as exc:   # noqa: BLE001 (raised where the caller waits)
-                        item.future.set_exception(exc)
-        finally:
-            del buf[:pos]
+                    settle(item.future, item.call, status, content)
+        except ValueError:
+            raise ServerUnreachable("the server's reply to a batch of runs is out of step (a "
+                                    "frame line that names no command)") from None
 
     def fail(self, error) -> None:
         """Every item not answered yet fails with error() (a fresh exception each)."""
@@ -248,6 +235,31 @@ async def interrupt_cancelled(client, call: core.Call, running) -> None:
         if loop.time() >= deadline:
             return
         await asyncio.sleep(INTERRUPT_RETRY_S)
+
+
+def cut_frames(buf: bytearray) -> Iterator[tuple[int, int, bytes]]:
+    """(index, status, content) of each whole frame at the start of `buf` (a batch's or a
+    stream's reply: a line `INDEX STATUS LENGTH`, then LENGTH bytes), cut off as it is read;
+    ValueError for a line that is not three numbers."""
+    pos = 0
+    try:
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            index, status, length = (int(x) for x in buf[pos:nl].split())
+            if len(buf) - nl - 1 < length:
+                return
+            content = bytes(buf[nl + 1:nl + 1 + length])
+            pos = nl + 1 + length
+            yield index, status, content
+    finally:
+        del buf[:pos]
+
+
+def settle(future: asyncio.Future, call: core.Call, status: int, content: bytes) -> None:
+    """Answer a run's future from its frame, read as its own request's reply would be."""
+    try:
+        future.set_result(core.finish(call, core.Reply(status, content)))
+    except Exception as exc:   # noqa: BLE001 (raised where the caller waits)
+        future.set_exception(exc)
 
 
 def _settle(future: asyncio.Future) -> None:

@@ -24,9 +24,9 @@ import logging
 import httpx
 
 from tumbler import wire
-from tumbler.errors import CommandTimeout, ServerUnreachable, TumblerError
+from tumbler.errors import CommandTimeout, ServerUnreachable
 from tumbler.sdk import core
-from tumbler.sdk.runs import interrupt_cancelled, item_json
+from tumbler.sdk.runs import cut_frames, interrupt_cancelled, item_json, settle
 from tumbler.sdk.transport import parse_head
 
 log = logging.getLogger(__name__)
@@ -207,31 +207,13 @@ class RunStream:
 
     def _answer(self, buf: bytearray) -> None:
         """Every whole frame in `buf` answers its run (and is cut off)."""
-        pos = 0
         try:
-            while True:
-                nl = buf.find(b"\n", pos)
-                if nl < 0:
-                    return
-                try:
-                    index, status, length = (int(x) for x in buf[pos:nl].split())
-                except ValueError:
-                    raise ServerUnreachable("the server's run stream is out of step (a frame "
-                                            "line that is not INDEX STATUS LENGTH)") from None
-                if len(buf) - nl - 1 < length:
-                    return
-                content = bytes(buf[nl + 1:nl + 1 + length])
-                pos = nl + 1 + length
+            for index, status, content in cut_frames(buf):
                 if index < 0:   # about the stream itself: the server ends it
                     raise ServerUnreachable(core.error_for(core.Reply(status, content)).message)
                 run = self._runs.pop(index, None)
-                if run is None or run.future.done():
-                    continue    # its caller stopped waiting (cancelled, or its deadline passed)
-                try:   # read as its own request's reply would be
-                    run.future.set_result(core.finish(run.call, core.Reply(status, content)))
-                except TumblerError as exc:
-                    run.future.set_exception(exc)
-                except Exception as exc:   # noqa: BLE001 (raised where the caller waits)
-                    run.future.set_exception(exc)
-        finally:
-            del buf[:pos]
+                if run is not None and not run.future.done():   # else no one waits for it
+                    settle(run.future, run.call, status, content)
+        except ValueError:
+            raise ServerUnreachable("the server's run stream is out of step (a frame line "
+                                    "that is not INDEX STATUS LENGTH)") from None
