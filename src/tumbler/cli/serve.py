@@ -110,10 +110,9 @@ def run(config: ServerConfig) -> None:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
-    server = _server_class()(uvicorn.Config(app, host=config.host, port=config.port,
-                                    log_level=config.log_level, access_log=False, loop="auto",
-                                    http="auto", timeout_graceful_shutdown=30,
-                                    proxy_headers=False))
+    server = _server_class()(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level=config.log_level, access_log=False,
+        loop="auto", http="auto", timeout_graceful_shutdown=30, proxy_headers=False))
     server.stopping = app.state.stopping
     server.run()
 
@@ -123,7 +122,7 @@ def _server_class():
 
     class Server(uvicorn.Server):
         """uvicorn's server, which also tells the app a shutdown began: uvicorn waits for the
-        requests under way, and a client's run stream (fastpath.serve_run_stream) is one that
+        requests under way, and a client's run stream (`server.runstream`) is one that
         would otherwise go on until the graceful timeout."""
 
         stopping: asyncio.Event | None = None

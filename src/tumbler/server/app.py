@@ -43,8 +43,8 @@ class RequestTimer:
         self._children: dict[tuple[str, str], object] = {}   # labels() costs a lock and a hash
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] == wire.RUN_STREAM_PATH:
+            return await self.app(scope, receive, send)   # (a stream lasts as its client does)
         start = time.perf_counter()
         try:
             await self.app(scope, receive, send)

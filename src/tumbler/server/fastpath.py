@@ -1,6 +1,7 @@
 """The hot path, served as plain ASGI: a command in a session, POST /v1/sandboxes/{id}/run and
-/v1/sandboxes/{id}/sessions/{name}/run, many at once, POST /v1/runs, and a create, POST
-/v1/sandboxes (a burst of a thousand from warm pools is mostly this route's CPU).
+/v1/sandboxes/{id}/sessions/{name}/run, many at once, POST /v1/runs, a client's commands on one
+long-lived request, POST /v1/runs/stream (`runstream`), and a create, POST /v1/sandboxes (a
+burst of a thousand from warm pools is mostly this route's CPU).
 
 FastAPI's routing and dependency solving cost more CPU per request than the rest of the server
 put together (~0.2 ms of a ~0.4 ms request on this 2-core box), and a command round trip is the

@@ -24,7 +24,7 @@ class BodyLimit:
 
     async def __call__(self, scope, receive, send):
         if (scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE")
-                or scope["path"] == RUN_STREAM_PATH):   # limited per line (fastpath.serve_run_stream)
+                or scope["path"] == RUN_STREAM_PATH):   # limited per line (server.runstream)
             return await self.app(scope, receive, send)
         limit = self.max_upload if is_raw(scope["path"]) else self.max_json
         length, lengths, framed_otherwise = None, 0, False
