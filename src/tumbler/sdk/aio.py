@@ -29,7 +29,7 @@ class AsyncClient:
     """A connection pool to one server, for one event loop; share it between sandboxes.
 
     `run_stream`: its sessions' commands go to the server on one long-lived request, each
-    answered as it ends (`sdk.runstream`). `batch_runs`: without a stream (turned off, or a
+    answered as it ends (`sdk.runstream`; its connection stays open until `close()`). `batch_runs`: without a stream (turned off, or a
     server or proxy that cannot carry one), commands its sessions start in the same turn of
     the loop go as one request (`sdk.runs`); both False sends each on its own."""
 
