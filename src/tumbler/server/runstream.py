@@ -69,6 +69,11 @@ class RunStream:
     async def _write(self, send) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self.gone:   # the client left: interrupt what still runs, answer nobody
+                for item in self.running.values():
+                    self.svc.spawn(_interrupt_quietly(self.svc, item.sandbox_id,
+                                                      item.session or DEFAULT_SESSION))
+                return
             closing = self.ended or self.stopping.is_set()
             if not self.out and (self.running or not closing):
                 self._wake = loop.create_future()
@@ -78,11 +83,6 @@ class RunStream:
                 # in bench_server's aggregate).
                 await asyncio.sleep(0)
                 continue
-            if self.gone:   # the client left: interrupt what still runs, answer nobody
-                for item in self.running.values():
-                    self.svc.spawn(_interrupt_quietly(self.svc, item.sandbox_id,
-                                                      item.session or DEFAULT_SESSION))
-                return
             final = closing and not self.running
             data, self.out[:] = bytes(self.out), b""
             await send({"type": "http.response.body", "body": data, "more_body": not final})
