@@ -14,17 +14,13 @@ from tumbler import wire
 from tumbler.errors import CommandTimeout, Conflict, ServerUnreachable
 from tumbler.models import CommandResult
 from tumbler.sdk import AsyncSandbox, core
+from tumbler.sdk.runs import cut_frames
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
 def _frames(content: bytes) -> dict[int, tuple[int, bytes]]:
-    frames = {}
-    while content:
-        line, content = content.split(b"\n", 1)
-        index, status, length = map(int, line.split())
-        frames[index], content = (status, content[:length]), content[length:]
-    return frames
+    return {index: (status, body) for index, status, body in cut_frames(bytearray(content))}
 
 
 def test_many_sessions_share_one_stream_and_get_exact_results(new_aclient):

@@ -7,6 +7,7 @@ import json
 
 from tumbler import wire
 from tumbler.models import CommandResult
+from tumbler.sdk.runs import cut_frames
 from tumbler.server.runstream import RunStream
 
 
@@ -52,13 +53,8 @@ class Wire:
         self.incoming.put_nowait({"type": "http.request", "body": data, "more_body": more})
 
     def frames(self) -> dict[int, tuple[int, bytes]]:
-        content = b"".join(m.get("body", b"") for m in self.sent[1:])
-        out = {}
-        while content:
-            line, content = content.split(b"\n", 1)
-            index, status, length = map(int, line.split())
-            out[index], content = (status, content[:length]), content[length:]
-        return out
+        content = bytearray(b"".join(m.get("body", b"") for m in self.sent[1:]))
+        return {index: (status, body) for index, status, body in cut_frames(content)}
 
 
 async def _settle() -> None:

@@ -89,10 +89,11 @@ class RequestBuilder:
         self._urls: dict[str, httpx.URL] = {}
         self._heads: dict[tuple[str, str], tuple[bytes, str, int]] = {}
 
-    def raw(self, call: Call) -> tuple[bytes, bytes, str, int]:
+    def raw(self, call: Call, chunked: bool = False) -> tuple[bytes, bytes, str, int]:
         """(head, body, host, port) of a Call for `transport.*.fetch`: the bytes `build` and
         the transport would send (the same request line, Host, auth, content type and length),
-        the request line and fixed headers made once per distinct method and URL."""
+        the request line and fixed headers made once per distinct method and URL. `chunked`:
+        a body sent later in chunks (the run stream's), so no length."""
         body, headers = call.body_and_headers()
         url = self.base_url + call.path
         if call.params:
@@ -111,7 +112,9 @@ class RequestBuilder:
         prefix, host, port = cached
         body = body or b""
         head = prefix + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
-        if body or call.method in ("POST", "PUT", "PATCH"):
+        if chunked:
+            head += b"Transfer-Encoding: chunked\r\n"
+        elif body or call.method in ("POST", "PUT", "PATCH"):
             head += b"Content-Length: %d\r\n" % len(body)
         return head + b"\r\n", body, host, port
 

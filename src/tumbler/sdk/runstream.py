@@ -139,10 +139,9 @@ class RunStream:
 
     async def _connect(self) -> asyncio.StreamWriter | None:
         client = self.client
-        call = core.Call("POST", wire.RUN_STREAM_PATH, core._none, timeout=OPEN_TIMEOUT_S)   # noqa: SLF001
-        head, _, host, port = client._builder.raw(call)   # noqa: SLF001
-        head = head.replace(b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"
-                                                      b"Content-Type: application/x-ndjson\r\n")
+        call = core.Call("POST", wire.RUN_STREAM_PATH, core._none, content=b"",   # noqa: SLF001
+                         content_type="application/x-ndjson", timeout=OPEN_TIMEOUT_S)
+        head, _, host, port = client._builder.raw(call, chunked=True)   # noqa: SLF001
         for attempt in range(client.retries + 1):
             try:
                 conn, _ = await client._transport._acquire(   # noqa: SLF001

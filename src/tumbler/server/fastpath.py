@@ -18,20 +18,16 @@ ASGI messages from JSON built with the standard library, the same document
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 
 from pydantic import ValidationError
 
 from tumbler import wire
 from tumbler.errors import TumblerError
 from tumbler.server.errors import error_response, validation_message
-from tumbler.server.runframes import RUNS_MEDIA_TYPE, command_json, frame, outcome
+from tumbler.server.runframes import command_json
 from tumbler.server.runstream import RunStream
-from tumbler.server.routes.sessions import _disconnected, _interrupt_on_disconnect, _interrupt_quietly
+from tumbler.server.routes.sessions import _interrupt_on_disconnect
 from tumbler.server.service import DEFAULT_SESSION
-
-log = logging.getLogger(__name__)
 
 RUN_DEFAULT = "/v1/sandboxes/{sandbox_id}/run"
 RUN_SESSION = "/v1/sandboxes/{sandbox_id}/sessions/{name}/run"
@@ -133,52 +129,8 @@ async def run_watched(svc, receive, sandbox_id: str, name: str | None, body: wir
 
 async def serve_runs(svc, req: wire.RunsRequest, receive, send) -> None:
     """POST /v1/runs: every command of the batch at once, each answered as it ends (see
-    `wire.RunsRequest`): its frame is what its own run route would have sent, and the frames
-    of commands that end in the same turn of the loop go out in one write. A client that
-    hangs up has the commands still running interrupted, as the run route does."""
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", RUNS_MEDIA_TYPE)]})
-    loop = asyncio.get_running_loop()
-    out = bytearray()
-    left = len(req.runs)
-    wake: asyncio.Future | None = None
-
-    def poke(_=None) -> None:
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    def done(i: int, item: wire.RunItem, task: asyncio.Task) -> None:
-        nonlocal left
-        left -= 1
-        out.extend(frame(i, *outcome(task, item.text)))
-        poke()
-
-    tasks = []
-    for i, item in enumerate(req.runs):
-        task = loop.create_task(svc.run(item.sandbox_id, item.session, item.command,
-                                        timeout=item.timeout, max_output=item.max_output))
-        task.add_done_callback(functools.partial(done, i, item))
-        tasks.append(task)
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    watcher.add_done_callback(poke)
-    try:
-        while True:
-            if not out and left:
-                wake = loop.create_future()
-                await wake
-            if watcher.done():   # the client left: interrupt what still runs, answer nobody
-                for task, item in zip(tasks, req.runs):
-                    if not task.done():
-                        svc.spawn(_interrupt_quietly(svc, item.sandbox_id,
-                                                     item.session or DEFAULT_SESSION))
-                return
-            final = not left
-            data, out[:] = bytes(out), b""
-            await send({"type": "http.response.body", "body": data, "more_body": not final})
-            if final:
-                return
-    finally:
-        watcher.cancel()
+    `wire.RunsRequest`), by the run stream's code with the whole body read already."""
+    await RunStream(svc).serve(receive, send, items=req.runs)
 
 
 async def _read_body(receive) -> bytes | None:

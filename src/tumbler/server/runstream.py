@@ -1,5 +1,6 @@
 """POST /v1/runs/stream: one long-lived request that carries a client's commands as it starts
 them and answers each as it ends (`wire.RUN_STREAM_PATH`; the SDK's side: `sdk.runstream`).
+A batch, POST /v1/runs, is answered by the same code, its commands given at once.
 
 The body is chunked: a line `INDEX JSON` per command (`wire.RunItem`; INDEX the client's, unique
 among its commands under way). The reply is chunked too, frames as POST /v1/runs sends them
@@ -33,6 +34,9 @@ from tumbler.server.service import DEFAULT_SESSION
 UNSENT_MAX = 16 << 20
 
 
+_NEVER = asyncio.Event()   # the `stopping` of a batch: never set, never waited on
+
+
 class BrokenStream(Exception):
     """The body is not lines of `INDEX JSON`: the stream ends, answered with a frame -1."""
 
@@ -40,10 +44,10 @@ class BrokenStream(Exception):
 class RunStream:
     """One client's stream (see the module): `await RunStream(...).serve(receive, send)`."""
 
-    def __init__(self, svc, max_line: int, stopping: asyncio.Event):
+    def __init__(self, svc, max_line: int = 0, stopping: asyncio.Event | None = None):
         self.svc = svc
         self.max_line = max_line
-        self.stopping = stopping
+        self.stopping = stopping or _NEVER
         self.running: dict[int, wire.RunItem] = {}
         self.out = bytearray()        # frames not sent yet
         self.ended = False            # the client ended its body
@@ -52,17 +56,27 @@ class RunStream:
         self.room.set()
         self._wake: asyncio.Future | None = None
 
-    async def serve(self, receive, send) -> None:
+    async def serve(self, receive, send, items: list[wire.RunItem] | None = None) -> None:
+        """Answer the stream; or, with `items`, a whole batch (POST /v1/runs, its body read
+        already), run at once and answered the same way."""
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", RUNS_MEDIA_TYPE)]})
-        reader = asyncio.ensure_future(self._read(receive))
-        stop_watch = asyncio.ensure_future(self.stopping.wait())
-        stop_watch.add_done_callback(lambda _f: self._poke())
+        if items is None:
+            reader = asyncio.ensure_future(self._read(receive))
+        else:
+            for index, item in enumerate(items):
+                self._run(index, item)
+            reader = asyncio.ensure_future(self._ended(receive))
+        stop_watch = None
+        if self.stopping is not _NEVER:
+            stop_watch = asyncio.ensure_future(self.stopping.wait())
+            stop_watch.add_done_callback(lambda _f: self._poke())
         try:
             await self._write(send)
         finally:
             reader.cancel()
-            stop_watch.cancel()
+            if stop_watch is not None:
+                stop_watch.cancel()
 
     # -- the reply -----------------------------------------------------------------------------
 
@@ -123,9 +137,13 @@ class RunStream:
                     break
         except BrokenStream as exc:
             self._answer(-1, 400, error_json("invalid", str(exc)))
+        await self._ended(receive)
+
+    async def _ended(self, receive) -> None:
+        """The body is over: the rest is answered unless the client leaves first."""
         self.ended = True
         self._poke()
-        await _disconnected(receive)   # the rest is answered unless the client leaves first
+        await _disconnected(receive)
         self._hung_up()
 
     def _hung_up(self) -> None:
@@ -145,6 +163,9 @@ class RunStream:
         refused = self._refusal(index)
         if refused is not None:
             return self._answer(index, *refused)
+        self._run(index, item)
+
+    def _run(self, index: int, item: wire.RunItem) -> None:
         self.running[index] = item
         task = asyncio.get_running_loop().create_task(self.svc.run(
             item.sandbox_id, item.session, item.command, timeout=item.timeout,

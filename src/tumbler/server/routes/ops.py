@@ -40,7 +40,7 @@ async def op(sandbox_id: str, body: wire.OpRequest, request: Request):
                    "bytes of what its run route answers with STATUS"}})
 async def runs(body: wire.RunsRequest, request: Request):
     """Run many commands at once, in any sessions of any sandboxes; each is answered as it
-    ends (see `wire.RunsRequest`). Served by `server.fastpath.serve_runs`, which answers this
+    ends (see `wire.RunsRequest`). Served by `server.fastpath.serve_runs` (the run stream's code), which answers this
     route before FastAPI's routing; this handler is the same code on the full stack."""
     return _Runs(service(request), body)
 
