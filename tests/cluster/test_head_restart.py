@@ -54,6 +54,10 @@ DRIVER = textwrap.dedent("""
     op = ops.run("export KEEP=kept", timeout=30)
     ray.get(actor.call.remote([(ids[0], (op.name, op.args, op.body, op.timeout))]))
     actor.runtime_calls.remote([(sid, ("create", (spec, sid))) for sid in sys.argv[4:]])
+    # .remote() only queues the submission: a driver killed at once may never have sent it
+    # (CI saw the 8 creates missing). The actor starts its calls in the order sent, so once
+    # a later call answers, the creates are under way on the host, and not waited for.
+    ray.get(actor.info.remote())
     print(json.dumps(ids), flush=True)
     time.sleep(600)
 """)
