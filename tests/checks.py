@@ -28,6 +28,32 @@ def leftovers(runtime, sandbox_id: str) -> list[str]:
     return found
 
 
+def socket_holders(path: str) -> list[str]:
+    """Who holds unix socket `path` open (pid, state, command, cgroup): for a failure that says
+    a connection was taken with no one answering behind it."""
+    with open("/proc/net/unix") as fh:
+        inodes = {f.split()[6] for f in fh.readlines()[1:] if f.rstrip().endswith(" " + path)}
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as st, open(f"/proc/{pid}/cgroup") as cg, \
+                    open(f"/proc/{pid}/cmdline") as cmd:
+                about = f"{pid} {st.read().split(')')[-1].split()[0]} {cmd.read()[:120]!r} {cg.readline().strip()}"
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        if any(_link(f"/proc/{pid}/fd/{fd}")[len("socket:["):-1] in inodes for fd in fds):
+            found.append(about)
+    return found
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
 def docker_leftovers(rt, sandbox_id: str) -> list[str]:
     """What a removed sandbox of the docker backend could have left on the host (its container,
     dirs, mounts, loop device, and the engine's monitor of its container, conmon)."""

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from checks import IMAGE, leftovers, reap
+from checks import IMAGE, leftovers, reap, socket_holders
 from tumbler.cluster import HOST_LABEL, NodeHost, host_id_for
 from tumbler.errors import AgentDied, NotFound
 from tumbler.runtime.spec import Limits, SandboxSpec
@@ -27,7 +27,10 @@ def test_a_dead_init_is_stopped_until_reset(runtime):
         try:
             os.kill(runtime.init_pid(sid), 9)
             first, = await host.run([(sid, "echo hi")], timeout=5)
-            assert isinstance(first, AgentDied), first
+            # CI once saw a CommandTimeout here (a connection taken, no one answering): say who
+            # held the agent's socket and what lived in the sandbox then.
+            assert isinstance(first, AgentDied), (first, socket_holders(runtime.agent_socket(sid)),
+                                                  leftovers(runtime, sid))
             second, = await host.run([(sid, "echo hi")], timeout=5)
             assert isinstance(second, AgentDied) and "reset" in second.message
             assert await host.reset([sid]) == [None]
