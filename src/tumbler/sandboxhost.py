@@ -27,7 +27,9 @@ from typing import Awaitable, Callable, Protocol, TypeVar
 
 from tumbler import ops
 from tumbler.agentclient.aio import AsyncAgentClient
-from tumbler.agentclient.errors import agent_errors
+from tumbler.agent.protocol import AgentRequestError
+from tumbler.agentclient.blocking import AgentGone
+from tumbler.agentclient.errors import agent_error, agent_errors
 from tumbler.errors import AgentDied
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.liveness import init_alive
@@ -141,6 +143,24 @@ class SandboxHost:
         with agent_errors(sandbox_id, op, timeout,
                           on_gone=lambda detail: self.agent_died(sandbox_id, detail)):
             return await link.call(op, args, body, timeout=timeout, on_event=on_event)
+
+    def start(self, sandbox_id: str, op: ops.Op) -> tuple[AsyncAgentClient, asyncio.Future] | None:
+        """Send `op` now on the agent connection already open -> what outcome() reads once its
+        future is done; None when none is open (or calls go through a node host): use call()."""
+        link = self.agent(sandbox_id)
+        start = getattr(link, "start", None)
+        future = None if start is None else start(op.name, op.args, op.body, timeout=op.timeout)
+        return None if future is None else (link, future)
+
+    def outcome(self, sandbox_id: str, op: ops.Op, started: tuple[AsyncAgentClient, asyncio.Future]):
+        """The parsed reply of a start()ed op, or the error call() would have raised."""
+        link, future = started
+        try:
+            reply = link.outcome(future, op.name)
+        except (AgentRequestError, AgentGone, TimeoutError) as exc:
+            raise agent_error(exc, sandbox_id, op.name, op.timeout,
+                              lambda detail: self.agent_died(sandbox_id, detail)) from None
+        return op.parse(*reply)
 
     async def do(self, sandbox_id: str, op: ops.Op, on_event=None):
         """Send one op of `tumbler.ops` to the sandbox's agent and parse its reply."""

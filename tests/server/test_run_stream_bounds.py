@@ -24,6 +24,15 @@ class Service:
         await self.release.wait()
         return CommandResult(output_bytes=command.encode(), exit_code=0, duration_s=0.0)
 
+    def start_run(self, sandbox_id, session, command, *, timeout, max_output, done):
+        """The service's way for a sandbox whose agent connection is open (the other,
+        run(), is taken by a sandbox's first command)."""
+        async def ends():
+            done(await self.run(sandbox_id, session, command, timeout=timeout,
+                                max_output=max_output), None)
+        self.spawn(ends())
+        return True
+
     async def interrupt(self, sandbox_id, session):
         self.interrupted.append(sandbox_id)
         return True

@@ -17,11 +17,20 @@ def agent_errors(sandbox_id: str, op: str, timeout: float | None,
     (or what `on_gone(detail)` makes), no answer in time -> CommandTimeout."""
     try:
         yield
-    except AgentRequestError as exc:
-        raise from_kind(exc.kind, exc.message) from None
-    except AgentGone as exc:
-        raise (on_gone(str(exc)) if on_gone else
-               AgentDied(f"the agent of sandbox {sandbox_id} is gone ({exc}); "
-                         "reset or restart the sandbox")) from None
-    except TimeoutError:
-        raise CommandTimeout(f"sandbox {sandbox_id} did not answer {op} within {timeout} s") from None
+    except (AgentRequestError, AgentGone, TimeoutError) as exc:
+        raise agent_error(exc, sandbox_id, op, timeout, on_gone) from None
+
+
+def agent_error(exc: Exception, sandbox_id: str, op: str, timeout: float | None,
+                on_gone: Callable[[str], TumblerError] | None = None) -> Exception:
+    """agent_errors' translation of one error, for a caller with no `with` around its call (a
+    done callback); any other error comes back as it is."""
+    if isinstance(exc, AgentRequestError):
+        return from_kind(exc.kind, exc.message)
+    if isinstance(exc, AgentGone):
+        return (on_gone(str(exc)) if on_gone else
+                AgentDied(f"the agent of sandbox {sandbox_id} is gone ({exc}); "
+                          "reset or restart the sandbox"))
+    if isinstance(exc, TimeoutError):
+        return CommandTimeout(f"sandbox {sandbox_id} did not answer {op} within {timeout} s")
+    return exc

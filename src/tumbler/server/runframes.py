@@ -27,8 +27,15 @@ def outcome(task: asyncio.Task, text: bool) -> tuple[int, bytes]:
     if task.cancelled():
         return 500, error_json("internal", "the command's run was cancelled")
     exc = task.exception()
-    if exc is None:
-        return 200, command_json(task.result(), text)
+    return answer(task.result(), text) if exc is None else failure(exc)
+
+
+def answer(result: CommandResult, text: bool) -> tuple[int, bytes]:
+    return 200, command_json(result, text)
+
+
+def failure(exc: BaseException) -> tuple[int, bytes]:
+    """(status, body) of a run's error, as its run route answers it."""
     if isinstance(exc, TumblerError):
         return exc.status, error_json(exc.kind, exc.message)
     log.error("a run of a batch or stream failed", exc_info=exc)

@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from tumbler import wire
 from tumbler.server.errors import validation_message
 from tumbler.server.routes.sessions import _disconnected, _interrupt_quietly
-from tumbler.server.runframes import RUNS_MEDIA_TYPE, error_json, frame, outcome
+from tumbler.errors import TumblerError
+from tumbler.server.runframes import RUNS_MEDIA_TYPE, answer, error_json, failure, frame, outcome
 from tumbler.server.service import DEFAULT_SESSION
 
 # Bytes of answers held for a client that reads them slower than they come; past it, no more
@@ -166,11 +167,18 @@ class RunStream:
         self._run(index, item)
 
     def _run(self, index: int, item: wire.RunItem) -> None:
+        try:   # on the agent connection now, answered from its reply's callback: no task
+            started = self.svc.start_run(item.sandbox_id, item.session, item.command,
+                                         timeout=item.timeout, max_output=item.max_output,
+                                         done=functools.partial(self._ended_run, index, item))
+        except TumblerError as exc:
+            return self._answer(index, *failure(exc))
         self.running[index] = item
-        task = asyncio.get_running_loop().create_task(self.svc.run(
-            item.sandbox_id, item.session, item.command, timeout=item.timeout,
-            max_output=item.max_output))
-        task.add_done_callback(functools.partial(self._done, index, item))
+        if not started:   # the sandbox's first call, or one through a node host
+            task = asyncio.get_running_loop().create_task(self.svc.run(
+                item.sandbox_id, item.session, item.command, timeout=item.timeout,
+                max_output=item.max_output))
+            task.add_done_callback(functools.partial(self._done, index, item))
 
     def _refusal(self, index: int) -> tuple[int, bytes] | None:
         if index in self.running:
@@ -186,3 +194,7 @@ class RunStream:
     def _done(self, index: int, item: wire.RunItem, task: asyncio.Task) -> None:
         del self.running[index]
         self._answer(index, *outcome(task, item.text))
+
+    def _ended_run(self, index: int, item: wire.RunItem, result, error) -> None:
+        del self.running[index]
+        self._answer(index, *(answer(result, item.text) if error is None else failure(error)))
