@@ -3,6 +3,8 @@ it ends; its failures, its deadlines, its fallback to batches, and a server's sh
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 from checks import IMAGE, reap_exited_children
 from server_process import TOKEN, AsyncTrackingClient, ServerProcess, leftovers_after
 from tumbler import wire
-from tumbler.errors import CommandTimeout, Conflict, ServerUnreachable
+from tumbler.errors import AgentDied, CommandTimeout, Conflict, ServerUnreachable, TumblerError
 from tumbler.models import CommandResult
 from tumbler.sdk import AsyncSandbox, core
 from tumbler.sdk.runs import cut_frames
@@ -51,6 +53,50 @@ def test_many_sessions_share_one_stream_and_get_exact_results(new_aclient):
             assert client._stream._writer is writer   # the same connection all along
         finally:
             await asyncio.gather(*(sb.remove() for sb in boxes))
+            await client.close()
+    asyncio.run(scenario())
+
+
+def test_an_agent_killed_under_a_streamed_command_is_agent_died_and_others_carry_on(new_aclient,
+                                                                                     runtime):
+    """A command on the stream is answered from its agent reply's callback (no task): the
+    agent's death mid-command must still answer AgentDied, as the run route alone does."""
+    async def scenario():
+        client = new_aclient()
+        victim, bystander = await asyncio.gather(*(AsyncSandbox.create(IMAGE, client=client)
+                                                   for _ in range(2)))
+        try:
+            await asyncio.gather(victim.run("true"), bystander.run("true"))   # connections open
+            stuck = asyncio.ensure_future(victim.run("sleep 30", timeout=60))
+            await asyncio.sleep(0.5)
+            os.kill(runtime.init_pid(victim.id), signal.SIGKILL)
+            with pytest.raises(AgentDied) as caught:
+                await asyncio.wait_for(stuck, 20)
+            assert caught.value.status == 502 and "reset" in caught.value.message
+            with pytest.raises(AgentDied):
+                await victim.run("echo hi")
+            assert (await bystander.run("echo fine")).output == "fine\n"
+            await victim.reset()
+            assert (await victim.run("echo back")).output == "back\n"
+        finally:
+            await asyncio.gather(victim.remove(), bystander.remove())
+            await client.close()
+    asyncio.run(scenario())
+
+
+def test_a_sandbox_removed_under_a_streamed_command_answers_it_with_a_clear_error(new_aclient):
+    async def scenario():
+        client = new_aclient()
+        sb = await AsyncSandbox.create(IMAGE, client=client)
+        try:
+            await sb.run("true")
+            stuck = asyncio.ensure_future(sb.run("sleep 30", timeout=60))
+            await asyncio.sleep(0.5)
+            await sb.remove()
+            with pytest.raises(TumblerError) as caught:
+                await asyncio.wait_for(stuck, 20)
+            assert caught.value.status != 500, caught.value   # not an internal error
+        finally:
             await client.close()
     asyncio.run(scenario())
 
