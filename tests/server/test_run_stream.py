@@ -16,6 +16,7 @@ from tumbler import wire
 from tumbler.errors import AgentDied, CommandTimeout, Conflict, ServerUnreachable, TumblerError
 from tumbler.models import CommandResult
 from tumbler.sdk import AsyncSandbox, core
+from tumbler.sdk import runs
 from tumbler.sdk.runs import cut_frames
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -155,10 +156,14 @@ def test_a_run_past_its_deadline_raises_and_is_interrupted(new_aclient):
     asyncio.run(scenario())
 
 
-def test_a_server_without_the_stream_gets_batches(new_aclient, monkeypatch):
-    """An older server answers the stream's path 404 (FastAPI's own, no Tumbler error): the
-    client goes on in batches, with the same results."""
+@pytest.mark.parametrize("batches", [True, False])
+def test_a_server_without_the_stream_gets_batches(new_aclient, monkeypatch, batches):
+    """An older server answers the stream's path 404: the client goes on in batches, with the
+    same results; one without POST /v1/runs either (a Tumbler server's 404 carries its error
+    body) gets each command on its own request."""
     monkeypatch.setattr(wire, "RUN_STREAM_PATH", "/v1/no-such-stream")
+    if not batches:
+        monkeypatch.setattr(runs, "RUNS_PATH", "/v1/no-such-runs")
 
     async def scenario():
         client = new_aclient()
@@ -167,6 +172,7 @@ def test_a_server_without_the_stream_gets_batches(new_aclient, monkeypatch):
             results = await asyncio.gather(*(sb.run("echo hi") for sb in boxes))
             assert [r.output for r in results] == ["hi\n", "hi\n"]
             assert client._stream.enabled is False
+            assert client._runs.enabled is batches
         finally:
             await asyncio.gather(*(sb.remove() for sb in boxes))
             await client.close()
