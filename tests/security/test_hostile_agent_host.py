@@ -154,3 +154,41 @@ def test_local_download_of_a_forged_tar_writes_nothing_outside(make_sandbox, tmp
     assert list((base / "outside").iterdir()) == [], what
     written = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
     assert written == 0, f"{what}: {written} bytes written on the host"
+
+
+def test_async_client_started_requests_and_cancelled_calls_leave_nothing_behind(tmp_path):
+    """start()/outcome(), the server run stream's way (no task per request), say what call()
+    says, and neither they nor a cancelled call leave a pending entry or timer behind."""
+    async def go():
+        client = AsyncAgentClient(str(tmp_path / "a.sock"))
+        request = ("session.run", {"name": "s", "command": "x"})
+        try:
+            assert client.start(*request, timeout=5) is None   # no connection open yet
+            assert await client.call("file.stat", {"path": "/x"}, timeout=5) == ({"size": 1}, b"")
+            started = client.start("file.stat", {"path": "/x"}, timeout=5)
+            await asyncio.wait([started])
+            assert client.outcome(started, "file.stat") == ({"size": 1}, b"")
+            silent = client.start(*request, timeout=0.3)   # the agent never answers it
+            await asyncio.wait([silent])
+            with pytest.raises(TimeoutError):
+                client.outcome(silent, "session.run")
+            hung = asyncio.ensure_future(client.call(*request, timeout=30))
+            await asyncio.sleep(0.2)
+            hung.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await hung
+            await asyncio.sleep(0)
+            assert client._pending == {}, client._pending
+            huge = client.start("file.read", {"path": "/x", "length": 16}, timeout=30)
+            await asyncio.wait([huge])
+            with pytest.raises(AgentGone, match="at most 16 bytes"):
+                client.outcome(huge, "file.read")
+            await asyncio.sleep(0)
+            assert client._pending == {}, client._pending
+        finally:
+            await client.close()
+
+    handlers = {"file.stat": reply({"size": 1}), "session.run": lambda *_: None,
+                "file.read": Counting()}
+    with HostileAgent(tmp_path / "a.sock", handlers):
+        asyncio.run(go())

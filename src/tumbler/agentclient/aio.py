@@ -84,6 +84,9 @@ class AsyncAgentClient:
             if not future.done():   # the drain failed first
                 future.cancel()
                 raise AgentGone(f"agent at {self.path} hung up during {op}") from None
+        except asyncio.CancelledError:
+            future.cancel()   # no one waits for it now: its pending entry and timer go
+            raise
         return self.outcome(future, op)
 
     def start(self, op: str, args: dict | None = None, body: bytes = b"", *, timeout: float,
