@@ -138,10 +138,16 @@ def test_a_run_past_its_deadline_raises_and_is_interrupted(new_aclient):
         client = new_aclient()
         sb = await AsyncSandbox.create(IMAGE, client=client)
         try:
+            slow = await sb.session("slow")   # a run with a far deadline, started first
+            far = asyncio.ensure_future(slow.run("sleep 4", timeout=60))
+            await asyncio.sleep(0.1)
             call = core.run(sb.id, None, "sleep 60", 60, None)
             call.timeout = 0.5   # the client's deadline, well before the command's own
+            started = time.monotonic()
             with pytest.raises(CommandTimeout):
                 await client.send(call)
+            assert time.monotonic() - started < 3, "the near deadline waited for the far one"
+            assert (await far).exit_code == 0
             deadline = time.monotonic() + 10
             while True:   # the interrupt goes out on its own request just after
                 try:
