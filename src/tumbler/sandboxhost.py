@@ -27,9 +27,7 @@ from typing import Awaitable, Callable, Protocol, TypeVar
 
 from tumbler import ops
 from tumbler.agentclient.aio import AsyncAgentClient
-from tumbler.agent.protocol import AgentRequestError
-from tumbler.agentclient.blocking import AgentGone
-from tumbler.agentclient.errors import agent_error, agent_errors
+from tumbler.agentclient.errors import AGENT_FAILURES, agent_error, agent_errors
 from tumbler.errors import AgentDied
 from tumbler.runtime.base import Runtime
 from tumbler.runtime.liveness import init_alive
@@ -157,7 +155,7 @@ class SandboxHost:
         link, future = started
         try:
             reply = link.outcome(future, op.name)
-        except (AgentRequestError, AgentGone, TimeoutError) as exc:
+        except AGENT_FAILURES as exc:
             raise agent_error(exc, sandbox_id, op.name, op.timeout,
                               lambda detail: self.agent_died(sandbox_id, detail)) from None
         return op.parse(*reply)

@@ -10,6 +10,10 @@ from tumbler.agent.protocol import AgentRequestError
 from tumbler.errors import AgentDied, CommandTimeout, TumblerError, from_kind
 
 
+# What an agent call raises that agent_error translates.
+AGENT_FAILURES = (AgentRequestError, AgentGone, TimeoutError)
+
+
 @contextlib.contextmanager
 def agent_errors(sandbox_id: str, op: str, timeout: float | None,
                  on_gone: Callable[[str], TumblerError] | None = None) -> Iterator[None]:
@@ -17,7 +21,7 @@ def agent_errors(sandbox_id: str, op: str, timeout: float | None,
     (or what `on_gone(detail)` makes), no answer in time -> CommandTimeout."""
     try:
         yield
-    except (AgentRequestError, AgentGone, TimeoutError) as exc:
+    except AGENT_FAILURES as exc:
         raise agent_error(exc, sandbox_id, op, timeout, on_gone) from None
 
 

@@ -192,9 +192,11 @@ class RunStream:
         return None
 
     def _done(self, index: int, item: wire.RunItem, task: asyncio.Task) -> None:
-        del self.running[index]
-        self._answer(index, *outcome(task, item.text))
+        self._finished(index, *outcome(task, item.text))
 
     def _ended_run(self, index: int, item: wire.RunItem, result, error) -> None:
+        self._finished(index, *(answer(result, item.text) if error is None else failure(error)))
+
+    def _finished(self, index: int, status: int, body: bytes) -> None:
         del self.running[index]
-        self._answer(index, *(answer(result, item.text) if error is None else failure(error)))
+        self._answer(index, status, body)

@@ -360,17 +360,25 @@ class SandboxService:
                    touch: bool = True) -> tuple[dict, bytes]:
         """One request to the sandbox's agent, its failures turned into tumbler.errors.
         `touch=False`: a look that is not use (a viewer's poll) leaves the idle TTL running."""
-        record = self.get(sandbox_id)
-        if record.state is not SandboxState.RUNNING:
-            raise self._not_running(record)
-        self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
-        if touch:
-            self._dirty_active[sandbox_id] = time.time()
+        self._asked(self._running(sandbox_id), touch)
         try:
             return await self.host.call(sandbox_id, op, args, body, timeout=timeout,
                                         on_event=on_event)
         finally:
             self._answered(sandbox_id, touch)
+
+    def _running(self, sandbox_id: str) -> SandboxRecord:
+        """The sandbox's record; an error if it does not run (what a call to it raises)."""
+        record = self.get(sandbox_id)
+        if record.state is not SandboxState.RUNNING:
+            raise self._not_running(record)
+        return record
+
+    def _asked(self, record: SandboxRecord, touch: bool = True) -> None:
+        """A call to the sandbox is under way (until _answered): not idle."""
+        self._busy[record.id] = self._busy.get(record.id, 0) + 1
+        if touch:
+            self._dirty_active[record.id] = time.time()
 
     def _answered(self, sandbox_id: str, touch: bool = True) -> None:
         busy = self._busy.get(sandbox_id)
@@ -409,9 +417,8 @@ class SandboxService:
                   on_output: OnOutput | None = None) -> CommandResult:
         """Run `command` in `session` (None: the default session, which the agent makes on the
         first command and again after `exit`, in the same round trip)."""
-        op = ops.run(command, session=session, timeout=timeout, max_output=max_output,
-                     stream=on_output is not None,
-                     cwd=self.get(sandbox_id).spec.cwd if session is None else None)
+        op = _run_op(self.get(sandbox_id), session, command, timeout, max_output,
+                     stream=on_output is not None)
         streamed = bytearray()   # a streamed run's reply carries no output: keep its tail here
 
         def on_event(_h, chunk: bytes) -> None:
@@ -434,16 +441,13 @@ class SandboxService:
 
         The run stream starts each of its commands so: a task and its chain of coroutines
         (run -> do -> call -> host.call -> agent.call) cost ~30 us of CPU a command."""
-        record = self.get(sandbox_id)
-        if record.state is not SandboxState.RUNNING:
-            raise self._not_running(record)
-        op = ops.run(command, session=session, timeout=timeout, max_output=max_output,
-                     cwd=record.spec.cwd if session is None else None)
+        record = self._running(sandbox_id)
+        op = _run_op(record, session, command, timeout, max_output)
         started = self.host.start(sandbox_id, op)
         if started is None:
             return False
-        self._busy[sandbox_id] = self._busy.get(sandbox_id, 0) + 1
-        self._dirty_active[sandbox_id] = began = time.time()
+        self._asked(record)
+        began = time.time()
 
         def settled(_future) -> None:
             self._answered(sandbox_id)
@@ -579,3 +583,8 @@ def sandbox_path(path: str) -> str:
         raise InvalidRequest(str(exc)) from None
 
 
+def _run_op(record: SandboxRecord, session: str | None, command: str, timeout: float,
+            max_output: int | None, stream: bool = False) -> ops.Op:
+    """The agent op of a command: the default session (None) starts in the sandbox's cwd."""
+    return ops.run(command, session=session, timeout=timeout, max_output=max_output,
+                   stream=stream, cwd=record.spec.cwd if session is None else None)
