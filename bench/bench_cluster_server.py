@@ -4,12 +4,14 @@ and the 8-session aggregate through the SDK.
     .venv/bin/python bench/bench_cluster_server.py [--seconds 3] [--windows 4] [--round-trips 300]
 
 Starts a one-node Ray cluster (127.0.0.1, the `tumbler_host` resource, usage stats off) in this
-process, then two `tumbler serve` subprocesses: one single-node (this machine's runtime), one
-with `ray` = that cluster's address (its sandboxes on the node host: every call goes server ->
-Ray actor -> agent). In each: 8 sandboxes, a session in each. Figures: one command's round trip
+process, then three `tumbler serve` subprocesses: one single-node (this machine's runtime), and
+two with `ray` = that cluster's address (sandboxes on a node host of their own): *cluster*
+reaches each agent through its node host's relay (one TCP connection per sandbox, the default),
+*ray* sends every agent op as a Ray actor call (`cluster.direct_agents` off; as before the
+relay). In each: 8 sandboxes, a session in each. Figures: one command's round trip
 (p50, p99; sequential `run("echo hi")`), and commands/s of 8 sessions each running `echo` back to
 back, taken in alternating windows (single, cluster, single, ...: load from elsewhere falls on
-both alike), and the ratio cluster / single. Writes bench/results/cluster_server.json. Needs root
+both alike), and the ratios cluster / single and ray / single. Writes bench/results/cluster_server.json. Needs root
 and the "debian" image.
 """
 from __future__ import annotations
@@ -70,10 +72,13 @@ async def measure(urls: dict[str, str], seconds: float, windows: int, trips: int
                 rates[mode].append(await window(sessions[mode], seconds))
         for mode, xs in rates.items():
             res[f"{mode}_aggregate_{SESSIONS}_sessions_cmds_per_s"] = sum(xs) / len(xs)
-        res["cluster_over_single_aggregate"] = (res[f"cluster_aggregate_{SESSIONS}_sessions_cmds_per_s"]
-                                                / res[f"single_aggregate_{SESSIONS}_sessions_cmds_per_s"])
-        res["cluster_added_round_trip_ms"] = (res["cluster_round_trip_p50_ms"]
-                                              - res["single_round_trip_p50_ms"])
+        for mode in clients:
+            if mode != "single":
+                res[f"{mode}_over_single_aggregate"] = (
+                    res[f"{mode}_aggregate_{SESSIONS}_sessions_cmds_per_s"]
+                    / res[f"single_aggregate_{SESSIONS}_sessions_cmds_per_s"])
+                res[f"{mode}_added_round_trip_ms"] = (res[f"{mode}_round_trip_p50_ms"]
+                                                      - res["single_round_trip_p50_ms"])
         return res
     finally:
         for mode, bs in boxes.items():
@@ -90,14 +95,18 @@ def main() -> None:
     args = ap.parse_args()
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)   # PR_SET_CHILD_SUBREAPER: see reap_children
     ray_dir = tempfile.mkdtemp(prefix="ray-bench-")
-    ray.init(address="local", num_cpus=2, resources={"tumbler_host": 1}, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, resources={"tumbler_host": 2}, include_dashboard=False,
              log_to_driver=False, _temp_dir=ray_dir)
     address = ray.get_runtime_context().gcs_address
     procs = []
     try:
         with tempfile.TemporaryDirectory(prefix="tumbler-bench-cs-") as state:
             urls = {}
-            for mode, extra in (("single", {}), ("cluster", {"ray": address})):
+            modes = (("single", {}), ("cluster", {"ray": address}),
+                     ("ray", {"ray": address, "cluster": {  # a host of its own on the node
+                         "direct_agents": False, "namespace": "tumbler-bench-ray",
+                         "default_name": "via-ray"}}))
+            for mode, extra in modes:
                 os.makedirs(f"{state}/{mode}")
                 proc, urls[mode] = start_server(f"{state}/{mode}", extra)
                 procs.append(proc)

@@ -152,7 +152,21 @@ def test_node_loss_and_return_through_the_server(tmp_path):
         # with a clear error, placements go to the nodes left
         on_a = Sandbox(IMAGE, client=client, memory="128m", labels={"tumbler.node/tumbler-host": A})
         ids.append(on_a.id)
+        assert on_a.run("echo up").output == "up\n"   # its agent reached (the host's relay)
+        failed: list[BaseException] = []
+
+        def in_flight():
+            try:
+                on_a.run("sleep 600", timeout=900)
+            except BaseException as exc:   # noqa: BLE001 - what the command ended with
+                failed.append(exc)
+        waiting = threading.Thread(target=in_flight, daemon=True)
+        waiting.start()
+        time.sleep(0.5)
         lc.kill(A)
+        waiting.join(60)                   # a command in flight fails, it does not hang
+        assert not waiting.is_alive() and len(failed) == 1, failed
+        assert isinstance(failed[0], TumblerError) and "lost" in str(failed[0]), failed
         deadline = time.monotonic() + 60
         while (rec := client.send(core.get(on_a.id))).state.value != "error":
             assert time.monotonic() < deadline, rec

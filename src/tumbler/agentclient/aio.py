@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 from tumbler.agent.protocol import HEADER, MAX_HEADER
 from tumbler.agentclient.blocking import MAX_EVENTS, AgentGone, reply_limit, reply_of
@@ -25,6 +25,9 @@ CONNECT_TIMEOUT_S = 5.0
 
 OnEvent = Callable[[dict, bytes], None]
 OnLost = Callable[[], None]
+# How a connection other than to a unix socket is opened (a node host's relay, in the server's
+# cluster mode): protocol factory -> awaitable (transport, protocol), as loop.create_connection.
+Connect = Callable[[Callable[[], asyncio.Protocol]], Awaitable[tuple]]
 
 
 class _Pending:
@@ -48,9 +51,10 @@ class AsyncAgentClient:
     agent dies, so its owner can learn it at once instead of at the next call.
     """
 
-    def __init__(self, path: str, on_lost: OnLost | None = None):
-        self.path = path
+    def __init__(self, path: str, on_lost: OnLost | None = None, connect: Connect | None = None):
+        self.path = path          # the agent's socket, or (with `connect`) where it is reached
         self.on_lost = on_lost
+        self._connect = connect
         self._proto: _FrameProtocol | None = None
         self._pending: dict[int, _Pending] = {}
         self._next_id = 0
@@ -142,10 +146,11 @@ class AsyncAgentClient:
                 raise AgentGone(f"client for {self.path} is closed")
             if self._proto is None or self._proto.transport.is_closing():
                 loop = asyncio.get_running_loop()
+                factory = lambda: _FrameProtocol(self)  # noqa: E731
+                opening = (self._connect(factory) if self._connect is not None else
+                           loop.create_unix_connection(factory, self.path))
                 try:
-                    _, proto = await asyncio.wait_for(
-                        loop.create_unix_connection(lambda: _FrameProtocol(self), self.path),
-                        CONNECT_TIMEOUT_S)
+                    _, proto = await asyncio.wait_for(opening, CONNECT_TIMEOUT_S)
                 except (OSError, asyncio.TimeoutError) as exc:
                     raise AgentGone(f"cannot connect to the agent at {self.path}: {exc}") from None
                 self._proto = proto

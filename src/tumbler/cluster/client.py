@@ -33,7 +33,7 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
@@ -71,6 +71,8 @@ class _Host:
     address: str
     actor: object
     lost: str | None = None      # why it was declared lost; None while it serves
+    agents: str | None = None    # HOST:PORT of its agent relay (HostInfo.agents)
+    agents_token: str | None = field(default=None, repr=False)   # its secret: never shown
 
     def gone(self, sandbox_id: str) -> NodeLost:
         return NodeLost(f"sandbox {sandbox_id} is gone: its node host {self.host_id} (Ray node "
@@ -184,7 +186,8 @@ class ClusterClient:
             failures += [self._two_names(host_id, node_id) for n in nodes if n is not node]
             if node is None:    # a host found serving on a node that is not one of these
                 continue
-            host = _Host(host_id, node_id, node["NodeManagerAddress"], actor)
+            host = _Host(host_id, node_id, node["NodeManagerAddress"], actor,
+                         agents=info.agents, agents_token=info.agents_token)
             with self._lock:
                 self._hosts[host_id] = host
                 self._lost_nodes.discard(node_id)

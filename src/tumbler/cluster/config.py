@@ -64,6 +64,10 @@ class ClusterConfig(BaseModel):
         "seconds to wait for the raylet of a node whose host was lost, before placing a new host there"))
     op_timeout_s: float = Field(default=120.0, gt=0, description=(
         "seconds for a remove or reset batch, and for a node host to answer `info`"))
+    direct_agents: bool = Field(default=True, description=(
+        "the server's cluster mode calls a sandbox's agent over a TCP connection to its node "
+        "host's relay (one per sandbox, opened with the host's secret), not one Ray actor call "
+        "per op: a command costs about what it does on a single node. Off: every op through Ray"))
     reply_grace_s: float = Field(default=30.0, ge=0, description=(
         "seconds on top of a command's own timeout before the client gives up on the host"))
 

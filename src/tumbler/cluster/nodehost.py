@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 
 from tumbler import memstats, ops
 from tumbler.cluster import images
+from tumbler.cluster.agentrelay import AgentRelay
 from tumbler.config import Paths
 from tumbler.errors import Conflict, InvalidRequest, NotFound, RuntimeFailure, TumblerError
 from tumbler.models import CommandResult, ExecResult
@@ -76,6 +77,11 @@ class HostInfo(BaseModel):
     node_id: str | None = Field(default=None, description="the Ray node it runs on (None outside Ray)")
     adopted: bool = Field(default=False, description=(
         "taken over by a server that (re)started, its sandboxes kept (NodeHost.adopt)"))
+    agents: str | None = Field(default=None, description=(
+        "HOST:PORT of its agent relay (cluster/agentrelay.py), where the server's cluster mode "
+        "reaches its sandboxes' agents; None if it has none"))
+    agents_token: str | None = Field(default=None, exclude=True, repr=False, description=(
+        "the relay's secret (sent over Ray to the server; never dumped)"))
 
 
 @dataclass
@@ -110,6 +116,8 @@ class NodeHost:
         self.host = SandboxHost(self.runtime, threads=start_concurrency, fix=_fix,
                                 check_alive=self._check_alive, thread_name="nodehost")
         self._held: dict[str, _Held] = {}
+        self._relay = AgentRelay(self._agent_socket_of)   # the server's way to the agents
+        self._relay_at: str | None = None
         # The ids of the sandboxes it holds, one empty file each: what a successor must remove
         # even where a create or remove was cut short before the record was written or after
         # it was deleted.
@@ -124,7 +132,8 @@ class NodeHost:
     async def info(self) -> HostInfo:
         return HostInfo(host_id=self.host_id, pid=os.getpid(), sandboxes=len(self._held),
                         reclaimed=self.reclaimed, reclaim_failed=self.reclaim_failed,
-                        node_id=_ray_node_id())
+                        node_id=_ray_node_id(), agents=await self._relay_address(),
+                        agents_token=self._relay.token)
 
     async def adopt(self, owner: str | None, drain_s: float) -> HostInfo:
         """A server that restarted takes this host over, sandboxes and all (a detached actor
@@ -252,6 +261,7 @@ class NodeHost:
     async def close(self) -> int:
         """Remove every sandbox this host holds -> how many. An empty ledger goes too."""
         ids = list(self._held)
+        self._relay.close()
         await self.remove(ids)
         await self.host.close()
         try:
@@ -389,6 +399,22 @@ class NodeHost:
         self._forget(sandbox_id)
         return True
 
+    async def _relay_address(self) -> str | None:
+        """Where the relay listens, started at the first ask (it needs the host's loop)."""
+        if self._relay_at is None:
+            try:
+                self._relay_at = await self._relay.start(_node_address())
+            except OSError as exc:   # the server then calls the agents through Ray
+                log.warning("node host %s: no agent relay: %s", self.host_id, exc)
+        return self._relay_at
+
+    def _agent_socket_of(self, sandbox_id: str) -> str | None:
+        """The agent socket of a sandbox this host runs; None for any other id."""
+        held = self._held.get(sandbox_id)
+        if held is None or held.state is not SandboxState.RUNNING:
+            return None
+        return self.runtime.agent_socket(sandbox_id)
+
     def _receiving(self, transfer: str) -> Path:
         path = Path(transfer)
         if path.parent != self.runtime.images.root or not path.name.startswith(images.RECEIVING):
@@ -430,6 +456,15 @@ class NodeHost:
 
 def _fix(sandbox_id: str) -> str:
     return "reset it (ClusterClient.reset) or remove it"
+
+
+def _node_address() -> str:
+    """The address other machines reach this one at: Ray's for its node, loopback outside Ray."""
+    import sys
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return "127.0.0.1"
+    return ray.util.get_node_ip_address()
 
 
 def _ray_node_id() -> str | None:

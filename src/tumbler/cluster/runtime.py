@@ -26,7 +26,10 @@ from pathlib import Path
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
+from tumbler.agentclient.aio import AsyncAgentClient
+from tumbler.agentclient.blocking import AgentGone
 from tumbler.cluster import images
+from tumbler.cluster.agentrelay import dial
 from tumbler.cluster.client import ClusterClient, HostState, _first_line
 from tumbler.cluster.config import ClusterConfig
 from tumbler.cluster.placement import GROUP_LABEL, Budget, Placement, Policy, selector
@@ -385,8 +388,12 @@ class ClusterRuntime:
 
     # -- agents --------------------------------------------------------------------------------
 
-    def agent_client(self, sandbox_id: str, on_lost=None) -> "RemoteAgent":
-        """What the service calls the sandbox's agent through (AsyncAgentClient's `call`)."""
+    def agent_client(self, sandbox_id: str, on_lost=None) -> "RemoteAgent | DirectAgent":
+        """What the service calls the sandbox's agent through (AsyncAgentClient's `call`): its
+        node host's relay where the host has one, else the host's actor."""
+        host = self.client.host_for(sandbox_id)
+        if self.config.direct_agents and host.agents and host.lost is None:
+            return DirectAgent(self, host, sandbox_id)
         return RemoteAgent(self, sandbox_id)
 
     def wait_agent(self, sandbox_id: str, timeout: float = READY_TIMEOUT_S, op: str = "health",
@@ -646,6 +653,68 @@ class RemoteAgent:
 
     async def close(self) -> None:
         pass   # the host holds the connection; nothing of it lives here
+
+
+class DirectAgent:
+    """A sandbox's agent over a TCP connection to its node host's relay (`agentrelay.py`): the
+    frames, caps and timeouts of a local agent (an `AsyncAgentClient`), `start`/`outcome`
+    included, so the server's run stream answers from the reply's callback as on one node.
+    A dropped connection is an agent hang-up or a node host gone: the host's actor is asked
+    which, and a host that does not answer is declared lost (its sandboxes' calls: NodeLost)."""
+
+    def __init__(self, runtime: ClusterRuntime, host, sandbox_id: str):
+        self.runtime, self.host, self.sandbox_id = runtime, host, sandbox_id
+        self._client = AsyncAgentClient(
+            f"the relay of node host {host.host_id} at {host.agents}",
+            connect=dial(host.agents, host.agents_token, sandbox_id))
+        self._checking: asyncio.Task | None = None
+
+    async def call(self, op: str, args: dict | None = None, body: bytes = b"", *,
+                   timeout: float = 60.0, on_event=None) -> tuple[dict, bytes]:
+        if self.host.lost is not None:
+            raise self.host.gone(self.sandbox_id)
+        try:
+            return await self._client.call(op, args, body, timeout=timeout, on_event=on_event)
+        except AgentGone:
+            await self._check_host()
+            if self.host.lost is not None:
+                raise self.host.gone(self.sandbox_id) from None
+            raise
+
+    def start(self, op: str, args: dict | None = None, body: bytes = b"", *, timeout: float,
+              on_event=None):
+        if self.host.lost is not None:
+            return None   # call() answers NodeLost
+        return self._client.start(op, args, body, timeout=timeout, on_event=on_event)
+
+    def outcome(self, future: asyncio.Future, op: str) -> tuple[dict, bytes]:
+        if self.host.lost is not None and not future.cancelled() and future.exception() is not None:
+            raise self.host.gone(self.sandbox_id)
+        try:
+            return self._client.outcome(future, op)
+        except AgentGone:   # answered now; whether the host lives is found out beside it
+            if self._checking is None or self._checking.done():
+                self._checking = asyncio.ensure_future(self._check_host())
+            raise
+
+    async def close(self) -> None:
+        await self._client.close()
+        if self._checking is not None:
+            self._checking.cancel()
+
+    async def _check_host(self) -> None:
+        """Ask the host's actor whether it lives; one that failed is declared lost."""
+        host = self.host
+        if host.lost is not None:
+            return
+        ref = host.actor.info.remote()
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(ref.future()),
+                                   self.runtime.config.probe_timeout_s)
+        except asyncio.TimeoutError:   # slow is not lost (as the client's own rule)
+            ray.cancel(ref)
+        except (RayActorError, RayError) as exc:
+            self.runtime.client.lose(host, _first_line(exc))
 
 
 async def _relay(stream, on_event) -> list:
