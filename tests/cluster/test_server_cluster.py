@@ -123,6 +123,12 @@ def test_server_places_and_routes_over_two_nodes(tmp_path, monkeypatch):
         pinned.stop()
         pinned.start()
         assert pinned.run("echo again").output == "again\n"
+        # the agent's connection through the host's relay survives a pause, and a reset's new agent
+        pinned.pause()
+        pinned.resume()
+        assert pinned.run("echo awake").output == "awake\n"
+        pinned.reset()
+        assert pinned.run("cat /tmp/x 2>/dev/null || echo pristine").output == "pristine\n"
 
         # what no node can satisfy is a clear error naming the missing resource or label
         with pytest.raises(CapacityExceeded, match="no live node has the labels tumbler-host=c"):
