@@ -458,22 +458,24 @@ def _fix(sandbox_id: str) -> str:
     return "reset it (ClusterClient.reset) or remove it"
 
 
-def _node_address() -> str:
-    """The address other machines reach this one at: Ray's for its node, loopback outside Ray."""
+def _ray():
+    """Ray, when this process is a Ray worker or driver; None (a NodeHost runs without Ray too).
+    Looked up, not imported: a host outside Ray never loads it."""
     import sys
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
-        return "127.0.0.1"
-    return ray.util.get_node_ip_address()
+    return ray if ray is not None and ray.is_initialized() else None
+
+
+def _node_address() -> str:
+    """The address other machines reach this one at: Ray's for its node, loopback outside Ray."""
+    ray = _ray()
+    return "127.0.0.1" if ray is None else ray.util.get_node_ip_address()
 
 
 def _ray_node_id() -> str | None:
-    """The Ray node this process runs on, when it is a Ray worker (a NodeHost runs without Ray too)."""
-    import sys
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
-        return None
-    return ray.get_runtime_context().get_node_id()
+    """The Ray node this process runs on (None outside Ray)."""
+    ray = _ray()
+    return None if ray is None else ray.get_runtime_context().get_node_id()
 
 
 async def _each(items: list, fn: Callable[..., Awaitable]) -> list:
