@@ -41,10 +41,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(state_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(state_dir: str, batch_scheduling: bool = True) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = {"port": port, "state_dir": state_dir, "tokens": [TOKEN], "log_level": "warning",
-              "node_memory_bytes": 64 << 30, "pools": [{"name": POOL, "size": POOL_SIZE}]}
+              "node_memory_bytes": 64 << 30, "pools": [{"name": POOL, "size": POOL_SIZE}],
+              "batch_scheduling": batch_scheduling}
     code = ("import sys; from tumbler.cli.serve import run; from tumbler.server.config import "
             "ServerConfig; run(ServerConfig.model_validate_json(sys.argv[1]))")
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(config)])
@@ -318,10 +319,13 @@ def main() -> None:
     ap.add_argument("--batched", action="store_true",
                     help="with the aggregate, also the server's with the SDK's run stream off "
                          "(its commands in batches, as before the stream)")
+    ap.add_argument("--normal-scheduling", action="store_true",
+                    help="the server under the normal CPU policy, not SCHED_BATCH "
+                         "(ServerConfig.batch_scheduling false), to compare")
     args = ap.parse_args()
     n, burst, seconds, pairs = (300, 20, 1.0, 5) if args.quick else (args.n, args.burst, 2.0, 7)
     with tempfile.TemporaryDirectory(prefix="tumbler-bench-") as state:
-        proc, url = start_server(state)
+        proc, url = start_server(state, not args.normal_scheduling)
         try:
             results = {}
             if not args.aggregate_only:

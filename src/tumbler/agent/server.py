@@ -257,6 +257,18 @@ def _not_dumpable() -> None:
         log.warning("could not make the agent non-dumpable")
 
 
+def _normal_scheduling() -> None:
+    """Back to the normal CPU policy if started under SCHED_BATCH (the server's policy, which
+    runc and so this agent inherit: `server.scheduling`): the sandbox's programs are scheduled
+    as they would be anywhere else."""
+    batch = getattr(os, "SCHED_BATCH", None)
+    try:
+        if batch is not None and os.sched_getscheduler(0) == batch:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        log.warning("could not set the agent's scheduling policy back to SCHED_OTHER")
+
+
 def _lazy(module: str, function: str):
     """A handler that imports its module on first use, to keep the agent's start lean."""
     def handler(req_args, body, emit):
@@ -331,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = _parse_argv(sys.argv[1:] if argv is None else argv)
     _not_dumpable()
     logs.configure(opts["log_level"])
+    _normal_scheduling()
     from . import children
 
     if opts["subreaper"]:

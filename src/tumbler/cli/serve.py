@@ -109,6 +109,9 @@ def run(config: ServerConfig) -> None:
         _keep_sigterm_graceful()
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.batch_scheduling:
+        from tumbler.server.scheduling import use_batch_policy
+        use_batch_policy()   # before any thread starts: they inherit it
     app = create_app(config)
     server = _server_class()(uvicorn.Config(
         app, host=config.host, port=config.port, log_level=config.log_level, access_log=False,

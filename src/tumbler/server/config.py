@@ -96,6 +96,12 @@ class ServerConfig(BaseModel):
     runs_dir: Path = Field(default=Path("runs"), description="where the trainer's run "
                            "directories are (each a `run_dir` of `tumbler train`), for "
                            "GET /v1/runs and the console; relative: to the server's cwd")
+    batch_scheduling: bool = Field(default=True, description="run the server's threads under "
+                                   "Linux's SCHED_BATCH policy: its wake-ups do not preempt the "
+                                   "agents and clients it serves, so each turn of its event loop "
+                                   "handles more of their messages (~10% less CPU a command, "
+                                   "docs/BENCHMARKS.md); sandboxes still run under the normal "
+                                   "policy (each agent resets it at start)")
     log_level: str = "info"
 
     @field_validator("node_memory_bytes", "max_json_bytes", "max_upload_bytes", mode="before")
