@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 
 import httpx
 
@@ -28,7 +29,7 @@ from tumbler import wire
 from tumbler.errors import CommandTimeout, ServerUnreachable
 from tumbler.sdk import core
 from tumbler.sdk.runs import cut_frames, interrupt_cancelled, item_json, settle
-from tumbler.sdk.transport import parse_head
+from tumbler.sdk.transport import MAX_HEAD, parse_head
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,13 @@ class RunStream:
     def __init__(self, client):
         self.client = client           # an AsyncClient: its _builder, _transport, _send_now
         self.enabled = True            # off once the server or the path cannot carry a stream
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: asyncio.Transport | None = None
+        self._proto: _StreamProtocol | None = None
         self._opening: asyncio.Future | None = None
-        self._reader: asyncio.Task | None = None
         self._runs: dict[int, _Run] = {}   # sent and not answered, by index
         self._next = 0
         self._pending: list[bytes] = []    # lines started in this turn of the loop
+        self._flushing = False             # a _flush is queued
         self._tasks: set[asyncio.Task] = set()
         self._closed: str | None = None    # why, once the client is closed
         # One timer for the runs' deadlines, at the nearest: a timer per run (made, then
@@ -69,10 +71,11 @@ class RunStream:
             writer = await self._open()
             if writer is None:             # no stream to this server: the caller goes on without
                 return await self.client._send_without_stream(call)   # noqa: SLF001
-        loop = asyncio.get_running_loop()
+        loop = self._proto.loop
         index = self._next = self._next + 1
         run = self._runs[index] = _Run(call, loop.create_future(), loop.time() + call.timeout)
-        if not self._pending:
+        if not self._flushing:
+            self._flushing = True
             loop.call_soon(self._flush)
         self._pending.append(b"%d %s\n" % (index, item_json(call)))
         if run.deadline < self._sweep_at:
@@ -87,19 +90,17 @@ class RunStream:
     async def close(self) -> None:
         """End the stream. Commands still under way are interrupted by the server (the client
         hung up) and raise ServerUnreachable here, as requests on a closed pool would."""
-        writer, self._writer = self._writer, None
+        writer = self._writer
         self._closed = "the client was closed with this command under way"
         if writer is not None:
-            self._pending.clear()   # their runs fail below, with the reader
+            self._pending.clear()   # their runs fail below
             if not self._runs:
                 try:   # a clean end of the body first: nothing is left to answer
                     writer.write(b"0\r\n\r\n")
                 except (OSError, RuntimeError):
                     pass
-            writer.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._proto is not None:
+            self._ended(self._proto, self._closed)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper, self._sweep_at = None, math.inf
@@ -111,11 +112,19 @@ class RunStream:
 
     def _flush(self) -> None:
         """Send the lines started in this turn of the loop as one chunk."""
+        self._flushing = False
         if not self._pending or self._writer is None:
             return
         data = b"".join(self._pending)
         self._pending.clear()
         self._writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _flush_after_wakeups(self) -> None:
+        """Frames just answered runs, whose tasks wake next in the loop's queue: a flush queued
+        behind them sends the lines they start then in one chunk, in the same turn."""
+        if not self._flushing:
+            self._flushing = True
+            self._proto.loop.call_soon(self._flush)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._sweeper is not None:
@@ -150,7 +159,7 @@ class RunStream:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _open(self) -> asyncio.StreamWriter | None:
+    async def _open(self) -> asyncio.Transport | None:
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._connect())
         opening = self._opening
@@ -160,72 +169,62 @@ class RunStream:
             if opening.done():
                 self._opening = None
 
-    async def _connect(self) -> asyncio.StreamWriter | None:
+    async def _connect(self) -> asyncio.Transport | None:
         client = self.client
         call = core.Call("POST", wire.RUN_STREAM_PATH, core._none, content=b"",   # noqa: SLF001
                          content_type="application/x-ndjson", timeout=OPEN_TIMEOUT_S)
         head, _, host, port = client._builder.raw(call, chunked=True)   # noqa: SLF001
+        loop = asyncio.get_running_loop()
         for attempt in range(client.retries + 1):
             try:
-                conn, _ = await client._transport._acquire(   # noqa: SLF001
-                    None, OPEN_TIMEOUT_S, fresh=True, host=host, port=port)
+                transport, proto = await asyncio.wait_for(loop.create_connection(
+                    lambda: _StreamProtocol(self, loop), host, port), OPEN_TIMEOUT_S)
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (OSError, asyncio.TimeoutError) as exc:
                 if attempt == client.retries:
-                    raise ServerUnreachable(f"cannot reach the server at {client.url}: {exc}") from None
+                    raise ServerUnreachable(f"cannot reach the server at {client.url}: "
+                                            f"{exc!r}") from None
                 await asyncio.sleep(core.backoff_s(attempt))
-        reader, writer = conn.reader, conn.writer
-        writer.write(head)
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.write(head)
         try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), OPEN_TIMEOUT_S)
-            status, _headers, length, chunked, _ = parse_head(raw)
-            content = b"" if chunked or not length else await asyncio.wait_for(
-                reader.readexactly(length), OPEN_TIMEOUT_S)
+            status, chunked, content = await asyncio.wait_for(asyncio.shield(proto.opened),
+                                                              OPEN_TIMEOUT_S)
         except asyncio.TimeoutError:
-            writer.close()
+            transport.close()
             log.warning("the server at %s did not open a run stream within %.0f s (a proxy "
                         "that buffers request bodies?): commands go in batches", client.url,
                         OPEN_TIMEOUT_S)
             self.enabled = False
             return None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            writer.close()
+        except (OSError, ValueError, httpx.RemoteProtocolError) as exc:
+            transport.close()
             raise ServerUnreachable(f"connection to {client.url} failed opening the run "
                                     f"stream: {exc!r}") from None
         if status != 200 or not chunked:
-            writer.close()
+            transport.close()
             if status in (404, 405):   # a server without the route (it never answers 404)
                 self.enabled = False
                 return None
             raise core.error_for(core.Reply(status, content))
-        self._writer, self._closed = writer, None
-        self._reader = asyncio.ensure_future(self._read(reader, writer))
-        return writer
+        self._writer, self._closed, self._proto = transport, None, proto
+        proto.streaming()
+        return transport
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer each run from its frame, until the reply ends or the connection fails."""
-        buf = bytearray()
-        why = "the server ended the run stream without answering this command"
-        try:
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    break
-                buf += (await reader.readexactly(size + 2))[:-2]
-                self._answer(buf)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            why = f"the run stream's connection to {self.client.url} failed: {exc!r}"
-        except ServerUnreachable as exc:
-            why = exc.message
-        finally:
-            if self._writer is writer:
-                self._writer = None
-                self._pending.clear()   # lines of runs that fail here: never sent
-            writer.close()
-            runs, self._runs = self._runs, {}
-            for run in runs.values():
-                if not run.future.done():
-                    run.future.set_exception(ServerUnreachable(self._closed or why))
+    def _ended(self, proto: "_StreamProtocol", why: str) -> None:
+        """The stream's connection is over (`why`): every run on it fails with
+        ServerUnreachable; the next run opens a new stream."""
+        if self._proto is not proto:
+            return   # an older stream's, or one that never opened
+        self._proto = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._pending.clear()   # lines of runs that fail here: never sent
+        runs, self._runs = self._runs, {}
+        for run in runs.values():
+            if not run.future.done():
+                run.future.set_exception(ServerUnreachable(self._closed or why))
 
     def _answer(self, buf: bytearray) -> None:
         """Every whole frame in `buf` answers its run (and is cut off)."""
@@ -239,3 +238,110 @@ class RunStream:
         except ValueError:
             raise ServerUnreachable("the server's run stream is out of step (a frame line "
                                     "that is not INDEX STATUS LENGTH)") from None
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """The stream's connection, read in the loop's own callback: the reply's head (`opened`,
+    with the content of a reply that is not the stream), then its chunks, whose frames answer
+    their runs as they arrive. No reader task: each chunk costs no task step, and the runs
+    answered by one chunk have their next lines sent in the same turn of the loop (the flush
+    is queued after their tasks' wake-ups)."""
+
+    def __init__(self, stream: RunStream, loop: asyncio.AbstractEventLoop):
+        self.stream, self.loop = stream, loop
+        self.opened: asyncio.Future = loop.create_future()   # (status, chunked, content)
+        self.transport: asyncio.Transport | None = None
+        self._raw = bytearray()     # bytes not cut yet: the head, or chunk framing
+        self._frames = bytearray()  # the chunks' data, cut into frames as they complete
+        self._head: tuple | None = None    # (status, length) of a reply that is not chunked
+        self._chunk = -1            # data bytes (+2 for its CRLF) still to come of this chunk
+        self._streaming = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def streaming(self) -> None:
+        """The stream is open: what came after the head is chunks."""
+        self._streaming = True
+        self._chunks()
+
+    def data_received(self, data: bytes) -> None:
+        self._raw += data
+        if not self._streaming:
+            if not self.opened.done():
+                try:
+                    self._opening()
+                except (ValueError, httpx.RemoteProtocolError) as exc:
+                    self.transport.abort()
+                    self.opened.set_exception(exc)
+            return
+        try:
+            self._chunks()
+        except (ValueError, ServerUnreachable) as exc:
+            why = exc.message if isinstance(exc, ServerUnreachable) else (
+                f"the run stream's reply from {self.stream.client.url} is not chunked frames: {exc}")
+            self.transport.abort()
+            self.stream._ended(self, why)   # noqa: SLF001
+
+    def _opening(self) -> None:
+        raw = self._raw
+        if self._head is None:
+            end = raw.find(b"\r\n\r\n")
+            if end < 0:
+                if len(raw) > MAX_HEAD:
+                    raise ValueError(f"a reply head over {MAX_HEAD} bytes")
+                return
+            status, _headers, length, chunked, _ = parse_head(bytes(raw[:end + 4]))
+            del raw[:end + 4]
+            if chunked:
+                self.opened.set_result((status, True, b""))
+                return   # the rest is chunks, read once the stream is open
+            self._head = (status, length or 0)
+        status, length = self._head
+        if len(raw) >= length:
+            self.opened.set_result((status, False, bytes(raw[:length])))
+
+    def _chunks(self) -> None:
+        raw, frames, answered = self._raw, self._frames, False
+        pos = 0
+        try:
+            while True:
+                if self._chunk < 0:   # a size line
+                    nl = raw.find(b"\r\n", pos)
+                    if nl < 0:
+                        if len(raw) - pos > 1024:
+                            raise ValueError("a chunk size line over 1 KiB")
+                        return
+                    size = int(bytes(raw[pos:nl]).split(b";")[0], 16)
+                    pos = nl + 2
+                    if size == 0:
+                        raise ServerUnreachable("the server ended the run stream without "
+                                                "answering this command")
+                    self._chunk = size + 2
+                take = min(self._chunk, len(raw) - pos)
+                if take <= 0:
+                    return
+                # the chunk's data goes to the frames, its closing CRLF nowhere
+                data_end = pos + min(take, max(self._chunk - 2, 0))
+                frames += raw[pos:data_end]
+                answered = True
+                pos += take
+                self._chunk -= take
+                if self._chunk == 0:
+                    self._chunk = -1
+        finally:
+            del raw[:pos]
+            if answered:
+                self.stream._answer(frames)   # noqa: SLF001
+                self.stream._flush_after_wakeups()   # noqa: SLF001
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"connection lost: {exc or 'closed'}"))
+            self.opened.exception()   # retrieved: no "never retrieved" warning if no one waits
+        self.stream._ended(self, f"the run stream's connection to {self.stream.client.url} "   # noqa: SLF001
+                                 f"failed: {exc!r}" if exc else
+                           f"the run stream's connection to {self.stream.client.url} was closed")
