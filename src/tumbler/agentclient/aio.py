@@ -104,7 +104,7 @@ class AsyncAgentClient:
             return None
         self._next_id += 1
         rid = self._next_id
-        loop = asyncio.get_running_loop()
+        loop = proto.loop   # not get_running_loop(): on 3.11 a getpid() system call each
         future = loop.create_future()
         room = reply_limit(op, args or {}) if max_reply is None else max_reply
         self._pending[rid] = _Pending(future, on_event, room)
@@ -185,6 +185,7 @@ class _FrameProtocol(asyncio.Protocol):
 
     def __init__(self, client: AsyncAgentClient):
         self.client = client
+        self.loop = asyncio.get_running_loop()   # made by the loop's connect, on the loop
         self.transport: asyncio.Transport | None = None
         self.paused = False
         self._drained: asyncio.Future | None = None
