@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import socket
 
 import httpx
 
@@ -29,7 +28,7 @@ from tumbler import wire
 from tumbler.errors import CommandTimeout, ServerUnreachable
 from tumbler.sdk import core
 from tumbler.sdk.runs import cut_frames, interrupt_cancelled, item_json, settle
-from tumbler.sdk.transport import MAX_HEAD, parse_head
+from tumbler.sdk.transport import MAX_HEAD, connect_tcp, parse_head
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +73,7 @@ class RunStream:
         loop = self._proto.loop
         index = self._next = self._next + 1
         run = self._runs[index] = _Run(call, loop.create_future(), loop.time() + call.timeout)
-        if not self._flushing:
-            self._flushing = True
-            loop.call_soon(self._flush)
+        self._queue_flush()
         self._pending.append(b"%d %s\n" % (index, item_json(call)))
         if run.deadline < self._sweep_at:
             self._arm(loop, run.deadline)
@@ -119,9 +116,10 @@ class RunStream:
         self._pending.clear()
         self._writer.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def _flush_after_wakeups(self) -> None:
-        """Frames just answered runs, whose tasks wake next in the loop's queue: a flush queued
-        behind them sends the lines they start then in one chunk, in the same turn."""
+    def _queue_flush(self) -> None:
+        """One _flush on the loop's queue for the lines of this turn. Queued when a chunk's frames
+        answer runs too, behind their tasks' wake-ups: the lines those tasks start then go in
+        one chunk, in the same turn."""
         if not self._flushing:
             self._flushing = True
             self._proto.loop.call_soon(self._flush)
@@ -177,15 +175,13 @@ class RunStream:
         loop = asyncio.get_running_loop()
         for attempt in range(client.retries + 1):
             try:
-                transport, proto = await asyncio.wait_for(loop.create_connection(
-                    lambda: _StreamProtocol(self, loop), host, port), OPEN_TIMEOUT_S)
+                transport, proto = await connect_tcp(lambda: _StreamProtocol(self, loop),
+                                                     host, port, OPEN_TIMEOUT_S)
                 break
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt == client.retries:
-                    raise ServerUnreachable(f"cannot reach the server at {client.url}: "
-                                            f"{exc!r}") from None
+                    raise ServerUnreachable(f"cannot reach the server at {client.url}: {exc}") from None
                 await asyncio.sleep(core.backoff_s(attempt))
-        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.write(head)
         try:
             status, chunked, content = await asyncio.wait_for(asyncio.shield(proto.opened),
@@ -333,7 +329,7 @@ class _StreamProtocol(asyncio.Protocol):
             del raw[:pos]
             if answered:
                 self.stream._answer(frames)   # noqa: SLF001
-                self.stream._flush_after_wakeups()   # noqa: SLF001
+                self.stream._queue_flush()   # noqa: SLF001
 
     def eof_received(self) -> bool:
         return False

@@ -65,6 +65,21 @@ def parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]], int | None,
     return status, headers, length, chunked, keep_alive
 
 
+async def connect_tcp(factory, host: str, port: int, timeout: float | None,
+                      request: httpx.Request | None = None) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """A TCP connection with Nagle off, as loop.create_connection(factory, host, port) ->
+    (transport, protocol); httpx.ConnectTimeout or httpx.ConnectError when it cannot be made."""
+    try:
+        transport, proto = await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(factory, host, port), timeout)
+    except asyncio.TimeoutError:
+        raise httpx.ConnectTimeout(f"connect to {host}:{port} timed out", request=request) from None
+    except OSError as exc:
+        raise httpx.ConnectError(str(exc), request=request) from None
+    transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return transport, proto
+
+
 def _timeouts(request: httpx.Request) -> tuple[float | None, float | None]:
     t = request.extensions.get("timeout") or {}
     return t.get("connect"), t.get("read")
@@ -240,15 +255,11 @@ class AsyncTumblerTransport(httpx.AsyncBaseTransport):
             conn.close()
         if request is not None:
             host, port = request.url.host, request.url.port or 80
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=MAX_HEAD), timeout)
-        except asyncio.TimeoutError:
-            raise httpx.ConnectTimeout(f"connect to {host}:{port} timed out", request=request) from None
-        except OSError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from None
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _AsyncConn(reader, writer), False
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
+        transport, proto = await connect_tcp(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                                             host, port, timeout, request)
+        return _AsyncConn(reader, asyncio.StreamWriter(transport, proto, reader, loop)), False
 
     def _release(self, conn: _AsyncConn, keep_alive: bool) -> None:
         if keep_alive and len(self._idle) < self.max_idle:

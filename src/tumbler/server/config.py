@@ -99,7 +99,7 @@ class ServerConfig(BaseModel):
     batch_scheduling: bool = Field(default=True, description="run the server's threads under "
                                    "Linux's SCHED_BATCH policy: its wake-ups do not preempt the "
                                    "agents and clients it serves, so each turn of its event loop "
-                                   "handles more of their messages (~10% less CPU a command, "
+                                   "handles more of their messages (~5-10% less CPU a command, "
                                    "docs/BENCHMARKS.md); sandboxes still run under the normal "
                                    "policy (each agent resets it at start)")
     log_level: str = "info"

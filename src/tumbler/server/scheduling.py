@@ -7,7 +7,7 @@ two per command, and turns of the event loop that each handle one message. Under
 the server's wake-ups never preempt the running task (it runs when a core frees up or at the
 scheduler's tick), so the senders finish their own turn and the server reads what accumulated in
 one turn of its loop: fewer switches, fewer system calls and turns of the loop per command
-(bench_server's 8-session aggregate: ~10% less server CPU a command, docs/BENCHMARKS.md). A
+(bench_server's 8-session aggregate: 5-10% less server CPU a command, docs/BENCHMARKS.md). A
 round trip on an idle machine is unchanged: a waking task takes an idle core at once.
 
 The policy is per thread and inherited by the threads and processes made after it is set. The
